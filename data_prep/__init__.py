@@ -1,0 +1,5 @@
+"""Task data: every task loads into the one record schema of ``data_prep.schema``."""
+
+from data_prep.tasks import TASKS, load_task
+
+__all__ = ["TASKS", "load_task"]

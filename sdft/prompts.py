@@ -1,0 +1,80 @@
+"""Student and teacher contexts (CtxS and CtxT of Algorithm 1).
+
+The student sees the query only. The teacher is the same network conditioned on the query and an
+expert demonstration through the paper's template (Section 3):
+
+    <Question>
+    This is an example for a response to the question:
+    <Demonstration>
+    Now answer with a response of your own, including the thinking process:
+
+Templates are named so every result records which one ran. ``paper`` is the verbatim template and
+the default of the ``paper`` preset. ``same_format`` changes only the last sentence; SmolLM2-135M
+follows the paper's wording poorly (DESIGN.md, measured facts), so the ``mini`` preset uses it.
+
+Records follow the one schema of the repository (``data_prep.schema``): ``prompt`` is a list of chat
+messages ending with the user's query; ``demonstration`` is a string.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Messages = list[dict[str, str]]
+
+TEACHER_TEMPLATES: dict[str, str] = {
+    "paper": (
+        "{question}\n\n"
+        "This is an example for a response to the question:\n"
+        "{demonstration}\n\n"
+        "Now answer with a response of your own, including the thinking process:"
+    ),
+    "same_format": (
+        "{question}\n\n"
+        "This is an example for a response to the question:\n"
+        "{demonstration}\n\n"
+        "Now answer with a response of your own, in exactly the same format as the example:"
+    ),
+}
+
+
+def get_template(name_or_text: str) -> str:
+    """A template by name, or a literal template holding ``{question}`` and ``{demonstration}``."""
+    if name_or_text in TEACHER_TEMPLATES:
+        return TEACHER_TEMPLATES[name_or_text]
+    if "{question}" in name_or_text and "{demonstration}" in name_or_text:
+        return name_or_text
+    raise ValueError(
+        f"teacher template {name_or_text!r} is neither a known name {sorted(TEACHER_TEMPLATES)} "
+        "nor a text with {question} and {demonstration} placeholders"
+    )
+
+
+def to_trl_template(template: str) -> str:
+    """The same template in the placeholders TRL's SDFTTrainer uses (``{prompt}``, ``{privileged_context}``)."""
+    return get_template(template).replace("{question}", "{prompt}").replace("{demonstration}", "{privileged_context}")
+
+
+def _split_query(messages: Messages) -> tuple[Messages, str]:
+    if not messages or messages[-1].get("role") != "user":
+        raise ValueError("a prompt must be a non-empty list of chat messages ending with a user turn")
+    return list(messages[:-1]), messages[-1]["content"]
+
+
+def student_messages(record: dict[str, Any]) -> Messages:
+    """CtxS(x): the query exactly as the task states it, no demonstration."""
+    _split_query(record["prompt"])
+    return [dict(m) for m in record["prompt"]]
+
+
+def teacher_messages(record: dict[str, Any], template: str = "paper", demonstration: str | None = None) -> Messages:
+    """CtxT(x, c): system messages kept, the last user turn replaced by the filled template."""
+    head, question = _split_query(record["prompt"])
+    demo = record["demonstration"] if demonstration is None else demonstration
+    text = get_template(template).format(question=question, demonstration=demo)
+    return [dict(m) for m in head] + [{"role": "user", "content": text}]
+
+
+def render(tokenizer, messages: Messages) -> str:
+    """The prompt string the model sees, through its chat template, ending with the assistant header."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
