@@ -213,3 +213,35 @@ def describe_fields() -> str:
         default = f.default if f.default is not dataclasses.MISSING else None
         lines.append(f"  {f.name} (default {default!r}): {f.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+def trainer_kwargs(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
+    """The ``TrainingArguments`` every method shares (Appendix B's optimiser settings come from ``cfg``)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    bf16 = cuda if cfg.bf16 is None else bool(cfg.bf16 and cuda)
+    return dict(
+        output_dir=str(output_dir),
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        warmup_steps=cfg.warmup_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        max_grad_norm=cfg.max_grad_norm,
+        weight_decay=cfg.weight_decay,
+        optim=cfg.optim,
+        bf16=bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=[],
+        use_cpu=not cuda,
+        dataloader_num_workers=0,
+    )

@@ -1,0 +1,174 @@
+r"""The self-distillation objective, as pure functions of logits.
+
+Notation (Appendix A.1). The student :math:`\pi_\theta(\cdot|y_{<t},x)` and the teacher
+:math:`\pi(\cdot|y_{<t},x,c)` are compared at each position :math:`t` of the student's own sampled
+completion :math:`y=(y_1..y_T)`, over the full vocabulary :math:`V`. The teacher is a constant
+(no gradient flows into it). Logits arrive as ``[B, T, V]`` tensors aligned with ``completion_ids``:
+``student_logits[:, t]`` is the distribution that produced ``completion_ids[:, t]``.
+
+Per-token divergences :math:`D_t` (``per_token_divergence``):
+  * reverse  :math:`\mathrm{KL}(\pi_\theta\|\pi) = \sum_v \pi_\theta(v)\,[\log\pi_\theta(v)-\log\pi(v)]` -- the paper's Eq. 1.
+  * forward  :math:`\mathrm{KL}(\pi\|\pi_\theta) = \sum_v \pi(v)\,[\log\pi(v)-\log\pi_\theta(v)]` -- what the
+    authors' public code used for every number in the paper (GKD-style), and our default.
+  * a float :math:`\beta\in(0,1)` -- the generalized Jensen-Shannon divergence of GKD with mixture
+    :math:`m=(1-\beta)\pi_\theta+\beta\pi`: :math:`\beta\,\mathrm{KL}(\pi\|m)+(1-\beta)\,\mathrm{KL}(\pi_\theta\|m)`.
+    ``0.0`` and ``1.0`` mean forward and reverse, exactly as TRL's ``distillation_alpha``.
+
+Gradient estimators (``self_distillation_loss``; each returns a surrogate whose autograd gradient is the estimator):
+  * ``analytic`` (all main experiments): :math:`\sum_t \nabla_\theta D_t`. For the reverse KL this is
+    :math:`\sum_t\sum_v \pi_\theta(v)\log\frac{\pi_\theta(v)}{\pi(v)}\nabla\log\pi_\theta(v)`
+    (the :math:`\sum_v\pi_\theta\nabla\log\pi_\theta` term vanishes). Surrogate: :math:`\sum_t D_t`.
+  * ``token``: :math:`\sum_t \log\frac{\pi_\theta(y_t)}{\pi(y_t)}\nabla\log\pi_\theta(y_t)` -- sampled token only,
+    reverse KL only; biased for the sequence-level KL. Surrogate: :math:`\sum_t \mathrm{sg}[\log\frac{\pi_\theta(y_t)}{\pi(y_t)}]\log\pi_\theta(y_t)`.
+  * ``rao_blackwell`` (Amini et al., 2025): the analytic term plus :math:`\sum_t D_t\sum_{i<t}\nabla\log\pi_\theta(y_i)`,
+    i.e. the score of each sampled token weighted by the divergence still to come. Surrogate:
+    :math:`\sum_t D_t + \sum_i \log\pi_\theta(y_i)\,\mathrm{sg}[\sum_{t>i} D_t]`. With the reverse KL its expectation
+    over :math:`y\sim\pi_\theta` is exactly the gradient of the sequence-level
+    :math:`\mathrm{KL}(\pi_\theta(\cdot|x)\|\pi(\cdot|x,c))`; with another divergence, of :math:`E_{y\sim\pi_\theta}\sum_t D_t`.
+
+Averaging (``reduction``). ``"sequence_mean"`` (default) is TRL's: each sequence's summed surrogate divided by
+its number of loss tokens, then the mean over sequences. ``"token_mean"`` divides the batch total by the batch's
+loss tokens; ``"sum"`` returns the plain total (used by the tests against exact gradients).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+ESTIMATORS = ("analytic", "token", "rao_blackwell")
+REDUCTIONS = ("sequence_mean", "token_mean", "sum")
+
+
+def divergence_alpha(divergence: Any) -> float:
+    """'forward' -> 0.0, 'reverse' -> 1.0, a float in [0, 1] -> itself (TRL's ``distillation_alpha``)."""
+    from sdft.config import divergence_to_alpha
+
+    return divergence_to_alpha(divergence)
+
+
+def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    # Half-precision logits are upcast: a 152k-way softmax in bf16 loses the small probabilities.
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return torch.log_softmax(logits, dim=-1)
+
+
+def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) over the last axis from log-probabilities."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def divergence_from_log_probs(student_log_probs: torch.Tensor, teacher_log_probs: torch.Tensor, divergence: Any = "forward") -> torch.Tensor:
+    """Per-position divergence ``[...]`` between two log-probability tensors ``[..., V]``."""
+    alpha = divergence_alpha(divergence)
+    s, t = student_log_probs, teacher_log_probs
+    if alpha == 0.0:
+        return _kl(t, s)
+    if alpha == 1.0:
+        return _kl(s, t)
+    log_mix = torch.logsumexp(torch.stack([s + torch.log1p(torch.tensor(-alpha, dtype=s.dtype)),
+                                           t + torch.log(torch.tensor(alpha, dtype=s.dtype))]), dim=0)
+    return alpha * _kl(t, log_mix) + (1.0 - alpha) * _kl(s, log_mix)
+
+
+def per_token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, divergence: Any = "forward") -> torch.Tensor:
+    """``[B, T]`` full-vocabulary divergence at every position; gradient flows into the student only."""
+    return divergence_from_log_probs(_log_softmax(student_logits), _log_softmax(teacher_logits.detach()), divergence)
+
+
+def loss_mask_for(completion_mask: torch.Tensor, skip_first: int = 0) -> torch.Tensor:
+    """The completion mask with the first ``skip_first`` completion positions removed (Section 5's artifact fix)."""
+    mask = completion_mask if completion_mask.is_floating_point() else completion_mask.to(torch.float32)
+    if skip_first > 0:
+        positions = torch.arange(mask.size(-1), device=mask.device)
+        mask = mask * (positions >= skip_first).to(mask.dtype)
+    return mask
+
+
+def _reduce(per_sequence_sum: torch.Tensor, loss_mask: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "sum":
+        return per_sequence_sum.sum()
+    if reduction == "sequence_mean":
+        return (per_sequence_sum / loss_mask.sum(-1).clamp(min=1.0)).mean()
+    if reduction == "token_mean":
+        return per_sequence_sum.sum() / loss_mask.sum().clamp(min=1.0)
+    raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def self_distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    divergence: Any = "reverse",
+    estimator: str = "analytic",
+    skip_first: int = 0,
+    is_weights: torch.Tensor | None = None,
+    reduction: str = "sequence_mean",
+) -> torch.Tensor:
+    """Scalar surrogate whose gradient w.r.t. ``student_logits`` is the chosen estimator (module docstring).
+
+    Args:
+        student_logits, teacher_logits: ``[B, T, V]`` logits over the completion positions.
+        completion_ids: ``[B, T]`` the student's sampled tokens.
+        completion_mask: ``[B, T]`` 1 on real completion tokens, 0 on padding.
+        divergence: ``"forward"`` | ``"reverse"`` | float in [0, 1] (generalized JSD).
+        estimator: ``"analytic"`` | ``"token"`` (reverse KL only) | ``"rao_blackwell"``.
+        skip_first: the first ``skip_first`` completion tokens carry no divergence term.
+        is_weights: optional ``[B, T]`` importance weights (detached) multiplying each token's divergence term.
+        reduction: ``"sequence_mean"`` (TRL's), ``"token_mean"`` or ``"sum"``.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    alpha = divergence_alpha(divergence)
+    student_lp = _log_softmax(student_logits)
+    teacher_lp = _log_softmax(teacher_logits.detach())
+    mask = loss_mask_for(completion_mask, skip_first).to(student_lp.dtype)
+    valid = completion_mask.to(student_lp.dtype)
+    weights = mask if is_weights is None else mask * is_weights.detach().to(student_lp.dtype)
+
+    if estimator == "token":
+        if alpha != 1.0:
+            raise ValueError("the token-level estimator is defined for the reverse KL only (divergence='reverse')")
+        ids = completion_ids.unsqueeze(-1)
+        s_tok = student_lp.gather(-1, ids).squeeze(-1)
+        t_tok = teacher_lp.gather(-1, ids).squeeze(-1)
+        per_token = (s_tok - t_tok).detach() * s_tok
+        return _reduce((per_token * weights).sum(-1), mask, reduction)
+
+    div = divergence_from_log_probs(student_lp, teacher_lp, divergence)
+    per_sequence = (div * weights).sum(-1)
+    if estimator == "rao_blackwell":
+        s_tok = student_lp.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+        d = (div * weights).detach()
+        future = d.flip(-1).cumsum(-1).flip(-1) - d  # sum over t' > t of the divergence still to come
+        per_sequence = per_sequence + (s_tok * future * valid).sum(-1)
+    return _reduce(per_sequence, mask, reduction)
+
+
+def truncated_importance_weights(train_logps: torch.Tensor, sampler_logps: torch.Tensor, cap: float = 2.0) -> torch.Tensor:
+    """Per-token weights pi_train(y_t) / pi_sampler(y_t), truncated at ``cap`` and detached (Algorithm 1, line 17).
+
+    Corrects for the sampler (vLLM) and the trainer disagreeing on the same weights (kernels, precision).
+    """
+    log_ratio = (train_logps.detach() - sampler_logps.detach()).clamp(-20.0, 20.0)
+    return log_ratio.exp().clamp(max=cap)
+
+
+def dft_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100, reduction: str = "token_mean") -> torch.Tensor:
+    r"""Dynamic Fine-Tuning (Wu et al., 2025): the SFT token loss scaled by the token's detached probability.
+
+    :math:`L = \sum_t -\mathrm{sg}[p_\theta(y_t)]\,\log p_\theta(y_t)` over target tokens (labels != ignore_index),
+    with ``logits[:, t]`` predicting ``labels[:, t]`` (already shifted). ``token_mean`` divides by the number of
+    target tokens, as SFT's cross-entropy does.
+    """
+    mask = labels != ignore_index
+    safe = labels.masked_fill(~mask, 0)
+    logp = _log_softmax(logits).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    per_token = -(logp.detach().exp() * logp) * mask
+    if reduction == "sum":
+        return per_token.sum()
+    return per_token.sum() / mask.sum().clamp(min=1)

@@ -1,0 +1,118 @@
+"""The run directory every method writes (DESIGN.md, Results layout).
+
+    <run_dir>/config.yaml     the resolved RunConfig
+    <run_dir>/manifest.json   git commit, package versions, seed, command, start/end time, what ran
+    <run_dir>/metrics.jsonl   one JSON object per Trainer log line
+    <run_dir>/splits.json     the ids of the records each split used
+    <run_dir>/model/          the trained model and tokenizer (save_model=True)
+    <run_dir>/checkpoints/    resumable Trainer checkpoints (student, teacher, optimizer, scheduler, RNG)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+PACKAGES = ("torch", "transformers", "trl", "datasets", "accelerate", "peft", "lm-eval", "vllm", "openai")
+_SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
+def git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def redact_command(argv: list[str]) -> list[str]:
+    """The command line with any value of a secret-looking key=value replaced."""
+    out = []
+    for arg in argv:
+        key = arg.split("=", 1)[0].upper()
+        out.append(f"{arg.split('=', 1)[0]}=<redacted>" if "=" in arg and any(m in key for m in _SECRET_MARKERS) else arg)
+    return out
+
+
+class RunManifest:
+    """Written at the start of a run and completed at its end."""
+
+    def __init__(self, run_dir: str | Path, config: dict[str, Any], extra: dict[str, Any] | None = None):
+        self.path = Path(run_dir) / "manifest.json"
+        self.data: dict[str, Any] = {
+            "command": redact_command(sys.argv),
+            "git_commit": git_commit(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "packages": package_versions(),
+            "seed": config.get("seed"),
+            "method": config.get("method"),
+            "task": config.get("task"),
+            "model": config.get("model"),
+            "preset": config.get("preset"),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "status": "running",
+            **(extra or {}),
+        }
+        self._t0 = time.time()
+        self.write()
+
+    def update(self, **values: Any) -> None:
+        self.data.update(values)
+        self.write()
+
+    def finish(self, status: str = "completed", **values: Any) -> None:
+        self.update(status=status, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    wall_clock_s=round(time.time() - self._t0, 2), **values)
+
+    def write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=str))
+        os.replace(tmp, self.path)
+
+
+class JsonlMetricsCallback(TrainerCallback):
+    """Appends every Trainer log (loss, learning rate, distillation loss, ...) to ``metrics.jsonl``."""
+
+    def __init__(self, path: str | Path, stage: str | None = None):
+        self.path = Path(path)
+        self.stage = stage
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or not state.is_world_process_zero:
+            return
+        row = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3)}
+        if self.stage:
+            row["stage"] = self.stage
+        for k, v in logs.items():
+            row[k] = v if not isinstance(v, float) or math.isfinite(v) else str(v)
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

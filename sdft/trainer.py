@@ -1,0 +1,249 @@
+"""SDFT training on TRL's ``SDFTTrainer``. The only module of this repository that imports ``trl.experimental``.
+
+What this adds to TRL 1.16's trainer, and why:
+  * The loss is ours (``sdft.losses.self_distillation_loss``): full-vocabulary per-token divergence
+    (forward, reverse or generalized JSD) with all three gradient estimators of Appendix A.1
+    (TRL has the analytic and sampled-token ones, not the Rao-Blackwellized one) and first-k masking.
+  * The EMA teacher update is one fused ``torch._foreach_lerp_`` over all parameters
+    (phi <- phi + alpha * (theta - phi) = alpha * theta + (1 - alpha) * phi), after every optimizer step,
+    instead of a Python loop of two kernels per tensor.
+  * With vLLM, the sampler's token log-probabilities are kept and each token's divergence is
+    reweighted by the truncated ratio pi_train(y_t) / pi_vllm(y_t) (Algorithm 1, line 17).
+  * Checkpoints also hold the teacher's weights, so a resumed run continues with the same EMA teacher.
+
+Everything else -- on-policy rollouts, teacher prompt construction, the teacher copy for ``base`` /
+``ema`` and the student itself for ``live`` -- is TRL's.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from trl.experimental.sdft import SDFTConfig, SDFTTrainer
+    from trl.experimental.sdft.teacher_sync import SyncTeacherModelCallback
+
+from trl.trainer.utils import pad, selective_log_softmax
+
+from sdft.losses import per_token_divergence, self_distillation_loss, truncated_importance_weights, loss_mask_for
+
+TEACHER_WEIGHTS_FILE = "teacher_model.safetensors"
+
+
+@dataclass
+class SelfDistillationConfig(SDFTConfig):
+    """TRL's ``SDFTConfig`` plus the knobs of the paper that TRL lacks.
+
+    The divergence is TRL's ``distillation_alpha`` (0 forward, 1 reverse, between: generalized JSD) and is
+    always computed over the full vocabulary (``distillation_mode="full_logits"``).
+    """
+
+    estimator: str = field(default="analytic", metadata={"help": "analytic | token | rao_blackwell (Appendix A.1)"})
+    vllm_importance_sampling: bool = field(
+        default=True, metadata={"help": "reweight by truncated pi_train / pi_vllm when generating with vLLM"}
+    )
+    importance_sampling_cap: float = field(default=2.0, metadata={"help": "truncation of the importance weights"})
+    fused_ema: bool = field(default=True, metadata={"help": "one fused foreach EMA update instead of TRL's loop"})
+
+    def __post_init__(self):
+        self.distillation_mode = "full_logits"
+        super().__post_init__()
+
+
+@torch.no_grad()
+def ema_update_(teacher_params: list[torch.Tensor], student_params: list[torch.Tensor], alpha: float) -> None:
+    """phi <- alpha * theta + (1 - alpha) * phi for every pair, as one fused multi-tensor operation."""
+    torch._foreach_lerp_(teacher_params, student_params, alpha)
+
+
+class FusedEMATeacherCallback(TrainerCallback):
+    """Moves the teacher towards the student after every ``sync_steps`` optimizer steps."""
+
+    def __init__(self, teacher_model, student_model, alpha: float, sync_steps: int = 1):
+        self.alpha, self.sync_steps = alpha, sync_steps
+        t_named = dict(teacher_model.named_parameters())
+        s_named = dict(student_model.named_parameters())
+        if t_named.keys() != s_named.keys():
+            raise ValueError("EMA teacher and student have different parameter names")
+        self.teacher = [t_named[k] for k in s_named]
+        self.student = [s_named[k] for k in s_named]
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.sync_steps == 0:
+            ema_update_([p.data for p in self.teacher], [p.data for p in self.student], self.alpha)
+
+
+class SelfDistillationTrainer(SDFTTrainer):
+    """TRL's SDFT trainer with the paper's objective (see the module docstring)."""
+
+    args: SelfDistillationConfig
+
+    # ---------------------------------------------------------------- teacher
+    def _setup_teacher_model(self) -> None:
+        super()._setup_teacher_model()
+        if self.args.teacher_model_kind != "ema" or not self.args.fused_ema or self.is_deepspeed_enabled:
+            return
+        if self.teacher_model is self.model:  # PEFT adapter EMA: TRL's callback handles it
+            return
+        self.remove_callback(SyncTeacherModelCallback)
+        self.add_callback(FusedEMATeacherCallback(
+            self.accelerator.unwrap_model(self.teacher_model), self.accelerator.unwrap_model(self.model),
+            self.args.teacher_update_rate, self.args.teacher_sync_steps,
+        ))
+
+    def _has_separate_teacher(self) -> bool:
+        return self.teacher_model is not None and self.teacher_model is not self.model
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self._has_separate_teacher() and self.args.should_save:
+            from safetensors.torch import save_file
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            state = {k: v.detach().contiguous().cpu() for k, v in
+                     self.accelerator.unwrap_model(self.teacher_model).state_dict().items()}
+            save_file(_untie(state), str(folder / TEACHER_WEIGHTS_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = Path(resume_from_checkpoint) / TEACHER_WEIGHTS_FILE
+        if self._has_separate_teacher() and path.exists():
+            from safetensors.torch import load_file
+
+            teacher = self.accelerator.unwrap_model(self.teacher_model)
+            teacher.load_state_dict(load_file(str(path), device=str(next(teacher.parameters()).device)), strict=False)
+
+    # ---------------------------------------------------------------- rollouts (vLLM importance sampling)
+    def _generate_vllm(self, prompt_ids):
+        wants_logps = self.args.vllm_importance_sampling
+        if wants_logps:
+            self.vllm_generation.logprobs = 0  # the sampled token's log-prob, after temperature
+        if self.state.global_step != self._last_loaded_step:
+            self.vllm_generation.sync_weights()
+            self._last_loaded_step = self.state.global_step
+        num_generations = self.num_generations if self.model.training else self.num_generations_eval
+        prompt_ids_out, completion_ids, logprobs, _ = self.vllm_generation.generate(
+            prompts=prompt_ids, images=None, num_generations=num_generations
+        )
+        self._sampler_logps = (
+            [[float("nan") if lp[0] is None else lp[0] for lp in seq] for seq in logprobs]
+            if wants_logps and logprobs is not None else None
+        )
+        return prompt_ids_out, completion_ids
+
+    def sample_rollouts(self, inputs):
+        self._sampler_logps = None
+        batch = super().sample_rollouts(inputs)
+        if self._sampler_logps is not None:
+            rows = [torch.tensor(r, dtype=torch.float32) for r in self._sampler_logps]
+            logps = pad(rows, padding_value=0.0, padding_side="right").to(batch["completion_ids"].device)
+            batch["sampler_per_token_logps"] = logps[:, : batch["completion_ids"].size(1)]
+        return batch
+
+    # ---------------------------------------------------------------- loss
+    def _compute_self_distillation_loss(self, model, inputs, distillation_logits):
+        logits = distillation_logits
+        completion_mask = inputs["completion_mask"]
+        is_weights = None
+        old = inputs.get("old_per_token_logps")
+        sampler = inputs.get("sampler_per_token_logps")
+        if (old is not None and self.args.distillation_is_clip is not None) or sampler is not None:
+            student_tok = selective_log_softmax(logits.student_logits, logits.completion_ids).detach()
+            if old is not None and self.args.distillation_is_clip is not None:  # reused rollouts (TRL's correction)
+                is_weights = truncated_importance_weights(student_tok, old, self.args.distillation_is_clip)
+            if sampler is not None:  # vLLM vs trainer mismatch
+                w = truncated_importance_weights(student_tok, torch.nan_to_num(sampler, nan=0.0),
+                                                 self.args.importance_sampling_cap)
+                is_weights = w if is_weights is None else is_weights * w
+
+        loss = self_distillation_loss(
+            logits.student_logits, logits.teacher_logits, logits.completion_ids, completion_mask,
+            divergence=self.args.distillation_alpha, estimator=self.args.estimator,
+            skip_first=self.num_loss_tokens_to_skip, is_weights=is_weights, reduction="sequence_mean",
+        )
+        with torch.no_grad():  # the logged value is the divergence itself, whatever the estimator
+            mask = loss_mask_for(completion_mask, self.num_loss_tokens_to_skip)
+            div = per_token_divergence(logits.student_logits.detach(), logits.teacher_logits, self.args.distillation_alpha)
+            mean_div = (div * mask).sum() / mask.sum().clamp(min=1.0)
+        mode = "train" if model.training else "eval"
+        self._log_self_distillation_metric(mode, self.accelerator.gather(mean_div).mean().item())
+        return loss
+
+
+def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses shared storage (tied embeddings): store independent copies."""
+    seen, out = {}, {}
+    for k, v in state.items():
+        ptr = v.data_ptr()
+        out[k] = v.clone() if ptr in seen else v
+        seen[ptr] = k
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------
+def sdft_config_from(cfg, output_dir) -> SelfDistillationConfig:
+    """Translate a RunConfig into the trainer's config (the paper's settings: one rollout, full vocabulary)."""
+    from sdft.config import trainer_kwargs
+    from sdft.prompts import to_trl_template
+
+    return SelfDistillationConfig(
+        **trainer_kwargs(cfg, output_dir),
+        max_prompt_length=cfg.max_prompt_length,
+        max_completion_length=cfg.max_completion_length,
+        num_generations=cfg.num_generations,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        distillation_alpha=cfg.divergence_alpha,
+        distillation_is_clip=cfg.importance_sampling_cap,
+        estimator=cfg.estimator,
+        teacher_model_kind=cfg.teacher_kind,
+        teacher_update_rate=cfg.ema_alpha,
+        teacher_prompt_template=to_trl_template(cfg.teacher_template),
+        num_loss_tokens_to_skip=cfg.skip_first_tokens,
+        use_vllm=cfg.use_vllm,
+        vllm_mode="colocate",
+        vllm_enable_sleep_mode=cfg.use_vllm,
+        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+        vllm_importance_sampling=cfg.vllm_importance_sampling,
+        importance_sampling_cap=cfg.importance_sampling_cap,
+        shuffle_dataset=True,
+    )
+
+
+def sdft_dataset(records: list[dict], demonstration_key: str = "demonstration"):
+    """TRL's columns: ``prompt`` (chat messages, the student's context) and ``privileged_context``."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": r["prompt"], "privileged_context": r[demonstration_key]} for r in records])
+
+
+def build_sdft_trainer(cfg, records, run_dir, model=None, tokenizer=None, callbacks=None) -> SelfDistillationTrainer:
+    from sdft.training import load_student, run_callbacks
+
+    if model is None:
+        model, tokenizer = load_student(cfg)
+    return SelfDistillationTrainer(
+        model=model,
+        args=sdft_config_from(cfg, Path(run_dir) / "checkpoints"),
+        train_dataset=sdft_dataset(records),
+        processing_class=tokenizer,
+        callbacks=(callbacks if callbacks is not None else run_callbacks(run_dir)),
+    )
+
+
+def train_sdft(cfg, records, run_dir, resume_from_checkpoint=None):
+    """SDFT (Algorithm 1): on-policy rollouts, demonstration-conditioned EMA teacher, per-token divergence."""
+    from sdft.training import final_train_metrics
+
+    trainer = build_sdft_trainer(cfg, records, run_dir)
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    return trainer.model, trainer.processing_class, final_train_metrics(trainer)

@@ -1,0 +1,34 @@
+"""Pieces every method's training function shares: the student, its tokenizer, the run's callbacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sdft.config import RunConfig
+from sdft.models import load_tokenizer, resolve_model_path
+from sdft.run_io import JsonlMetricsCallback
+
+
+def load_student(cfg: RunConfig, model_name: str | None = None):
+    """The model to train (float32 on CPU; bf16 weights on GPU when cfg.bf16) and its tokenizer, left-padded."""
+    from transformers import AutoModelForCausalLM
+
+    name = model_name or cfg.model
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if (cuda and cfg.bf16 is not False) else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=dtype)
+    tokenizer = load_tokenizer(name)
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def run_callbacks(run_dir: str | Path, stage: str | None = None) -> list:
+    return [JsonlMetricsCallback(Path(run_dir) / "metrics.jsonl", stage=stage)]
+
+
+def final_train_metrics(trainer) -> dict:
+    """The last logged training values, for the manifest."""
+    logs = [row for row in trainer.state.log_history if "loss" in row or "train_loss" in row]
+    return {"global_step": trainer.state.global_step, "last_log": logs[-1] if logs else None}

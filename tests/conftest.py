@@ -1,0 +1,34 @@
+"""Shared fixtures. Every test runs offline: the Hugging Face hub is never contacted."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real public records beside the checkout (../shared/data); tests using it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> str:
+    """A freshly built tiny Llama + locally trained tokenizer, saved to a temporary folder."""
+    from sdft.models import build_tiny_model, build_tiny_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tok = build_tiny_tokenizer()
+    model = build_tiny_model(tok, seed=0)
+    model.config.name_or_path = str(path)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)

@@ -1,0 +1,127 @@
+"""SDFT training on the tiny model: the EMA teacher, the prompts TRL builds, a short run end to end."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sdft.config import build_config
+from sdft.prompts import TEACHER_TEMPLATES, student_messages, teacher_messages
+from sdft.trainer import build_sdft_trainer, ema_update_
+
+PAPER_SENTENCES = (
+    "This is an example for a response to the question:",
+    "Now answer with a response of your own, including the thinking process:",
+)
+
+
+def _cfg(tiny_model_path, tmp_path, **overrides):
+    values = dict(model=tiny_model_path, output_dir=str(tmp_path), save_steps=1000, save_model=False)
+    values.update(overrides)
+    return build_config("smoke", "sdft", overrides=values)
+
+
+def _records(n=8):
+    from data_prep import load_task
+
+    return load_task("embedded_tool", "train", n=n)
+
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+@pytest.mark.parametrize("kind", ["ema", "base", "live"])
+def test_teacher_after_one_optimizer_step(kind, tiny_model_path, tmp_path):
+    cfg = _cfg(tiny_model_path, tmp_path, max_steps=1, ema_alpha=0.1, teacher_kind=kind, learning_rate=1e-2)
+    trainer = build_sdft_trainer(cfg, _records(), tmp_path)
+    theta0 = _params(trainer.model)
+    phi0 = _params(trainer.teacher_model)
+    for k in theta0:
+        torch.testing.assert_close(phi0[k], theta0[k])  # Algorithm 1, line 1: phi = theta
+    trainer.train()
+    theta1 = _params(trainer.model)
+    phi1 = _params(trainer.teacher_model)
+    assert any(not torch.equal(theta0[k], theta1[k]) for k in theta0), "the student did not move"
+    for k in theta0:
+        if kind == "ema":
+            expected = 0.1 * theta1[k] + 0.9 * phi0[k]
+        elif kind == "base":
+            expected = phi0[k]
+        else:
+            expected = theta1[k]
+        torch.testing.assert_close(phi1[k], expected, atol=1e-6, rtol=1e-6, msg=lambda m: f"{kind} {k}: {m}")
+    if kind == "live":
+        assert trainer.teacher_model is trainer.model
+
+
+def test_fused_ema_equals_reference_update():
+    g = torch.Generator().manual_seed(0)
+    teacher = [torch.randn(5, 3, generator=g), torch.randn(7, generator=g)]
+    student = [torch.randn(5, 3, generator=g), torch.randn(7, generator=g)]
+    expected = [0.05 * s + 0.95 * t for t, s in zip(teacher, student)]
+    ema_update_(teacher, student, 0.05)
+    for got, want in zip(teacher, expected):
+        torch.testing.assert_close(got, want, atol=1e-7, rtol=1e-6)
+
+
+def test_teacher_prompt_holds_question_demo_and_the_paper_sentences():
+    rec = _records(1)[0]
+    teacher = teacher_messages(rec, template="paper")
+    text = teacher[-1]["content"]
+    assert rec["prompt"][-1]["content"] in text
+    assert rec["demonstration"] in text
+    for sentence in PAPER_SENTENCES:
+        assert sentence in text
+    # order: question, first sentence, demonstration, second sentence
+    positions = [text.index(rec["prompt"][-1]["content"]), text.index(PAPER_SENTENCES[0]),
+                 text.index(rec["demonstration"]), text.index(PAPER_SENTENCES[1])]
+    assert positions == sorted(positions)
+    student = student_messages(rec)
+    assert all(rec["demonstration"] not in m["content"] for m in student)
+    assert not any(s in m["content"] for m in student for s in PAPER_SENTENCES)
+    assert teacher[:-1] == student[:-1]  # system messages are kept
+
+
+@pytest.mark.parametrize("template", sorted(TEACHER_TEMPLATES))
+def test_trainer_builds_the_same_teacher_prompt_as_prompts_module(template, tiny_model_path, tmp_path):
+    cfg = _cfg(tiny_model_path, tmp_path, teacher_template=template)
+    recs = _records(2)
+    trainer = build_sdft_trainer(cfg, recs, tmp_path)
+    built = trainer.teacher_context_builder.select_generation_prompts(
+        [r["prompt"] for r in recs], [r["demonstration"] for r in recs])
+    assert built == [teacher_messages(r, template=template) for r in recs]
+
+
+def test_three_step_run_changes_student_moves_teacher_and_logs_finite_loss(tiny_model_path, tmp_path):
+    cfg = _cfg(tiny_model_path, tmp_path, max_steps=3, ema_alpha=0.1, learning_rate=1e-2)
+    trainer = build_sdft_trainer(cfg, _records(), tmp_path)
+    theta0, phi0 = _params(trainer.model), _params(trainer.teacher_model)
+    trainer.train()
+    assert any(not torch.equal(theta0[k], v) for k, v in _params(trainer.model).items())
+    assert any(not torch.equal(phi0[k], v) for k, v in _params(trainer.teacher_model).items())
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    assert all(math.isfinite(r["sdft/distillation_loss"]) for r in rows if "loss" in r)
+
+
+def test_cli_smoke_run_writes_the_run_directory(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "sdft.train", "--method", "sdft", "--preset", "smoke",
+                           "--output-dir", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("config.yaml", "manifest.json", "metrics.jsonl", "model/config.json", "model/model.safetensors"):
+        assert (out / name).exists(), name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["divergence"] == "forward"
+    assert manifest["packages"]["trl"] == "1.16.0"
+    losses = [json.loads(l)["loss"] for l in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    assert losses and all(math.isfinite(x) for x in losses)
+    # rerun: the completed run is skipped, not retrained
+    again = subprocess.run([sys.executable, "-m", "sdft.train", "--method", "sdft", "--preset", "smoke",
+                            "--output-dir", str(out)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "skipping" in again.stdout
