@@ -153,6 +153,22 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def load_recipe(path: str | Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """A YAML recipe: config keys, plus an optional ``sweep:`` mapping of key -> list of values (Tables 3-4).
+
+    ``python -m sdft.train --config`` uses the config keys; the experiment drivers expand the sweep.
+    """
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a recipe must be a mapping of config keys to values")
+    sweep = values.pop("sweep", None) or {}
+    if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
+        raise ValueError(f"{path}: 'sweep' must map config keys to non-empty lists of values")
+    _check_keys(values, str(path))
+    _check_keys(sweep, f"{path} (sweep)")
+    return values, sweep
+
+
 def _check_keys(values: dict[str, Any], where: str) -> None:
     unknown = sorted(set(values) - _FIELD_NAMES)
     if unknown:
@@ -169,12 +185,7 @@ def build_config(
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
     values: dict[str, Any] = {"preset": preset, **PRESET_VALUES[preset]}
-    recipe_values: dict[str, Any] = {}
-    if recipe is not None:
-        recipe_values = yaml.safe_load(Path(recipe).read_text()) or {}
-        if not isinstance(recipe_values, dict):
-            raise ValueError(f"{recipe}: a recipe must be a mapping of config keys to values")
-        _check_keys(recipe_values, str(recipe))
+    recipe_values: dict[str, Any] = load_recipe(recipe)[0] if recipe is not None else {}
     overrides = dict(overrides or {})
     _check_keys(overrides, "command line")
     method = overrides.get("method") or method or recipe_values.get("method") or "sdft"

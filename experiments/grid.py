@@ -1,0 +1,165 @@
+"""The experiment grid shared by every paper-section script: expand, run (locally or as a SLURM array), resume.
+
+A grid is a list of :class:`RunSpec` (task x method x seed x sweep point). Each run lives in
+``results/<experiment>/<task>/<method>/<run_id>/``: the training run directory of ``sdft.train`` plus the
+evaluation files (``eval.json``, ``predictions*.jsonl``). A run whose ``eval.json`` exists is skipped unless
+``force``; a run killed mid-training resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sdft.config import build_config, load_recipe
+
+BASE = "base"  # the untrained model: evaluated, never trained
+
+
+@dataclass
+class RunSpec:
+    experiment: str
+    task: str
+    method: str
+    seed: int
+    preset: str
+    run_dir: str
+    recipe: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    sweep_point: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        point = " ".join(f"{k}={v}" for k, v in self.sweep_point.items())
+        return f"{self.task}/{self.method} seed {self.seed}" + (f" [{point}]" if point else "")
+
+    def config(self):
+        """The RunConfig this spec trains with."""
+        values = {**self.overrides, **self.sweep_point, "task": self.task, "seed": self.seed,
+                  "output_dir": self.run_dir}
+        return build_config(self.preset, None if self.method == BASE else self.method, self.recipe, values)
+
+
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def run_id(seed: int, sweep_point: dict[str, Any]) -> str:
+    abbrev = {"learning_rate": "lr", "num_train_epochs": "ep", "gradient_accumulation_steps": "ga",
+              "per_device_train_batch_size": "bs", "ema_alpha": "ema"}
+    parts = [f"{abbrev.get(k, k)}{_short(v)}" for k, v in sweep_point.items()]
+    return "_".join(parts + [f"seed{seed}"])
+
+
+def expand(experiment: str, preset: str, tasks: list[str], methods: list[str], seeds: list[int],
+           results_dir: str | Path, recipe_for: Callable[[str, str], str | None] | None = None,
+           sweep: bool = False, overrides: dict[str, Any] | None = None) -> list[RunSpec]:
+    """Every (task, method, seed, sweep point) of an experiment, in a stable order."""
+    specs = []
+    for task, method, seed in itertools.product(tasks, methods, seeds):
+        recipe = recipe_for(task, method) if (recipe_for and method != BASE) else None
+        grid = load_recipe(recipe)[1] if (recipe and sweep) else {}
+        keys = list(grid)
+        for values in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
+            point = dict(zip(keys, values))
+            run_dir = Path(results_dir) / task / method / run_id(seed, point)
+            specs.append(RunSpec(experiment, task, method, seed, preset, str(run_dir), recipe,
+                                 dict(overrides or {}), point))
+    return specs
+
+
+def grid_summary(specs: list[RunSpec]) -> str:
+    counts: dict[str, int] = {}
+    for s in specs:
+        counts[s.method] = counts.get(s.method, 0) + 1
+    per_method = ", ".join(f"{m}: {n}" for m, n in counts.items())
+    return f"{len(specs)} runs ({per_method})"
+
+
+def is_done(spec: RunSpec) -> bool:
+    return (Path(spec.run_dir) / "eval.json").exists()
+
+
+def progress_line(i: int, n: int, spec: RunSpec, status: str, started: float) -> str:
+    return f"[{i + 1}/{n}] {spec.label}: {status} ({time.time() - started:.0f}s elapsed)"
+
+
+def run_local(specs: list[RunSpec], execute: Callable[[RunSpec], None], force: bool = False) -> None:
+    """Run every spec in this process, one progress line each; completed runs are skipped."""
+    t0 = time.time()
+    for i, spec in enumerate(specs):
+        if is_done(spec) and not force:
+            print(progress_line(i, len(specs), spec, "done before, skipped", t0), flush=True)
+            continue
+        print(progress_line(i, len(specs), spec, "running", t0), flush=True)
+        t = time.time()
+        execute(spec)
+        print(progress_line(i, len(specs), spec, f"finished in {time.time() - t:.0f}s", t0), flush=True)
+
+
+def write_grid(specs: list[RunSpec], path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps([asdict(s) for s in specs], indent=1))
+
+
+def read_grid(path: str | Path) -> list[RunSpec]:
+    return [RunSpec(**row) for row in json.loads(Path(path).read_text())]
+
+
+SBATCH_TEMPLATE = """#!/bin/bash
+# {experiment}: {summary}. One array task = one run (train + evaluate) on one GPU, as in the paper.
+# Edit the resources for your cluster, then: sbatch {script_path}
+#SBATCH --job-name=sdft-{experiment}
+#SBATCH --array=0-{last}%{parallel}
+#SBATCH --gres=gpu:1
+#SBATCH --cpus-per-task=16
+#SBATCH --mem=128G
+#SBATCH --time={time_limit}
+#SBATCH --output={log_dir}/%A_%a.out
+
+set -euo pipefail
+cd {repo}
+# Compute nodes without internet: point HF_HOME at a pre-filled cache and pass --data-dir mirrors (data_prep/README.md).
+python -m experiments.run_one --grid {grid_path} --index "$SLURM_ARRAY_TASK_ID"
+# When the array is done, collect the tables and figures (safe to rerun at any time):
+#   {aggregate}
+"""
+
+
+def write_sbatch(specs: list[RunSpec], experiment: str, results_dir: str | Path, aggregate_cmd: str,
+                 parallel: int = 16, time_limit: str = "24:00:00") -> tuple[Path, str]:
+    """Write the grid file and an sbatch array script a user can read and edit; return (path, text)."""
+    results_dir = Path(results_dir)
+    grid_path = results_dir / "grid.json"
+    write_grid(specs, grid_path)
+    script_path = results_dir / f"{experiment}.sbatch"
+    text = SBATCH_TEMPLATE.format(
+        experiment=experiment, summary=grid_summary(specs), script_path=script_path, last=len(specs) - 1,
+        parallel=parallel, time_limit=time_limit, log_dir=results_dir / "slurm_logs",
+        repo=Path(__file__).resolve().parents[1], grid_path=grid_path, aggregate=aggregate_cmd,
+    )
+    script_path.write_text(text)
+    return script_path, text
+
+
+def submit_sbatch(script_path: Path) -> None:
+    (script_path.parent / "slurm_logs").mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["sbatch", str(script_path)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"sbatch failed: {out.stderr.strip()}")
+    print(out.stdout.strip())
+
+
+def shell_join(argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def python_module_cmd(module: str, args: list[str]) -> str:
+    return shell_join(["python", "-m", module, *args])

@@ -1,0 +1,27 @@
+"""Run one element of a written grid (a SLURM array task): ``python -m experiments.run_one --grid G --index I``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from experiments.grid import is_done, read_grid
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--grid", required=True)
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+    specs = read_grid(args.grid)
+    spec = specs[args.index]
+    if is_done(spec) and not args.force:
+        print(f"{spec.label}: done before, skipped")
+        return
+    print(f"[{args.index + 1}/{len(specs)}] {spec.label} -> {spec.run_dir}", flush=True)
+    importlib.import_module(f"experiments.{spec.experiment}").execute(spec)
+
+
+if __name__ == "__main__":
+    main()

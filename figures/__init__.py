@@ -1,0 +1,1 @@
+"""Plotting functions that turn result tables into the paper's figures."""

@@ -1,0 +1,38 @@
+"""The experiment grid: sizes of the paper sweep, run ids, the SLURM dry run, the recipes."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sdft.config import build_config, load_recipe
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "experiments" / "recipes").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_builds_a_paper_config(recipe):
+    values, sweep = load_recipe(recipe)
+    cfg = build_config("paper", recipe=recipe)
+    assert cfg.method == values["method"] and cfg.model == "Qwen/Qwen2.5-7B-Instruct"
+    assert cfg.learning_rate in sweep["learning_rate"] == [5e-6, 1e-5, 5e-5]
+    assert cfg.warmup_steps == 10 and cfg.max_grad_norm == 1.0 and cfg.weight_decay == 0.0
+    if cfg.method == "sdft":
+        assert sweep["ema_alpha"] == [0.01, 0.02, 0.05] and cfg.divergence == "forward"
+
+
+def test_slurm_dry_run_prints_the_array_and_grid_size(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "experiments.table5", "--preset", "paper", "--sweep",
+                          "--launcher", "slurm", "--dry-run", "--results-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    # Table 3: lr 3 x epochs 2 x batch 3 (x EMA 3 for SDFT), 3 tasks, 3 seeds; Base is evaluated once per task/seed
+    per_task_seed = {"sft": 18, "reinvoke": 18, "dft": 18, "sdft": 54, "base": 1}
+    expected = {m: n * 3 * 3 for m, n in per_task_seed.items()}
+    total = sum(expected.values())
+    assert f"#SBATCH --array=0-{total - 1}" in out.stdout
+    for method, n in expected.items():
+        assert f"{method}: {n}" in out.stdout
+    assert (tmp_path / "grid.json").exists() and (tmp_path / "table5.sbatch").exists()
+    assert "experiments.run_one --grid" in out.stdout
