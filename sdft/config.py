@@ -139,6 +139,11 @@ PRESET_PER_METHOD: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"sdft": dict(num_train_epochs=2), "sft": dict(num_train_epochs=1), "dft": dict(num_train_epochs=1)},
 }
 
+# Per task inside a preset, keyed by task-name prefix (Table 4: knowledge acquisition generates at most 1024 tokens).
+PRESET_PER_TASK: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {"knowledge": dict(max_completion_length=1024)},
+}
+
 _FIELD_NAMES = {f.name for f in fields(RunConfig)}
 
 
@@ -192,6 +197,10 @@ def build_config(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     values.update(PRESET_PER_METHOD.get(preset, {}).get(method, {}))
+    task = overrides.get("task") or recipe_values.get("task") or values.get("task") or ""
+    for prefix, task_values in PRESET_PER_TASK.get(preset, {}).items():
+        if task.startswith(prefix):
+            values.update(task_values)
     values.update(recipe_values)
     values.update(overrides)
     values["method"] = method

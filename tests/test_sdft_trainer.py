@@ -125,3 +125,45 @@ def test_cli_smoke_run_writes_the_run_directory(tmp_path):
     again = subprocess.run([sys.executable, "-m", "sdft.train", "--method", "sdft", "--preset", "smoke",
                             "--output-dir", str(out)], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "skipping" in again.stdout
+
+
+def test_vllm_importance_weights_rescale_each_token(tiny_model_path, tmp_path):
+    """Algorithm 1, line 17: tokens are reweighted by the truncated ratio pi_train / pi_sampler."""
+    from sdft.losses import self_distillation_loss
+
+    cfg = _cfg(tiny_model_path, tmp_path, importance_sampling_cap=2.0)
+    trainer = build_sdft_trainer(cfg, _records(2), tmp_path)
+    trainer.model.train()
+    batch = trainer._prepare_training_batch([{"prompt": r["prompt"], "privileged_context": r["demonstration"]}
+                                             for r in _records(2)])
+    logits = trainer._compute_teacher_student_logits(trainer.model, trainer.teacher_model, batch)
+    plain = trainer._compute_self_distillation_loss(trainer.model, batch, logits)
+    from trl.trainer.utils import selective_log_softmax
+
+    train_logps = selective_log_softmax(logits.student_logits, logits.completion_ids).detach()
+    same = trainer._compute_self_distillation_loss(trainer.model, {**batch, "sampler_per_token_logps": train_logps}, logits)
+    torch.testing.assert_close(same, plain)  # sampler == trainer: weights are 1
+    # the sampler gave every token 4x less probability mass: the ratio 4 is truncated at the cap 2
+    capped = trainer._compute_self_distillation_loss(
+        trainer.model, {**batch, "sampler_per_token_logps": train_logps - torch.log(torch.tensor(4.0))}, logits)
+    torch.testing.assert_close(capped, 2 * plain)
+    # a token-dependent ratio: compare with the loss function given the weights explicitly
+    shift = torch.linspace(-1.0, 0.5, train_logps.size(1)).expand_as(train_logps)
+    mixed = trainer._compute_self_distillation_loss(
+        trainer.model, {**batch, "sampler_per_token_logps": train_logps + shift}, logits)
+    expected = self_distillation_loss(logits.student_logits, logits.teacher_logits, logits.completion_ids,
+                                      batch["completion_mask"], divergence="forward",
+                                      is_weights=torch.exp(-shift).clamp(max=2.0))
+    torch.testing.assert_close(mixed, expected)
+
+
+def test_paper_preset_follows_appendix_b():
+    from sdft.config import build_config
+
+    skill = build_config("paper", "sdft", overrides={"task": "science"})
+    knowledge = build_config("paper", "sdft", overrides={"task": "knowledge"})
+    assert (skill.max_completion_length, knowledge.max_completion_length) == (2048, 1024)
+    assert skill.optim.startswith("adamw") and skill.lr_scheduler_type == "cosine" and skill.warmup_steps == 10
+    assert skill.max_grad_norm == 1.0 and skill.weight_decay == 0.0 and skill.bf16 is True
+    assert skill.num_generations == 1 and skill.teacher_template == "paper" and skill.divergence == "forward"
+    assert build_config("paper", "sft").num_train_epochs == 1 and skill.num_train_epochs == 2
