@@ -97,7 +97,17 @@ def execute(spec: G.RunSpec) -> None:
     evaluate_run(spec, cfg, model, with_validation=bool(spec.sweep_point))
 
 
-def aggregate(results_dir: str | Path, preset: str | None = None) -> pd.DataFrame:
+RUN_COLUMNS = {"task", "method", "run_id", "seed", "model", "divergence", "teacher_template", "new_task",
+               "new_task_metric", "val", "run_dir", "prior_avg", "prior_suite", "prior_metrics"}
+
+
+def prior_columns(runs: pd.DataFrame) -> list[str]:
+    """The prior benchmarks that ran: the paper's six in the paper's order, else the stand-ins' names."""
+    names = [c for c in runs.columns if c not in RUN_COLUMNS]
+    return [c for c in PRIOR if c in names] + sorted(c for c in names if c not in PRIOR)
+
+
+def aggregate(results_dir: str | Path) -> pd.DataFrame:
     """Collect every eval.json under ``results_dir`` into table5.md / .csv and figure4_pareto.png / .pdf."""
     from experiments.evaluation import collect_runs, select_best, summarize
     from figures.pareto import plot_pareto
@@ -107,10 +117,14 @@ def aggregate(results_dir: str | Path, preset: str | None = None) -> pd.DataFram
     if runs.empty:
         raise SystemExit(f"no eval.json under {results_dir}: nothing to aggregate")
     best = select_best(runs)
-    table = summarize(best, metrics=["new_task", *PRIOR, "prior_avg"])
+    prior = prior_columns(runs)
+    table = summarize(best, metrics=["new_task", *prior, "prior_avg"])
     table["paper_task"] = table["task"].map(lambda t: PAPER_TASK_OF.get(t, t))
+    order = {m: i for i, m in enumerate(METHODS)}
+    table = table.sort_values(by=["task", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
+                              kind="stable").reset_index(drop=True)
     paper = paper_frame()
-    write_tables(table, paper, results_dir, runs)
+    write_tables(table, paper, results_dir, runs, prior)
     shown = table.assign(task=table["paper_task"])
     plot_pareto(shown, results_dir / "figure4_pareto", paper=paper, task_titles=TASK_TITLES,
                 subtitle=_subtitle(runs))
@@ -118,9 +132,9 @@ def aggregate(results_dir: str | Path, preset: str | None = None) -> pd.DataFram
 
 
 def _subtitle(runs: pd.DataFrame) -> str:
-    models = ", ".join(sorted(set(runs["model"].astype(str))))
-    suites = ", ".join(sorted(set(runs["prior_suite"].astype(str))))
-    return f"ours: {models}; prior suite: {suites}; hollow: paper (Qwen2.5-7B-Instruct)"
+    models = ", ".join(sorted(set(runs["model"].dropna().astype(str))))
+    suites = ", ".join(sorted(set(runs["prior_suite"].dropna().astype(str)))) if "prior_suite" in runs else "none"
+    return f"ours: {models}; prior suite: {suites}; hollow markers: paper (Qwen2.5-7B-Instruct)"
 
 
 def _fmt(mean, ci) -> str:
@@ -129,40 +143,49 @@ def _fmt(mean, ci) -> str:
     return f"{mean:.1f}" + (f" ± {ci:.1f}" if not pd.isna(ci) and ci > 0 else "")
 
 
-def write_tables(table: pd.DataFrame, paper: pd.DataFrame, results_dir: Path, runs: pd.DataFrame) -> None:
-    cols = ["new_task", *PRIOR, "prior_avg"]
+def write_tables(table: pd.DataFrame, paper: pd.DataFrame, results_dir: Path, runs: pd.DataFrame,
+                 prior: list[str]) -> None:
+    cols = ["new_task", *prior, "prior_avg"]
     csv_rows = []
     for _, row in table.iterrows():
         ref = paper[(paper["task"] == row["paper_task"]) & (paper["method"] == row["method"])]
         out = {"task": row["task"], "paper_task": row["paper_task"], "method": row["method"], "n_seeds": row["n_seeds"]}
         for c in cols:
-            out[c] = row[c]
-            out[f"{c}_ci95"] = row[f"{c}_ci"]
+            out[c], out[f"{c}_ci95"] = row[c], row[f"{c}_ci"]
+        for c in ["new_task", *PRIOR, "prior_avg"]:
             out[f"paper_{c}"] = float(ref[c].iloc[0]) if len(ref) else None
         csv_rows.append(out)
     pd.DataFrame(csv_rows).to_csv(results_dir / "table5.csv", index=False)
 
-    header = ["Method", "New task", "HellaSwag", "HumanEval", "IFEval", "MMLU", "TruthfulQA", "Winogrande", "Avg."]
-    lines = ["# Table 5: new-task accuracy and prior capabilities", "",
-             f"Ours: {_subtitle(runs)}. Mean ± 95% CI (t) over seeds; *paper* rows are Table 5 of the paper "
-             "(Qwen2.5-7B-Instruct, forward per-token KL per the authors' code).",
-             f"Divergence of our SDFT runs: {', '.join(sorted(set(runs.loc[runs['method'] == 'sdft', 'divergence'].astype(str)))) or '–'}.",
-             ""]
-    metric_notes = runs.get("prior_metrics")
+    same_suite = prior == PRIOR
+    header = ["Method", "New task", *[p if same_suite else f"{p}*" for p in prior], "Avg."]
+    divergences = sorted(set(runs.loc[runs["method"] == "sdft", "divergence"].dropna().astype(str)))
+    lines = ["# Table 5: new-task accuracy vs prior capabilities", "",
+             f"Ours: {_subtitle(runs)}.", "Mean ± 95% t-interval over seeds "
+             f"({int(table['n_seeds'].min())}-{int(table['n_seeds'].max())} seeds); accuracies in %.",
+             f"SDFT divergence in our runs: {', '.join(divergences) or '–'} (the paper's numbers: per-token forward KL, "
+             "per the authors' code).", ""]
+    if not same_suite:
+        lines += ["\\* embedded stand-ins for the paper's six benchmarks (offline, CPU); *paper* rows give the "
+                  "paper's new-task accuracy and its six-benchmark average only.", ""]
     for task in dict.fromkeys(table["task"]):
         sub = table[table["task"] == task]
         paper_task = sub["paper_task"].iloc[0]
-        lines += [f"## {TASK_TITLES.get(paper_task, paper_task)} (ours: `{task}`)", "",
+        metric = runs.loc[runs["task"] == task, "new_task_metric"].dropna()
+        lines += [f"## {TASK_TITLES.get(paper_task, paper_task)} (ours: `{task}`"
+                  + (f", metric `{metric.iloc[0]}`" if len(metric) else "") + ")", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for _, row in sub.iterrows():
             lines.append("| " + " | ".join([METHOD_TITLES.get(row["method"], row["method"])] +
                                             [_fmt(row[c], row[f"{c}_ci"]) for c in cols]) + " |")
         for _, ref in paper[paper["task"] == paper_task].iterrows():
+            middle = [f"*{ref[c]:.1f}*" for c in PRIOR] if same_suite else ["" for _ in prior]
             lines.append("| *paper: " + METHOD_TITLES.get(ref["method"], ref["method"]) + "* | " +
-                         " | ".join(f"*{ref[c]:.1f}*" for c in cols) + " |")
+                         " | ".join([f"*{ref['new_task']:.1f}*", *middle, f"*{ref['prior_avg']:.1f}*"]) + " |")
         lines.append("")
-    if metric_notes is not None and len(metric_notes.dropna()):
-        lines += ["Prior-capability metrics: " + str(metric_notes.dropna().iloc[0]), ""]
+    notes = runs["prior_metrics"].dropna() if "prior_metrics" in runs else []
+    if len(notes):
+        lines += ["Prior-capability metrics: " + str(notes.iloc[0]) + ".", ""]
     (results_dir / "table5.md").write_text("\n".join(lines))
 
 
