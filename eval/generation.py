@@ -162,3 +162,13 @@ def _generate_vllm(model_path, tokenizer, prompts, greedy, temperature, top_p, n
 
 
 _VLLM_CACHE: dict[str, Any] = {}
+
+
+def release_vllm() -> None:
+    """Drop the cached vLLM engine (before lm-eval starts its own) and free what CUDA memory it can."""
+    _VLLM_CACHE.clear()
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

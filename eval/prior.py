@@ -175,15 +175,15 @@ def preflight(suite: str, benchmarks: list[str] | None = None, punkt_fallback: b
 # ------------------------------------------------------------------------------------------------ run
 
 def _n_samples(results: dict, task: str) -> int | None:
+    """Number of documents evaluated for a task, summed over the subtasks of a group (recursively)."""
     ns = results.get("n-samples", {})
     if task in ns:
         return ns[task].get("effective")
     subs = results.get("group_subtasks", {}).get(task)
-    if subs:
-        vals = [ns.get(s, {}).get("effective") for s in subs]
-        if all(v is not None for v in vals):
-            return sum(vals)
-    return None
+    if not subs:
+        return None
+    vals = [_n_samples(results, s) for s in subs]
+    return sum(vals) if all(v is not None for v in vals) else None
 
 
 def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | float | None = None, *,

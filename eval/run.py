@@ -157,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         ev["wall_s"] = round(time.time() - t0, 1)
         result["evaluations"][variant] = ev
     if args.prior_suite != "none":
+        from eval.generation import release_vllm
         from eval.prior import evaluate_prior
 
+        release_vllm()
         try:
             prior = evaluate_prior(model, tokenizer, args.prior_suite, limit, allow_code_execution=args.allow_code_execution,
                                    batch_size=batch_size, backend=backend, punkt_fallback=args.ifeval_punkt_fallback,

@@ -6,7 +6,8 @@ Tool use (``tooluse``, ``embedded_tool``)
     ours ``[{"name": str, "arguments": dict}]`` and the authors' eval files
     ``[{"Action": str, "Action_Input": "<JSON string>"}]``. A response is correct when the multiset of
     predicted calls equals the multiset of golden calls: function names compared exactly, arguments
-    compared as parsed JSON values (dict equality, so key order does not matter). The order of the
+    compared as parsed JSON values (dict equality, so key order does not matter; 1 and 1.0 are equal,
+    "1" and 1 are not). The order of the
     calls themselves does not matter either (``ordered=True`` makes it matter). An ``Action Input``
     that is not valid JSON never matches (its raw text is kept for debugging).
 
@@ -97,8 +98,19 @@ def normalize_golden_calls(reference: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _normalize_numbers(value: Any) -> Any:
+    """JSON numbers compare by value: 1.0 and 1 are the same number (booleans stay booleans)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _normalize_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalize_numbers(v) for v in value]
+    return value
+
+
 def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return json.dumps(_normalize_numbers(value), sort_keys=True, ensure_ascii=False)
 
 
 def score_tool_call(response: str, reference: Any, ordered: bool = False) -> float:

@@ -98,6 +98,8 @@ def test_tool_call_parsing_details():
     gold = [{"name": "f", "arguments": {"a": 1}}]
     assert score_tool_call("Action: f\nAction Input: {\"a\": 1}", gold) == 1.0
     assert score_tool_call("Action: f\nAction Input: {\"a\": \"1\"}", gold) == 0.0
+    assert score_tool_call("Action: f\nAction Input: {\"a\": 1.0}", gold) == 1.0
+    assert score_tool_call("Action: f\nAction Input: {\"a\": true}", [{"name": "f", "arguments": {"a": 1}}]) == 0.0
     assert score_tool_call("Action: f\nAction Input: {\"a\": 1}\nAction: f\nAction Input: {\"a\": 1}", gold) == 0.0
     assert score_tool_call("I cannot help.", gold) == 0.0
     assert score_tool_call("Action: f\nAction Input: ```json\n{\"a\": 1}\n```", gold) == 1.0
