@@ -80,3 +80,18 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict:
     std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
     half = t_quantile(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "half_width": half, "std": std, "n": n}
+
+
+def aggregate_scores(evals: Sequence[dict], source: str, metric: str, confidence: float = 0.95) -> dict:
+    """Mean and t-interval of one score over several ``eval.json`` contents (one per seed).
+
+    ``source`` and ``metric`` select the score in each file's flat ``scores`` list (e.g. ``"science/student"``,
+    ``"answer_letter_exact"``; or ``"prior:paper:mmlu"``, ``"acc,none"``). Raises if a file lacks it.
+    """
+    values = []
+    for i, ev in enumerate(evals):
+        hits = [s for s in ev.get("scores", []) if s.get("source") == source and s.get("metric") == metric]
+        if len(hits) != 1:
+            raise KeyError(f"eval #{i}: expected one score {source}/{metric}, found {len(hits)}")
+        values.append(hits[0]["value"])
+    return {**mean_ci(values, confidence), "values": values, "source": source, "metric": metric}

@@ -72,3 +72,15 @@ def test_t_quantile_independent():
     for (df, p), value in table.items():
         assert _t_quantile_bisect(p, df) == pytest.approx(value, rel=1e-6)
         assert t_quantile(p, df) == pytest.approx(value, rel=1e-6)
+
+
+def test_aggregate_scores():
+    from eval.stats import aggregate_scores
+
+    evals = [{"scores": [{"source": "science/student", "metric": "acc", "value": v},
+                         {"source": "science/teacher", "metric": "acc", "value": 99.0}]} for v in (60.0, 62.0, 64.0)]
+    r = aggregate_scores(evals, "science/student", "acc")
+    assert r["values"] == [60.0, 62.0, 64.0] and r["mean"] == pytest.approx(62.0)
+    assert r["half_width"] == pytest.approx(4.302652729911275 * 2.0 / math.sqrt(3), rel=1e-6)
+    with pytest.raises(KeyError):
+        aggregate_scores(evals, "science/student", "missing")
