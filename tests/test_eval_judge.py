@@ -163,3 +163,24 @@ def test_parse_verdict_cases():
     assert parse_verdict("", "knowledge") == UNPARSEABLE
     assert parse_verdict("CORRECT. Not INCORRECT.", "knowledge") == UNPARSEABLE
     assert parse_verdict("Verdict: CORRECT\nThe response is CORRECT", "knowledge") == "CORRECT"
+
+
+def test_evaluate_task_with_judge(server, tmp_path):
+    """evaluate_task on a judged task: the judge sees the question, reference and the model's response."""
+    from eval.task_eval import evaluate_task
+    from sdft.models import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer("embedded:tiny-llama")
+    recs = [{"id": f"k{i}", "task": "knowledge", "prompt": [{"role": "user", "content": f"Question number {i}?"}],
+             "demonstration": "d", "reference": f"ref {i}", "meta": {}} for i in range(3)]
+    judge = _judge(tmp_path)
+    ev = evaluate_task(model, tok, recs, "knowledge", max_new_tokens=4, judge=judge)
+    metrics = {s["metric"]: s for s in ev["scores"]}
+    # the random model's text carries no verdict marker: the fake judge answers "no idea" -> unparseable
+    assert metrics["judge_strict_accuracy"]["value"] == 0.0 and metrics["judge_strict_accuracy"]["n_unparseable"] == 3
+    assert [p["verdict"] for p in ev["predictions"]] == [UNPARSEABLE] * 3
+    sent = [b["messages"][-1]["content"] for _, b in server.requests]
+    for i, p in enumerate(ev["predictions"]):
+        assert any(f"[Question]\nQuestion number {i}?\n[Reference Answer]\nref {i}\n[Model Response]\n{p['response']}\n"
+                   in s for s in sent)
+    assert ev["settings"]["judge"]["judge_model"] == "gpt-5-mini"
