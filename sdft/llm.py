@@ -111,19 +111,27 @@ class CachedChatClient:
         if temperature is not None:
             params["temperature"] = temperature
         delay = self.initial_backoff
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while True:
             try:
                 with self._count_lock:
                     self.n_requests += 1
                 response = self._openai().chat.completions.create(**params)
                 return [choice.message.content or "" for choice in response.choices]
+            except openai.BadRequestError as err:
+                # Some models (gpt-5 family, o-series) reject a non-default temperature with a 400 that names
+                # the parameter: drop it and retry at once (not counted as a retry); other 400s propagate.
+                if "temperature" in params and "temperature" in str(err).lower():
+                    params.pop("temperature")
+                    continue
+                raise
             except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
                     openai.APIConnectionError) as err:
-                if attempt == self.max_retries:
+                if attempt >= self.max_retries:
                     raise RuntimeError(f"{self.model}: giving up after {attempt + 1} attempts: {type(err).__name__}") from err
+                attempt += 1
                 time.sleep(delay)
                 delay *= 2
-        raise AssertionError("unreachable")
 
     def complete(self, messages: Messages, n: int = 1, temperature: float | None = None) -> list[str]:
         """``n`` completions of one conversation, from the cache when this exact request was made before."""

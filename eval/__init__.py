@@ -1,0 +1,1 @@
+"""Evaluation: task scorers, LLM judge, generation, pass@k, KL to base, prior-capability suite (lm-eval)."""

@@ -1,0 +1,174 @@
+"""Batched generation for evaluation: transformers (CPU, or GPU without vLLM) or vLLM (GPU, when installed).
+
+Both backends return the same :class:`Generations`: for every prompt, ``n`` completions (text without the
+prompt and without special tokens), their generated token ids and token counts (up to and including the
+end-of-turn token; what Table 2 averages), and whether each sample stopped on an end token.
+
+Decoding: ``greedy=True`` (accuracy; the paper's setting) or sampling with ``temperature`` (paper pass@k:
+1.0) and ``top_p`` (0.95), ``n`` samples per prompt. Transformers path: prompts rendered through the chat
+template, left padding, KV cache, batches of ``batch_size`` prompts sorted by length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from sdft.prompts import render
+
+Messages = list[dict[str, str]]
+
+
+@dataclass
+class Generations:
+    prompts: list[str]
+    texts: list[list[str]]  # [prompt][sample]
+    token_ids: list[list[list[int]]]
+    n_tokens: list[list[int]]
+    finished: list[list[bool]]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def first(self) -> list[str]:
+        return [t[0] for t in self.texts]
+
+    def mean_tokens(self) -> float:
+        counts = [c for per in self.n_tokens for c in per]
+        return sum(counts) / max(len(counts), 1)
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    ids = set()
+    gen_cfg = getattr(model, "generation_config", None)
+    eos = getattr(gen_cfg, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif eos:
+        ids.update(eos)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)
+
+
+def vllm_available() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except Exception:
+        return False
+    return torch.cuda.is_available()
+
+
+def generate(model, tokenizer, conversations: Sequence[Messages], *, greedy: bool = True, temperature: float = 1.0,
+             top_p: float = 0.95, n: int = 1, max_new_tokens: int = 256, batch_size: int = 8, seed: int = 0,
+             backend: str = "auto") -> Generations:
+    """Generate for chat conversations. ``model`` is a loaded causal LM, or a path/id (needed for vLLM).
+
+    ``backend``: ``auto`` (vLLM when the model is a path, vLLM is installed and CUDA is present, else
+    transformers), ``hf`` or ``vllm``.
+    """
+    if greedy and n != 1:
+        raise ValueError("greedy decoding gives one sample per prompt; use greedy=False for n > 1")
+    prompts = [render(tokenizer, c) for c in conversations]
+    settings = {"decoding": "greedy" if greedy else "sample", "temperature": None if greedy else temperature,
+                "top_p": None if greedy else top_p, "n": n, "max_new_tokens": max_new_tokens, "seed": seed}
+    if backend == "auto":
+        backend = "vllm" if isinstance(model, str) and vllm_available() else "hf"
+    settings["backend"] = backend
+    if backend == "vllm":
+        if not isinstance(model, str):
+            raise ValueError("the vLLM backend needs a model path or id, not an in-memory model")
+        out = _generate_vllm(model, tokenizer, prompts, greedy, temperature, top_p, n, max_new_tokens, seed)
+    else:
+        if isinstance(model, str):
+            from sdft.models import load_model
+
+            model = load_model(model)
+        out = _generate_hf(model, tokenizer, prompts, greedy, temperature, top_p, n, max_new_tokens, batch_size, seed)
+    texts, ids, counts, finished = out
+    return Generations(prompts, texts, ids, counts, finished, settings)
+
+
+@torch.no_grad()
+def _generate_hf(model, tokenizer, prompts, greedy, temperature, top_p, n, max_new_tokens, batch_size, seed):
+    device = next(model.parameters()).device
+    eos = eos_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    texts: list = [None] * len(prompts)
+    ids: list = [None] * len(prompts)
+    counts: list = [None] * len(prompts)
+    finished: list = [None] * len(prompts)
+    torch.manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        width = max(len(encoded[i]) for i in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):  # left padding
+            seq = encoded[i]
+            input_ids[row, width - len(seq):] = torch.tensor(seq)
+            attention[row, width - len(seq):] = 1
+        kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad_id,
+                                      use_cache=True, num_return_sequences=n)
+        if greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
+        new = out[:, width:].tolist()
+        for row, i in enumerate(batch):
+            t_i, id_i, c_i, f_i = [], [], [], []
+            for s in range(n):
+                seq = new[row * n + s]
+                cut, done = len(seq), False
+                for j, tok in enumerate(seq):
+                    if tok in eos:
+                        cut, done = j + 1, True
+                        break
+                seq = seq[:cut]
+                id_i.append(seq)
+                c_i.append(len(seq))
+                f_i.append(done)
+                t_i.append(tokenizer.decode(seq, skip_special_tokens=True))
+            texts[i], ids[i], counts[i], finished[i] = t_i, id_i, c_i, f_i
+    if was_training:
+        model.train()
+    return texts, ids, counts, finished
+
+
+def _generate_vllm(model_path, tokenizer, prompts, greedy, temperature, top_p, n, max_new_tokens, seed):
+    from vllm import LLM, SamplingParams
+
+    llm = _VLLM_CACHE.get(model_path)
+    if llm is None:
+        llm = LLM(model=model_path, seed=seed)
+        _VLLM_CACHE.clear()
+        _VLLM_CACHE[model_path] = llm
+    params = SamplingParams(n=n, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
+                            max_tokens=max_new_tokens, seed=seed, skip_special_tokens=True)
+    outputs = llm.generate(prompts, params)
+    texts, ids, counts, finished = [], [], [], []
+    for o in outputs:
+        texts.append([c.text for c in o.outputs])
+        ids.append([list(c.token_ids) for c in o.outputs])
+        counts.append([len(c.token_ids) for c in o.outputs])
+        finished.append([c.finish_reason == "stop" for c in o.outputs])
+    return texts, ids, counts, finished
+
+
+_VLLM_CACHE: dict[str, Any] = {}
+
+
+def release_vllm() -> None:
+    """Drop the cached vLLM engine (before lm-eval starts its own) and free what CUDA memory it can."""
+    _VLLM_CACHE.clear()
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

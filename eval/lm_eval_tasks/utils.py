@@ -1,0 +1,108 @@
+"""Loaders and scorers of the embedded prior-capability suite (lm-eval custom tasks, written for this repo).
+
+The data files live in ``data/`` beside this file; loading them through ``custom_dataset`` keeps the tasks
+independent of the working directory (``dataset_path: json`` + ``data_files`` would resolve relative paths
+against the current directory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def _load(name: str, **kwargs):
+    import datasets
+
+    rows = [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
+    # nested values (lists of choices) are kept; args become a string so the column has one type
+    for r in rows:
+        if "arg" in r:
+            r["arg"] = json.dumps(r["arg"])
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+def load_commonsense(**kwargs):
+    return _load("commonsense.jsonl")
+
+
+def load_facts(**kwargs):
+    return _load("facts.jsonl")
+
+
+def load_arithmetic(**kwargs):
+    return _load("arithmetic.jsonl")
+
+
+def load_instructions(**kwargs):
+    return _load("instructions.jsonl")
+
+
+def load_code(**kwargs):
+    return _load("code.jsonl")
+
+
+# ---------------------------------------------------------------- verifiable instructions (IFEval stand-in)
+
+def check_instruction(check: str, arg, response: str) -> bool:
+    """Whether ``response`` follows one instruction. No NLTK: plain string rules."""
+    text = response.strip()
+    if not text:
+        return False
+    letters = [c for c in text if c.isalpha()]
+    if check == "lowercase":
+        return bool(letters) and all(c.islower() for c in letters)
+    if check == "uppercase":
+        return bool(letters) and all(c.isupper() for c in letters)
+    if check == "contains":
+        return re.search(rf"\b{re.escape(arg)}\b", text, re.IGNORECASE) is not None
+    if check == "no_comma":
+        return "," not in text
+    if check == "ends_with":
+        return text.endswith(arg)
+    if check == "starts_with":
+        return re.match(rf"\W*{re.escape(arg)}\b", text) is not None
+    if check == "max_words":
+        return len(re.findall(r"\w+", text)) <= int(arg)
+    if check == "quoted":
+        return len(text) > 1 and text[0] == '"' and text[-1] == '"'
+    if check == "json_key":
+        body = re.sub(r"^```(json)?\s*|\s*```$", "", text)
+        try:
+            value = json.loads(body)
+        except json.JSONDecodeError:
+            return False
+        return isinstance(value, dict) and arg in value
+    raise ValueError(f"unknown instruction check {check!r}")
+
+
+def process_instructions(doc, results):
+    return {"prompt_level_acc": float(check_instruction(doc["check"], json.loads(doc["arg"]), results[0]))}
+
+
+# ---------------------------------------------------------------- code (HumanEval stand-in)
+
+def run_code_test(program: str, timeout: float = 5.0) -> bool:
+    """Run ``program`` in a fresh Python subprocess (isolated mode, temp dir as cwd); True when it exits 0."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "candidate.py")
+        with open(path, "w") as f:
+            f.write(program)
+        try:
+            proc = subprocess.run([sys.executable, "-I", path], cwd=tmp, capture_output=True, timeout=timeout,
+                                  env={"PATH": os.environ.get("PATH", "")})
+        except subprocess.TimeoutExpired:
+            return False
+    return proc.returncode == 0
+
+
+def process_code(doc, results):
+    program = doc["prompt"] + results[0] + "\n\n" + doc["test"] + "\n"
+    return {"pass@1": float(run_code_test(program))}

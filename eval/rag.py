@@ -1,0 +1,29 @@
+"""Oracle RAG (Table 1): the base model with the source text of the question in its context.
+
+An evaluation-time method: the source text (``meta["article"]``, else ``meta["source"]``) is placed before
+the question in the last user turn; system messages are kept.
+"""
+
+from __future__ import annotations
+
+RAG_TEMPLATE = (
+    "Answer the question using the following source text.\n\n"
+    "[Source]\n{source}\n\n"
+    "[Question]\n{question}"
+)
+
+
+def source_text(record: dict) -> str:
+    meta = record.get("meta", {})
+    text = meta.get("article") or meta.get("source")
+    if not text:
+        raise KeyError(f"record {record.get('id')!r}: oracle RAG needs meta['article'] or meta['source']")
+    return text
+
+
+def rag_messages(record: dict, template: str = RAG_TEMPLATE) -> list[dict[str, str]]:
+    prompt = record["prompt"]
+    if not prompt or prompt[-1]["role"] != "user":
+        raise ValueError("a prompt must end with a user turn")
+    text = template.format(source=source_text(record), question=prompt[-1]["content"])
+    return [dict(m) for m in prompt[:-1]] + [{"role": "user", "content": text}]

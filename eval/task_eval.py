@@ -1,0 +1,108 @@
+"""Evaluate a model on a task's records: generate, score (rule-based or LLM judge), pass@k, token counts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Sequence
+
+from eval.generation import Generations, generate
+from eval.passk import pass_at_k_curve
+from eval.rag import rag_messages
+from eval.scorers import METRIC_NAMES, get_scorer, needs_judge
+from sdft.prompts import student_messages, teacher_messages
+
+
+def build_conversations(records: Sequence[dict], variant: str = "student", template: str = "paper") -> list:
+    """The prompts of one evaluation variant: ``student`` (CtxS), ``teacher`` (CtxT with ``template``), ``rag``."""
+    if variant == "student":
+        return [student_messages(r) for r in records]
+    if variant == "teacher":
+        return [teacher_messages(r, template) for r in records]
+    if variant == "rag":
+        return [rag_messages(r) for r in records]
+    raise ValueError(f"unknown variant {variant!r}; expected student | teacher | rag")
+
+
+def _score_responses(records, responses: list[str], task: str, judge) -> tuple[list[float], list[dict]]:
+    """Per-response score in {0, 1} and extra per-response fields (judge verdicts)."""
+    if not needs_judge(task):
+        scorer = get_scorer(task)
+        return [scorer(resp, r["reference"]) for resp, r in zip(responses, records)], [{} for _ in responses]
+    if judge is None:
+        from eval.judge import LLMJudge
+
+        judge = LLMJudge()
+    res = judge.judge_records(records, responses, task=task)
+    scores = [1.0 if v == "CORRECT" else 0.0 for v in res.verdicts]
+    extras = [{"verdict": v, "judge_raw": raw} for v, raw in zip(res.verdicts, res.raw)]
+    return scores, extras
+
+
+def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, variant: str = "student",
+                  template: str = "paper", max_new_tokens: int = 256, batch_size: int = 8, passk: int | None = None,
+                  seed: int = 0, judge=None, backend: str = "auto", passk_temperature: float = 1.0,
+                  passk_top_p: float = 0.95) -> dict[str, Any]:
+    """Greedy accuracy (and optionally pass@k with ``passk`` samples per prompt) of ``model`` on ``records``.
+
+    ``model``: a loaded causal LM, or a path/id (vLLM backend). Returns a dict with ``scores`` (each
+    ``{"metric", "value", "unit", "n", ...}``), ``settings`` and per-example ``predictions``.
+    Values of accuracies and pass@k are percentages.
+    """
+    records = list(records)
+    if not records:
+        raise ValueError("no records to evaluate")
+    convs = build_conversations(records, variant, template)
+    gens: Generations = generate(model, tokenizer, convs, greedy=True, max_new_tokens=max_new_tokens,
+                                 batch_size=batch_size, seed=seed, backend=backend)
+    responses = gens.first
+    scores, extras = _score_responses(records, responses, task, judge)
+    n = len(records)
+    judged = needs_judge(task)
+    metric = METRIC_NAMES.get(task, "judge_accuracy")
+    out_scores: list[dict[str, Any]] = []
+    if judged and "knowledge" in task:
+        verdicts = [e["verdict"] for e in extras]
+        strict = sum(v == "CORRECT" for v in verdicts) / n
+        lenient = sum(v in ("CORRECT", "PARTIALLY_CORRECT") for v in verdicts) / n
+        unp = sum(v == "UNPARSEABLE" for v in verdicts)
+        out_scores += [{"metric": "judge_strict_accuracy", "value": 100 * strict, "unit": "percent", "n": n,
+                        "n_unparseable": unp},
+                       {"metric": "judge_lenient_accuracy", "value": 100 * lenient, "unit": "percent", "n": n,
+                        "n_unparseable": unp}]
+    else:
+        entry = {"metric": metric, "value": 100 * sum(scores) / n, "unit": "percent", "n": n}
+        if judged:
+            entry["n_unparseable"] = sum(e["verdict"] == "UNPARSEABLE" for e in extras)
+        out_scores.append(entry)
+    out_scores.append({"metric": "mean_generated_tokens", "value": gens.mean_tokens(), "unit": "tokens", "n": n,
+                       "n_truncated": sum(not f[0] for f in gens.finished)})
+    predictions = []
+    for r, resp, s, e, c, f in zip(records, responses, scores, extras, gens.n_tokens, gens.finished):
+        predictions.append({"id": r["id"], "response": resp, "reference": r["reference"], "score": s,
+                            "n_tokens": c[0], "finished": f[0], **e})
+    settings: dict[str, Any] = {"task": task, "variant": variant, "template": template if variant == "teacher" else None,
+                                "decoding": gens.settings, "judge": getattr(judge, "settings", lambda: None)()
+                                if judge is not None else ("default" if judged else None)}
+    if passk:
+        sg = generate(model, tokenizer, convs, greedy=False, temperature=passk_temperature, top_p=passk_top_p, n=passk,
+                      max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, backend=backend)
+        flat_records = [r for r in records for _ in range(passk)]
+        flat = [t for ts in sg.texts for t in ts]
+        flat_scores, _ = _score_responses(flat_records, flat, task, judge)
+        counts = [int(sum(flat_scores[i * passk:(i + 1) * passk])) for i in range(n)]
+        curve = pass_at_k_curve(counts, passk)
+        out_scores.append({"metric": "pass@k", "values": {str(k): 100 * v for k, v in curve.items()}, "unit": "percent",
+                           "n": n, "samples_per_prompt": passk, "temperature": passk_temperature, "top_p": passk_top_p})
+        out_scores.append({"metric": "mean_generated_tokens_sampled", "value": sg.mean_tokens(), "unit": "tokens", "n": n})
+        for p, c, texts in zip(predictions, counts, sg.texts):
+            p["passk_correct"] = c
+            p["samples"] = texts
+        settings["passk_decoding"] = sg.settings
+    return {"task": task, "variant": variant, "n": n, "scores": out_scores, "settings": settings,
+            "predictions": predictions}
+
+
+def write_predictions(path, predictions: Sequence[dict]) -> None:
+    with open(path, "w") as f:
+        for p in predictions:
+            f.write(json.dumps(p, ensure_ascii=False, default=str) + "\n")
