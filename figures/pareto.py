@@ -15,43 +15,67 @@ METHOD_STYLE = {
     "sft": dict(color="#d62728", marker="s", label="SFT"),
     "reinvoke": dict(color="#ff7f0e", marker="D", label="SFT + re-invoke"),
     "dft": dict(color="#9467bd", marker="^", label="DFT"),
-    "sdft": dict(color="#1f77b4", marker="*", label="SDFT (ours)"),
+    "sdft": dict(color="#1f77b4", marker="*", label="SDFT"),
 }
 
 
-def plot_pareto(table: pd.DataFrame, out_base: str | Path, paper: pd.DataFrame | None = None,
-                task_titles: dict[str, str] | None = None, subtitle: str | None = None) -> list[Path]:
-    """Draw the Pareto plot and save ``out_base`` + ``.png`` / ``.pdf``.
+def _style(method: str) -> dict:
+    return METHOD_STYLE.get(method, dict(color="black", marker="x", label=method))
 
-    ``table`` has one row per (task, method) with columns ``new_task``, ``prior_avg`` and optionally
-    ``new_task_ci`` / ``prior_avg_ci`` (95% half-widths). ``paper`` (same columns) is drawn as hollow markers.
+
+def _ci(row: pd.Series, column: str):
+    value = row.get(column)
+    return None if value is None or pd.isna(value) or value == 0 else value
+
+
+def _panel(ax, rows: pd.DataFrame, hollow: bool = False) -> None:
+    for _, row in rows.iterrows():
+        style = _style(row["method"])
+        size = 12 if style["marker"] == "*" else 7
+        if hollow:
+            ax.plot(row["new_task"], row["prior_avg"], style["marker"], markersize=size, markerfacecolor="none",
+                    markeredgecolor=style["color"], label=style["label"])
+        else:
+            ax.errorbar(row["new_task"], row["prior_avg"], xerr=_ci(row, "new_task_ci"), yerr=_ci(row, "prior_avg_ci"),
+                        fmt=style["marker"], color=style["color"], markersize=size, capsize=3, label=style["label"])
+    ax.grid(alpha=0.3)
+    ax.set_xlabel("new-task accuracy (%)")
+
+
+def plot_pareto(table: pd.DataFrame, out_base: str | Path, paper: pd.DataFrame | None = None,
+                task_titles: dict[str, str] | None = None, subtitle: str | None = None,
+                paper_on_same_axes: bool = True) -> list[Path]:
+    """Draw the Pareto plot; save ``out_base`` + ``.png`` and ``.pdf``; return the paths.
+
+    ``table`` has one row per (task, method) with ``new_task`` and ``prior_avg`` (and optional ``*_ci`` 95%
+    half-widths). ``paper`` rows (same columns) are drawn as hollow markers: on the same axes when the numbers
+    are comparable (same benchmarks), else in a second row of panels.
     """
+    titles = task_titles or {}
     tasks = list(dict.fromkeys(table["task"]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        rows = table[table["task"] == task]
-        for _, row in rows.iterrows():
-            style = METHOD_STYLE.get(row["method"], dict(color="black", marker="x", label=row["method"]))
-            ax.errorbar(row["new_task"], row["prior_avg"], xerr=row.get("new_task_ci") or None,
-                        yerr=row.get("prior_avg_ci") or None, fmt=style["marker"], color=style["color"],
-                        markersize=11 if style["marker"] == "*" else 7, capsize=3, label=style["label"])
-        if paper is not None:
-            for _, row in paper[paper["task"] == task].iterrows():
-                style = METHOD_STYLE.get(row["method"], dict(color="black", marker="x"))
-                ax.scatter(row["new_task"], row["prior_avg"], marker=style["marker"], facecolors="none",
-                           edgecolors=style["color"], s=60, alpha=0.6)
-        ax.set_title((task_titles or {}).get(task, task))
-        ax.set_xlabel("new-task accuracy (%)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("prior-task average (%)")
+    separate = paper is not None and not paper_on_same_axes
+    nrows = 2 if separate else 1
+    fig, axes = plt.subplots(nrows, len(tasks), figsize=(4.2 * len(tasks), 3.6 * nrows), squeeze=False)
+    for j, task in enumerate(tasks):
+        ax = axes[0][j]
+        _panel(ax, table[table["task"] == task])
+        if paper is not None and not separate:
+            _panel(ax, paper[paper["task"] == task], hollow=True)
+        ax.set_title(titles.get(task, task) + (" (ours)" if separate else ""))
+        if separate:
+            ref = axes[1][j]
+            _panel(ref, paper[paper["task"] == task], hollow=True)
+            ref.set_title(f"{titles.get(task, task)} (paper, Qwen2.5-7B-Instruct)", fontsize=9)
+    for row in axes:
+        row[0].set_ylabel("prior-task average (%)")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    if paper is not None:
+    if paper is not None and not separate:
         handles.append(plt.Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="k"))
-        labels.append("paper (Qwen2.5-7B)")
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, -0.02))
+        labels.append("hollow: paper (Qwen2.5-7B-Instruct)")
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     if subtitle:
         fig.suptitle(subtitle, fontsize=10)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     out_base = Path(out_base)
     out_base.parent.mkdir(parents=True, exist_ok=True)
     paths = [out_base.with_suffix(".png"), out_base.with_suffix(".pdf")]
