@@ -86,7 +86,8 @@ def train_reinvoke(cfg: RunConfig, records: list[dict], run_dir, resume_from_che
     run_dir = Path(run_dir)
     ckpt1, ckpt2 = run_dir / "checkpoints" / STAGE1_DIR, run_dir / "checkpoints" / STAGE2_DIR
     done1 = run_dir / "checkpoints" / STAGE1_DONE
-    info: dict = {"stage2_teacher": "frozen original base", "stage2_divergence": "reverse",
+    # "divergence" overrides the run manifest's entry (cfg.divergence), which stage 2 does not use
+    info: dict = {"divergence": "reverse", "stage2_teacher": "frozen original base", "stage2_divergence": "reverse",
                   "stage2_prompts": cfg.reinvoke_prompts, "reinvoke_steps": cfg.reinvoke_steps}
 
     # ---- stage 1: SFT on the task (skipped when it finished in an earlier, interrupted run)
