@@ -191,6 +191,19 @@ def test_reinvoke_stage2_teacher_is_the_frozen_original_base_and_sees_only_gener
     assert {r.get("stage") for r in rows if "loss" in r} == {"sft", "reinvoke"}
 
 
+def test_general_prompts_are_not_task_prompts_and_cover_the_set():
+    from data_prep.general_prompts import EMBEDDED_GENERAL_PROMPTS, load_general_prompts
+
+    prompts = load_general_prompts("embedded")
+    assert len(prompts) == len(EMBEDDED_GENERAL_PROMPTS) == len(set(EMBEDDED_GENERAL_PROMPTS)) >= 40
+    assert all(len(p) == 1 and p[0]["role"] == "user" for p in prompts)
+    task_texts = {m["content"] for r in _records(64) for m in r["prompt"]}
+    assert not task_texts & {p[0]["content"] for p in prompts}
+    many = load_general_prompts("embedded", n=100, seed=3)
+    assert len(many) == 100 and {p[0]["content"] for p in many[:40]} == set(EMBEDDED_GENERAL_PROMPTS)
+    assert many == load_general_prompts("embedded", n=100, seed=3) != load_general_prompts("embedded", n=100, seed=4)
+
+
 # ------------------------------------------------------------------------------------------------ CPT
 def test_cpt_trains_on_every_token_of_the_deduplicated_raw_text(tiny_model_path, tmp_path):
     from sdft.baselines.cpt import build_cpt_trainer, corpus_texts
