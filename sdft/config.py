@@ -85,7 +85,10 @@ class RunConfig:
 
     # --- baselines -------------------------------------------------------------------------------------
     reinvoke_steps: int = field(default=100, metadata={"help": "SFT+re-invoke: steps of on-policy distillation"})
-    reinvoke_prompts: str = field(default="embedded", metadata={"help": "general prompt set for re-invoke"})
+    reinvoke_prompts: str = field(
+        default="embedded",
+        metadata={"help": "general prompt set for re-invoke: 'embedded' or 'hub:<dataset id>' (data_prep.general_prompts)"},
+    )
     offline_num_samples: int = field(default=1, metadata={"help": "offline distillation: teacher samples per prompt"})
 
     # ------------------------------------------------------------------------------------------------------
@@ -132,7 +135,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         model="Qwen/Qwen2.5-7B-Instruct", learning_rate=1e-5, per_device_train_batch_size=4,
         gradient_accumulation_steps=8, warmup_steps=10, max_prompt_length=2048, max_completion_length=2048,
         ema_alpha=0.02, teacher_template="paper", divergence="forward", bf16=True, gradient_checkpointing=True,
-        use_vllm=True, save_steps=50, reinvoke_steps=100,
+        use_vllm=True, save_steps=50, reinvoke_steps=100, reinvoke_prompts="hub:allenai/tulu-3-sft-mixture",
     ),
 }
 PRESET_PER_METHOD: dict[str, dict[str, dict[str, Any]]] = {

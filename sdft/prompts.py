@@ -11,6 +11,9 @@ expert demonstration through the paper's template (Section 3):
 Templates are named so every result records which one ran. ``paper`` is the verbatim template and
 the default of the ``paper`` preset. ``same_format`` changes only the last sentence; SmolLM2-135M
 follows the paper's wording poorly (DESIGN.md, measured facts), so the ``mini`` preset uses it.
+``none`` is the question alone: with an empty demonstration the teacher's context equals the student's.
+It is the context of the frozen-base teacher of the SFT + re-invoke baseline (``sdft.baselines.reinvoke``);
+TRL requires both placeholders in a template, so it keeps ``{demonstration}`` and is meant for empty ones.
 
 Records follow the one schema of the repository (``data_prep.schema``): ``prompt`` is a list of chat
 messages ending with the user's query; ``demonstration`` is a string.
@@ -35,6 +38,7 @@ TEACHER_TEMPLATES: dict[str, str] = {
         "{demonstration}\n\n"
         "Now answer with a response of your own, in exactly the same format as the example:"
     ),
+    "none": "{question}{demonstration}",
 }
 
 

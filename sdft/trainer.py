@@ -226,14 +226,16 @@ def sdft_dataset(records: list[dict], demonstration_key: str = "demonstration"):
     return Dataset.from_list([{"prompt": r["prompt"], "privileged_context": r[demonstration_key]} for r in records])
 
 
-def build_sdft_trainer(cfg, records, run_dir, model=None, tokenizer=None, callbacks=None) -> SelfDistillationTrainer:
+def build_sdft_trainer(cfg, records, run_dir, model=None, tokenizer=None, callbacks=None,
+                       checkpoint_dir=None) -> SelfDistillationTrainer:
+    """``checkpoint_dir`` defaults to ``<run_dir>/checkpoints`` (multi-stage methods give each stage its own)."""
     from sdft.training import load_student, run_callbacks
 
     if model is None:
         model, tokenizer = load_student(cfg)
     return SelfDistillationTrainer(
         model=model,
-        args=sdft_config_from(cfg, Path(run_dir) / "checkpoints"),
+        args=sdft_config_from(cfg, checkpoint_dir or Path(run_dir) / "checkpoints"),
         train_dataset=sdft_dataset(records),
         processing_class=tokenizer,
         callbacks=(callbacks if callbacks is not None else run_callbacks(run_dir)),

@@ -1,0 +1,247 @@
+"""Offline distillation from the teacher, and SFT on the teacher's samples (Fig. 6: what "on-policy" buys).
+
+Both start by sampling the teacher once, before any training, and caching the samples to disk:
+
+* the teacher is the initial model conditioned on the demonstration, ``teacher_messages(record,
+  cfg.teacher_template)`` -- the same context as SDFT's teacher;
+* ``cfg.offline_num_samples`` samples per prompt, temperature ``cfg.temperature``, top-p ``cfg.top_p``,
+  at most ``cfg.max_completion_length`` new tokens, seeded by ``cfg.seed``;
+* written to ``<run_dir>/teacher_samples.jsonl`` (one line per sample: record id, sample index, the teacher
+  prompt, the completion's token ids and text) with ``teacher_samples.meta.json`` beside it. A rerun with the
+  same settings reuses the cache, so a resumed run trains on exactly the same sequences.
+
+Then
+* ``offline_distill``: for every cached completion ``y``, the student sees (student prompt, ``y``) and the
+  FROZEN teacher (a separate copy of the initial model) sees (teacher prompt, ``y``); the loss is our per-token
+  divergence ``sdft.losses.self_distillation_loss`` (``cfg.divergence``, full vocabulary) at the completion
+  positions, averaged per sequence then over the batch, like SDFT. The gradient estimator is the analytic one:
+  the token-level and Rao-Blackwellized estimators assume ``y`` is sampled from the student, which it is not here.
+  TRL's ``GKDTrainer`` does not fit: it feeds the teacher the student's prompt, and the teacher's context here
+  holds the demonstration. So this is a small ``transformers.Trainer`` subclass with our loss.
+* ``sft_from_teacher``: TRL's ``SFTTrainer`` (``sdft.baselines.sft``) on (student prompt, cached completion text).
+
+Neither calls generation after the cache is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from sdft.config import RunConfig, trainer_kwargs
+from sdft.losses import self_distillation_loss
+from sdft.prompts import student_messages, teacher_messages
+
+CACHE_FILE = "teacher_samples.jsonl"
+CACHE_META = "teacher_samples.meta.json"
+
+
+# ------------------------------------------------------------------------------------------------ teacher cache
+def _prompt_ids(tokenizer, messages, max_prompt_length: int) -> list[int]:
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    return list(ids["input_ids"])[-max_prompt_length:]
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def cache_settings(cfg: RunConfig, records: list[dict]) -> dict:
+    """What the cached samples depend on; a cache made with other settings is not reused."""
+    return dict(model=cfg.model, teacher_template=cfg.teacher_template, temperature=cfg.temperature, top_p=cfg.top_p,
+                num_samples=cfg.offline_num_samples, max_completion_length=cfg.max_completion_length,
+                max_prompt_length=cfg.max_prompt_length, seed=cfg.seed, record_ids=[r["id"] for r in records])
+
+
+def read_cache(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+@torch.no_grad()
+def generate_teacher_cache(cfg: RunConfig, records: list[dict], model, tokenizer, run_dir) -> list[dict]:
+    """Sample the demonstration-conditioned initial model once per (record, sample) and cache it; return the rows."""
+    run_dir = Path(run_dir)
+    path, meta_path = run_dir / CACHE_FILE, run_dir / CACHE_META
+    settings = cache_settings(cfg, records)
+    if path.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("settings") == settings:
+        return read_cache(path)
+
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id
+    eos = _eos_ids(model, tokenizer)
+    was_training = model.training
+    model.eval()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(cfg.seed)
+    rows: list[dict] = []
+    batch_size = max(1, cfg.per_device_train_batch_size)
+    try:
+        for start in range(0, len(records), batch_size):
+            batch = records[start:start + batch_size]
+            prompts = [teacher_messages(r, cfg.teacher_template) for r in batch]
+            ids = [_prompt_ids(tokenizer, p, cfg.max_prompt_length) for p in prompts]
+            width = max(len(x) for x in ids)
+            input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=device)
+            attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+            out = model.generate(
+                input_ids=input_ids, attention_mask=attention, do_sample=True, temperature=cfg.temperature,
+                top_p=cfg.top_p, top_k=0, max_new_tokens=cfg.max_completion_length,
+                num_return_sequences=cfg.offline_num_samples, pad_token_id=pad_id,
+            )[:, width:].tolist()
+            for j, completion in enumerate(out):
+                rec, prompt = batch[j // cfg.offline_num_samples], prompts[j // cfg.offline_num_samples]
+                cut = next((k for k, t in enumerate(completion) if t in eos), None)
+                kept = completion if cut is None else completion[:cut + 1]  # keep the end token, as SDFT does
+                text_ids = kept[:-1] if cut is not None else kept
+                rows.append({
+                    "record_id": rec["id"], "sample": j % cfg.offline_num_samples, "teacher_prompt": prompt,
+                    "completion_ids": kept, "completion": tokenizer.decode(text_ids, skip_special_tokens=True),
+                    "finished": cut is not None,
+                })
+    finally:
+        torch.random.set_rng_state(generator_state)
+        model.train(was_training)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+    meta_path.write_text(json.dumps({"settings": settings, "rows": len(rows)}, indent=1))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ distillation
+def distillation_examples(records: list[dict], cache: list[dict], tokenizer, cfg: RunConfig) -> list[dict]:
+    """Token ids of (student prompt, teacher prompt, completion) for every cached sample."""
+    by_id = {r["id"]: r for r in records}
+    out = []
+    for row in cache:
+        rec = by_id[row["record_id"]]
+        out.append({
+            "student_prompt_ids": _prompt_ids(tokenizer, student_messages(rec), cfg.max_prompt_length),
+            "teacher_prompt_ids": _prompt_ids(tokenizer, row["teacher_prompt"], cfg.max_prompt_length),
+            "completion_ids": list(row["completion_ids"]),
+        })
+    return [e for e in out if e["completion_ids"]]
+
+
+class OfflineDistillationCollator:
+    """Left-pads the prompts and right-pads the completions, so the completion starts at the same column."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad = pad_token_id
+
+    def _side(self, prompts, completions):
+        p_len = max(len(p) for p in prompts)
+        c_len = max(len(c) for c in completions)
+        ids, mask = [], []
+        for p, c in zip(prompts, completions):
+            ids.append([self.pad] * (p_len - len(p)) + p + c + [self.pad] * (c_len - len(c)))
+            mask.append([0] * (p_len - len(p)) + [1] * (len(p) + len(c)) + [0] * (c_len - len(c)))
+        return torch.tensor(ids), torch.tensor(mask), p_len
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        completions = [e["completion_ids"] for e in examples]
+        s_ids, s_mask, s_plen = self._side([e["student_prompt_ids"] for e in examples], completions)
+        t_ids, t_mask, t_plen = self._side([e["teacher_prompt_ids"] for e in examples], completions)
+        c_len = max(len(c) for c in completions)
+        completion_mask = torch.tensor([[1] * len(c) + [0] * (c_len - len(c)) for c in completions])
+        return {
+            "input_ids": s_ids, "attention_mask": s_mask, "teacher_input_ids": t_ids, "teacher_attention_mask": t_mask,
+            "completion_ids": s_ids[:, s_plen:], "completion_mask": completion_mask,
+        }
+
+
+def completion_logits(model, input_ids, attention_mask, completion_length: int) -> torch.Tensor:
+    """Logits ``[B, C, V]`` whose position t predicts completion token t (the completion fills the last C columns)."""
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   logits_to_keep=completion_length + 1).logits
+    return logits[:, :-1]
+
+
+class OfflineDistillationTrainer(Trainer):
+    """``Trainer`` whose loss is the per-token divergence to a frozen teacher on fixed (cached) sequences."""
+
+    def __init__(self, *args, teacher_model, divergence="forward", skip_first_tokens: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.teacher_model = teacher_model.to(self.args.device)
+        self.teacher_model.requires_grad_(False)
+        self.teacher_model.eval()
+        self.divergence, self.skip_first_tokens = divergence, skip_first_tokens
+        self.model_accepts_loss_kwargs = False  # the loss is a per-batch mean: let Trainer scale it for accumulation
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        c_len = inputs["completion_ids"].size(1)
+        student = completion_logits(model, inputs["input_ids"], inputs["attention_mask"], c_len)
+        with torch.no_grad():
+            teacher = completion_logits(self.teacher_model, inputs["teacher_input_ids"],
+                                        inputs["teacher_attention_mask"], c_len)
+        loss = self_distillation_loss(
+            student, teacher, inputs["completion_ids"], inputs["completion_mask"], divergence=self.divergence,
+            estimator="analytic", skip_first=self.skip_first_tokens, reduction="sequence_mean",
+        )
+        return (loss, {"student_logits": student}) if return_outputs else loss
+
+
+def build_offline_distill_trainer(cfg: RunConfig, records: list[dict], run_dir, model=None, tokenizer=None,
+                                  teacher_model=None, callbacks=None):
+    """Make (or reuse) the teacher cache with the initial model, then a trainer on the cached sequences only."""
+    from datasets import Dataset
+
+    from sdft.training import load_student, run_callbacks
+
+    if model is None:
+        model, tokenizer = load_student(cfg)
+    cache = generate_teacher_cache(cfg, records, model, tokenizer, run_dir)
+    if teacher_model is None:
+        teacher_model, _ = load_student(cfg)  # a separate copy of the initial model, frozen by the trainer
+    examples = distillation_examples(records, cache, tokenizer, cfg)
+    args = TrainingArguments(**trainer_kwargs(cfg, Path(run_dir) / "checkpoints"), remove_unused_columns=False)
+    trainer = OfflineDistillationTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(examples),
+        data_collator=OfflineDistillationCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+        callbacks=callbacks if callbacks is not None else run_callbacks(run_dir),
+        teacher_model=teacher_model, divergence=cfg.divergence, skip_first_tokens=cfg.skip_first_tokens,
+    )
+    trainer.cache_rows = cache
+    return trainer
+
+
+def _cache_info(cache: list[dict]) -> dict:
+    return {"teacher_samples": len(cache), "teacher_samples_file": CACHE_FILE,
+            "teacher_samples_finished": sum(r["finished"] for r in cache)}
+
+
+def train_offline_distill(cfg: RunConfig, records: list[dict], run_dir, resume_from_checkpoint=None):
+    """Minimize the per-token divergence to the frozen demonstration-conditioned teacher on cached teacher samples."""
+    from sdft.training import final_train_metrics
+
+    trainer = build_offline_distill_trainer(cfg, records, run_dir)
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    info = {**final_train_metrics(trainer), **_cache_info(trainer.cache_rows), "estimator": "analytic"}
+    return trainer.model, trainer.processing_class, info
+
+
+def train_sft_from_teacher(cfg: RunConfig, records: list[dict], run_dir, resume_from_checkpoint=None):
+    """SFT (student prompt -> cached teacher sample), on the same cached samples as offline distillation."""
+    from sdft.baselines.sft import build_sft_trainer
+    from sdft.training import final_train_metrics, load_student
+
+    model, tokenizer = load_student(cfg)
+    cache = generate_teacher_cache(cfg, records, model, tokenizer, run_dir)
+    by_id = {r["id"]: r for r in records}
+    rows = [row for row in cache if row["completion"].strip()]
+    trainer = build_sft_trainer(cfg, [by_id[row["record_id"]] for row in rows], run_dir, model=model,
+                                tokenizer=tokenizer, completions=[row["completion"] for row in rows])
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    info = {**final_train_metrics(trainer), **_cache_info(cache), "n_examples": len(rows)}
+    return trainer.model, trainer.processing_class, info
