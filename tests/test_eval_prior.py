@@ -102,3 +102,21 @@ def test_group_sample_count():
     r = {"n-samples": {"a": {"effective": 2}, "b": {"effective": 3}, "c": {"effective": 5}},
          "group_subtasks": {"mmlu": ["g1", "c"], "g1": ["a", "b"]}}
     assert _n_samples(r, "mmlu") == 10 and _n_samples(r, "g1") == 5 and _n_samples(r, "zz") is None
+
+
+def test_code_stand_in_data_is_solvable_and_strict():
+    from eval.lm_eval_tasks.utils import DATA, process_code
+
+    solutions = {"add": " a + b", "is_even": " n % 2 == 0", "square": " x * x", "maximum": " max(xs)",
+                 "reverse_string": " s[::-1]", "count_vowels": " sum(c in 'aeiou' for c in s)",
+                 "factorial": " 1 if n == 0 else n * factorial(n - 1)", "first_char": " s[0]",
+                 "average": " sum(xs) / len(xs)", "is_palindrome": " s == s[::-1]", "clamp": " max(lo, min(x, hi))",
+                 "count_words": " len(text.split())"}
+    near_misses = {"maximum": " max(x for x in xs if x)", "count_vowels": " len(set(c for c in s if c in 'aeiou'))"}
+    rows = [json.loads(line) for line in (DATA / "code.jsonl").read_text().splitlines()]
+    assert {r["entry_point"] for r in rows} == set(solutions)
+    for r in rows:
+        assert process_code(r, [solutions[r["entry_point"]]])["pass@1"] == 1.0, r["id"]
+        assert process_code(r, [" None"])["pass@1"] == 0.0, r["id"]
+        if r["entry_point"] in near_misses:
+            assert process_code(r, [near_misses[r["entry_point"]]])["pass@1"] == 0.0, r["id"]

@@ -28,7 +28,7 @@ def run_dir(tmp_path_factory):
 def test_run_dir_student_teacher_passk(run_dir):
     from eval.run import main
 
-    assert main(["--model", str(run_dir), "--n", "4", "--max-new-tokens", "8"]) == 0
+    assert main(["--model", str(run_dir), "--n", "4", "--max-new-tokens", "8", "--kl-base", "embedded:tiny-llama"]) == 0
     assert main(["--model", str(run_dir), "--n", "3", "--max-new-tokens", "6", "--teacher", "--passk", "3"]) == 0
     ev = json.loads((run_dir / "eval.json").read_text())
     assert set(ev["evaluations"]) == {"student", "teacher"}
@@ -48,6 +48,8 @@ def test_run_dir_student_teacher_passk(run_dir):
     tpreds = [json.loads(line) for line in (run_dir / "predictions_teacher.jsonl").read_text().splitlines()]
     assert all(len(p["samples"]) == 3 for p in tpreds)
     assert st["settings"]["decoding"]["decoding"] == "greedy"
+    kl = next(s for s in st["scores"] if s["metric"] == "kl_to_base_seq")
+    assert abs(kl["value"]) < 1e-4 and kl["unit"] == "nats"  # the run's model is the untrained tiny model itself
     sources = {s["source"] for s in ev["scores"]}
     assert {"embedded_tool/student", "embedded_tool/teacher"} <= sources
 

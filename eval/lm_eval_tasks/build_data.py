@@ -112,22 +112,34 @@ INSTRUCTIONS = [
     ("Answer with a JSON object that has a key named \"animal\". Name an animal.", "json_key", "animal"),
 ]
 
-# (prompt: signature + docstring, tests as asserts, entry point)
+# (signature + docstring, tests as asserts, entry point). Every solution fits one ``return`` line: the
+# prompt ends with "    return" and the model completes the expression (a 135M model cannot write whole
+# bodies, so this keeps the stand-in informative). The tests are chosen to reject near misses.
 CODE = [
     ("def add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\"\n", "assert add(2, 3) == 5\nassert add(-1, 1) == 0", "add"),
     ("def is_even(n):\n    \"\"\"Return True if n is even, else False.\"\"\"\n",
-     "assert is_even(4) is True\nassert is_even(7) is False", "is_even"),
+     "assert is_even(4) is True\nassert is_even(7) is False\nassert is_even(0) is True", "is_even"),
     ("def square(x):\n    \"\"\"Return x squared.\"\"\"\n", "assert square(3) == 9\nassert square(-2) == 4", "square"),
     ("def maximum(xs):\n    \"\"\"Return the largest element of the non-empty list xs.\"\"\"\n",
-     "assert maximum([1, 5, 3]) == 5\nassert maximum([-4, -2]) == -2", "maximum"),
+     "assert maximum([1, 5, 3]) == 5\nassert maximum([-4, -2]) == -2\nassert maximum([0, -1]) == 0", "maximum"),
     ("def reverse_string(s):\n    \"\"\"Return the string s reversed.\"\"\"\n",
      "assert reverse_string('abc') == 'cba'\nassert reverse_string('') == ''", "reverse_string"),
     ("def count_vowels(s):\n    \"\"\"Return the number of vowels (a, e, i, o, u) in the lowercase string s.\"\"\"\n",
-     "assert count_vowels('hello') == 2\nassert count_vowels('xyz') == 0", "count_vowels"),
+     "assert count_vowels('hello') == 2\nassert count_vowels('banana') == 3\nassert count_vowels('xyz') == 0",
+     "count_vowels"),
     ("def factorial(n):\n    \"\"\"Return n! for a non-negative integer n.\"\"\"\n",
      "assert factorial(0) == 1\nassert factorial(5) == 120", "factorial"),
     ("def first_char(s):\n    \"\"\"Return the first character of the non-empty string s.\"\"\"\n",
      "assert first_char('hello') == 'h'\nassert first_char('Z') == 'Z'", "first_char"),
+    ("def average(xs):\n    \"\"\"Return the arithmetic mean of the non-empty list of numbers xs.\"\"\"\n",
+     "assert average([1, 2, 3]) == 2\nassert average([4]) == 4\nassert average([1, 2]) == 1.5", "average"),
+    ("def is_palindrome(s):\n    \"\"\"Return True if the string s reads the same forwards and backwards.\"\"\"\n",
+     "assert is_palindrome('level') is True\nassert is_palindrome('abc') is False\nassert is_palindrome('') is True",
+     "is_palindrome"),
+    ("def clamp(x, lo, hi):\n    \"\"\"Return x limited to the interval [lo, hi].\"\"\"\n",
+     "assert clamp(5, 0, 3) == 3\nassert clamp(-2, 0, 3) == 0\nassert clamp(2, 0, 3) == 2", "clamp"),
+    ("def count_words(text):\n    \"\"\"Return the number of words (separated by whitespace) in text.\"\"\"\n",
+     "assert count_words('a b  c') == 3\nassert count_words('') == 0\nassert count_words(' one ') == 1", "count_words"),
 ]
 
 
@@ -161,7 +173,7 @@ def build() -> None:
     _write("arithmetic.jsonl", arithmetic())
     _write("instructions.jsonl", [{"id": f"if-{i}", "prompt": p, "check": c, "arg": a}
                                   for i, (p, c, a) in enumerate(INSTRUCTIONS)])
-    _write("code.jsonl", [{"id": f"code-{i}", "prompt": p, "test": t, "entry_point": e}
+    _write("code.jsonl", [{"id": f"code-{i}", "prompt": p + "    return", "test": t, "entry_point": e}
                           for i, (p, t, e) in enumerate(CODE)])
 
 
