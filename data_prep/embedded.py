@@ -41,3 +41,214 @@ def tool_calls(n: int, seed: int = 0) -> list[dict]:
     """A tool-call task in the ReAct answer format of ToolAlpaca (Action / Action Input)."""
     rng = random.Random(f"embedded_tool:{seed}")
     return [_tool_record(i, rng) for i in range(n)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Science: four-choice chemistry questions in the answer format of the real Science Q&A task.
+# --------------------------------------------------------------------------------------------------
+
+SCIENCE_SYSTEM = (
+    "Answer the multiple-choice question. First explain your reasoning inside <reasoning></reasoning> tags, "
+    "then give only the letter of the correct option inside <answer></answer> tags."
+)
+
+# (name, symbol, family)
+_ELEMENTS = [
+    ("hydrogen", "H", "nonmetal"), ("helium", "He", "noble gas"), ("lithium", "Li", "alkali metal"),
+    ("carbon", "C", "nonmetal"), ("nitrogen", "N", "nonmetal"), ("oxygen", "O", "nonmetal"),
+    ("fluorine", "F", "halogen"), ("neon", "Ne", "noble gas"), ("sodium", "Na", "alkali metal"),
+    ("magnesium", "Mg", "alkaline earth metal"), ("aluminium", "Al", "metal"), ("silicon", "Si", "metalloid"),
+    ("phosphorus", "P", "nonmetal"), ("sulfur", "S", "nonmetal"), ("chlorine", "Cl", "halogen"),
+    ("argon", "Ar", "noble gas"), ("potassium", "K", "alkali metal"), ("calcium", "Ca", "alkaline earth metal"),
+    ("iron", "Fe", "transition metal"), ("copper", "Cu", "transition metal"), ("zinc", "Zn", "transition metal"),
+    ("bromine", "Br", "halogen"), ("krypton", "Kr", "noble gas"), ("silver", "Ag", "transition metal"),
+    ("tin", "Sn", "metal"), ("iodine", "I", "halogen"), ("xenon", "Xe", "noble gas"),
+    ("gold", "Au", "transition metal"), ("mercury", "Hg", "transition metal"), ("lead", "Pb", "metal"),
+]
+_LETTERS = "ABCD"
+
+
+def _science_question(rng: random.Random) -> tuple[str, list[str], int, str]:
+    """(question, four options, index of the correct one, one-sentence reason)."""
+    kind = rng.choice(["symbol", "name", "family"])
+    if kind == "family":
+        family = rng.choice(["noble gas", "halogen", "alkali metal"])
+        right = rng.choice([e for e in _ELEMENTS if e[2] == family])
+        wrong = rng.sample([e for e in _ELEMENTS if e[2] != family], 3)
+        question = f"Which of these elements is a {family}?"
+        options, reason = [e[0] for e in [right, *wrong]], f"{right[0].capitalize()} is a {family}; the others are not."
+    else:
+        right, *wrong = rng.sample(_ELEMENTS, 4)
+        if kind == "symbol":
+            question = f"What is the chemical symbol of {right[0]}?"
+            options = [e[1] for e in [right, *wrong]]
+        else:
+            question = f"Which element has the chemical symbol {right[1]}?"
+            options = [e[0] for e in [right, *wrong]]
+        reason = f"The chemical symbol of {right[0]} is {right[1]}."
+    order = list(range(4))
+    rng.shuffle(order)
+    return question, [options[i] for i in order], order.index(0), reason
+
+
+def science_mcq(n: int, seed: int = 0) -> list[dict]:
+    """Four-choice chemistry questions (symbols, names, families), answered with <reasoning> and <answer> tags."""
+    rng = random.Random(f"embedded_science:{seed}")
+    records = []
+    for i in range(n):
+        question, options, correct, reason = _science_question(rng)
+        letter = _LETTERS[correct]
+        user = question + "\n" + "\n".join(f"{_LETTERS[j]}. {o}" for j, o in enumerate(options))
+        records.append({
+            "id": f"embedded_science-{i:04d}",
+            "task": "embedded_science",
+            "prompt": [{"role": "system", "content": SCIENCE_SYSTEM}, {"role": "user", "content": user}],
+            "demonstration": f"<reasoning>{reason} So the answer is {letter}.</reasoning>\n<answer>{letter}</answer>",
+            "reference": letter,
+            "meta": {"question": question, "options": options},
+        })
+    return records
+
+
+# --------------------------------------------------------------------------------------------------
+# Medical: short-answer clinical questions with a canonical answer, in a vignette.
+# --------------------------------------------------------------------------------------------------
+
+MEDICAL_SYSTEM = "You are a medical expert. Answer the clinical question briefly, ending with 'Answer: <answer>'."
+
+# (question, canonical answer, one-sentence explanation)
+_MEDICAL_FACTS = [
+    ("Which vitamin deficiency causes scurvy?", "vitamin C", "Scurvy results from a lack of vitamin C, needed for collagen."),
+    ("Which vitamin deficiency causes rickets?", "vitamin D", "Rickets comes from too little vitamin D, so bones mineralize poorly."),
+    ("Which vitamin deficiency causes night blindness?", "vitamin A", "Vitamin A is needed for retinal pigments; its lack causes night blindness."),
+    ("Which vitamin deficiency causes beriberi?", "thiamine", "Beriberi is caused by a lack of thiamine (vitamin B1)."),
+    ("Which organ produces insulin?", "pancreas", "Insulin is made by the beta cells of the pancreas."),
+    ("Which gland produces thyroxine?", "thyroid", "Thyroxine is secreted by the thyroid gland."),
+    ("Which gland produces melatonin?", "pineal gland", "Melatonin is secreted by the pineal gland."),
+    ("Which drug reverses an opioid overdose?", "naloxone", "Naloxone is an opioid receptor antagonist."),
+    ("Which drug is the antidote to a paracetamol overdose?", "acetylcysteine", "Acetylcysteine restores glutathione and protects the liver."),
+    ("Which drug reverses the effect of heparin?", "protamine", "Protamine binds heparin and neutralizes it."),
+    ("Which vitamin reverses the effect of warfarin?", "vitamin K", "Warfarin blocks vitamin K recycling, so vitamin K reverses it."),
+    ("Which drug reverses a benzodiazepine overdose?", "flumazenil", "Flumazenil is a benzodiazepine receptor antagonist."),
+    ("Which parasite causes malaria?", "Plasmodium", "Malaria is caused by Plasmodium parasites carried by mosquitoes."),
+    ("Which mineral deficiency is the most common cause of anemia?", "iron", "Iron deficiency is the most common cause of anemia."),
+    ("Which electrolyte is too high in hyperkalemia?", "potassium", "Hyperkalemia means a high blood potassium level."),
+    ("Which electrolyte is too low in hyponatremia?", "sodium", "Hyponatremia means a low blood sodium level."),
+    ("Which organ is inflamed in hepatitis?", "liver", "Hepatitis is inflammation of the liver."),
+    ("Which organ is inflamed in nephritis?", "kidney", "Nephritis is inflammation of the kidney."),
+    ("Which organ is inflamed in pancreatitis?", "pancreas", "Pancreatitis is inflammation of the pancreas."),
+    ("Which blood cells carry oxygen?", "red blood cells", "Red blood cells carry oxygen bound to hemoglobin."),
+    ("Which hormone is lacking in type 1 diabetes?", "insulin", "Type 1 diabetes destroys the cells that make insulin."),
+    ("Which bacterium causes tuberculosis?", "Mycobacterium tuberculosis", "Tuberculosis is caused by Mycobacterium tuberculosis."),
+    ("Which antibiotic was the first penicillin discovered?", "penicillin G", "Benzylpenicillin, penicillin G, was the first."),
+    ("Which bone is the longest in the human body?", "femur", "The femur, the thigh bone, is the longest bone."),
+]
+_PATIENTS = ["man", "woman", "boy", "girl"]
+
+
+def medical_qa(n: int, seed: int = 0) -> list[dict]:
+    """Short-answer clinical questions (deficiencies, antidotes, organs) inside a seeded patient vignette."""
+    rng = random.Random(f"embedded_medical:{seed}")
+    records = []
+    for i in range(n):
+        question, answer, explanation = rng.choice(_MEDICAL_FACTS)
+        age = rng.randint(8, 15) if (who := rng.choice(_PATIENTS)) in ("boy", "girl") else rng.randint(20, 80)
+        user = f"A {age}-year-old {who} is seen in clinic. {question}"
+        records.append({
+            "id": f"embedded_medical-{i:04d}",
+            "task": "embedded_medical",
+            "prompt": [{"role": "system", "content": MEDICAL_SYSTEM}, {"role": "user", "content": user}],
+            "demonstration": f"{explanation}\nAnswer: {answer}",
+            "reference": answer,
+            "meta": {"question": question},
+        })
+    return records
+
+
+# --------------------------------------------------------------------------------------------------
+# Knowledge: a fictional world (so no model knows it beforehand), one article per town,
+# direct questions on its facts and indirect (two-hop) questions that combine two facts.
+# --------------------------------------------------------------------------------------------------
+
+KNOWLEDGE_SYSTEM = "Answer the question about the towns of Veloria in one short sentence."
+
+_SYLLABLES = ["var", "nel", "tor", "ka", "mi", "dros", "el", "bru", "sen", "ta", "lor", "quin", "ha", "zed", "ru"]
+_RIVERS = ["Sela", "Orna", "Brisk", "Tavel", "Muna", "Kesh", "Dorrow", "Ilvi"]
+_EXPORTS = ["copper", "wool", "salt", "amber", "timber", "glass", "honey", "cheese"]
+_FIRST = ["Ilse", "Marten", "Odile", "Tamsin", "Bjorn", "Nadia", "Osric", "Petra", "Lukas", "Vera"]
+_LAST = ["Brandt", "Okafor", "Lindqvist", "Moreau", "Halloran", "Szabo", "Castell", "Ivanova"]
+
+
+def knowledge_world(seed: int = 0, n_towns: int = 12) -> list[dict]:
+    """The fictional towns of Veloria with their facts and a short encyclopedia article each (deterministic)."""
+    rng = random.Random(f"embedded_knowledge-world:{seed}")
+    names: list[str] = []
+    while len(names) < n_towns:
+        name = "".join(rng.sample(_SYLLABLES, 2)).capitalize()
+        if name not in names:
+            names.append(name)
+    mayors = rng.sample([f"{f} {l}" for f in _FIRST for l in _LAST], n_towns)
+    towns = []
+    for name, mayor in zip(names, mayors):
+        town = {"town": name, "river": rng.choice(_RIVERS), "export": rng.choice(_EXPORTS),
+                "founded": str(rng.randint(1400, 1900)), "mayor": mayor}
+        town["article"] = (
+            f"{name} is a town in the fictional country of Veloria. It was founded in {town['founded']} on the banks "
+            f"of the river {town['river']}. The town is known for its {town['export']}, which it trades across "
+            f"Veloria. Its current mayor is {mayor}."
+        )
+        towns.append(town)
+    return towns
+
+
+_DIRECT = {  # the wording of training questions
+    "river": ("Which river flows through {town}?", "The river {river} flows through {town}."),
+    "export": ("What is {town} known for producing?", "{town} is known for its {export}."),
+    "founded": ("In which year was {town} founded?", "{town} was founded in {founded}."),
+    "mayor": ("Who is the mayor of {town}?", "The mayor of {town} is {mayor}."),
+}
+_PARAPHRASED = {  # the same facts asked in other words (validation and test)
+    "river": ("Name the river on whose banks {town} lies.", "{town} lies on the river {river}."),
+    "export": ("Which product does {town} trade across Veloria?", "{town} trades its {export}."),
+    "founded": ("How old is {town}? Give the year it was founded.", "{town} was founded in {founded}."),
+    "mayor": ("Who currently leads {town} as mayor?", "{mayor} is the mayor of {town}."),
+}
+_INDIRECT = {  # two-hop questions that name the town only through its mayor (out of distribution)
+    "river": ("Which river flows through the town whose mayor is {mayor}?", "{mayor} is mayor of {town}, on the river {river}."),
+    "export": ("What does the town governed by {mayor} produce?", "{mayor} governs {town}, known for its {export}."),
+    "founded": ("When was the town led by {mayor} founded?", "{mayor} leads {town}, founded in {founded}."),
+}
+_WORDINGS = {"direct": _DIRECT, "paraphrased": _PARAPHRASED, "indirect": _INDIRECT}
+
+
+def _knowledge_record(town: dict, fact: str, kind: str) -> dict:
+    question, answer_sentence = _WORDINGS[kind][fact]
+    return {
+        "id": f"embedded_knowledge-{town['town'].lower()}-{fact}-{kind}",
+        "task": "embedded_knowledge",
+        "prompt": [{"role": "system", "content": KNOWLEDGE_SYSTEM},
+                   {"role": "user", "content": question.format(**town)}],
+        "demonstration": answer_sentence.format(**town),
+        "reference": town[fact],
+        "meta": {"article": town["article"], "kind": kind, "fact": fact, "town": town["town"]},
+    }
+
+
+def knowledge_qa(split: str, seed: int = 0) -> list[dict]:
+    """Questions about the fictional world of :func:`knowledge_world`.
+
+    ``train``: every fact of every town, asked in the training wording (``meta.kind == "direct"``).
+    ``val``: the mayor and founding year asked in other words (``"paraphrased"``).
+    ``test``: river and export in other words, plus out-of-distribution ``"indirect"`` questions that name the
+    town only through its mayor, so answering needs two facts at once (river, export, founding year).
+    The articles (``meta.article``) are the corpus for CPT and oracle RAG.
+    """
+    plan = {
+        "train": [(f, "direct") for f in ("river", "export", "founded", "mayor")],
+        "val": [("mayor", "paraphrased"), ("founded", "paraphrased")],
+        "test": [("river", "paraphrased"), ("export", "paraphrased"),
+                 ("river", "indirect"), ("export", "indirect"), ("founded", "indirect")],
+    }
+    if split not in plan:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(plan)}")
+    return [_knowledge_record(t, fact, kind) for t in knowledge_world(seed) for fact, kind in plan[split]]

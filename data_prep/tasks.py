@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Callable
 
 from data_prep import embedded
@@ -21,8 +22,17 @@ def _embedded_split(generate: Callable[[int, int], list[dict]], sizes: dict[str,
     return load
 
 
+def _knowledge_split(split: str, seed: int = 0, n: int | None = None, data_dir=None) -> list[dict]:
+    """The fictional-world knowledge task: one world per seed, splits by question (see ``embedded.knowledge_qa``)."""
+    records = embedded.knowledge_qa(split, seed=seed)
+    return records if n is None else random.Random(f"subsample:{seed}").sample(records, min(n, len(records)))
+
+
 TASKS: dict[str, Callable[..., list[dict]]] = {
     "embedded_tool": _embedded_split(embedded.tool_calls, {"train": 64, "val": 16, "test": 32}),
+    "embedded_science": _embedded_split(embedded.science_mcq, {"train": 64, "val": 16, "test": 32}),
+    "embedded_medical": _embedded_split(embedded.medical_qa, {"train": 64, "val": 16, "test": 32}),
+    "embedded_knowledge": _knowledge_split,
 }
 
 

@@ -1,0 +1,60 @@
+"""The embedded mini tasks: deterministic, valid, scorable by the real scorers, and with a useful teacher."""
+
+import pytest
+
+from data_prep import embedded
+from data_prep.tasks import SPLITS, TASKS, load_task
+from eval.scorers import get_scorer
+
+EMBEDDED = ["embedded_tool", "embedded_science", "embedded_medical", "embedded_knowledge"]
+
+
+@pytest.mark.parametrize("task", EMBEDDED)
+def test_deterministic_given_the_seed(task):
+    for split in SPLITS:
+        assert load_task(task, split, seed=3) == load_task(task, split, seed=3)
+    assert load_task(task, "train", seed=3) != load_task(task, "train", seed=4)
+
+
+@pytest.mark.parametrize("task", EMBEDDED)
+def test_demonstration_scores_full_marks_and_a_wrong_answer_scores_zero(task):
+    """The demonstration is a correct response for the task's own scorer; another record's answer is not."""
+    scorer = get_scorer(task)
+    records = load_task(task, "test")
+    assert all(scorer(r["demonstration"], r["reference"]) == 1.0 for r in records)
+    wrong = [(r, o) for r in records for o in records if o["reference"] != r["reference"]][:20]
+    assert wrong and all(scorer(o["demonstration"], r["reference"]) == 0.0 for r, o in wrong)
+
+
+@pytest.mark.parametrize("task", EMBEDDED)
+def test_split_ids_are_unique_and_disjoint(task):
+    ids = {split: [r["id"] for r in load_task(task, split)] for split in SPLITS}
+    for split, values in ids.items():
+        assert len(values) == len(set(values)), split
+    assert not set(ids["train"]) & set(ids["test"]) and not set(ids["val"]) & set(ids["test"])
+
+
+def test_science_answers_are_balanced_letters_with_four_options():
+    records = load_task("embedded_science", "train")
+    assert all(len(r["meta"]["options"]) == 4 for r in records)
+    letters = [r["reference"] for r in records]
+    assert set(letters) == set("ABCD") and max(letters.count(x) for x in "ABCD") < len(letters) / 2
+    for r in records:  # the option at the reference letter is the right one for the question
+        assert r["meta"]["options"]["ABCD".index(r["reference"])].lower() in r["demonstration"].lower()
+
+
+def test_knowledge_world_articles_hold_every_answer_and_test_has_indirect_questions():
+    test = load_task("embedded_knowledge", "test")
+    assert all(str(r["reference"]) in r["meta"]["article"] for r in test)
+    kinds = {r["meta"]["kind"] for r in test}
+    assert kinds == {"paraphrased", "indirect"}
+    for r in test:  # indirect questions never name the town, only its mayor
+        if r["meta"]["kind"] == "indirect":
+            assert r["meta"]["town"] not in r["prompt"][-1]["content"]
+    train_questions = {r["prompt"][-1]["content"] for r in load_task("embedded_knowledge", "train")}
+    assert not train_questions & {r["prompt"][-1]["content"] for r in test}
+    assert len({t["town"] for t in embedded.knowledge_world(0)}) == 12
+
+
+def test_every_registered_embedded_task_is_listed():
+    assert set(EMBEDDED) <= set(TASKS)
