@@ -25,6 +25,11 @@ TASKS: dict[str, Callable[..., list[dict]]] = {
     "embedded_tool": _embedded_split(embedded.tool_calls, {"train": 64, "val": 16, "test": 32}),
 }
 
+# the paper's four tasks from their real sources (hub or a local mirror): data_prep/real_tasks.py
+from data_prep.real_tasks import REAL_TASKS  # noqa: E402
+
+TASKS.update(REAL_TASKS)
+
 
 def load_task(name: str, split: str = "train", seed: int = 0, n: int | None = None, data_dir=None) -> list[dict]:
     """Records of one split of a task, validated against the schema."""
