@@ -9,6 +9,9 @@ Sources:
     The paper preset uses ``hub:allenai/tulu-3-sft-mixture`` (the Tulu 3 SFT mixture, the general chat prompt set
     of Thinking Machines' on-policy distillation recipes); any dataset with a ``messages`` column of chat turns
     (or a ``prompt`` / ``instruction`` text column) works.
+  * ``"file:<path>"`` -- the same rows from a local JSON array or JSONL file (an offline mirror of the hub set,
+    e.g. ``<data-dir>/general_prompts/tulu-3-sft-mixture.jsonl``); rows without a usable user turn are counted
+    and reported, and ``n`` prompts are drawn with the seed (all of them when ``n`` is None).
 """
 
 from __future__ import annotations
@@ -114,10 +117,36 @@ def _hub(dataset_id: str, n: int | None, seed: int, split: str = "train") -> lis
     return out
 
 
+def _file(path: str, n: int | None, seed: int) -> list[Messages]:
+    import logging
+
+    from data_prep.sources import read_json_records
+
+    prompts, unusable = [], []
+    for where, row in read_json_records(path):
+        prompt = _user_turns(row) if isinstance(row, dict) else None
+        if prompt is None:
+            unusable.append(where)
+        else:
+            prompts.append(prompt)
+    if unusable:
+        logging.getLogger("data_prep").warning("%s: %d rows without a usable user turn skipped (first: %s)",
+                                               path, len(unusable), ", ".join(unusable[:5]))
+    if not prompts:
+        raise ValueError(f"no usable user prompts in {path}")
+    if n is None or n >= len(prompts):
+        return prompts
+    rng = random.Random(f"general_prompts:{seed}")
+    return [prompts[i] for i in sorted(rng.sample(range(len(prompts)), n))]
+
+
 def load_general_prompts(source: str = "embedded", n: int | None = None, seed: int = 0) -> list[Messages]:
     """``n`` general-purpose prompts (all of the embedded set when ``n`` is None) from ``source``."""
     if source == "embedded":
         return _embedded(n, seed)
     if source.startswith("hub:"):
         return _hub(source[len("hub:"):], n, seed)
-    raise ValueError(f"unknown general prompt source {source!r}; expected 'embedded' or 'hub:<dataset id>'")
+    if source.startswith("file:"):
+        return _file(source[len("file:"):], n, seed)
+    raise ValueError(
+        f"unknown general prompt source {source!r}; expected 'embedded', 'hub:<dataset id>' or 'file:<path>'")

@@ -35,6 +35,11 @@ TASKS: dict[str, Callable[..., list[dict]]] = {
     "embedded_knowledge": _knowledge_split,
 }
 
+# the paper's four tasks from their real sources (hub or a local mirror): data_prep/real_tasks.py
+from data_prep.real_tasks import REAL_TASKS  # noqa: E402
+
+TASKS.update(REAL_TASKS)
+
 
 def load_task(name: str, split: str = "train", seed: int = 0, n: int | None = None, data_dir=None) -> list[dict]:
     """Records of one split of a task, validated against the schema."""

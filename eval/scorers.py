@@ -190,7 +190,8 @@ def score_short_answer(response: str, reference: Any) -> float:
 # Registry
 # --------------------------------------------------------------------------------------------------
 
-JUDGE_TASKS = {"medical": "medical", "knowledge": "knowledge"}
+JUDGE_TASKS = {"medical": "medical", "medical_answer_only": "medical", "knowledge": "knowledge",
+               "knowledge_ood": "knowledge"}
 
 SCORERS: dict[str, Callable[[str, Any], float]] = {
     "tooluse": score_tool_call,
