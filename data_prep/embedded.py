@@ -47,8 +47,10 @@ def tool_calls(n: int, seed: int = 0) -> list[dict]:
 # Science: four-choice chemistry questions in the answer format of the real Science Q&A task.
 # --------------------------------------------------------------------------------------------------
 
+# The real task asks for <reasoning> and <answer> tags; SmolLM2-135M copies a demonstration's <answer> tag but
+# not a <reasoning> wrapper (teacher accuracy 0% with it, 42% without, n=12), so the stand-in keeps only <answer>.
 SCIENCE_SYSTEM = (
-    "Answer the multiple-choice question. First explain your reasoning inside <reasoning></reasoning> tags, "
+    "Answer the multiple-choice question. Explain your reasoning in one sentence, "
     "then give only the letter of the correct option inside <answer></answer> tags."
 )
 
@@ -92,7 +94,7 @@ def _science_question(rng: random.Random) -> tuple[str, list[str], int, str]:
 
 
 def science_mcq(n: int, seed: int = 0) -> list[dict]:
-    """Four-choice chemistry questions (symbols, names, families), answered with <reasoning> and <answer> tags."""
+    """Four-choice chemistry questions (symbols, names, families): one sentence of reasoning, then <answer> tags."""
     rng = random.Random(f"embedded_science:{seed}")
     records = []
     for i in range(n):
@@ -103,7 +105,7 @@ def science_mcq(n: int, seed: int = 0) -> list[dict]:
             "id": f"embedded_science-{i:04d}",
             "task": "embedded_science",
             "prompt": [{"role": "system", "content": SCIENCE_SYSTEM}, {"role": "user", "content": user}],
-            "demonstration": f"<reasoning>{reason} So the answer is {letter}.</reasoning>\n<answer>{letter}</answer>",
+            "demonstration": f"{reason} So the answer is {letter}.\n<answer>{letter}</answer>",
             "reference": letter,
             "meta": {"question": question, "options": options},
         })
