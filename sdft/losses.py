@@ -98,6 +98,90 @@ def _reduce(per_sequence_sum: torch.Tensor, loss_mask: torch.Tensor, reduction: 
     raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
+def _token_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, completion_ids: torch.Tensor,
+                 divergence: Any, need_div: bool = True):
+    """``(D_t, log pi_theta(y_t), log pi(y_t))`` at every position: the only full-vocabulary work of the loss."""
+    student_lp = _log_softmax(student_logits)
+    teacher_lp = _log_softmax(teacher_logits.detach())
+    ids = completion_ids.unsqueeze(-1)
+    s_tok = student_lp.gather(-1, ids).squeeze(-1)
+    t_tok = teacher_lp.gather(-1, ids).squeeze(-1)
+    div = divergence_from_log_probs(student_lp, teacher_lp, divergence) if need_div else torch.zeros_like(s_tok)
+    return div, s_tok, t_tok
+
+
+class _ChunkedTokenTerms(torch.autograd.Function):
+    """``_token_terms`` computed ``chunk_size`` positions at a time, recomputed chunk by chunk in backward.
+
+    The forward keeps no full-vocabulary intermediate (log-softmaxes, exponentials, products): only the two logit
+    tensors it was given. The backward re-runs ``_token_terms`` on one chunk under autograd and writes that chunk
+    of the gradient, so the values and the gradient are those of the unchunked computation (the same operations,
+    row by row). At most one chunk's intermediates are alive at any time.
+    """
+
+    @staticmethod
+    def forward(ctx, student_logits, teacher_logits, completion_ids, divergence, need_div, chunk_size):
+        B, T, _ = student_logits.shape
+        out_dtype = torch.float32 if student_logits.dtype in (torch.float16, torch.bfloat16) else student_logits.dtype
+        div = student_logits.new_zeros((B, T), dtype=out_dtype)
+        s_tok = torch.empty_like(div)
+        t_tok = torch.empty_like(div)
+        for b in range(B):
+            for t0 in range(0, T, chunk_size):
+                sl = slice(t0, t0 + chunk_size)
+                d, s, t = _token_terms(student_logits[b, sl], teacher_logits[b, sl], completion_ids[b, sl],
+                                       divergence, need_div)
+                div[b, sl], s_tok[b, sl], t_tok[b, sl] = d, s, t
+        ctx.save_for_backward(student_logits, completion_ids)
+        ctx.teacher_logits = teacher_logits  # a constant; kept off save_for_backward (may be an inference tensor)
+        ctx.divergence, ctx.need_div, ctx.chunk_size = divergence, need_div, chunk_size
+        ctx.mark_non_differentiable(t_tok)
+        ctx.set_materialize_grads(False)  # an unused output (e.g. log pi_theta(y_t) for `analytic`) costs nothing
+        return div, s_tok, t_tok
+
+    @staticmethod
+    def backward(ctx, grad_div, grad_s_tok, _grad_t_tok):
+        student_logits, completion_ids = ctx.saved_tensors
+        teacher_logits = ctx.teacher_logits
+        B, T, _ = student_logits.shape
+        if not ctx.need_div:
+            grad_div = None
+        if grad_div is None and grad_s_tok is None:
+            return None, None, None, None, None, None
+        grad = torch.empty(student_logits.shape, dtype=student_logits.dtype, device=student_logits.device)
+        for b in range(B):
+            for t0 in range(0, T, ctx.chunk_size):
+                sl = slice(t0, t0 + ctx.chunk_size)
+                with torch.enable_grad():
+                    chunk = student_logits[b, sl].detach().requires_grad_(True)
+                    d, s, _ = _token_terms(chunk, teacher_logits[b, sl], completion_ids[b, sl], ctx.divergence,
+                                           ctx.need_div)
+                    outputs, grads = [], []
+                    if grad_s_tok is not None:
+                        outputs.append(s)
+                        grads.append(grad_s_tok[b, sl])
+                    if grad_div is not None:
+                        outputs.append(d)
+                        grads.append(grad_div[b, sl])
+                    (g,) = torch.autograd.grad(outputs, [chunk], grads)
+                grad[b, sl] = g
+        ctx.teacher_logits = None
+        return grad, None, None, None, None, None
+
+
+def token_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, completion_ids: torch.Tensor,
+                divergence: Any = "forward", chunk_size: int | None = None, need_div: bool = True):
+    """``(D_t, log pi_theta(y_t), log pi(y_t))``, each ``[B, T]``; ``chunk_size`` positions at a time if given.
+
+    Gradient flows into ``student_logits`` through the first two; the teacher's are constants.
+    """
+    if chunk_size is None or chunk_size <= 0 or chunk_size >= student_logits.size(1):
+        return _token_terms(student_logits, teacher_logits, completion_ids, divergence, need_div)
+    alpha = divergence_alpha(divergence)
+    return _ChunkedTokenTerms.apply(student_logits, teacher_logits.detach(), completion_ids, alpha, need_div,
+                                    int(chunk_size))
+
+
 def self_distillation_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -108,7 +192,9 @@ def self_distillation_loss(
     skip_first: int = 0,
     is_weights: torch.Tensor | None = None,
     reduction: str = "sequence_mean",
-) -> torch.Tensor:
+    chunk_size: int | None = None,
+    return_divergence: bool = False,
+):
     """Scalar surrogate whose gradient w.r.t. ``student_logits`` is the chosen estimator (module docstring).
 
     Args:
@@ -120,33 +206,33 @@ def self_distillation_loss(
         skip_first: the first ``skip_first`` completion tokens carry no divergence term.
         is_weights: optional ``[B, T]`` importance weights (detached) multiplying each token's divergence term.
         reduction: ``"sequence_mean"`` (TRL's), ``"token_mean"`` or ``"sum"``.
+        chunk_size: if set, the full-vocabulary terms are computed that many positions at a time and recomputed
+            in backward (``token_terms``): same values and gradients, a fraction of the peak memory.
+        return_divergence: also return the detached per-token divergence ``[B, T]`` (for logging, so that
+            it need not be computed a second time).
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     alpha = divergence_alpha(divergence)
-    student_lp = _log_softmax(student_logits)
-    teacher_lp = _log_softmax(teacher_logits.detach())
-    mask = loss_mask_for(completion_mask, skip_first).to(student_lp.dtype)
-    valid = completion_mask.to(student_lp.dtype)
-    weights = mask if is_weights is None else mask * is_weights.detach().to(student_lp.dtype)
+    if estimator == "token" and alpha != 1.0:
+        raise ValueError("the token-level estimator is defined for the reverse KL only (divergence='reverse')")
+    need_div = estimator != "token" or return_divergence
+    div, s_tok, t_tok = token_terms(student_logits, teacher_logits, completion_ids, alpha, chunk_size, need_div)
+    mask = loss_mask_for(completion_mask, skip_first).to(s_tok.dtype)
+    valid = completion_mask.to(s_tok.dtype)
+    weights = mask if is_weights is None else mask * is_weights.detach().to(s_tok.dtype)
 
     if estimator == "token":
-        if alpha != 1.0:
-            raise ValueError("the token-level estimator is defined for the reverse KL only (divergence='reverse')")
-        ids = completion_ids.unsqueeze(-1)
-        s_tok = student_lp.gather(-1, ids).squeeze(-1)
-        t_tok = teacher_lp.gather(-1, ids).squeeze(-1)
         per_token = (s_tok - t_tok).detach() * s_tok
-        return _reduce((per_token * weights).sum(-1), mask, reduction)
-
-    div = divergence_from_log_probs(student_lp, teacher_lp, divergence)
-    per_sequence = (div * weights).sum(-1)
-    if estimator == "rao_blackwell":
-        s_tok = student_lp.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
-        d = (div * weights).detach()
-        future = d.flip(-1).cumsum(-1).flip(-1) - d  # sum over t' > t of the divergence still to come
-        per_sequence = per_sequence + (s_tok * future * valid).sum(-1)
-    return _reduce(per_sequence, mask, reduction)
+        loss = _reduce((per_token * weights).sum(-1), mask, reduction)
+    else:
+        per_sequence = (div * weights).sum(-1)
+        if estimator == "rao_blackwell":
+            d = (div * weights).detach()
+            future = d.flip(-1).cumsum(-1).flip(-1) - d  # sum over t' > t of the divergence still to come
+            per_sequence = per_sequence + (s_tok * future * valid).sum(-1)
+        loss = _reduce(per_sequence, mask, reduction)
+    return (loss, div.detach()) if return_divergence else loss
 
 
 def truncated_importance_weights(train_logps: torch.Tensor, sampler_logps: torch.Tensor, cap: float = 2.0) -> torch.Tensor:

@@ -52,6 +52,19 @@ class SelfDistillationConfig(SDFTConfig):
     )
     importance_sampling_cap: float = field(default=2.0, metadata={"help": "truncation of the importance weights"})
     fused_ema: bool = field(default=True, metadata={"help": "one fused foreach EMA update instead of TRL's loop"})
+    loss_chunk_size: int = field(
+        default=64,
+        metadata={"help": "completion positions per chunk of the full-vocabulary loss terms, recomputed in "
+                  "backward (sdft.losses.token_terms); 0 computes them in one piece. Same values and gradients."},
+    )
+    teacher_inference_mode: bool = field(
+        default=True, metadata={"help": "teacher forward under torch.inference_mode (TRL: no_grad)"}
+    )
+    lean_logits: bool = field(
+        default=True,
+        metadata={"help": "no copy of the logits for temperature 1, no forward of the last token (it predicts "
+                  "nothing), and the logged divergence taken from the loss pass instead of a second full-vocabulary pass"},
+    )
 
     def __post_init__(self):
         self.distillation_mode = "full_logits"
@@ -149,6 +162,36 @@ class SelfDistillationTrainer(SDFTTrainer):
             batch["sampler_per_token_logps"] = logps[:, : batch["completion_ids"].size(1)]
         return batch
 
+    # ---------------------------------------------------------------- logits
+    def _forward_logits(self, model, input_ids, attention_mask, logits_to_keep):
+        if not self.args.lean_logits:
+            return super()._forward_logits(model, input_ids, attention_mask, logits_to_keep)
+        # The last position's logits predict past the completion and are dropped by TRL: do not compute them.
+        model_inputs = {"input_ids": input_ids[:, :-1], "attention_mask": attention_mask[:, :-1], "use_cache": False}
+        if "logits_to_keep" in self.model_kwarg_keys:
+            model_inputs["logits_to_keep"] = logits_to_keep
+        logits = model(**model_inputs).logits[:, -logits_to_keep:, :]
+        return logits if self.temperature == 1.0 else logits / self.temperature
+
+    def _compute_teacher_student_logits(self, model, teacher_model, inputs):
+        if not self.args.teacher_inference_mode:
+            return super()._compute_teacher_student_logits(model, teacher_model, inputs)
+        from trl.experimental.sdft.sdft_trainer import DistillationLogits
+
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        logits_to_keep = completion_ids.size(1)
+        # Teacher first: its logits are constants, computed without any autograd bookkeeping.
+        with torch.inference_mode(), self._get_teacher_context_for_self_distillation():
+            teacher_logits = self._forward_logits(teacher_model, inputs["teacher_input_ids"],
+                                                  inputs["teacher_attention_mask"], logits_to_keep)
+        student_logits = self._forward_logits(
+            model, torch.cat([inputs["prompt_ids"], completion_ids], dim=1),
+            torch.cat([inputs["prompt_mask"], completion_mask], dim=1), logits_to_keep,
+        )
+        return DistillationLogits(completion_ids=completion_ids,
+                                  loss_mask=loss_mask_for(completion_mask, self.num_loss_tokens_to_skip),
+                                  student_logits=student_logits, teacher_logits=teacher_logits)
+
     # ---------------------------------------------------------------- loss
     def _compute_self_distillation_loss(self, model, inputs, distillation_logits):
         logits = distillation_logits
@@ -165,14 +208,20 @@ class SelfDistillationTrainer(SDFTTrainer):
                                                  self.args.importance_sampling_cap)
                 is_weights = w if is_weights is None else is_weights * w
 
+        lean = self.args.lean_logits
         loss = self_distillation_loss(
             logits.student_logits, logits.teacher_logits, logits.completion_ids, completion_mask,
             divergence=self.args.distillation_alpha, estimator=self.args.estimator,
             skip_first=self.num_loss_tokens_to_skip, is_weights=is_weights, reduction="sequence_mean",
+            chunk_size=self.args.loss_chunk_size or None, return_divergence=lean,
         )
+        if lean:
+            loss, div = loss
         with torch.no_grad():  # the logged value is the divergence itself, whatever the estimator
             mask = loss_mask_for(completion_mask, self.num_loss_tokens_to_skip)
-            div = per_token_divergence(logits.student_logits.detach(), logits.teacher_logits, self.args.distillation_alpha)
+            if not lean:
+                div = per_token_divergence(logits.student_logits.detach(), logits.teacher_logits,
+                                           self.args.distillation_alpha)
             mean_div = (div * mask).sum() / mask.sum().clamp(min=1.0)
         mode = "train" if model.training else "eval"
         self._log_self_distillation_metric(mode, self.accelerator.gather(mean_div).mean().item())
@@ -227,15 +276,23 @@ def sdft_dataset(records: list[dict], demonstration_key: str = "demonstration"):
 
 
 def build_sdft_trainer(cfg, records, run_dir, model=None, tokenizer=None, callbacks=None,
-                       checkpoint_dir=None) -> SelfDistillationTrainer:
-    """``checkpoint_dir`` defaults to ``<run_dir>/checkpoints`` (multi-stage methods give each stage its own)."""
+                       checkpoint_dir=None, args_overrides: dict | None = None) -> SelfDistillationTrainer:
+    """``checkpoint_dir`` defaults to ``<run_dir>/checkpoints`` (multi-stage methods give each stage its own).
+
+    ``args_overrides`` sets fields of the ``SelfDistillationConfig`` (e.g. the performance switches).
+    """
     from sdft.training import load_student, run_callbacks
 
     if model is None:
         model, tokenizer = load_student(cfg)
+    args = sdft_config_from(cfg, checkpoint_dir or Path(run_dir) / "checkpoints")
+    for key, value in (args_overrides or {}).items():
+        if not hasattr(args, key):
+            raise ValueError(f"SelfDistillationConfig has no field {key!r}")
+        setattr(args, key, value)
     return SelfDistillationTrainer(
         model=model,
-        args=sdft_config_from(cfg, checkpoint_dir or Path(run_dir) / "checkpoints"),
+        args=args,
         train_dataset=sdft_dataset(records),
         processing_class=tokenizer,
         callbacks=(callbacks if callbacks is not None else run_callbacks(run_dir)),

@@ -1,0 +1,431 @@
+"""Cost of SDFT against SFT, measured side by side (paper Sec. 5: ~2.5x FLOPs, ~4x wall-clock of SFT).
+
+    python -m experiments.bench_cost                      # mini settings: SmolLM2-135M, batch 4, 128-token rollouts
+    python -m experiments.bench_cost --model embedded:tiny-llama --steps 1 --warmup 0   # seconds
+
+Every variant trains in its own subprocess (so that its peak memory is its own, and so that environment
+switches such as ``OMP_WAIT_POLICY`` take effect before torch is imported), on the same model, data
+(``data_prep.tasks.load_task(task, "train")``), seed and batch shape. Variants run in turn, SFT first, and the
+sequence repeats ``--rounds`` times: the machine's load (shared cores) then affects them alike. Reported per
+variant: the median over rounds of the mean measured step (after ``--warmup`` steps), per-example seconds,
+tokens/s, peak memory (CPU: the process's peak RSS during training, ``VmHWM`` after resetting it through
+``/proc/self/clear_refs``; GPU: ``torch.cuda.max_memory_allocated``) and the time split of a step, taken by timers
+wrapped around the trainer's own methods (no reimplementation):
+
+  generation       ``_generate`` (the on-policy rollouts: HF ``generate`` or vLLM)
+  rollout_other    the rest of ``_prepare_training_batch`` (tokenisation, teacher prompts)
+  teacher_forward  ``_forward_logits`` on the teacher
+  student_forward  ``_forward_logits`` on the student (SFT: ``compute_loss`` without its loss)
+  loss             ``_compute_self_distillation_loss`` (SFT: included in ``compute_loss``)
+  backward         ``training_step`` minus ``_prepare_inputs`` and ``compute_loss``
+  optimizer        from the end of ``training_step`` to ``on_optimizer_step`` (grad clipping + AdamW)
+  ema              the EMA teacher callback's ``on_step_end``
+  other            step wall-clock minus the above (scheduler, logging, Trainer bookkeeping)
+
+Variants: ``sft``; ``sdft`` with every optimization on; ``sdft-no-<switch>`` with one switched off, for each
+``--ablations`` switch (the before/after of each optimization, from the same invocation); ``sdft-trl`` with all of
+them off (TRL 1.16's trainer as shipped, our loss); ``sft-no-omp_passive`` when ``omp_passive`` is ablated.
+
+Switches: ``omp_passive`` (``OMP_WAIT_POLICY=PASSIVE``, set by ``sdft/__init__.py``), ``chunked_loss``
+(``loss_chunk_size``), ``teacher_inference_mode``, ``lean_logits``, ``fused_ema`` (``SelfDistillationConfig`` fields).
+
+Writes ``<out-dir>/bench_cost.{json,md}`` (default ``results/bench``) and, with ``--copy-md``, a copy of the
+markdown to a tracked path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SWITCHES = ("omp_passive", "chunked_loss", "teacher_inference_mode", "lean_logits", "fused_ema")
+SPLIT_KEYS = ("generation", "rollout_other", "teacher_forward", "student_forward", "loss", "backward", "optimizer",
+              "ema", "other")
+
+
+def _args_for(switches: dict[str, bool], chunk: int) -> dict:
+    return {
+        "loss_chunk_size": chunk if switches["chunked_loss"] else 0,
+        "teacher_inference_mode": switches["teacher_inference_mode"],
+        "lean_logits": switches["lean_logits"],
+        "fused_ema": switches["fused_ema"],
+    }
+
+
+# ------------------------------------------------------------------------------------------------ worker
+def _read_status(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return float(line.split()[1]) / 1024.0  # kB -> MiB
+    return float("nan")
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def worker(spec: dict) -> dict:
+    import torch
+    from transformers import TrainerCallback
+
+    from data_prep.tasks import load_task
+    from sdft.config import build_config
+
+    cuda = torch.cuda.is_available()
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    records = load_task(spec["task"], "train")
+    tmp = tempfile.mkdtemp(prefix="bench_cost_")
+    total_steps = spec["warmup"] + spec["steps"]
+    cfg = build_config("mini", spec["method"], overrides=dict(
+        model=spec["model"], task=spec["task"], max_steps=total_steps, per_device_train_batch_size=spec["batch_size"],
+        max_completion_length=spec["max_completion_length"], output_dir=tmp, save_steps=10 ** 9, save_model=False,
+        n_train=None, logging_steps=1, seed=spec["seed"],
+    ))
+    if spec["method"] == "sft":
+        from sdft.baselines.sft import build_sft_trainer
+
+        trainer = build_sft_trainer(cfg, records, tmp, callbacks=[])
+    else:
+        from sdft.trainer import build_sdft_trainer
+
+        trainer = build_sdft_trainer(cfg, records, tmp, callbacks=[], args_overrides=spec["trainer_args"])
+
+    steps: list[dict] = []
+    cur: dict = {}
+    marks: dict = {}
+
+    def timed(obj, name, key_fn):
+        orig = getattr(obj, name)
+
+        def wrapper(*a, **k):
+            sync()
+            t0 = time.perf_counter()
+            try:
+                return orig(*a, **k)
+            finally:
+                sync()
+                key = key_fn(*a, **k)
+                cur[key] = cur.get(key, 0.0) + time.perf_counter() - t0
+                marks["end_" + key] = time.perf_counter()
+
+        setattr(obj, name, wrapper)
+
+    timed(trainer, "training_step", lambda *a, **k: "_training_step")
+    timed(trainer, "compute_loss", lambda *a, **k: "_compute_loss")
+    timed(trainer, "_prepare_inputs", lambda *a, **k: "_prepare_inputs")
+    count_tokens = {}
+    if spec["method"] == "sdft":
+        teacher = trainer.teacher_model
+        timed(trainer, "_generate", lambda *a, **k: "generation")
+        timed(trainer, "_prepare_training_batch", lambda *a, **k: "_prepare_training_batch")
+        timed(trainer, "_forward_logits", lambda model, *a, **k: "teacher_forward" if (model is teacher and teacher
+                                                                                       is not trainer.model) else "student_forward")
+        timed(trainer, "_compute_self_distillation_loss", lambda *a, **k: "loss")
+        ema_cb = [cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ in
+                  ("FusedEMATeacherCallback", "SyncTeacherModelCallback")]
+        for cb in ema_cb:
+            timed(cb, "on_step_end", lambda *a, **k: "ema")
+        orig_loss = trainer.compute_loss
+
+        def loss_with_count(model, inputs, *a, **k):
+            count_tokens["tokens"] = count_tokens.get("tokens", 0) + int(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum())
+            count_tokens["completion_tokens"] = count_tokens.get("completion_tokens", 0) + int(inputs["completion_mask"].sum())
+            return orig_loss(model, inputs, *a, **k)
+    else:
+        orig_loss = trainer.compute_loss
+
+        def loss_with_count(model, inputs, *a, **k):
+            mask = inputs.get("attention_mask")
+            n = int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
+            count_tokens["tokens"] = count_tokens.get("tokens", 0) + n
+            count_tokens["completion_tokens"] = count_tokens.get("completion_tokens", 0) + int((inputs["labels"] != -100).sum())
+            return orig_loss(model, inputs, *a, **k)
+    trainer.compute_loss = loss_with_count
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            sync()
+            cur.clear()
+            count_tokens.clear()
+            marks.clear()
+            marks["begin"] = time.perf_counter()
+
+        def on_optimizer_step(self, args, state, control, **kw):
+            sync()
+            cur["optimizer"] = time.perf_counter() - marks.get("end__training_step", marks["begin"])
+
+        def on_step_end(self, args, state, control, **kw):  # added last: runs after the EMA callback
+            sync()
+            total = time.perf_counter() - marks["begin"]
+            split = {k: cur.get(k, 0.0) for k in ("generation", "teacher_forward", "student_forward", "loss",
+                                                   "optimizer", "ema")}
+            split["rollout_other"] = cur.get("_prepare_training_batch", 0.0) - split["generation"]
+            if spec["method"] == "sft":
+                split["student_forward"] = cur.get("_compute_loss", 0.0)
+                split["rollout_other"] = cur.get("_prepare_inputs", 0.0)
+            else:
+                split["rollout_other"] += cur.get("_prepare_inputs", 0.0) - cur.get("_prepare_training_batch", 0.0)
+            split["backward"] = cur.get("_training_step", 0.0) - cur.get("_prepare_inputs", 0.0) - cur.get("_compute_loss", 0.0)
+            split["other"] = total - sum(split[k] for k in SPLIT_KEYS if k != "other")
+            steps.append({"total": total, "split": split, **count_tokens})
+
+    trainer.add_callback(StepTimer())
+    rss_reset = _reset_peak_rss()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = _read_status("VmRSS")
+    t0 = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - t0
+    measured = steps[spec["warmup"]:] or steps
+    mean_total = statistics.mean(s["total"] for s in measured)
+    out = {
+        "name": spec["name"], "method": spec["method"], "switches": spec["switches"],
+        "trainer_args": spec.get("trainer_args"), "steps_measured": len(measured), "wall_s": wall,
+        "sec_per_step": mean_total, "sec_per_example": mean_total / spec["batch_size"],
+        "step_times": [s["total"] for s in steps],
+        "tokens_per_step": statistics.mean(s.get("tokens", 0) for s in measured),
+        "completion_tokens_per_step": statistics.mean(s.get("completion_tokens", 0) for s in measured),
+        "split": {k: statistics.mean(s["split"][k] for s in measured) for k in SPLIT_KEYS},
+        "rss_before_train_mb": rss_before,
+        "peak_rss_mb": _read_status("VmHWM") if rss_reset or not cuda else float("nan"),
+        "peak_rss_includes_loading": not rss_reset,
+        "cuda_max_allocated_mb": torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "torch_threads": torch.get_num_threads(),
+    }
+    out["tokens_per_s"] = out["tokens_per_step"] / mean_total
+    out["peak_memory_mb"] = out["cuda_max_allocated_mb"] if cuda else out["peak_rss_mb"]
+    return out
+
+
+def eval_worker(spec: dict) -> dict:
+    """Greedy generation throughput through eval.generation (batched vs one prompt at a time) and the embedded
+    lm-eval prior suite's wall-clock at a small limit."""
+    import torch
+
+    from data_prep.tasks import load_task
+    from eval.generation import generate
+    from sdft.models import load_model_and_tokenizer
+    from sdft.prompts import student_messages
+
+    model, tok = load_model_and_tokenizer(spec["model"])
+    convs = [student_messages(r) for r in load_task(spec["task"], "train")[: spec["eval_prompts"]]]
+    out: dict = {"n_prompts": len(convs), "max_new_tokens": spec["eval_max_new_tokens"]}
+    for bs in (1, spec["eval_batch_size"]):
+        t0 = time.perf_counter()
+        gens = generate(model, tok, convs, greedy=True, max_new_tokens=spec["eval_max_new_tokens"], batch_size=bs,
+                        backend="hf")
+        dt = time.perf_counter() - t0
+        n = sum(c for per in gens.n_tokens for c in per)
+        out[f"greedy_batch{bs}"] = {"wall_s": dt, "generated_tokens": n, "tokens_per_s": n / dt}
+    if spec["eval_limit"] > 0:
+        from eval.prior import evaluate_prior
+
+        t0 = time.perf_counter()
+        res = evaluate_prior(model, tok, suite="embedded", limit=spec["eval_limit"], punkt_fallback=True)
+        out["prior_suite"] = {"suite": "embedded", "limit": spec["eval_limit"], "wall_s": time.perf_counter() - t0,
+                              "benchmarks": sorted(res["benchmarks"]), "skipped": sorted(res["skipped"])}
+    del torch
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ parent
+def _run_child(kind: str, spec: dict, env_extra: dict, timeout: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "SDFT_OMP_DEFAULT")}
+    env.update(env_extra)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(spec, f)
+    out_path = f.name + ".out"
+    cmd = [sys.executable, "-m", "experiments.bench_cost", f"--{kind}", f.name, "--result", out_path]
+    proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} {spec.get('name')} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return json.loads(Path(out_path).read_text())
+
+
+def _variants(ablations: list[str], trl_baseline: bool) -> list[tuple[str, str, dict]]:
+    on = {s: True for s in SWITCHES}
+    out = [("sft", "sft", on), ("sdft", "sdft", on)]
+    for s in ablations:
+        out.append((f"sdft-no-{s}", "sdft", {**on, s: False}))
+    if trl_baseline:
+        out.append(("sdft-trl", "sdft", {s: False for s in SWITCHES}))
+    if "omp_passive" in ablations:
+        out.append(("sft-no-omp_passive", "sft", {**on, "omp_passive": False}))
+    return out
+
+
+def _median_variant(runs: list[dict]) -> dict:
+    """The run whose per-example time is the median (its own split and memory), with every round's values."""
+    ordered = sorted(runs, key=lambda r: r["sec_per_example"])
+    med = dict(ordered[(len(ordered) - 1) // 2])
+    med["rounds"] = [{"sec_per_example": r["sec_per_example"], "peak_memory_mb": r["peak_memory_mb"]} for r in runs]
+    med["peak_memory_mb"] = max(r["peak_memory_mb"] for r in runs)
+    return med
+
+
+def _fmt(x, nd=2):
+    return "n/a" if x is None or x != x else f"{x:.{nd}f}"
+
+
+def write_markdown(result: dict) -> str:
+    v = {r["name"]: r for r in result["variants"]}
+    s = result["settings"]
+    lines = [
+        "# SDFT vs SFT cost, side by side (`experiments/bench_cost.py`)", "",
+        f"Command: `{result['command']}`", "",
+        f"Machine: {result['machine']}; torch {result['versions']['torch']}, transformers "
+        f"{result['versions']['transformers']}, trl {result['versions']['trl']}; {result['date']}.", "",
+        f"Settings: model `{s['model']}`, task `{s['task']}`, batch {s['batch_size']}, max completion length "
+        f"{s['max_completion_length']}, {s['warmup']} warm-up + {s['steps']} measured steps per run, {s['rounds']} "
+        f"round(s), variants alternating within each round; median over rounds. Peak memory: "
+        f"{'torch.cuda.max_memory_allocated' if result['cuda'] else 'process peak RSS (VmHWM) during training, after model loading; includes both models, optimizer state and the Python/torch runtime'}.", "",
+        "## SDFT / SFT (all optimizations on)", "",
+        "| | SFT | SDFT | SDFT / SFT |", "|---|---|---|---|",
+    ]
+    a, b = v["sft"], v["sdft"]
+    lines += [
+        f"| s / example | {_fmt(a['sec_per_example'])} | {_fmt(b['sec_per_example'])} | **{_fmt(result['ratios']['sec_per_example'])}** |",
+        f"| s / step | {_fmt(a['sec_per_step'])} | {_fmt(b['sec_per_step'])} | {_fmt(b['sec_per_step'] / a['sec_per_step'])} |",
+        f"| peak memory (MiB) | {_fmt(a['peak_memory_mb'], 0)} | {_fmt(b['peak_memory_mb'], 0)} | **{_fmt(result['ratios']['peak_memory'])}** |",
+        f"| training tokens / step (student sequences) | {_fmt(a['tokens_per_step'], 0)} | {_fmt(b['tokens_per_step'], 0)} | |",
+        f"| target / completion tokens per step | {_fmt(a['completion_tokens_per_step'], 0)} | {_fmt(b['completion_tokens_per_step'], 0)} | |",
+        f"| tokens / s | {_fmt(a['tokens_per_s'], 1)} | {_fmt(b['tokens_per_s'], 1)} | |",
+        "",
+        "## Every variant (before/after of each optimization: `sdft` vs `sdft-no-<switch>`)", "",
+        "| variant | s / example | vs sdft | / sft | peak MiB | per-round s / example | " + " | ".join(SPLIT_KEYS) + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(SPLIT_KEYS),
+    ]
+    for r in result["variants"]:
+        rounds = ", ".join(_fmt(x["sec_per_example"]) for x in r["rounds"])
+        split = " | ".join(_fmt(r["split"][k]) for k in SPLIT_KEYS)
+        lines.append(f"| {r['name']} | {_fmt(r['sec_per_example'])} | {_fmt(r['sec_per_example'] / b['sec_per_example'])}x "
+                     f"| {_fmt(r['sec_per_example'] / a['sec_per_example'])}x | {_fmt(r['peak_memory_mb'], 0)} | {rounds} | {split} |")
+    lines += ["", "Split columns are seconds per step (mean over measured steps of the median run).", ""]
+    if result.get("eval"):
+        e = result["eval"]
+        lines += ["## Evaluation throughput", "",
+                  f"Greedy generation through `eval.generation.generate` (HF backend), {e['n_prompts']} prompts, "
+                  f"at most {e['max_new_tokens']} new tokens:", "", "| batch size | wall s | generated tokens | tokens / s |",
+                  "|---|---|---|---|"]
+        for k, g in e.items():
+            if k.startswith("greedy_batch"):
+                lines.append(f"| {k[len('greedy_batch'):]} | {_fmt(g['wall_s'])} | {g['generated_tokens']} | {_fmt(g['tokens_per_s'], 1)} |")
+        if "prior_suite" in e:
+            p = e["prior_suite"]
+            lines += ["", f"lm-eval embedded prior suite (`eval.prior.evaluate_prior`, limit {p['limit']} per task): "
+                      f"{_fmt(p['wall_s'], 1)} s wall-clock ({', '.join(p['benchmarks'])}; skipped: {', '.join(p['skipped']) or 'none'})."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    p.add_argument("--task", default="embedded_tool")
+    p.add_argument("--steps", type=int, default=3, help="measured steps per run")
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured steps first")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-completion-length", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=2, help="times the whole alternating sequence of variants runs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ablations", default=",".join(SWITCHES),
+                   help=f"comma-separated switches to turn off one at a time (of {','.join(SWITCHES)}); '' for none")
+    p.add_argument("--no-trl-baseline", action="store_true", help="skip the all-switches-off variant")
+    p.add_argument("--chunk-size", type=int, default=64, help="loss_chunk_size when chunked_loss is on")
+    p.add_argument("--eval-limit", type=int, default=8, help="lm-eval samples per embedded task; 0 skips the suite")
+    p.add_argument("--eval-prompts", type=int, default=16)
+    p.add_argument("--eval-max-new-tokens", type=int, default=64)
+    p.add_argument("--eval-batch-size", type=int, default=8)
+    p.add_argument("--no-eval", action="store_true")
+    p.add_argument("--out-dir", default="results/bench")
+    p.add_argument("--copy-md", default=None, help="also write the markdown here (a tracked path)")
+    p.add_argument("--timeout", type=int, default=3600, help="seconds per child run")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--eval-worker", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.worker or args.eval_worker:
+        spec = json.loads(Path(args.worker or args.eval_worker).read_text())
+        res = worker(spec) if args.worker else eval_worker(spec)
+        Path(args.result).write_text(json.dumps(res))
+        return None
+
+    ablations = [a for a in args.ablations.split(",") if a]
+    unknown = set(ablations) - set(SWITCHES)
+    if unknown:
+        p.error(f"unknown switches {sorted(unknown)}; known: {SWITCHES}")
+    command = "python -m experiments.bench_cost " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    variants = _variants(ablations, not args.no_trl_baseline)
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in variants}
+    base = dict(model=args.model, task=args.task, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
+                max_completion_length=args.max_completion_length, seed=args.seed)
+    for rnd in range(args.rounds):
+        for name, method, switches in variants:
+            spec = {**base, "name": name, "method": method, "switches": switches,
+                    "trainer_args": _args_for(switches, args.chunk_size)}
+            env = {} if switches["omp_passive"] else {"SDFT_OMP_DEFAULT": "1"}
+            res = _run_child("worker", spec, env, args.timeout)
+            runs[name].append(res)
+            print(f"[bench_cost] round {rnd + 1}/{args.rounds} {name}: {res['sec_per_example']:.3f} s/example, "
+                  f"peak {res['peak_memory_mb']:.0f} MiB, split " +
+                  ", ".join(f"{k} {res['split'][k]:.2f}" for k in SPLIT_KEYS), flush=True)
+
+    import torch
+    import transformers
+    import trl
+
+    result = {
+        "command": command, "settings": {**base, "rounds": args.rounds, "chunk_size": args.chunk_size},
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cuda": torch.cuda.is_available(),
+        "machine": (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                    else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared)"),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+        "variants": [_median_variant(runs[name]) for name, _, _ in variants],
+    }
+    v = {r["name"]: r for r in result["variants"]}
+    result["ratios"] = {"sec_per_example": v["sdft"]["sec_per_example"] / v["sft"]["sec_per_example"],
+                        "peak_memory": v["sdft"]["peak_memory_mb"] / v["sft"]["peak_memory_mb"]}
+    if "sdft-trl" in v:
+        result["ratios"]["trl_sec_per_example"] = v["sdft-trl"]["sec_per_example"] / v["sft"]["sec_per_example"]
+        result["ratios"]["trl_peak_memory"] = v["sdft-trl"]["peak_memory_mb"] / v["sft"]["peak_memory_mb"]
+    if not args.no_eval:
+        result["eval"] = _run_child("eval-worker", {**base, "eval_limit": args.eval_limit, "eval_prompts": args.eval_prompts,
+                                                     "eval_max_new_tokens": args.eval_max_new_tokens,
+                                                     "eval_batch_size": args.eval_batch_size}, {}, args.timeout)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_cost.json").write_text(json.dumps(result, indent=2))
+    md = write_markdown(result)
+    (out / "bench_cost.md").write_text(md)
+    if args.copy_md:
+        Path(args.copy_md).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.copy_md).write_text(md)
+    print(md)
+    return result
+
+
+if __name__ == "__main__":
+    main()

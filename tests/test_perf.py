@@ -1,0 +1,103 @@
+"""Performance features keep the math: chunked loss == unchunked (values and gradients), fused EMA == reference
+update, and the cost benchmark runs end to end on the tiny model."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sdft.losses import self_distillation_loss, token_terms
+from sdft.trainer import ema_update_
+
+
+def _batch(B=3, T=11, V=37, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(B, T, V, generator=g, dtype=dtype) * 2
+    t = torch.randn(B, T, V, generator=g, dtype=dtype) * 2
+    ids = torch.randint(0, V, (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[0, 7:] = 0
+    mask[2, 9:] = 0
+    return s, t, ids, mask
+
+
+CASES = [("forward", "analytic"), ("reverse", "analytic"), (0.3, "analytic"), ("reverse", "token"),
+         ("reverse", "rao_blackwell"), ("forward", "rao_blackwell")]
+
+
+@pytest.mark.parametrize("divergence,estimator", CASES)
+@pytest.mark.parametrize("chunk", [1, 4, 10])
+def test_chunked_loss_equals_unchunked_values_and_gradients(divergence, estimator, chunk):
+    s, t, ids, mask = _batch()
+    w = torch.rand(ids.shape, dtype=s.dtype, generator=torch.Generator().manual_seed(3))
+    kw = dict(divergence=divergence, estimator=estimator, skip_first=1, is_weights=w)
+    s1, s2 = s.clone().requires_grad_(True), s.clone().requires_grad_(True)
+    ref, ref_div = self_distillation_loss(s1, t, ids, mask, return_divergence=True, **kw)
+    got, got_div = self_distillation_loss(s2, t, ids, mask, chunk_size=chunk, return_divergence=True, **kw)
+    ref.backward()
+    got.backward()
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got_div, ref_div, atol=1e-6, rtol=0)
+    torch.testing.assert_close(s2.grad, s1.grad, atol=1e-6, rtol=0)
+
+
+def test_chunked_terms_float32_on_non_contiguous_logits():
+    """The trainer's logits are a slice of a longer tensor; the chunked path must not need them contiguous."""
+    s, t, ids, _ = _batch(T=9, dtype=torch.float32)
+    s_long = torch.cat([s, torch.randn(3, 1, s.size(-1))], dim=1).requires_grad_(True)
+    s_view = s_long[:, :-1]
+    assert not s_view.is_contiguous()
+    ref = [x.detach() for x in token_terms(s, t, ids, "forward")]
+    got = token_terms(s_view, t, ids, "forward", chunk_size=2)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a.detach(), b, atol=1e-6, rtol=0)
+    (got[0].sum() + got[1].sum()).backward()
+    s_ref = s.clone().requires_grad_(True)
+    d, lp, _ = token_terms(s_ref, t, ids, "forward")
+    (d.sum() + lp.sum()).backward()
+    torch.testing.assert_close(s_long.grad[:, :-1], s_ref.grad, atol=1e-6, rtol=0)
+    assert torch.count_nonzero(s_long.grad[:, -1]) == 0
+
+
+def test_chunked_loss_accepts_an_inference_mode_teacher():
+    s, t, ids, mask = _batch(dtype=torch.float32)
+    with torch.inference_mode():
+        t_inf = t.clone()
+    s1 = s.clone().requires_grad_(True)
+    self_distillation_loss(s1, t_inf, ids, mask, divergence="forward", chunk_size=3).backward()
+    s2 = s.clone().requires_grad_(True)
+    self_distillation_loss(s2, t, ids, mask, divergence="forward").backward()
+    torch.testing.assert_close(s1.grad, s2.grad, atol=1e-6, rtol=0)
+
+
+def test_fused_ema_equals_reference_per_tensor_update():
+    g = torch.Generator().manual_seed(0)
+    shapes = [(5, 3), (7,), (2, 4, 6), ()]
+    teacher = [torch.randn(sh, generator=g) for sh in shapes]
+    student = [torch.randn(sh, generator=g) for sh in shapes]
+    reference = [t.clone() for t in teacher]
+    alpha = 0.05
+    for phi, theta in zip(reference, student):  # TRL's per-tensor loop: phi <- (1 - a) phi + a theta
+        phi.mul_(1.0 - alpha).add_(theta, alpha=alpha)
+    ema_update_(teacher, student, alpha)
+    for got, want in zip(teacher, reference):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+
+
+def test_bench_cost_runs_on_the_tiny_model(tmp_path):
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "experiments.bench_cost", "--model", "embedded:tiny-llama", "--steps", "1",
+           "--warmup", "0", "--batch-size", "2", "--max-completion-length", "8", "--rounds", "1",
+           "--ablations", "chunked_loss", "--eval-limit", "0", "--out-dir", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads((out / "bench_cost.json").read_text())
+    md = (out / "bench_cost.md").read_text()
+    assert "python -m experiments.bench_cost" in md
+    names = {v["name"] for v in result["variants"]}
+    assert {"sft", "sdft", "sdft-no-chunked_loss"} <= names
+    for v in result["variants"]:
+        assert v["sec_per_example"] > 0 and v["peak_rss_mb"] > 0
+    assert result["ratios"]["sec_per_example"] > 0 and result["ratios"]["peak_memory"] > 0
