@@ -1,0 +1,35 @@
+"""`bash experiments/run_table5.sh --preset smoke` end to end: the user's entry point, as CI runs it."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_table5_smoke_writes_the_table_and_figure_in_under_three_minutes(tmp_path):
+    out = tmp_path / "table5"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    t0 = time.time()
+    proc = subprocess.run(["bash", str(ROOT / "experiments" / "run_table5.sh"), "--preset", "smoke",
+                           "--results-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
+    elapsed = time.time() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert elapsed < 180, f"smoke Table 5 took {elapsed:.0f}s"
+    for name in ("table5.md", "table5.csv", "figure4_pareto.png", "figure4_pareto.pdf"):
+        assert (out / name).stat().st_size > 0, name
+    table = pd.read_csv(out / "table5.csv")
+    # 3 tasks x 5 methods, every cell measured by this run (no precomputed numbers)
+    assert len(table) == 15 and set(table["method"]) == {"base", "sft", "reinvoke", "dft", "sdft"}
+    assert table["new_task"].notna().all() and table["prior_avg"].notna().all()
+    assert len(list(out.glob("*/*/*/eval.json"))) == 15
+    assert "[15/15]" in proc.stdout and "table5.md" in proc.stdout  # one progress line per run, outputs printed
+
+    # A second invocation skips every run whose eval.json exists and only re-aggregates.
+    proc2 = subprocess.run(["bash", str(ROOT / "experiments" / "run_table5.sh"), "--preset", "smoke",
+                            "--results-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc2.returncode == 0 and proc2.stdout.count("skipped") >= 15, proc2.stdout[-2000:]
