@@ -25,7 +25,8 @@ import yaml
 
 PRESET_EVAL: dict[str, dict[str, Any]] = {
     "smoke": dict(n=8, max_new_tokens=32, prior_limit=2, batch_size=8),
-    "mini": dict(n=None, max_new_tokens=128, prior_limit=None, batch_size=8),
+    # mini: 64 new tokens, the mini training's max completion length (the embedded answers take 10-40 tokens)
+    "mini": dict(n=None, max_new_tokens=64, prior_limit=None, batch_size=8),
     "paper": dict(n=None, max_new_tokens=2048, prior_limit=None, batch_size=32),
 }
 

@@ -34,6 +34,7 @@ class RunSpec:
     recipe: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     sweep_point: dict[str, Any] = field(default_factory=dict)
+    eval_args: list[str] = field(default_factory=list)  # extra `python -m eval.run` options, e.g. --allow-code-execution
 
     @property
     def label(self) -> str:
@@ -60,7 +61,8 @@ def run_id(seed: int, sweep_point: dict[str, Any]) -> str:
 
 def expand(experiment: str, preset: str, tasks: list[str], methods: list[str], seeds: list[int],
            results_dir: str | Path, recipe_for: Callable[[str, str], str | None] | None = None,
-           sweep: bool = False, overrides: dict[str, Any] | None = None) -> list[RunSpec]:
+           sweep: bool = False, overrides: dict[str, Any] | None = None,
+           eval_args: list[str] | None = None) -> list[RunSpec]:
     """Every (task, method, seed, sweep point) of an experiment, in a stable order."""
     specs = []
     for task, method, seed in itertools.product(tasks, methods, seeds):
@@ -71,7 +73,7 @@ def expand(experiment: str, preset: str, tasks: list[str], methods: list[str], s
             point = dict(zip(keys, values))
             run_dir = Path(results_dir) / task / method / run_id(seed, point)
             specs.append(RunSpec(experiment, task, method, seed, preset, str(run_dir), recipe,
-                                 dict(overrides or {}), point))
+                                 dict(overrides or {}), point, list(eval_args or [])))
     return specs
 
 

@@ -1,7 +1,8 @@
 """Table 5 and Figure 4: skill learning -- new-task accuracy vs prior capabilities, per task and method.
 
     bash experiments/run_table5.sh [--preset smoke|mini|paper] [--seeds N] [--tasks a,b] [--methods a,b]
-                                   [--launcher local|slurm] [--dry-run] [--sweep] [--force] [key=value ...]
+                                   [--launcher local|slurm] [--dry-run] [--sweep] [--force]
+                                   [--allow-code-execution] [key=value ...]
 
 For each task (Science Q&A, Tool Use, Medical) and method (Base, SFT, SFT+re-invoke, DFT, SDFT): train, evaluate
 new-task accuracy and the prior-capability suite, then write ``results/table5/table5.md`` / ``.csv`` (mean and 95%
@@ -81,7 +82,8 @@ def build_grid(args) -> list[G.RunSpec]:
     seeds = list(range(args.seeds if args.seeds is not None else (3 if args.preset == "paper" else 1)))
     return G.expand(EXPERIMENT, args.preset, tasks, methods, seeds, args.results_dir,
                     recipe_for=recipe_for if args.preset == "paper" else None, sweep=args.sweep,
-                    overrides=parse_overrides(args.overrides))
+                    overrides=parse_overrides(args.overrides),
+                    eval_args=["--allow-code-execution"] if args.allow_code_execution else [])
 
 
 def execute(spec: G.RunSpec) -> None:
@@ -97,7 +99,7 @@ def execute(spec: G.RunSpec) -> None:
     else:
         run_training(cfg)
         model = str(Path(spec.run_dir) / "model")
-    evaluate_run(spec, cfg, model, with_validation=bool(spec.sweep_point))
+    evaluate_run(spec, cfg, model, with_validation=bool(spec.sweep_point), extra_args=spec.eval_args)
 
 
 RUN_COLUMNS = {"task", "method", "run_id", "seed", "model", "divergence", "teacher_template", "new_task",
@@ -208,6 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--aggregate-only", action="store_true", help="only rebuild the tables and figure")
     parser.add_argument("--results-dir", default="results/table5")
     parser.add_argument("--force", action="store_true", help="rerun runs whose eval.json exists")
+    parser.add_argument("--allow-code-execution", action="store_true",
+                        help="also run the code benchmark of the prior suite (HumanEval, or its embedded stand-in): "
+                             "it executes model-written code on this machine")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="RunConfig overrides for every run")
     args = parser.parse_args(argv)
 
