@@ -54,7 +54,10 @@ class RunConfig:
     gradient_checkpointing: bool = field(default=False)
     logging_steps: int = field(default=1)
     save_steps: int = field(default=500, metadata={"help": "checkpoint every N optimizer steps (resume point)"})
-    save_total_limit: int = field(default=2)
+    save_total_limit: int = field(default=1, metadata={"help": "checkpoints kept while training (the newest resumes)"})
+    keep_checkpoints: bool = field(
+        default=False, metadata={"help": "keep checkpoints/ after the run completes (default: delete; the final "
+                                         "model is in model/). A SmolLM2 checkpoint with teacher and optimizer is ~2 GB"})
     save_model: bool = field(default=True, metadata={"help": "write the final model to <output_dir>/model"})
 
     # --- sequences and sampling ------------------------------------------------------------------------

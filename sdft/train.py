@@ -86,6 +86,8 @@ def run_training(cfg: RunConfig, force: bool = False) -> Path:
         model.save_pretrained(run_dir / "model")
         tokenizer.save_pretrained(run_dir / "model")
     manifest.finish(status="completed", train_seconds=round(time.time() - t0, 2), **(info or {}))
+    if cfg.save_model and not cfg.keep_checkpoints and (run_dir / "checkpoints").is_dir():
+        shutil.rmtree(run_dir / "checkpoints")  # resume points are not needed once model/ is written
     print(f"[sdft.train] done in {time.time() - t0:.1f}s: {run_dir}", flush=True)
     return run_dir
 

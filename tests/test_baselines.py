@@ -336,6 +336,7 @@ def test_smoke_run_writes_a_run_directory_with_a_changed_model(method, tmp_path)
     out = tmp_path / method
     argv = ["--method", method, "--preset", "smoke", "--output-dir", str(out)]
     if method == "reinvoke":
+        argv.append("keep_checkpoints=true")  # the resume check below needs them
         proc = subprocess.run([sys.executable, "-m", "sdft.train", *argv], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
     else:

@@ -27,7 +27,7 @@ KILLER = textwrap.dedent("""
 
 def _overrides(model, out):
     return [f"model={model}", f"output_dir={out}", "max_steps=5", "save_steps=2", "ema_alpha=0.3",
-            "learning_rate=0.01", "save_total_limit=5"]
+            "learning_rate=0.01", "save_total_limit=5", "keep_checkpoints=true"]
 
 
 def _teacher_state(run_dir):
@@ -65,3 +65,16 @@ def test_killed_run_resumes_to_identical_weights(tiny_model_path, tmp_path):
     # the student really moved away from the checkpoint it resumed from
     mid = load_file(str(killed / "checkpoints" / "checkpoint-2" / "model.safetensors"))
     assert any(not torch.equal(mid[k], b[k]) for k in mid if k in b)
+
+
+def test_completed_run_deletes_its_checkpoints_unless_asked_to_keep_them(tiny_model_path, tmp_path):
+    from sdft.config import build_config
+    from sdft.train import run_training
+
+    base = dict(model=tiny_model_path, max_steps=2, save_steps=1)
+    dropped = run_training(build_config("smoke", "sdft", overrides={**base, "output_dir": str(tmp_path / "a")}))
+    kept = run_training(build_config("smoke", "sdft", overrides={**base, "output_dir": str(tmp_path / "b"),
+                                                                  "keep_checkpoints": True}))
+    assert (dropped / "model" / "model.safetensors").exists() and not (dropped / "checkpoints").exists()
+    # save_total_limit=1 (the default) keeps only the newest resume point while training
+    assert [p.name for p in (kept / "checkpoints").iterdir()] == ["checkpoint-2"]
