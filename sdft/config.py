@@ -210,9 +210,27 @@ def build_config(
     values.update(recipe_values)
     values.update(overrides)
     values["method"] = method
-    cfg = RunConfig(**values)
+    cfg = RunConfig(**{k: _coerce_number(k, v) for k, v in values.items()})
     validate(cfg)
     return cfg
+
+
+_FIELD_TYPES = {f.name: str(f.type) for f in fields(RunConfig)}
+
+
+def _coerce_number(name: str, value: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string; a numeric field gets the number it spells."""
+    if not isinstance(value, str) or value == "":
+        return value
+    kind = _FIELD_TYPES.get(name, "")
+    try:
+        if "float" in kind:
+            return float(value)
+        if kind.startswith("int"):
+            return int(value)
+    except ValueError:
+        raise ValueError(f"config key {name!r}: expected a number, got {value!r}") from None
+    return value
 
 
 def validate(cfg: RunConfig) -> None:

@@ -167,3 +167,13 @@ def test_paper_preset_follows_appendix_b():
     assert skill.max_grad_norm == 1.0 and skill.weight_decay == 0.0 and skill.bf16 is True
     assert skill.num_generations == 1 and skill.teacher_template == "paper" and skill.divergence == "forward"
     assert build_config("paper", "sft").num_train_epochs == 1 and skill.num_train_epochs == 2
+
+
+def test_numeric_overrides_written_without_a_dot_are_numbers():
+    """YAML 1.1 reads `1e-4` as a string; `learning_rate=1e-4` on the command line must still be a float."""
+    from sdft.config import build_config, parse_overrides
+
+    cfg = build_config("mini", "sdft", overrides=parse_overrides(["learning_rate=1e-4", "max_steps=3"]))
+    assert cfg.learning_rate == pytest.approx(1e-4) and isinstance(cfg.learning_rate, float) and cfg.max_steps == 3
+    with pytest.raises(ValueError, match="learning_rate"):
+        build_config("mini", "sdft", overrides={"learning_rate": "fast"})
