@@ -27,7 +27,8 @@ Variants: ``sft``; ``sdft`` with every optimization on; ``sdft-no-<switch>`` wit
 them off (TRL 1.16's trainer as shipped, our loss); ``sft-no-omp_passive`` when ``omp_passive`` is ablated.
 
 Switches: ``omp_passive`` (``OMP_WAIT_POLICY=PASSIVE``, set by ``sdft/__init__.py``), ``chunked_loss``
-(``loss_chunk_size``), ``teacher_inference_mode``, ``lean_logits``, ``fused_ema`` (``SelfDistillationConfig`` fields).
+(``loss_chunk_size``), ``fused_lm_head``, ``teacher_inference_mode``, ``lean_logits``, ``fused_ema``
+(``SelfDistillationConfig`` fields). ``--threads`` sets ``torch.set_num_threads`` in every run.
 
 Writes ``<out-dir>/bench_cost.{json,md}`` (default ``results/bench``) and, with ``--copy-md``, a copy of the
 markdown to a tracked path.
@@ -47,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SWITCHES = ("omp_passive", "chunked_loss", "teacher_inference_mode", "lean_logits", "fused_ema")
+SWITCHES = ("omp_passive", "chunked_loss", "fused_lm_head", "teacher_inference_mode", "lean_logits", "fused_ema")
 SPLIT_KEYS = ("generation", "rollout_other", "teacher_forward", "student_forward", "loss", "backward", "optimizer",
               "ema", "other")
 
@@ -57,6 +58,7 @@ def _args_for(switches: dict[str, bool], chunk: int) -> dict:
         "loss_chunk_size": chunk if switches["chunked_loss"] else 0,
         "teacher_inference_mode": switches["teacher_inference_mode"],
         "lean_logits": switches["lean_logits"],
+        "fused_lm_head": switches["fused_lm_head"],
         "fused_ema": switches["fused_ema"],
     }
 
@@ -85,6 +87,8 @@ def worker(spec: dict) -> dict:
     from sdft.config import build_config
 
     cuda = torch.cuda.is_available()
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
 
     def sync():
         if cuda:
@@ -138,6 +142,11 @@ def worker(spec: dict) -> dict:
         timed(trainer, "_forward_logits", lambda model, *a, **k: "teacher_forward" if (model is teacher and teacher
                                                                                        is not trainer.model) else "student_forward")
         timed(trainer, "_compute_self_distillation_loss", lambda *a, **k: "loss")
+        # fused head: the student's body runs inside _fused_self_distillation_loss, the head inside the loss terms
+        timed(trainer, "_fused_self_distillation_loss", lambda *a, **k: "_fused")
+        import torch as _torch
+        timed(trainer.model.model, "forward",
+              lambda *a, **k: "_student_body" if _torch.is_grad_enabled() else "_student_body_nograd")
         ema_cb = [cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ in
                   ("FusedEMATeacherCallback", "SyncTeacherModelCallback")]
         for cb in ema_cb:
@@ -182,6 +191,9 @@ def worker(spec: dict) -> dict:
                 split["rollout_other"] = cur.get("_prepare_inputs", 0.0)
             else:
                 split["rollout_other"] += cur.get("_prepare_inputs", 0.0) - cur.get("_prepare_training_batch", 0.0)
+            if "_fused" in cur:
+                split["student_forward"] = cur.get("_student_body", 0.0)
+                split["loss"] = cur["_fused"] - split["student_forward"] - split["teacher_forward"]
             split["backward"] = cur.get("_training_step", 0.0) - cur.get("_prepare_inputs", 0.0) - cur.get("_compute_loss", 0.0)
             split["other"] = total - sum(split[k] for k in SPLIT_KEYS if k != "other")
             steps.append({"total": total, "split": split, **count_tokens})
@@ -353,6 +365,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--ablations", default=",".join(SWITCHES),
                    help=f"comma-separated switches to turn off one at a time (of {','.join(SWITCHES)}); '' for none")
     p.add_argument("--no-trl-baseline", action="store_true", help="skip the all-switches-off variant")
+    p.add_argument("--only", default=None, help="comma-separated variant names to run (default: all)")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in every run (0: torch's default)")
     p.add_argument("--chunk-size", type=int, default=64, help="loss_chunk_size when chunked_loss is on")
     p.add_argument("--eval-limit", type=int, default=8, help="lm-eval samples per embedded task; 0 skips the suite")
     p.add_argument("--eval-prompts", type=int, default=16)
@@ -379,9 +393,12 @@ def main(argv: list[str] | None = None) -> dict | None:
         p.error(f"unknown switches {sorted(unknown)}; known: {SWITCHES}")
     command = "python -m experiments.bench_cost " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     variants = _variants(ablations, not args.no_trl_baseline)
+    if args.only:
+        keep = set(args.only.split(",")) | {"sft", "sdft"}
+        variants = [v for v in variants if v[0] in keep]
     runs: dict[str, list[dict]] = {name: [] for name, _, _ in variants}
     base = dict(model=args.model, task=args.task, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
-                max_completion_length=args.max_completion_length, seed=args.seed)
+                max_completion_length=args.max_completion_length, seed=args.seed, threads=args.threads)
     for rnd in range(args.rounds):
         for name, method, switches in variants:
             spec = {**base, "name": name, "method": method, "switches": switches,

@@ -33,7 +33,10 @@ with warnings.catch_warnings():
 
 from trl.trainer.utils import pad, selective_log_softmax
 
-from sdft.losses import per_token_divergence, self_distillation_loss, truncated_importance_weights, loss_mask_for
+from accelerate.utils import is_peft_model
+
+from sdft.losses import (head_token_terms, loss_from_terms, loss_mask_for, per_token_divergence,
+                         self_distillation_loss, truncated_importance_weights)
 
 TEACHER_WEIGHTS_FILE = "teacher_model.safetensors"
 
@@ -59,6 +62,12 @@ class SelfDistillationConfig(SDFTConfig):
     )
     teacher_inference_mode: bool = field(
         default=True, metadata={"help": "teacher forward under torch.inference_mode (TRL: no_grad)"}
+    )
+    fused_lm_head: bool = field(
+        default=True,
+        metadata={"help": "with loss_chunk_size > 0: the student's logits are made chunk by chunk from its hidden "
+                  "states inside the loss, never whole (sdft.losses.head_token_terms). Single process, non-PEFT "
+                  "models with an output-embedding head only; otherwise the plain path runs."},
     )
     lean_logits: bool = field(
         default=True,
@@ -192,21 +201,74 @@ class SelfDistillationTrainer(SDFTTrainer):
                                   loss_mask=loss_mask_for(completion_mask, self.num_loss_tokens_to_skip),
                                   student_logits=student_logits, teacher_logits=teacher_logits)
 
+    def _fused_head_usable(self, model) -> bool:
+        if not (self.args.fused_lm_head and self.args.loss_chunk_size and self.args.lean_logits):
+            return False
+        if self.use_teacher_server or self.accelerator.num_processes > 1 or self.is_deepspeed_enabled \
+                or self.is_fsdp_enabled or is_peft_model(model):
+            return False
+        base = getattr(model, "model", None)
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        return base is not None and isinstance(head, torch.nn.Linear) and not getattr(model, "_is_quantized", False)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if return_outputs or not self._fused_head_usable(model):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = self._fused_self_distillation_loss(model, inputs)
+        return loss / (self.current_gradient_accumulation_steps if self.model.training else 1.0)
+
+    def _fused_self_distillation_loss(self, model, inputs):
+        """The loss of ``_compute_teacher_student_logits`` + ``_compute_self_distillation_loss`` with the student's
+        output head fused into the chunked loss terms (``SelfDistillationConfig.fused_lm_head``)."""
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        T = completion_ids.size(1)
+        no_graph = torch.inference_mode() if self.args.teacher_inference_mode else torch.no_grad()
+        with no_graph, self._get_teacher_context_for_self_distillation():
+            teacher_logits = self._forward_logits(self.teacher_model, inputs["teacher_input_ids"],
+                                                  inputs["teacher_attention_mask"], T)
+        input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)[:, :-1]
+        attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)[:, :-1]
+        hidden = model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        head = model.get_output_embeddings()
+        div, s_tok, t_tok = head_token_terms(  # need_div: the logged value is the divergence, whatever the estimator
+            hidden[:, -T:], head.weight, head.bias, teacher_logits, completion_ids, self.args.distillation_alpha,
+            chunk_size=self.args.loss_chunk_size, need_div=True, temperature=self.temperature,
+        )
+        is_weights = self._importance_weights(inputs, s_tok.detach())
+        loss = loss_from_terms(div, s_tok, t_tok, completion_mask, self.args.estimator, self.num_loss_tokens_to_skip,
+                               is_weights, "sequence_mean")
+        self._log_divergence(model, completion_mask, div.detach())
+        return loss
+
+    def _importance_weights(self, inputs, student_tok_logps):
+        is_weights = None
+        old = inputs.get("old_per_token_logps")
+        sampler = inputs.get("sampler_per_token_logps")
+        if old is not None and self.args.distillation_is_clip is not None:  # reused rollouts (TRL's correction)
+            is_weights = truncated_importance_weights(student_tok_logps, old, self.args.distillation_is_clip)
+        if sampler is not None:  # vLLM vs trainer mismatch
+            w = truncated_importance_weights(student_tok_logps, torch.nan_to_num(sampler, nan=0.0),
+                                             self.args.importance_sampling_cap)
+            is_weights = w if is_weights is None else is_weights * w
+        return is_weights
+
+    def _log_divergence(self, model, completion_mask, div):
+        with torch.no_grad():
+            mask = loss_mask_for(completion_mask, self.num_loss_tokens_to_skip)
+            mean_div = (div * mask).sum() / mask.sum().clamp(min=1.0)
+        mode = "train" if model.training else "eval"
+        self._log_self_distillation_metric(mode, self.accelerator.gather(mean_div).mean().item())
+
     # ---------------------------------------------------------------- loss
     def _compute_self_distillation_loss(self, model, inputs, distillation_logits):
         logits = distillation_logits
         completion_mask = inputs["completion_mask"]
+        needs_tok = (inputs.get("old_per_token_logps") is not None and self.args.distillation_is_clip is not None) \
+            or inputs.get("sampler_per_token_logps") is not None
         is_weights = None
-        old = inputs.get("old_per_token_logps")
-        sampler = inputs.get("sampler_per_token_logps")
-        if (old is not None and self.args.distillation_is_clip is not None) or sampler is not None:
+        if needs_tok:
             student_tok = selective_log_softmax(logits.student_logits, logits.completion_ids).detach()
-            if old is not None and self.args.distillation_is_clip is not None:  # reused rollouts (TRL's correction)
-                is_weights = truncated_importance_weights(student_tok, old, self.args.distillation_is_clip)
-            if sampler is not None:  # vLLM vs trainer mismatch
-                w = truncated_importance_weights(student_tok, torch.nan_to_num(sampler, nan=0.0),
-                                                 self.args.importance_sampling_cap)
-                is_weights = w if is_weights is None else is_weights * w
+            is_weights = self._importance_weights(inputs, student_tok)
 
         lean = self.args.lean_logits
         loss = self_distillation_loss(
@@ -217,14 +279,11 @@ class SelfDistillationTrainer(SDFTTrainer):
         )
         if lean:
             loss, div = loss
-        with torch.no_grad():  # the logged value is the divergence itself, whatever the estimator
-            mask = loss_mask_for(completion_mask, self.num_loss_tokens_to_skip)
-            if not lean:
+        else:  # TRL's way: a second full-vocabulary pass for the logged value
+            with torch.no_grad():
                 div = per_token_divergence(logits.student_logits.detach(), logits.teacher_logits,
                                            self.args.distillation_alpha)
-            mean_div = (div * mask).sum() / mask.sum().clamp(min=1.0)
-        mode = "train" if model.training else "eval"
-        self._log_self_distillation_metric(mode, self.accelerator.gather(mean_div).mean().item())
+        self._log_divergence(model, completion_mask, div)
         return loss
 
 
