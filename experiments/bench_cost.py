@@ -27,7 +27,7 @@ Variants: ``sft``; ``sdft`` with every optimization on; ``sdft-no-<switch>`` wit
 them off (TRL 1.16's trainer as shipped, our loss); ``sft-no-omp_passive`` when ``omp_passive`` is ablated.
 
 Switches: ``omp_passive`` (``OMP_WAIT_POLICY=PASSIVE``, set by ``sdft/__init__.py``), ``chunked_loss``
-(``loss_chunk_size``), ``fused_lm_head``, ``teacher_inference_mode``, ``lean_logits``, ``fused_ema``
+(``loss_chunk_size``), ``fused_lm_head``, ``sequence_microbatches``, ``teacher_inference_mode``, ``lean_logits``, ``fused_ema``
 (``SelfDistillationConfig`` fields). ``--threads`` sets ``torch.set_num_threads`` in every run.
 
 Writes ``<out-dir>/bench_cost.{json,md}`` (default ``results/bench``) and, with ``--copy-md``, a copy of the
@@ -48,7 +48,8 @@ import tempfile
 import time
 from pathlib import Path
 
-SWITCHES = ("omp_passive", "chunked_loss", "fused_lm_head", "teacher_inference_mode", "lean_logits", "fused_ema")
+SWITCHES = ("omp_passive", "chunked_loss", "fused_lm_head", "sequence_microbatches", "teacher_inference_mode",
+            "lean_logits", "fused_ema")
 SPLIT_KEYS = ("generation", "rollout_other", "teacher_forward", "student_forward", "loss", "backward", "optimizer",
               "ema", "other")
 
@@ -59,6 +60,7 @@ def _args_for(switches: dict[str, bool], chunk: int) -> dict:
         "teacher_inference_mode": switches["teacher_inference_mode"],
         "lean_logits": switches["lean_logits"],
         "fused_lm_head": switches["fused_lm_head"],
+        "sequence_microbatches": switches["sequence_microbatches"],
         "fused_ema": switches["fused_ema"],
     }
 
@@ -100,7 +102,7 @@ def worker(spec: dict) -> dict:
     cfg = build_config("mini", spec["method"], overrides=dict(
         model=spec["model"], task=spec["task"], max_steps=total_steps, per_device_train_batch_size=spec["batch_size"],
         max_completion_length=spec["max_completion_length"], output_dir=tmp, save_steps=10 ** 9, save_model=False,
-        n_train=None, logging_steps=1, seed=spec["seed"],
+        n_train=None, logging_steps=1, seed=spec["seed"], gradient_checkpointing=spec.get("gradient_checkpointing", False),
     ))
     if spec["method"] == "sft":
         from sdft.baselines.sft import build_sft_trainer
@@ -152,11 +154,16 @@ def worker(spec: dict) -> dict:
         for cb in ema_cb:
             timed(cb, "on_step_end", lambda *a, **k: "ema")
         orig_loss = trainer.compute_loss
+        orig_prepare = trainer._prepare_inputs
 
-        def loss_with_count(model, inputs, *a, **k):
+        def prepare_with_count(*a, **k):
+            inputs = orig_prepare(*a, **k)
             count_tokens["tokens"] = count_tokens.get("tokens", 0) + int(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum())
             count_tokens["completion_tokens"] = count_tokens.get("completion_tokens", 0) + int(inputs["completion_mask"].sum())
-            return orig_loss(model, inputs, *a, **k)
+            return inputs
+
+        trainer._prepare_inputs = prepare_with_count
+        loss_with_count = orig_loss
     else:
         orig_loss = trainer.compute_loss
 
@@ -194,7 +201,8 @@ def worker(spec: dict) -> dict:
             if "_fused" in cur:
                 split["student_forward"] = cur.get("_student_body", 0.0)
                 split["loss"] = cur["_fused"] - split["student_forward"] - split["teacher_forward"]
-            split["backward"] = cur.get("_training_step", 0.0) - cur.get("_prepare_inputs", 0.0) - cur.get("_compute_loss", 0.0)
+            losses = cur.get("_compute_loss", 0.0) or cur.get("_fused", 0.0)  # sequence micro-batches: no compute_loss
+            split["backward"] = cur.get("_training_step", 0.0) - cur.get("_prepare_inputs", 0.0) - losses
             split["other"] = total - sum(split[k] for k in SPLIT_KEYS if k != "other")
             steps.append({"total": total, "split": split, **count_tokens})
 
@@ -232,6 +240,8 @@ def eval_worker(spec: dict) -> dict:
     lm-eval prior suite's wall-clock at a small limit."""
     import torch
 
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     from data_prep.tasks import load_task
     from eval.generation import generate
     from sdft.models import load_model_and_tokenizer
@@ -276,7 +286,7 @@ def _run_child(kind: str, spec: dict, env_extra: dict, timeout: int) -> dict:
     return json.loads(Path(out_path).read_text())
 
 
-def _variants(ablations: list[str], trl_baseline: bool) -> list[tuple[str, str, dict]]:
+def _variants(ablations: list[str], trl_baseline: bool, gradient_checkpointing: bool = False) -> list[tuple[str, str, dict]]:
     on = {s: True for s in SWITCHES}
     out = [("sft", "sft", on), ("sdft", "sdft", on)]
     for s in ablations:
@@ -285,6 +295,8 @@ def _variants(ablations: list[str], trl_baseline: bool) -> list[tuple[str, str, 
         out.append(("sdft-trl", "sdft", {s: False for s in SWITCHES}))
     if "omp_passive" in ablations:
         out.append(("sft-no-omp_passive", "sft", {**on, "omp_passive": False}))
+    if gradient_checkpointing:  # a memory-for-time trade, not a free optimization: reported beside, not in "sdft"
+        out.append(("sdft+gradient_checkpointing", "sdft", on))
     return out
 
 
@@ -310,7 +322,8 @@ def write_markdown(result: dict) -> str:
         f"Machine: {result['machine']}; torch {result['versions']['torch']}, transformers "
         f"{result['versions']['transformers']}, trl {result['versions']['trl']}; {result['date']}.", "",
         f"Settings: model `{s['model']}`, task `{s['task']}`, batch {s['batch_size']}, max completion length "
-        f"{s['max_completion_length']}, {s['warmup']} warm-up + {s['steps']} measured steps per run, {s['rounds']} "
+        f"{s['max_completion_length']}, torch threads {s.get('threads') or 'default'}, extra env {s.get('env') or 'none'}, "
+        f"{s['warmup']} warm-up + {s['steps']} measured steps per run, {s['rounds']} "
         f"round(s), variants alternating within each round; median over rounds. Peak memory: "
         f"{'torch.cuda.max_memory_allocated' if result['cuda'] else 'process peak RSS (VmHWM) during training, after model loading; includes both models, optimizer state and the Python/torch runtime'}.", "",
         "## SDFT / SFT (all optimizations on)", "",
@@ -365,6 +378,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--ablations", default=",".join(SWITCHES),
                    help=f"comma-separated switches to turn off one at a time (of {','.join(SWITCHES)}); '' for none")
     p.add_argument("--no-trl-baseline", action="store_true", help="skip the all-switches-off variant")
+    p.add_argument("--gradient-checkpointing-variant", action="store_true",
+                   help="also run SDFT with gradient checkpointing (less memory, more time)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment variable for every child run (e.g. MALLOC_MMAP_THRESHOLD_=1048576)")
     p.add_argument("--only", default=None, help="comma-separated variant names to run (default: all)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in every run (0: torch's default)")
     p.add_argument("--chunk-size", type=int, default=64, help="loss_chunk_size when chunked_loss is on")
@@ -392,7 +409,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     if unknown:
         p.error(f"unknown switches {sorted(unknown)}; known: {SWITCHES}")
     command = "python -m experiments.bench_cost " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    variants = _variants(ablations, not args.no_trl_baseline)
+    variants = _variants(ablations, not args.no_trl_baseline, args.gradient_checkpointing_variant)
     if args.only:
         keep = set(args.only.split(",")) | {"sft", "sdft"}
         variants = [v for v in variants if v[0] in keep]
@@ -402,8 +419,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     for rnd in range(args.rounds):
         for name, method, switches in variants:
             spec = {**base, "name": name, "method": method, "switches": switches,
-                    "trainer_args": _args_for(switches, args.chunk_size)}
-            env = {} if switches["omp_passive"] else {"SDFT_OMP_DEFAULT": "1"}
+                    "trainer_args": _args_for(switches, args.chunk_size),
+                    "gradient_checkpointing": name.endswith("+gradient_checkpointing")}
+            env = dict(kv.split("=", 1) for kv in args.env)
+            if not switches["omp_passive"]:
+                env["SDFT_OMP_DEFAULT"] = "1"
             res = _run_child("worker", spec, env, args.timeout)
             runs[name].append(res)
             print(f"[bench_cost] round {rnd + 1}/{args.rounds} {name}: {res['sec_per_example']:.3f} s/example, "
@@ -415,7 +435,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     import trl
 
     result = {
-        "command": command, "settings": {**base, "rounds": args.rounds, "chunk_size": args.chunk_size},
+        "command": command, "settings": {**base, "rounds": args.rounds, "chunk_size": args.chunk_size, "env": args.env},
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cuda": torch.cuda.is_available(),
         "machine": (torch.cuda.get_device_name(0) if torch.cuda.is_available()
                     else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared)"),
@@ -428,6 +448,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     if "sdft-trl" in v:
         result["ratios"]["trl_sec_per_example"] = v["sdft-trl"]["sec_per_example"] / v["sft"]["sec_per_example"]
         result["ratios"]["trl_peak_memory"] = v["sdft-trl"]["peak_memory_mb"] / v["sft"]["peak_memory_mb"]
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_cost.json").write_text(json.dumps(result, indent=2))  # training part, in case evaluation fails
     if not args.no_eval:
         result["eval"] = _run_child("eval-worker", {**base, "eval_limit": args.eval_limit, "eval_prompts": args.eval_prompts,
                                                      "eval_max_new_tokens": args.eval_max_new_tokens,

@@ -10,6 +10,15 @@ What this adds to TRL 1.16's trainer, and why:
   * With vLLM, the sampler's token log-probabilities are kept and each token's divergence is
     reweighted by the truncated ratio pi_train(y_t) / pi_vllm(y_t) (Algorithm 1, line 17).
   * Checkpoints also hold the teacher's weights, so a resumed run continues with the same EMA teacher.
+  * Cost (``SelfDistillationConfig`` switches, all on by default, none changes the math; measured by
+    ``python -m experiments.bench_cost``): the full-vocabulary loss terms are computed ``loss_chunk_size``
+    positions at a time and recomputed in backward; the student's output head is fused into those chunks so
+    its ``[B, T, V]`` logits and their gradient never exist whole (``fused_lm_head``, single process only);
+    the teacher runs under ``torch.inference_mode`` (``teacher_inference_mode``); no copy of the logits for
+    temperature 1, no forward of the last sampled token, and the logged divergence comes from the loss pass
+    instead of a second full-vocabulary pass (``lean_logits``). Rollouts use TRL's HF ``generate`` (batched,
+    left-padded, KV cache, only the last position's logits, stops when every sequence has ended) or, on GPUs,
+    vLLM colocated with sleep mode (``sdft_config_from``).
 
 Everything else -- on-policy rollouts, teacher prompt construction, the teacher copy for ``base`` /
 ``ema`` and the student itself for ``live`` -- is TRL's.
@@ -68,6 +77,12 @@ class SelfDistillationConfig(SDFTConfig):
         metadata={"help": "with loss_chunk_size > 0: the student's logits are made chunk by chunk from its hidden "
                   "states inside the loss, never whole (sdft.losses.head_token_terms). Single process, non-PEFT "
                   "models with an output-embedding head only; otherwise the plain path runs."},
+    )
+    sequence_microbatches: bool = field(
+        default=True,
+        metadata={"help": "with fused_lm_head: forward and backward one rollout at a time, without its padding "
+                  "(the loss is a mean over sequences, so its gradient is the sum of the per-sequence ones): no "
+                  "compute on padding, a quarter of the activation memory at batch 4"},
     )
     lean_logits: bool = field(
         default=True,
@@ -217,7 +232,34 @@ class SelfDistillationTrainer(SDFTTrainer):
         loss = self._fused_self_distillation_loss(model, inputs)
         return loss / (self.current_gradient_accumulation_steps if self.model.training else 1.0)
 
-    def _fused_self_distillation_loss(self, model, inputs):
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not (self.args.sequence_microbatches and self._fused_head_usable(model)):
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        batch_size = inputs["completion_ids"].size(0)
+        scale = batch_size * self.current_gradient_accumulation_steps
+        total = torch.zeros((), device=inputs["completion_ids"].device)
+        div_sum = torch.zeros((), device=total.device)
+        n_tokens = torch.zeros((), device=total.device)
+        for b in range(batch_size):
+            seq = _one_sequence(inputs, b)
+            if seq is None:  # an empty completion has no loss term (its share of the mean is 0)
+                continue
+            with self.compute_loss_context_manager():
+                loss, div = self._fused_self_distillation_loss(model, seq, log=False)
+            self.accelerator.backward(loss / scale)
+            total += loss.detach() / scale
+            mask = loss_mask_for(seq["completion_mask"], self.num_loss_tokens_to_skip)
+            div_sum += (div * mask).sum()
+            n_tokens += mask.sum()
+        mode = "train" if model.training else "eval"
+        self._log_self_distillation_metric(
+            mode, self.accelerator.gather(div_sum / n_tokens.clamp(min=1.0)).mean().item())
+        self._step += 1  # TRL's training_step counts steps for its rollout buffer
+        return total
+
+    def _fused_self_distillation_loss(self, model, inputs, log: bool = True):
         """The loss of ``_compute_teacher_student_logits`` + ``_compute_self_distillation_loss`` with the student's
         output head fused into the chunked loss terms (``SelfDistillationConfig.fused_lm_head``)."""
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
@@ -237,6 +279,8 @@ class SelfDistillationTrainer(SDFTTrainer):
         is_weights = self._importance_weights(inputs, s_tok.detach())
         loss = loss_from_terms(div, s_tok, t_tok, completion_mask, self.args.estimator, self.num_loss_tokens_to_skip,
                                is_weights, "sequence_mean")
+        if not log:
+            return loss, div.detach()
         self._log_divergence(model, completion_mask, div.detach())
         return loss
 
@@ -285,6 +329,25 @@ class SelfDistillationTrainer(SDFTTrainer):
                                            self.args.distillation_alpha)
         self._log_divergence(model, completion_mask, div)
         return loss
+
+
+def _one_sequence(inputs: dict, b: int) -> dict | None:
+    """Row ``b`` of a rollout batch without its padding (prompts are left-padded, completions right-padded)."""
+    n = int(inputs["completion_mask"][b].sum())
+    if n == 0:
+        return None
+    prompt = inputs["prompt_mask"][b].bool()
+    teacher = inputs["teacher_attention_mask"][b].bool()
+    out = {
+        "prompt_ids": inputs["prompt_ids"][b][prompt][None], "prompt_mask": inputs["prompt_mask"][b][prompt][None],
+        "completion_ids": inputs["completion_ids"][b, :n][None], "completion_mask": inputs["completion_mask"][b, :n][None],
+        "teacher_input_ids": inputs["teacher_input_ids"][b][teacher][None],
+        "teacher_attention_mask": inputs["teacher_attention_mask"][b][teacher][None],
+    }
+    for key in ("old_per_token_logps", "sampler_per_token_logps"):
+        if inputs.get(key) is not None:
+            out[key] = inputs[key][b, :n][None]
+    return out
 
 
 def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
