@@ -113,6 +113,9 @@ def worker(spec: dict) -> dict:
 
         trainer = build_sdft_trainer(cfg, records, tmp, callbacks=[], args_overrides=spec["trainer_args"])
 
+    from transformers.trainer_utils import SaveStrategy
+
+    trainer.args.save_strategy = SaveStrategy.NO  # no checkpoint (the final one would be GBs per run)
     steps: list[dict] = []
     cur: dict = {}
     marks: dict = {}
@@ -212,7 +215,12 @@ def worker(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats()
     rss_before = _read_status("VmRSS")
     t0 = time.perf_counter()
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
     wall = time.perf_counter() - t0
     measured = steps[spec["warmup"]:] or steps
     mean_total = statistics.mean(s["total"] for s in measured)
@@ -326,10 +334,16 @@ def write_markdown(result: dict) -> str:
         f"{s['warmup']} warm-up + {s['steps']} measured steps per run, {s['rounds']} "
         f"round(s), variants alternating within each round; median over rounds. Peak memory: "
         f"{'torch.cuda.max_memory_allocated' if result['cuda'] else 'process peak RSS (VmHWM) during training, after model loading; includes both models, optimizer state and the Python/torch runtime'}.", "",
-        "## SDFT / SFT (all optimizations on)", "",
-        "| | SFT | SDFT | SDFT / SFT |", "|---|---|---|---|",
     ]
+    if "sft" not in v or "sdft" not in v:  # a partial invocation (--only): the variants alone
+        lines += ["| variant | s / example | peak MiB | " + " | ".join(SPLIT_KEYS) + " |",
+                  "|---|---|---|" + "---|" * len(SPLIT_KEYS)]
+        for r in result["variants"]:
+            lines.append(f"| {r['name']} | {_fmt(r['sec_per_example'])} | {_fmt(r['peak_memory_mb'], 0)} | "
+                         + " | ".join(_fmt(r["split"][k]) for k in SPLIT_KEYS) + " |")
+        return "\n".join(lines + [""])
     a, b = v["sft"], v["sdft"]
+    lines += ["## SDFT / SFT (all optimizations on)", "", "| | SFT | SDFT | SDFT / SFT |", "|---|---|---|---|"]
     lines += [
         f"| s / example | {_fmt(a['sec_per_example'])} | {_fmt(b['sec_per_example'])} | **{_fmt(result['ratios']['sec_per_example'])}** |",
         f"| s / step | {_fmt(a['sec_per_step'])} | {_fmt(b['sec_per_step'])} | {_fmt(b['sec_per_step'] / a['sec_per_step'])} |",
@@ -411,7 +425,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     command = "python -m experiments.bench_cost " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     variants = _variants(ablations, not args.no_trl_baseline, args.gradient_checkpointing_variant)
     if args.only:
-        keep = set(args.only.split(",")) | {"sft", "sdft"}
+        keep = set(args.only.split(","))
         variants = [v for v in variants if v[0] in keep]
     runs: dict[str, list[dict]] = {name: [] for name, _, _ in variants}
     base = dict(model=args.model, task=args.task, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
@@ -443,9 +457,11 @@ def main(argv: list[str] | None = None) -> dict | None:
         "variants": [_median_variant(runs[name]) for name, _, _ in variants],
     }
     v = {r["name"]: r for r in result["variants"]}
-    result["ratios"] = {"sec_per_example": v["sdft"]["sec_per_example"] / v["sft"]["sec_per_example"],
-                        "peak_memory": v["sdft"]["peak_memory_mb"] / v["sft"]["peak_memory_mb"]}
-    if "sdft-trl" in v:
+    result["ratios"] = {}
+    if "sdft" in v and "sft" in v:
+        result["ratios"] = {"sec_per_example": v["sdft"]["sec_per_example"] / v["sft"]["sec_per_example"],
+                            "peak_memory": v["sdft"]["peak_memory_mb"] / v["sft"]["peak_memory_mb"]}
+    if "sdft-trl" in v and "sft" in v:
         result["ratios"]["trl_sec_per_example"] = v["sdft-trl"]["sec_per_example"] / v["sft"]["sec_per_example"]
         result["ratios"]["trl_peak_memory"] = v["sdft-trl"]["peak_memory_mb"] / v["sft"]["peak_memory_mb"]
     out = Path(args.out_dir)
