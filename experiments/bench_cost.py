@@ -27,7 +27,8 @@ Variants: ``sft``; ``sdft`` with every optimization on; ``sdft-no-<switch>`` wit
 them off (TRL 1.16's trainer as shipped, our loss); ``sft-no-omp_passive`` when ``omp_passive`` is ablated.
 
 Switches: ``omp_passive`` (``OMP_WAIT_POLICY=PASSIVE``, set by ``sdft/__init__.py``), ``chunked_loss``
-(``loss_chunk_size``), ``teacher_inference_mode``, ``lean_logits``, ``fused_ema`` (``SelfDistillationConfig`` fields).
+(``loss_chunk_size``), ``fused_lm_head``, ``sequence_microbatches``, ``teacher_inference_mode``, ``lean_logits``, ``fused_ema``
+(``SelfDistillationConfig`` fields). ``--threads`` sets ``torch.set_num_threads`` in every run.
 
 Writes ``<out-dir>/bench_cost.{json,md}`` (default ``results/bench``) and, with ``--copy-md``, a copy of the
 markdown to a tracked path.
@@ -47,7 +48,8 @@ import tempfile
 import time
 from pathlib import Path
 
-SWITCHES = ("omp_passive", "chunked_loss", "teacher_inference_mode", "lean_logits", "fused_ema")
+SWITCHES = ("omp_passive", "chunked_loss", "fused_lm_head", "sequence_microbatches", "teacher_inference_mode",
+            "lean_logits", "fused_ema")
 SPLIT_KEYS = ("generation", "rollout_other", "teacher_forward", "student_forward", "loss", "backward", "optimizer",
               "ema", "other")
 
@@ -57,6 +59,8 @@ def _args_for(switches: dict[str, bool], chunk: int) -> dict:
         "loss_chunk_size": chunk if switches["chunked_loss"] else 0,
         "teacher_inference_mode": switches["teacher_inference_mode"],
         "lean_logits": switches["lean_logits"],
+        "fused_lm_head": switches["fused_lm_head"],
+        "sequence_microbatches": switches["sequence_microbatches"],
         "fused_ema": switches["fused_ema"],
     }
 
@@ -85,6 +89,8 @@ def worker(spec: dict) -> dict:
     from sdft.config import build_config
 
     cuda = torch.cuda.is_available()
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
 
     def sync():
         if cuda:
@@ -96,7 +102,7 @@ def worker(spec: dict) -> dict:
     cfg = build_config("mini", spec["method"], overrides=dict(
         model=spec["model"], task=spec["task"], max_steps=total_steps, per_device_train_batch_size=spec["batch_size"],
         max_completion_length=spec["max_completion_length"], output_dir=tmp, save_steps=10 ** 9, save_model=False,
-        n_train=None, logging_steps=1, seed=spec["seed"],
+        n_train=None, logging_steps=1, seed=spec["seed"], gradient_checkpointing=spec.get("gradient_checkpointing", False),
     ))
     if spec["method"] == "sft":
         from sdft.baselines.sft import build_sft_trainer
@@ -107,6 +113,9 @@ def worker(spec: dict) -> dict:
 
         trainer = build_sdft_trainer(cfg, records, tmp, callbacks=[], args_overrides=spec["trainer_args"])
 
+    from transformers.trainer_utils import SaveStrategy
+
+    trainer.args.save_strategy = SaveStrategy.NO  # no checkpoint (the final one would be GBs per run)
     steps: list[dict] = []
     cur: dict = {}
     marks: dict = {}
@@ -138,16 +147,26 @@ def worker(spec: dict) -> dict:
         timed(trainer, "_forward_logits", lambda model, *a, **k: "teacher_forward" if (model is teacher and teacher
                                                                                        is not trainer.model) else "student_forward")
         timed(trainer, "_compute_self_distillation_loss", lambda *a, **k: "loss")
+        # fused head: the student's body runs inside _fused_self_distillation_loss, the head inside the loss terms
+        timed(trainer, "_fused_self_distillation_loss", lambda *a, **k: "_fused")
+        import torch as _torch
+        timed(trainer.model.model, "forward",
+              lambda *a, **k: "_student_body" if _torch.is_grad_enabled() else "_student_body_nograd")
         ema_cb = [cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ in
                   ("FusedEMATeacherCallback", "SyncTeacherModelCallback")]
         for cb in ema_cb:
             timed(cb, "on_step_end", lambda *a, **k: "ema")
         orig_loss = trainer.compute_loss
+        orig_prepare = trainer._prepare_inputs
 
-        def loss_with_count(model, inputs, *a, **k):
+        def prepare_with_count(*a, **k):
+            inputs = orig_prepare(*a, **k)
             count_tokens["tokens"] = count_tokens.get("tokens", 0) + int(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum())
             count_tokens["completion_tokens"] = count_tokens.get("completion_tokens", 0) + int(inputs["completion_mask"].sum())
-            return orig_loss(model, inputs, *a, **k)
+            return inputs
+
+        trainer._prepare_inputs = prepare_with_count
+        loss_with_count = orig_loss
     else:
         orig_loss = trainer.compute_loss
 
@@ -182,7 +201,11 @@ def worker(spec: dict) -> dict:
                 split["rollout_other"] = cur.get("_prepare_inputs", 0.0)
             else:
                 split["rollout_other"] += cur.get("_prepare_inputs", 0.0) - cur.get("_prepare_training_batch", 0.0)
-            split["backward"] = cur.get("_training_step", 0.0) - cur.get("_prepare_inputs", 0.0) - cur.get("_compute_loss", 0.0)
+            if "_fused" in cur:
+                split["student_forward"] = cur.get("_student_body", 0.0)
+                split["loss"] = cur["_fused"] - split["student_forward"] - split["teacher_forward"]
+            losses = cur.get("_compute_loss", 0.0) or cur.get("_fused", 0.0)  # sequence micro-batches: no compute_loss
+            split["backward"] = cur.get("_training_step", 0.0) - cur.get("_prepare_inputs", 0.0) - losses
             split["other"] = total - sum(split[k] for k in SPLIT_KEYS if k != "other")
             steps.append({"total": total, "split": split, **count_tokens})
 
@@ -192,7 +215,12 @@ def worker(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats()
     rss_before = _read_status("VmRSS")
     t0 = time.perf_counter()
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
     wall = time.perf_counter() - t0
     measured = steps[spec["warmup"]:] or steps
     mean_total = statistics.mean(s["total"] for s in measured)
@@ -220,6 +248,8 @@ def eval_worker(spec: dict) -> dict:
     lm-eval prior suite's wall-clock at a small limit."""
     import torch
 
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     from data_prep.tasks import load_task
     from eval.generation import generate
     from sdft.models import load_model_and_tokenizer
@@ -264,7 +294,7 @@ def _run_child(kind: str, spec: dict, env_extra: dict, timeout: int) -> dict:
     return json.loads(Path(out_path).read_text())
 
 
-def _variants(ablations: list[str], trl_baseline: bool) -> list[tuple[str, str, dict]]:
+def _variants(ablations: list[str], trl_baseline: bool, gradient_checkpointing: bool = False) -> list[tuple[str, str, dict]]:
     on = {s: True for s in SWITCHES}
     out = [("sft", "sft", on), ("sdft", "sdft", on)]
     for s in ablations:
@@ -273,6 +303,8 @@ def _variants(ablations: list[str], trl_baseline: bool) -> list[tuple[str, str, 
         out.append(("sdft-trl", "sdft", {s: False for s in SWITCHES}))
     if "omp_passive" in ablations:
         out.append(("sft-no-omp_passive", "sft", {**on, "omp_passive": False}))
+    if gradient_checkpointing:  # a memory-for-time trade, not a free optimization: reported beside, not in "sdft"
+        out.append(("sdft+gradient_checkpointing", "sdft", on))
     return out
 
 
@@ -298,13 +330,20 @@ def write_markdown(result: dict) -> str:
         f"Machine: {result['machine']}; torch {result['versions']['torch']}, transformers "
         f"{result['versions']['transformers']}, trl {result['versions']['trl']}; {result['date']}.", "",
         f"Settings: model `{s['model']}`, task `{s['task']}`, batch {s['batch_size']}, max completion length "
-        f"{s['max_completion_length']}, {s['warmup']} warm-up + {s['steps']} measured steps per run, {s['rounds']} "
+        f"{s['max_completion_length']}, torch threads {s.get('threads') or 'default'}, extra env {s.get('env') or 'none'}, "
+        f"{s['warmup']} warm-up + {s['steps']} measured steps per run, {s['rounds']} "
         f"round(s), variants alternating within each round; median over rounds. Peak memory: "
         f"{'torch.cuda.max_memory_allocated' if result['cuda'] else 'process peak RSS (VmHWM) during training, after model loading; includes both models, optimizer state and the Python/torch runtime'}.", "",
-        "## SDFT / SFT (all optimizations on)", "",
-        "| | SFT | SDFT | SDFT / SFT |", "|---|---|---|---|",
     ]
+    if "sft" not in v or "sdft" not in v:  # a partial invocation (--only): the variants alone
+        lines += ["| variant | s / example | peak MiB | " + " | ".join(SPLIT_KEYS) + " |",
+                  "|---|---|---|" + "---|" * len(SPLIT_KEYS)]
+        for r in result["variants"]:
+            lines.append(f"| {r['name']} | {_fmt(r['sec_per_example'])} | {_fmt(r['peak_memory_mb'], 0)} | "
+                         + " | ".join(_fmt(r["split"][k]) for k in SPLIT_KEYS) + " |")
+        return "\n".join(lines + [""])
     a, b = v["sft"], v["sdft"]
+    lines += ["## SDFT / SFT (all optimizations on)", "", "| | SFT | SDFT | SDFT / SFT |", "|---|---|---|---|"]
     lines += [
         f"| s / example | {_fmt(a['sec_per_example'])} | {_fmt(b['sec_per_example'])} | **{_fmt(result['ratios']['sec_per_example'])}** |",
         f"| s / step | {_fmt(a['sec_per_step'])} | {_fmt(b['sec_per_step'])} | {_fmt(b['sec_per_step'] / a['sec_per_step'])} |",
@@ -353,6 +392,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--ablations", default=",".join(SWITCHES),
                    help=f"comma-separated switches to turn off one at a time (of {','.join(SWITCHES)}); '' for none")
     p.add_argument("--no-trl-baseline", action="store_true", help="skip the all-switches-off variant")
+    p.add_argument("--gradient-checkpointing-variant", action="store_true",
+                   help="also run SDFT with gradient checkpointing (less memory, more time)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment variable for every child run (e.g. MALLOC_MMAP_THRESHOLD_=1048576)")
+    p.add_argument("--only", default=None, help="comma-separated variant names to run (default: all)")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in every run (0: torch's default)")
     p.add_argument("--chunk-size", type=int, default=64, help="loss_chunk_size when chunked_loss is on")
     p.add_argument("--eval-limit", type=int, default=8, help="lm-eval samples per embedded task; 0 skips the suite")
     p.add_argument("--eval-prompts", type=int, default=16)
@@ -378,15 +423,21 @@ def main(argv: list[str] | None = None) -> dict | None:
     if unknown:
         p.error(f"unknown switches {sorted(unknown)}; known: {SWITCHES}")
     command = "python -m experiments.bench_cost " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    variants = _variants(ablations, not args.no_trl_baseline)
+    variants = _variants(ablations, not args.no_trl_baseline, args.gradient_checkpointing_variant)
+    if args.only:
+        keep = set(args.only.split(","))
+        variants = [v for v in variants if v[0] in keep]
     runs: dict[str, list[dict]] = {name: [] for name, _, _ in variants}
     base = dict(model=args.model, task=args.task, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
-                max_completion_length=args.max_completion_length, seed=args.seed)
+                max_completion_length=args.max_completion_length, seed=args.seed, threads=args.threads)
     for rnd in range(args.rounds):
         for name, method, switches in variants:
             spec = {**base, "name": name, "method": method, "switches": switches,
-                    "trainer_args": _args_for(switches, args.chunk_size)}
-            env = {} if switches["omp_passive"] else {"SDFT_OMP_DEFAULT": "1"}
+                    "trainer_args": _args_for(switches, args.chunk_size),
+                    "gradient_checkpointing": name.endswith("+gradient_checkpointing")}
+            env = dict(kv.split("=", 1) for kv in args.env)
+            if not switches["omp_passive"]:
+                env["SDFT_OMP_DEFAULT"] = "1"
             res = _run_child("worker", spec, env, args.timeout)
             runs[name].append(res)
             print(f"[bench_cost] round {rnd + 1}/{args.rounds} {name}: {res['sec_per_example']:.3f} s/example, "
@@ -398,7 +449,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     import trl
 
     result = {
-        "command": command, "settings": {**base, "rounds": args.rounds, "chunk_size": args.chunk_size},
+        "command": command, "settings": {**base, "rounds": args.rounds, "chunk_size": args.chunk_size, "env": args.env},
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cuda": torch.cuda.is_available(),
         "machine": (torch.cuda.get_device_name(0) if torch.cuda.is_available()
                     else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared)"),
@@ -406,11 +457,16 @@ def main(argv: list[str] | None = None) -> dict | None:
         "variants": [_median_variant(runs[name]) for name, _, _ in variants],
     }
     v = {r["name"]: r for r in result["variants"]}
-    result["ratios"] = {"sec_per_example": v["sdft"]["sec_per_example"] / v["sft"]["sec_per_example"],
-                        "peak_memory": v["sdft"]["peak_memory_mb"] / v["sft"]["peak_memory_mb"]}
-    if "sdft-trl" in v:
+    result["ratios"] = {}
+    if "sdft" in v and "sft" in v:
+        result["ratios"] = {"sec_per_example": v["sdft"]["sec_per_example"] / v["sft"]["sec_per_example"],
+                            "peak_memory": v["sdft"]["peak_memory_mb"] / v["sft"]["peak_memory_mb"]}
+    if "sdft-trl" in v and "sft" in v:
         result["ratios"]["trl_sec_per_example"] = v["sdft-trl"]["sec_per_example"] / v["sft"]["sec_per_example"]
         result["ratios"]["trl_peak_memory"] = v["sdft-trl"]["peak_memory_mb"] / v["sft"]["peak_memory_mb"]
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_cost.json").write_text(json.dumps(result, indent=2))  # training part, in case evaluation fails
     if not args.no_eval:
         result["eval"] = _run_child("eval-worker", {**base, "eval_limit": args.eval_limit, "eval_prompts": args.eval_prompts,
                                                      "eval_max_new_tokens": args.eval_max_new_tokens,

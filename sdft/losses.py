@@ -169,6 +169,97 @@ class _ChunkedTokenTerms(torch.autograd.Function):
         return grad, None, None, None, None, None
 
 
+class _ChunkedHeadTokenTerms(torch.autograd.Function):
+    """``_token_terms`` of ``logits = (hidden @ weight.T + bias) / temperature``, chunk by chunk.
+
+    The student's ``[B, T, V]`` logits and their gradient are never materialized: each chunk's logits are made
+    from the ``[B, T, H]`` hidden states in forward and again in backward, where the chunk's logit gradient
+    becomes the hidden-state gradient (``g @ W``) and is accumulated into the weight's (``g.T @ h``).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, teacher_logits, completion_ids, divergence, need_div, chunk_size,
+                temperature):
+        B, T, _ = hidden.shape
+        half = weight.dtype in (torch.float16, torch.bfloat16)
+        out_dtype = torch.float32 if half else weight.dtype
+        div = hidden.new_zeros((B, T), dtype=out_dtype)
+        s_tok, t_tok = torch.empty_like(div), torch.empty_like(div)
+        for b in range(B):
+            for t0 in range(0, T, chunk_size):
+                sl = slice(t0, t0 + chunk_size)
+                logits = _head(hidden[b, sl], weight, bias, temperature)
+                d, s, t = _token_terms(logits, teacher_logits[b, sl], completion_ids[b, sl], divergence, need_div)
+                div[b, sl], s_tok[b, sl], t_tok[b, sl] = d, s, t
+        ctx.save_for_backward(hidden, weight, bias, completion_ids)
+        ctx.teacher_logits = teacher_logits
+        ctx.args = (divergence, need_div, chunk_size, temperature)
+        ctx.mark_non_differentiable(t_tok)
+        ctx.set_materialize_grads(False)
+        return div, s_tok, t_tok
+
+    @staticmethod
+    def backward(ctx, grad_div, grad_s_tok, _grad_t_tok):
+        hidden, weight, bias, completion_ids = ctx.saved_tensors
+        divergence, need_div, chunk_size, temperature = ctx.args
+        teacher_logits = ctx.teacher_logits
+        if not need_div:
+            grad_div = None
+        nones = (None,) * 7
+        if grad_div is None and grad_s_tok is None:
+            return (None, None, None) + nones[:6]
+        B, T, _ = hidden.shape
+        grad_h = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
+        acc = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if ctx.needs_input_grad[1] else None
+        grad_b = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
+        for b in range(B):
+            for t0 in range(0, T, chunk_size):
+                sl = slice(t0, t0 + chunk_size)
+                h = hidden[b, sl]
+                with torch.enable_grad():
+                    logits = _head(h, weight, bias, temperature).detach().requires_grad_(True)
+                    d, s, _ = _token_terms(logits, teacher_logits[b, sl], completion_ids[b, sl], divergence, need_div)
+                    outs, grads = [], []
+                    if grad_s_tok is not None:
+                        outs.append(s)
+                        grads.append(grad_s_tok[b, sl])
+                    if grad_div is not None:
+                        outs.append(d)
+                        grads.append(grad_div[b, sl])
+                    (g,) = torch.autograd.grad(outs, [logits], grads)
+                if temperature != 1.0:
+                    g = g / temperature
+                g = g.to(weight.dtype)
+                if grad_h is not None:
+                    grad_h[b, sl] = g @ weight
+                if grad_w is not None:
+                    grad_w.addmm_(g.t().to(acc), h.to(acc))
+                if grad_b is not None:
+                    grad_b += g.sum(0)
+        ctx.teacher_logits = None
+        if grad_w is not None:
+            grad_w = grad_w.to(weight.dtype)
+        return (grad_h, grad_w, grad_b) + nones[:6]
+
+
+def _head(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    logits = F.linear(hidden, weight, bias)
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def head_token_terms(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     teacher_logits: torch.Tensor, completion_ids: torch.Tensor, divergence: Any = "forward",
+                     chunk_size: int = 64, need_div: bool = True, temperature: float = 1.0):
+    """``token_terms`` of the student logits ``(hidden @ weight.T + bias) / temperature`` without ever holding
+    them (nor their gradient) for the whole sequence: ``chunk_size`` positions at a time, recomputed in backward.
+    Gradients flow into ``hidden``, ``weight`` and ``bias``.
+    """
+    alpha = divergence_alpha(divergence)
+    return _ChunkedHeadTokenTerms.apply(hidden, weight, bias, teacher_logits.detach(), completion_ids, alpha,
+                                        need_div, max(1, int(chunk_size)), float(temperature))
+
+
 def token_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, completion_ids: torch.Tensor,
                 divergence: Any = "forward", chunk_size: int | None = None, need_div: bool = True):
     """``(D_t, log pi_theta(y_t), log pi(y_t))``, each ``[B, T]``; ``chunk_size`` positions at a time if given.
@@ -218,21 +309,26 @@ def self_distillation_loss(
         raise ValueError("the token-level estimator is defined for the reverse KL only (divergence='reverse')")
     need_div = estimator != "token" or return_divergence
     div, s_tok, t_tok = token_terms(student_logits, teacher_logits, completion_ids, alpha, chunk_size, need_div)
+    loss = loss_from_terms(div, s_tok, t_tok, completion_mask, estimator, skip_first, is_weights, reduction)
+    return (loss, div.detach()) if return_divergence else loss
+
+
+def loss_from_terms(div: torch.Tensor, s_tok: torch.Tensor, t_tok: torch.Tensor, completion_mask: torch.Tensor,
+                    estimator: str = "analytic", skip_first: int = 0, is_weights: torch.Tensor | None = None,
+                    reduction: str = "sequence_mean") -> torch.Tensor:
+    """The estimator's surrogate from the per-token terms of ``token_terms`` / ``head_token_terms``."""
     mask = loss_mask_for(completion_mask, skip_first).to(s_tok.dtype)
     valid = completion_mask.to(s_tok.dtype)
     weights = mask if is_weights is None else mask * is_weights.detach().to(s_tok.dtype)
-
     if estimator == "token":
         per_token = (s_tok - t_tok).detach() * s_tok
-        loss = _reduce((per_token * weights).sum(-1), mask, reduction)
-    else:
-        per_sequence = (div * weights).sum(-1)
-        if estimator == "rao_blackwell":
-            d = (div * weights).detach()
-            future = d.flip(-1).cumsum(-1).flip(-1) - d  # sum over t' > t of the divergence still to come
-            per_sequence = per_sequence + (s_tok * future * valid).sum(-1)
-        loss = _reduce(per_sequence, mask, reduction)
-    return (loss, div.detach()) if return_divergence else loss
+        return _reduce((per_token * weights).sum(-1), mask, reduction)
+    per_sequence = (div * weights).sum(-1)
+    if estimator == "rao_blackwell":
+        d = (div * weights).detach()
+        future = d.flip(-1).cumsum(-1).flip(-1) - d  # sum over t' > t of the divergence still to come
+        per_sequence = per_sequence + (s_tok * future * valid).sum(-1)
+    return _reduce(per_sequence, mask, reduction)
 
 
 def truncated_importance_weights(train_logps: torch.Tensor, sampler_logps: torch.Tensor, cap: float = 2.0) -> torch.Tensor:

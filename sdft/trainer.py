@@ -10,6 +10,15 @@ What this adds to TRL 1.16's trainer, and why:
   * With vLLM, the sampler's token log-probabilities are kept and each token's divergence is
     reweighted by the truncated ratio pi_train(y_t) / pi_vllm(y_t) (Algorithm 1, line 17).
   * Checkpoints also hold the teacher's weights, so a resumed run continues with the same EMA teacher.
+  * Cost (``SelfDistillationConfig`` switches, all on by default, none changes the math; measured by
+    ``python -m experiments.bench_cost``): the full-vocabulary loss terms are computed ``loss_chunk_size``
+    positions at a time and recomputed in backward; the student's output head is fused into those chunks so
+    its ``[B, T, V]`` logits and their gradient never exist whole (``fused_lm_head``, single process only);
+    the teacher runs under ``torch.inference_mode`` (``teacher_inference_mode``); no copy of the logits for
+    temperature 1, no forward of the last sampled token, and the logged divergence comes from the loss pass
+    instead of a second full-vocabulary pass (``lean_logits``). Rollouts use TRL's HF ``generate`` (batched,
+    left-padded, KV cache, only the last position's logits, stops when every sequence has ended) or, on GPUs,
+    vLLM colocated with sleep mode (``sdft_config_from``).
 
 Everything else -- on-policy rollouts, teacher prompt construction, the teacher copy for ``base`` /
 ``ema`` and the student itself for ``live`` -- is TRL's.
@@ -33,7 +42,10 @@ with warnings.catch_warnings():
 
 from trl.trainer.utils import pad, selective_log_softmax
 
-from sdft.losses import per_token_divergence, self_distillation_loss, truncated_importance_weights, loss_mask_for
+from accelerate.utils import is_peft_model
+
+from sdft.losses import (head_token_terms, loss_from_terms, loss_mask_for, per_token_divergence,
+                         self_distillation_loss, truncated_importance_weights)
 
 TEACHER_WEIGHTS_FILE = "teacher_model.safetensors"
 
@@ -59,6 +71,18 @@ class SelfDistillationConfig(SDFTConfig):
     )
     teacher_inference_mode: bool = field(
         default=True, metadata={"help": "teacher forward under torch.inference_mode (TRL: no_grad)"}
+    )
+    fused_lm_head: bool = field(
+        default=True,
+        metadata={"help": "with loss_chunk_size > 0: the student's logits are made chunk by chunk from its hidden "
+                  "states inside the loss, never whole (sdft.losses.head_token_terms). Single process, non-PEFT "
+                  "models with an output-embedding head only; otherwise the plain path runs."},
+    )
+    sequence_microbatches: bool = field(
+        default=True,
+        metadata={"help": "with fused_lm_head: forward and backward one rollout at a time, without its padding "
+                  "(the loss is a mean over sequences, so its gradient is the sum of the per-sequence ones): no "
+                  "compute on padding, a quarter of the activation memory at batch 4"},
     )
     lean_logits: bool = field(
         default=True,
@@ -192,21 +216,103 @@ class SelfDistillationTrainer(SDFTTrainer):
                                   loss_mask=loss_mask_for(completion_mask, self.num_loss_tokens_to_skip),
                                   student_logits=student_logits, teacher_logits=teacher_logits)
 
+    def _fused_head_usable(self, model) -> bool:
+        if not (self.args.fused_lm_head and self.args.loss_chunk_size and self.args.lean_logits):
+            return False
+        if self.use_teacher_server or self.accelerator.num_processes > 1 or self.is_deepspeed_enabled \
+                or self.is_fsdp_enabled or is_peft_model(model):
+            return False
+        base = getattr(model, "model", None)
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        return base is not None and isinstance(head, torch.nn.Linear) and not getattr(model, "_is_quantized", False)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if return_outputs or not self._fused_head_usable(model):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = self._fused_self_distillation_loss(model, inputs)
+        return loss / (self.current_gradient_accumulation_steps if self.model.training else 1.0)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not (self.args.sequence_microbatches and self._fused_head_usable(model)):
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        batch_size = inputs["completion_ids"].size(0)
+        scale = batch_size * self.current_gradient_accumulation_steps
+        total = torch.zeros((), device=inputs["completion_ids"].device)
+        div_sum = torch.zeros((), device=total.device)
+        n_tokens = torch.zeros((), device=total.device)
+        for b in range(batch_size):
+            seq = _one_sequence(inputs, b)
+            if seq is None:  # an empty completion has no loss term (its share of the mean is 0)
+                continue
+            with self.compute_loss_context_manager():
+                loss, div = self._fused_self_distillation_loss(model, seq, log=False)
+            self.accelerator.backward(loss / scale)
+            total += loss.detach() / scale
+            mask = loss_mask_for(seq["completion_mask"], self.num_loss_tokens_to_skip)
+            div_sum += (div * mask).sum()
+            n_tokens += mask.sum()
+        mode = "train" if model.training else "eval"
+        self._log_self_distillation_metric(
+            mode, self.accelerator.gather(div_sum / n_tokens.clamp(min=1.0)).mean().item())
+        self._step += 1  # TRL's training_step counts steps for its rollout buffer
+        return total
+
+    def _fused_self_distillation_loss(self, model, inputs, log: bool = True):
+        """The loss of ``_compute_teacher_student_logits`` + ``_compute_self_distillation_loss`` with the student's
+        output head fused into the chunked loss terms (``SelfDistillationConfig.fused_lm_head``)."""
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        T = completion_ids.size(1)
+        no_graph = torch.inference_mode() if self.args.teacher_inference_mode else torch.no_grad()
+        with no_graph, self._get_teacher_context_for_self_distillation():
+            teacher_logits = self._forward_logits(self.teacher_model, inputs["teacher_input_ids"],
+                                                  inputs["teacher_attention_mask"], T)
+        input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)[:, :-1]
+        attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)[:, :-1]
+        hidden = model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        head = model.get_output_embeddings()
+        div, s_tok, t_tok = head_token_terms(  # need_div: the logged value is the divergence, whatever the estimator
+            hidden[:, -T:], head.weight, head.bias, teacher_logits, completion_ids, self.args.distillation_alpha,
+            chunk_size=self.args.loss_chunk_size, need_div=True, temperature=self.temperature,
+        )
+        is_weights = self._importance_weights(inputs, s_tok.detach())
+        loss = loss_from_terms(div, s_tok, t_tok, completion_mask, self.args.estimator, self.num_loss_tokens_to_skip,
+                               is_weights, "sequence_mean")
+        if not log:
+            return loss, div.detach()
+        self._log_divergence(model, completion_mask, div.detach())
+        return loss
+
+    def _importance_weights(self, inputs, student_tok_logps):
+        is_weights = None
+        old = inputs.get("old_per_token_logps")
+        sampler = inputs.get("sampler_per_token_logps")
+        if old is not None and self.args.distillation_is_clip is not None:  # reused rollouts (TRL's correction)
+            is_weights = truncated_importance_weights(student_tok_logps, old, self.args.distillation_is_clip)
+        if sampler is not None:  # vLLM vs trainer mismatch
+            w = truncated_importance_weights(student_tok_logps, torch.nan_to_num(sampler, nan=0.0),
+                                             self.args.importance_sampling_cap)
+            is_weights = w if is_weights is None else is_weights * w
+        return is_weights
+
+    def _log_divergence(self, model, completion_mask, div):
+        with torch.no_grad():
+            mask = loss_mask_for(completion_mask, self.num_loss_tokens_to_skip)
+            mean_div = (div * mask).sum() / mask.sum().clamp(min=1.0)
+        mode = "train" if model.training else "eval"
+        self._log_self_distillation_metric(mode, self.accelerator.gather(mean_div).mean().item())
+
     # ---------------------------------------------------------------- loss
     def _compute_self_distillation_loss(self, model, inputs, distillation_logits):
         logits = distillation_logits
         completion_mask = inputs["completion_mask"]
+        needs_tok = (inputs.get("old_per_token_logps") is not None and self.args.distillation_is_clip is not None) \
+            or inputs.get("sampler_per_token_logps") is not None
         is_weights = None
-        old = inputs.get("old_per_token_logps")
-        sampler = inputs.get("sampler_per_token_logps")
-        if (old is not None and self.args.distillation_is_clip is not None) or sampler is not None:
+        if needs_tok:
             student_tok = selective_log_softmax(logits.student_logits, logits.completion_ids).detach()
-            if old is not None and self.args.distillation_is_clip is not None:  # reused rollouts (TRL's correction)
-                is_weights = truncated_importance_weights(student_tok, old, self.args.distillation_is_clip)
-            if sampler is not None:  # vLLM vs trainer mismatch
-                w = truncated_importance_weights(student_tok, torch.nan_to_num(sampler, nan=0.0),
-                                                 self.args.importance_sampling_cap)
-                is_weights = w if is_weights is None else is_weights * w
+            is_weights = self._importance_weights(inputs, student_tok)
 
         lean = self.args.lean_logits
         loss = self_distillation_loss(
@@ -217,15 +323,31 @@ class SelfDistillationTrainer(SDFTTrainer):
         )
         if lean:
             loss, div = loss
-        with torch.no_grad():  # the logged value is the divergence itself, whatever the estimator
-            mask = loss_mask_for(completion_mask, self.num_loss_tokens_to_skip)
-            if not lean:
+        else:  # TRL's way: a second full-vocabulary pass for the logged value
+            with torch.no_grad():
                 div = per_token_divergence(logits.student_logits.detach(), logits.teacher_logits,
                                            self.args.distillation_alpha)
-            mean_div = (div * mask).sum() / mask.sum().clamp(min=1.0)
-        mode = "train" if model.training else "eval"
-        self._log_self_distillation_metric(mode, self.accelerator.gather(mean_div).mean().item())
+        self._log_divergence(model, completion_mask, div)
         return loss
+
+
+def _one_sequence(inputs: dict, b: int) -> dict | None:
+    """Row ``b`` of a rollout batch without its padding (prompts are left-padded, completions right-padded)."""
+    n = int(inputs["completion_mask"][b].sum())
+    if n == 0:
+        return None
+    prompt = inputs["prompt_mask"][b].bool()
+    teacher = inputs["teacher_attention_mask"][b].bool()
+    out = {
+        "prompt_ids": inputs["prompt_ids"][b][prompt][None], "prompt_mask": inputs["prompt_mask"][b][prompt][None],
+        "completion_ids": inputs["completion_ids"][b, :n][None], "completion_mask": inputs["completion_mask"][b, :n][None],
+        "teacher_input_ids": inputs["teacher_input_ids"][b][teacher][None],
+        "teacher_attention_mask": inputs["teacher_attention_mask"][b][teacher][None],
+    }
+    for key in ("old_per_token_logps", "sampler_per_token_logps"):
+        if inputs.get(key) is not None:
+            out[key] = inputs[key][b, :n][None]
+    return out
 
 
 def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -17,6 +18,9 @@ def load_student(cfg: RunConfig, model_name: str | None = None):
 
     name = model_name or cfg.model
     cuda = torch.cuda.is_available()
+    if not cuda and os.environ.get("SDFT_NUM_THREADS"):
+        # On shared CPU cores, fewer threads than cores can be much faster (experiments/bench_cost.py).
+        torch.set_num_threads(int(os.environ["SDFT_NUM_THREADS"]))
     dtype = torch.bfloat16 if (cuda and cfg.bf16 is not False) else torch.float32
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=dtype)
     tokenizer = load_tokenizer(name)

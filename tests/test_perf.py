@@ -101,3 +101,111 @@ def test_bench_cost_runs_on_the_tiny_model(tmp_path):
     for v in result["variants"]:
         assert v["sec_per_example"] > 0 and v["peak_rss_mb"] > 0
     assert result["ratios"]["sec_per_example"] > 0 and result["ratios"]["peak_memory"] > 0
+
+
+@pytest.mark.parametrize("divergence,estimator", CASES)
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_fused_head_terms_equal_full_logits(divergence, estimator, temperature):
+    """The student's logits made chunk by chunk from hidden states (never whole) give the same loss and the same
+    gradients for the hidden states, the output weight and its bias."""
+    from sdft.losses import head_token_terms, loss_from_terms
+
+    g = torch.Generator().manual_seed(5)
+    B, T, H, V = 3, 11, 6, 37
+    hidden = torch.randn(B, T, H, generator=g, dtype=torch.float64)
+    weight = torch.randn(V, H, generator=g, dtype=torch.float64)
+    bias = torch.randn(V, generator=g, dtype=torch.float64)
+    _, t, ids, mask = _batch(B=B, T=T, V=V)
+    kw = dict(estimator=estimator, skip_first=1)
+    leaves1 = [x.clone().requires_grad_(True) for x in (hidden, weight, bias)]
+    logits = (torch.nn.functional.linear(leaves1[0], leaves1[1], leaves1[2])) / temperature
+    ref = self_distillation_loss(logits, t, ids, mask, divergence=divergence, **kw)
+    ref.backward()
+    leaves2 = [x.clone().requires_grad_(True) for x in (hidden, weight, bias)]
+    div, s_tok, t_tok = head_token_terms(*leaves2, t, ids, divergence, chunk_size=4, temperature=temperature)
+    got = loss_from_terms(div, s_tok, t_tok, mask, **kw)
+    got.backward()
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)
+    for a, b in zip(leaves2, leaves1):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("estimator", ["analytic", "rao_blackwell"])
+def test_trainer_fused_and_chunked_paths_give_the_plain_loss_and_gradient(estimator, tiny_model_path, tmp_path):
+    """The trainer's loss and student gradient are the same with every performance switch on or off."""
+    from data_prep import load_task
+    from sdft.config import build_config
+    from sdft.trainer import build_sdft_trainer
+
+    cfg = build_config("smoke", "sdft", overrides=dict(model=tiny_model_path, output_dir=str(tmp_path),
+                                                       save_steps=1000, save_model=False, estimator=estimator,
+                                                       divergence="reverse" if estimator != "analytic" else "forward"))
+    recs = load_task("embedded_tool", "train", n=2)
+    trainer = build_sdft_trainer(cfg, recs, tmp_path)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train()
+    torch.manual_seed(0)
+    batch = trainer._prepare_training_batch([{"prompt": r["prompt"], "privileged_context": r["demonstration"]}
+                                             for r in recs])
+    with torch.no_grad():  # a teacher different from the student
+        for p in trainer.teacher_model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    results = []
+    for switches in (dict(loss_chunk_size=0, teacher_inference_mode=False, lean_logits=False, fused_lm_head=False),
+                     dict(loss_chunk_size=3, teacher_inference_mode=True, lean_logits=True, fused_lm_head=False),
+                     dict(loss_chunk_size=3, teacher_inference_mode=True, lean_logits=True, fused_lm_head=True)):
+        for k, v in switches.items():
+            setattr(trainer.args, k, v)
+        assert trainer._fused_head_usable(trainer.model) == switches["fused_lm_head"]
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        grads = {k: p.grad.clone() for k, p in trainer.model.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads))
+    ref_loss, ref_grads = results[0]
+    for loss, grads in results[1:]:
+        torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
+        assert grads.keys() == ref_grads.keys()
+        for k in grads:
+            torch.testing.assert_close(grads[k], ref_grads[k], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("estimator", ["analytic", "rao_blackwell"])
+def test_sequence_microbatches_give_the_batched_gradient(estimator, tiny_model_path, tmp_path):
+    """One rollout at a time without padding (sequence_microbatches) == the padded batch: same loss, same gradient."""
+    from data_prep import load_task
+    from sdft.config import build_config
+    from sdft.trainer import build_sdft_trainer
+
+    cfg = build_config("smoke", "sdft", overrides=dict(model=tiny_model_path, output_dir=str(tmp_path), save_steps=1000,
+                                                       save_model=False, estimator=estimator, skip_first_tokens=1,
+                                                       per_device_train_batch_size=3,
+                                                       divergence="reverse" if estimator != "analytic" else "forward"))
+    recs = load_task("embedded_tool", "train", n=3)
+    trainer = build_sdft_trainer(cfg, recs, tmp_path)
+    trainer.current_gradient_accumulation_steps = 1
+    trainer.model.train()
+    torch.manual_seed(1)
+    batch = trainer._prepare_training_batch([{"prompt": r["prompt"], "privileged_context": r["demonstration"]}
+                                             for r in recs])
+    batch["completion_mask"][1, 5:] = 0  # rollouts of different lengths: padding inside the batch
+    batch["completion_ids"][1, 5:] = trainer._tokenizer.pad_token_id
+    n = batch["completion_ids"].size(1)
+    batch["teacher_attention_mask"][1, -n + 5:] = 0
+    with torch.no_grad():
+        for p in trainer.teacher_model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    trainer._prepare_inputs = lambda _inputs: batch  # no new rollouts: both paths see the same batch
+    results = []
+    for micro in (False, True):
+        trainer.args.sequence_microbatches = micro
+        trainer.model.zero_grad()
+        if micro:
+            loss = trainer.training_step(trainer.model, [{}] * 3)
+        else:
+            loss = trainer.compute_loss(trainer.model, batch)
+            loss.backward()
+        results.append((loss.detach(), {k: p.grad.clone() for k, p in trainer.model.named_parameters()}))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
+    for k in results[0][1]:
+        torch.testing.assert_close(results[1][1][k], results[0][1][k], atol=1e-5, rtol=1e-4)
