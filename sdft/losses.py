@@ -152,21 +152,23 @@ class _ChunkedTokenTerms(torch.autograd.Function):
         for b in range(B):
             for t0 in range(0, T, ctx.chunk_size):
                 sl = slice(t0, t0 + ctx.chunk_size)
-                with torch.enable_grad():
-                    chunk = student_logits[b, sl].detach().requires_grad_(True)
-                    d, s, _ = _token_terms(chunk, teacher_logits[b, sl], completion_ids[b, sl], ctx.divergence,
-                                           ctx.need_div)
-                    outputs, grads = [], []
-                    if grad_s_tok is not None:
-                        outputs.append(s)
-                        grads.append(grad_s_tok[b, sl])
-                    if grad_div is not None:
-                        outputs.append(d)
-                        grads.append(grad_div[b, sl])
-                    (g,) = torch.autograd.grad(outputs, [chunk], grads)
-                grad[b, sl] = g
+                grad[b, sl] = _chunk_logit_grad(student_logits[b, sl], teacher_logits[b, sl], completion_ids[b, sl],
+                                                ctx.divergence, ctx.need_div,
+                                                None if grad_s_tok is None else grad_s_tok[b, sl],
+                                                None if grad_div is None else grad_div[b, sl])
         ctx.teacher_logits = None
         return grad, None, None, None, None, None
+
+
+def _chunk_logit_grad(logits, teacher_logits, completion_ids, divergence, need_div, grad_s_tok, grad_div):
+    """The gradient reaching one chunk's student logits from the upstream gradients of its ``_token_terms``."""
+    with torch.enable_grad():
+        logits = logits.detach().requires_grad_(True)
+        d, s, _ = _token_terms(logits, teacher_logits, completion_ids, divergence, need_div)
+        pairs = [(s, grad_s_tok), (d, grad_div)]
+        outputs, grads = [o for o, g in pairs if g is not None], [g for _, g in pairs if g is not None]
+        (g,) = torch.autograd.grad(outputs, [logits], grads)
+    return g
 
 
 class _ChunkedHeadTokenTerms(torch.autograd.Function):
@@ -217,17 +219,9 @@ class _ChunkedHeadTokenTerms(torch.autograd.Function):
             for t0 in range(0, T, chunk_size):
                 sl = slice(t0, t0 + chunk_size)
                 h = hidden[b, sl]
-                with torch.enable_grad():
-                    logits = _head(h, weight, bias, temperature).detach().requires_grad_(True)
-                    d, s, _ = _token_terms(logits, teacher_logits[b, sl], completion_ids[b, sl], divergence, need_div)
-                    outs, grads = [], []
-                    if grad_s_tok is not None:
-                        outs.append(s)
-                        grads.append(grad_s_tok[b, sl])
-                    if grad_div is not None:
-                        outs.append(d)
-                        grads.append(grad_div[b, sl])
-                    (g,) = torch.autograd.grad(outs, [logits], grads)
+                g = _chunk_logit_grad(_head(h, weight, bias, temperature), teacher_logits[b, sl], completion_ids[b, sl],
+                                      divergence, need_div, None if grad_s_tok is None else grad_s_tok[b, sl],
+                                      None if grad_div is None else grad_div[b, sl])
                 if temperature != 1.0:
                     g = g / temperature
                 g = g.to(weight.dtype)
