@@ -103,6 +103,22 @@ def _parse_call(action, action_input, source: str, where: str, fld: str) -> dict
     return {"name": action.strip(), "arguments": args}
 
 
+def _record(record_id: str, api: tuple[str, str, str], question: str, demonstration: str, calls: list[dict],
+            path: Path) -> dict:
+    """One tool-use record in the schema; ``api`` is (name, description, documentation)."""
+    name, description, doc = api
+    return {"id": record_id, "task": TASK, "prompt": build_prompt(name, description, doc, question),
+            "demonstration": demonstration, "reference": calls,
+            "meta": {"api": name, "question": question, "source": Path(path).name}}
+
+
+def _convert_file(path: Path, convert, report: "ToolUseReport", skip_invalid: bool) -> tuple[list[dict], "ToolUseReport"]:
+    """Every API entry of a ToolAlpaca file through ``convert``, with the counts in ``report``."""
+    records, invalid = convert_all(read_json_records(path), convert, str(path), skip_invalid)
+    report.records, report.invalid = len(records), invalid
+    return records, report
+
+
 def eval_records(path: Path, skip_invalid: bool = False) -> tuple[list[dict], ToolUseReport]:
     """Records of ``eval_simulated.json`` (or ``eval_real.json``): one per instruction with JSON golden calls."""
     source = str(path)
@@ -134,19 +150,11 @@ def eval_records(path: Path, skip_invalid: bool = False) -> tuple[list[dict], To
             if any(c is None for c in calls):
                 report.unscorable.append(f"{name}: {question.strip()[:80]}")
                 continue
-            out.append({
-                "id": stable_id(TASK, name, question),
-                "task": TASK,
-                "prompt": build_prompt(name, description, doc, question),
-                "demonstration": "",  # the evaluation set has golden calls, no demonstrations
-                "reference": calls,
-                "meta": {"api": name, "question": question, "source": Path(path).name},
-            })
+            # the evaluation set has golden calls, no demonstrations
+            out.append(_record(stable_id(TASK, name, question), (name, description, doc), question, "", calls, path))
         return out
 
-    records, invalid = convert_all(read_json_records(path), convert, source, skip_invalid)
-    report.records, report.invalid = len(records), invalid
-    return records, report
+    return _convert_file(path, convert, report, skip_invalid)
 
 
 def _thought_of(log_text: str) -> str:
@@ -210,19 +218,12 @@ def train_records(path: Path, skip_invalid: bool = False) -> tuple[list[dict], T
             if any(c is None for c in calls):
                 report.unscorable.append(f"{name}: {question.strip()[:80]}")
                 continue
-            out.append({
-                "id": stable_id(TASK, name, question, str(k)),
-                "task": TASK,
-                "prompt": build_prompt(name, description, doc, question),
-                "demonstration": render_episode(steps, str(inst.get("Final Thought") or ""), answer),
-                "reference": calls,
-                "meta": {"api": name, "question": question, "source": Path(path).name},
-            })
+            demonstration = render_episode(steps, str(inst.get("Final Thought") or ""), answer)
+            out.append(_record(stable_id(TASK, name, question, str(k)), (name, description, doc), question,
+                               demonstration, calls, path))
         return out
 
-    records, invalid = convert_all(read_json_records(path), convert, source, skip_invalid)
-    report.records, report.invalid = len(records), invalid
-    return records, report
+    return _convert_file(path, convert, report, skip_invalid)
 
 
 def _file(data_dir: Path | None, name: str) -> Path:
