@@ -1,3 +1,3 @@
 """One thin script per paper section, sharing the grid runner and the evaluation glue."""
 
-import sdft as _sdft  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch is imported; see sdft/__init__.py)
+import sdft as _sdft  # noqa: E402,F401  (chooses the OpenMP wait policy before torch is imported; see sdft/__init__.py)

@@ -24,11 +24,14 @@ wrapped around the trainer's own methods (no reimplementation):
 
 Variants: ``sft``; ``sdft`` with every optimization on; ``sdft-no-<switch>`` with one switched off, for each
 ``--ablations`` switch (the before/after of each optimization, from the same invocation); ``sdft-trl`` with all of
-them off (TRL 1.16's trainer as shipped, our loss); ``sft-no-omp_passive`` when ``omp_passive`` is ablated.
+them off (TRL 1.16's trainer as shipped, our loss); with ``--omp-passive-variant``, ``sft+omp_passive`` and
+``sdft+omp_passive`` (``OMP_WAIT_POLICY=PASSIVE``, what ``SDFT_OMP_PASSIVE=1`` sets; every other run has the OpenMP
+runtime's default policy).
 
-Switches: ``omp_passive`` (``OMP_WAIT_POLICY=PASSIVE``, set by ``sdft/__init__.py``), ``chunked_loss``
-(``loss_chunk_size``), ``fused_lm_head``, ``sequence_microbatches``, ``teacher_inference_mode``, ``lean_logits``, ``fused_ema``
-(``SelfDistillationConfig`` fields). ``--threads`` sets ``torch.set_num_threads`` in every run.
+Switches: ``chunked_loss`` (``loss_chunk_size``), ``fused_lm_head``, ``sequence_microbatches``,
+``teacher_inference_mode``, ``lean_logits``, ``fused_ema``, ``bf16_rollouts`` (``rollout_dtype="bfloat16"``)
+(``SelfDistillationConfig`` fields). ``--threads`` sets ``torch.set_num_threads`` in every run. ``--equal-shape``
+gives both methods batches of one shape (see ``equal_shape_records``).
 
 Writes ``<out-dir>/bench_cost.{json,md}`` (default ``results/bench``) and, with ``--copy-md``, a copy of the
 markdown to a tracked path.
@@ -48,8 +51,8 @@ import tempfile
 import time
 from pathlib import Path
 
-SWITCHES = ("omp_passive", "chunked_loss", "fused_lm_head", "sequence_microbatches", "teacher_inference_mode",
-            "lean_logits", "fused_ema")
+SWITCHES = ("chunked_loss", "fused_lm_head", "sequence_microbatches", "teacher_inference_mode",
+            "lean_logits", "fused_ema", "bf16_rollouts")
 SPLIT_KEYS = ("generation", "rollout_other", "teacher_forward", "student_forward", "loss", "backward", "optimizer",
               "ema", "other")
 
@@ -62,7 +65,20 @@ def _args_for(switches: dict[str, bool], chunk: int) -> dict:
         "fused_lm_head": switches["fused_lm_head"],
         "sequence_microbatches": switches["sequence_microbatches"],
         "fused_ema": switches["fused_ema"],
+        "rollout_dtype": "bfloat16" if switches["bf16_rollouts"] else None,
     }
+
+
+def equal_shape_records(records: list[dict], tokenizer, n_tokens: int) -> list[dict]:
+    """Each demonstration repeated and cut to ``n_tokens`` tokens, so that SFT trains on completions as long as
+    SDFT's rollouts (which ``--equal-shape`` forces to exactly ``n_tokens`` with ``min_new_tokens``); the teacher of
+    SDFT sees the same lengthened demonstrations. Both methods then train on batches of the same shape."""
+    out = []
+    for r in records:
+        ids = tokenizer(r["demonstration"], add_special_tokens=False)["input_ids"]
+        reps = -(-n_tokens // max(len(ids), 1))
+        out.append({**r, "demonstration": tokenizer.decode((ids * reps)[:n_tokens])})
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ worker
@@ -97,6 +113,12 @@ def worker(spec: dict) -> dict:
             torch.cuda.synchronize()
 
     records = load_task(spec["task"], "train")
+    trainer_args = dict(spec.get("trainer_args") or {})
+    if spec.get("equal_shape"):
+        from sdft.models import load_tokenizer
+
+        records = equal_shape_records(records, load_tokenizer(spec["model"]), spec["max_completion_length"])
+        trainer_args["generation_kwargs"] = {"min_new_tokens": spec["max_completion_length"]}
     tmp = tempfile.mkdtemp(prefix="bench_cost_")
     total_steps = spec["warmup"] + spec["steps"]
     cfg = build_config("mini", spec["method"], overrides=dict(
@@ -111,7 +133,7 @@ def worker(spec: dict) -> dict:
     else:
         from sdft.trainer import build_sdft_trainer
 
-        trainer = build_sdft_trainer(cfg, records, tmp, callbacks=[], args_overrides=spec["trainer_args"])
+        trainer = build_sdft_trainer(cfg, records, tmp, callbacks=[], args_overrides=trainer_args)
 
     from transformers.trainer_utils import SaveStrategy
 
@@ -278,7 +300,7 @@ def eval_worker(spec: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------ parent
 def _run_child(kind: str, spec: dict, env_extra: dict, timeout: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "SDFT_OMP_DEFAULT")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "SDFT_OMP_PASSIVE")}
     env.update(env_extra)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -294,17 +316,20 @@ def _run_child(kind: str, spec: dict, env_extra: dict, timeout: int) -> dict:
     return json.loads(Path(out_path).read_text())
 
 
-def _variants(ablations: list[str], trl_baseline: bool, gradient_checkpointing: bool = False) -> list[tuple[str, str, dict]]:
+def _variants(ablations: list[str], trl_baseline: bool, gradient_checkpointing: bool = False,
+              omp_passive: bool = False) -> list[tuple[str, str, dict, dict]]:
+    """(name, method, switches, extra environment) of every variant, in running order."""
     on = {s: True for s in SWITCHES}
-    out = [("sft", "sft", on), ("sdft", "sdft", on)]
+    out = [("sft", "sft", on, {}), ("sdft", "sdft", on, {})]
     for s in ablations:
-        out.append((f"sdft-no-{s}", "sdft", {**on, s: False}))
+        out.append((f"sdft-no-{s}", "sdft", {**on, s: False}, {}))
     if trl_baseline:
-        out.append(("sdft-trl", "sdft", {s: False for s in SWITCHES}))
-    if "omp_passive" in ablations:
-        out.append(("sft-no-omp_passive", "sft", {**on, "omp_passive": False}))
+        out.append(("sdft-trl", "sdft", {s: False for s in SWITCHES}, {}))
+    if omp_passive:
+        passive = {"OMP_WAIT_POLICY": "PASSIVE"}
+        out += [("sft+omp_passive", "sft", on, passive), ("sdft+omp_passive", "sdft", on, passive)]
     if gradient_checkpointing:  # a memory-for-time trade, not a free optimization: reported beside, not in "sdft"
-        out.append(("sdft+gradient_checkpointing", "sdft", on))
+        out.append(("sdft+gradient_checkpointing", "sdft", on, {}))
     return out
 
 
@@ -331,6 +356,8 @@ def write_markdown(result: dict) -> str:
         f"{result['versions']['transformers']}, trl {result['versions']['trl']}; {result['date']}.", "",
         f"Settings: model `{s['model']}`, task `{s['task']}`, batch {s['batch_size']}, max completion length "
         f"{s['max_completion_length']}, torch threads {s.get('threads') or 'default'}, extra env {s.get('env') or 'none'}, "
+        + ("**equal shape** (demonstrations lengthened to the max completion length, SDFT rollouts forced to it), "
+           if s.get("equal_shape") else "the task's own demonstrations, rollouts ending at EOS, ") +
         f"{s['warmup']} warm-up + {s['steps']} measured steps per run, {s['rounds']} "
         f"round(s), variants alternating within each round; median over rounds. Peak memory: "
         f"{'torch.cuda.max_memory_allocated' if result['cuda'] else 'process peak RSS (VmHWM) during training, after model loading; includes both models, optimizer state and the Python/torch runtime'}.", "",
@@ -353,15 +380,19 @@ def write_markdown(result: dict) -> str:
         f"| tokens / s | {_fmt(a['tokens_per_s'], 1)} | {_fmt(b['tokens_per_s'], 1)} | |",
         "",
         "## Every variant (before/after of each optimization: `sdft` vs `sdft-no-<switch>`)", "",
-        "| variant | s / example | vs sdft | / sft | peak MiB | per-round s / example | " + " | ".join(SPLIT_KEYS) + " |",
-        "|---|---|---|---|---|---|" + "---|" * len(SPLIT_KEYS),
+        "| variant | s / example | vs sdft | / sft | peak MiB | completion tokens / step | per-round s / example | "
+        + " | ".join(SPLIT_KEYS) + " |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(SPLIT_KEYS),
     ]
     for r in result["variants"]:
         rounds = ", ".join(_fmt(x["sec_per_example"]) for x in r["rounds"])
         split = " | ".join(_fmt(r["split"][k]) for k in SPLIT_KEYS)
         lines.append(f"| {r['name']} | {_fmt(r['sec_per_example'])} | {_fmt(r['sec_per_example'] / b['sec_per_example'])}x "
-                     f"| {_fmt(r['sec_per_example'] / a['sec_per_example'])}x | {_fmt(r['peak_memory_mb'], 0)} | {rounds} | {split} |")
-    lines += ["", "Split columns are seconds per step (mean over measured steps of the median run).", ""]
+                     f"| {_fmt(r['sec_per_example'] / a['sec_per_example'])}x | {_fmt(r['peak_memory_mb'], 0)} "
+                     f"| {_fmt(r['completion_tokens_per_step'], 0)} | {rounds} | {split} |")
+    lines += ["", "Split columns are seconds per step (mean over measured steps of the median run). Rollouts are "
+              "sampled, so their lengths (completion tokens / step) differ between SDFT variants unless "
+              "`--equal-shape` fixes them; generation, student forward and backward scale with them.", ""]
     if result.get("eval"):
         e = result["eval"]
         lines += ["## Evaluation throughput", "",
@@ -394,9 +425,14 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--no-trl-baseline", action="store_true", help="skip the all-switches-off variant")
     p.add_argument("--gradient-checkpointing-variant", action="store_true",
                    help="also run SDFT with gradient checkpointing (less memory, more time)")
+    p.add_argument("--omp-passive-variant", action="store_true",
+                   help="also run SFT and SDFT with OMP_WAIT_POLICY=PASSIVE (for cores shared with other processes)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="environment variable for every child run (e.g. MALLOC_MMAP_THRESHOLD_=1048576)")
     p.add_argument("--only", default=None, help="comma-separated variant names to run (default: all)")
+    p.add_argument("--equal-shape", action="store_true",
+                   help="same batch shape for both methods: demonstrations lengthened to --max-completion-length "
+                        "tokens and SDFT rollouts forced to that length (min_new_tokens)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in every run (0: torch's default)")
     p.add_argument("--chunk-size", type=int, default=64, help="loss_chunk_size when chunked_loss is on")
     p.add_argument("--eval-limit", type=int, default=8, help="lm-eval samples per embedded task; 0 skips the suite")
@@ -423,21 +459,21 @@ def main(argv: list[str] | None = None) -> dict | None:
     if unknown:
         p.error(f"unknown switches {sorted(unknown)}; known: {SWITCHES}")
     command = "python -m experiments.bench_cost " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    variants = _variants(ablations, not args.no_trl_baseline, args.gradient_checkpointing_variant)
+    variants = _variants(ablations, not args.no_trl_baseline, args.gradient_checkpointing_variant,
+                         args.omp_passive_variant)
     if args.only:
         keep = set(args.only.split(","))
         variants = [v for v in variants if v[0] in keep]
-    runs: dict[str, list[dict]] = {name: [] for name, _, _ in variants}
+    runs: dict[str, list[dict]] = {name: [] for name, *_ in variants}
     base = dict(model=args.model, task=args.task, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
-                max_completion_length=args.max_completion_length, seed=args.seed, threads=args.threads)
+                max_completion_length=args.max_completion_length, seed=args.seed, threads=args.threads,
+                equal_shape=args.equal_shape)
     for rnd in range(args.rounds):
-        for name, method, switches in variants:
+        for name, method, switches, variant_env in variants:
             spec = {**base, "name": name, "method": method, "switches": switches,
                     "trainer_args": _args_for(switches, args.chunk_size),
                     "gradient_checkpointing": name.endswith("+gradient_checkpointing")}
-            env = dict(kv.split("=", 1) for kv in args.env)
-            if not switches["omp_passive"]:
-                env["SDFT_OMP_DEFAULT"] = "1"
+            env = {**dict(kv.split("=", 1) for kv in args.env), **variant_env}
             res = _run_child("worker", spec, env, args.timeout)
             runs[name].append(res)
             print(f"[bench_cost] round {rnd + 1}/{args.rounds} {name}: {res['sec_per_example']:.3f} s/example, "
@@ -454,7 +490,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "machine": (torch.cuda.get_device_name(0) if torch.cuda.is_available()
                     else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared)"),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
-        "variants": [_median_variant(runs[name]) for name, _, _ in variants],
+        "variants": [_median_variant(runs[name]) for name, *_ in variants],
     }
     v = {r["name"]: r for r in result["variants"]}
     result["ratios"] = {}

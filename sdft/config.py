@@ -82,9 +82,15 @@ class RunConfig:
     use_vllm: bool = field(default=False, metadata={"help": "vLLM colocated generation (GPU only)"})
     vllm_gpu_memory_utilization: float = field(default=0.3)
     vllm_importance_sampling: bool = field(
-        default=True, metadata={"help": "with vLLM: reweight tokens by pi_train/pi_vllm (Algorithm 1, line 17)"}
+        default=True,
+        metadata={"help": "with vLLM or rollout_dtype: reweight tokens by pi_train/pi_sampler (Algorithm 1, line 17)"},
     )
     importance_sampling_cap: float = field(default=2.0, metadata={"help": "truncation of importance weights"})
+    rollout_dtype: Any = field(
+        default=None,
+        metadata={"help": "without vLLM: sample rollouts from a copy of the student in this dtype ('bfloat16' halves "
+                  "CPU decoding time), reweighted like vLLM's rollouts; null samples from the student itself"},
+    )
 
     # --- baselines -------------------------------------------------------------------------------------
     reinvoke_steps: int = field(default=100, metadata={"help": "SFT+re-invoke: steps of on-policy distillation"})
@@ -135,6 +141,9 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         per_device_train_batch_size=4, learning_rate=1e-4, warmup_steps=2, max_prompt_length=512,
         max_completion_length=64, ema_alpha=0.05, teacher_template="same_format", divergence="forward",
         save_steps=8, reinvoke_steps=8,
+        # Rollouts sampled from a bf16 copy of the student, reweighted by pi_train / pi_sampler: CPU decoding reads
+        # every weight per token, so this halves the generation time (experiments/results/bench_cost_cpu.md).
+        rollout_dtype="bfloat16",
     ),
     "paper": dict(
         model="Qwen/Qwen2.5-7B-Instruct", learning_rate=1e-5, per_device_train_batch_size=4,

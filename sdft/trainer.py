@@ -7,8 +7,10 @@ What this adds to TRL 1.16's trainer, and why:
   * The EMA teacher update is one fused ``torch._foreach_lerp_`` over all parameters
     (phi <- phi + alpha * (theta - phi) = alpha * theta + (1 - alpha) * phi), after every optimizer step,
     instead of a Python loop of two kernels per tensor.
-  * With vLLM, the sampler's token log-probabilities are kept and each token's divergence is
-    reweighted by the truncated ratio pi_train(y_t) / pi_vllm(y_t) (Algorithm 1, line 17).
+  * With vLLM, or with ``rollout_dtype`` (HF generation from a bf16 copy of the student, refreshed after every
+    optimizer step: the CPU counterpart of the paper's bf16 vLLM sampler, half the decoding time), the sampler's
+    token log-probabilities are kept and each token's divergence is reweighted by the truncated ratio
+    pi_train(y_t) / pi_sampler(y_t) (Algorithm 1, line 17).
   * Checkpoints also hold the teacher's weights, so a resumed run continues with the same EMA teacher.
   * Cost (``SelfDistillationConfig`` switches, all on by default, none changes the math; measured by
     ``python -m experiments.bench_cost``): the full-vocabulary loss terms are computed ``loss_chunk_size``
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TrainerCallback
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 with warnings.catch_warnings():
@@ -48,6 +50,7 @@ from sdft.losses import (head_token_terms, loss_from_terms, loss_mask_for, per_t
                          self_distillation_loss, truncated_importance_weights)
 
 TEACHER_WEIGHTS_FILE = "teacher_model.safetensors"
+ROLLOUT_DTYPES = (None, "bfloat16", "float16", "float32")
 
 
 @dataclass
@@ -60,7 +63,16 @@ class SelfDistillationConfig(SDFTConfig):
 
     estimator: str = field(default="analytic", metadata={"help": "analytic | token | rao_blackwell (Appendix A.1)"})
     vllm_importance_sampling: bool = field(
-        default=True, metadata={"help": "reweight by truncated pi_train / pi_vllm when generating with vLLM"}
+        default=True, metadata={"help": "reweight by truncated pi_train / pi_sampler when the rollouts come from "
+                                "another copy of the weights (vLLM, or the rollout_dtype copy)"}
+    )
+    rollout_dtype: str | None = field(
+        default=None,
+        metadata={"help": "HF generation only: sample the rollouts from a copy of the student in this dtype (e.g. "
+                  "'bfloat16'; on CPU decoding reads every weight per token, so half the bytes is about half the "
+                  "time), refreshed after every optimizer step, with the sampled tokens' log-probabilities kept for "
+                  "the importance weights above -- the CPU counterpart of the paper's bf16 vLLM sampler. None: "
+                  "sample from the student itself."},
     )
     importance_sampling_cap: float = field(default=2.0, metadata={"help": "truncation of the importance weights"})
     fused_ema: bool = field(default=True, metadata={"help": "one fused foreach EMA update instead of TRL's loop"})
@@ -92,6 +104,8 @@ class SelfDistillationConfig(SDFTConfig):
 
     def __post_init__(self):
         self.distillation_mode = "full_logits"
+        if self.rollout_dtype not in ROLLOUT_DTYPES:
+            raise ValueError(f"rollout_dtype must be one of {ROLLOUT_DTYPES}, got {self.rollout_dtype!r}")
         super().__post_init__()
 
 
@@ -118,10 +132,95 @@ class FusedEMATeacherCallback(TrainerCallback):
             ema_update_([p.data for p in self.teacher], [p.data for p in self.student], self.alpha)
 
 
+class SampledTokenLogProbs(LogitsProcessor, StoppingCriteria):
+    """Records log pi_sampler(y_t | y_<t) of every sampled token during HF ``generate``.
+
+    As a logits processor (HF runs user processors before its temperature / top-k / top-p warpers) it keeps the
+    step's log-softmax of ``logits / temperature``; as a stopping criterion (called once the token is appended) it
+    picks the sampled token's entry. Never changes the scores and never stops generation. Like TRL's own
+    ``old_per_token_logps``, top-k / top-p truncation is not part of the recorded probability.
+    """
+
+    def __init__(self, temperature: float = 1.0):
+        self.temperature = temperature
+        self._step_logps: torch.Tensor | None = None
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids, scores):  # no **kwargs: HF's processor list would demand them by name
+        if scores is not None and self._step_logps is None:  # as a logits processor: before sampling
+            self._step_logps = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+            return scores
+        # as a stopping criterion: the token sampled from the recorded distribution is now input_ids[:, -1]
+        self.steps.append(self._step_logps.gather(1, input_ids[:, -1:]).squeeze(1))
+        self._step_logps = None
+        return torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
+
+    def per_token_logps(self) -> torch.Tensor:
+        """[batch, generated steps]"""
+        return torch.stack(self.steps, dim=1)
+
+
+def completions_until_eos(completion_ids: torch.Tensor, eos_token_ids: list[int]) -> list[int]:
+    """Length of every row up to and including its first EOS (the whole row when there is none)."""
+    is_eos = torch.isin(completion_ids, torch.tensor(eos_token_ids, device=completion_ids.device))
+    first = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1) + 1, completion_ids.size(1))
+    return first.tolist()
+
+
 class SelfDistillationTrainer(SDFTTrainer):
     """TRL's SDFT trainer with the paper's objective (see the module docstring)."""
 
     args: SelfDistillationConfig
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sampler_model, self._sampler_step, self._sampler_pairs = None, None, None
+        if self.args.rollout_dtype and not self.use_vllm:
+            self._setup_sampler_copy(getattr(torch, self.args.rollout_dtype))
+
+    # ---------------------------------------------------------------- rollouts from a low-precision copy
+    def _setup_sampler_copy(self, dtype: torch.dtype) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        if self.accelerator.num_processes > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled \
+                or is_peft_model(model):
+            raise ValueError("rollout_dtype needs a single-process, unsharded, non-PEFT model; on GPUs use vLLM "
+                             "(use_vllm), whose sampler is already bf16")
+        import copy
+
+        sampler = copy.deepcopy(model).eval().requires_grad_(False)
+        for p in sampler.parameters():  # parameters only: buffers such as RoPE's inv_freq keep their precision
+            p.data = p.data.to(dtype)
+        named = dict(model.named_parameters())
+        self._sampler_pairs = ([p.data for _, p in sampler.named_parameters()],
+                               [named[n].data for n, _ in sampler.named_parameters()])
+        self._sampler_model = sampler
+
+    @torch.no_grad()
+    def _sync_sampler(self) -> None:
+        if self._sampler_step != self.state.global_step:  # once per optimizer step, one fused copy-and-cast
+            torch._foreach_copy_(*self._sampler_pairs)
+            self._sampler_step = self.state.global_step
+
+    def _generate_transformers(self, prompt_ids):
+        if self._sampler_model is None:
+            return super()._generate_transformers(prompt_ids)
+        self._sync_sampler()
+        device = self.accelerator.device
+        rows = [torch.tensor(ids) for ids in prompt_ids]
+        input_ids = pad(rows, padding_value=self._tokenizer.pad_token_id, padding_side="left").to(device)
+        attention_mask = pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="left").to(device)
+        recorder = SampledTokenLogProbs(self.temperature)
+        with torch.inference_mode():
+            out = self._sampler_model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=self.generation_config,
+                logits_processor=LogitsProcessorList([recorder]), stopping_criteria=StoppingCriteriaList([recorder]),
+            )
+        completion_ids = out[:, input_ids.size(1):].cpu()
+        lengths = completions_until_eos(completion_ids, self.eos_token_ids)
+        logps = recorder.per_token_logps().cpu()
+        self._sampler_logps = ([logps[i, :n].tolist() for i, n in enumerate(lengths)]
+                               if self.args.vllm_importance_sampling else None)
+        return prompt_ids, [completion_ids[i, :n].tolist() for i, n in enumerate(lengths)]
 
     # ---------------------------------------------------------------- teacher
     def _setup_teacher_model(self) -> None:
@@ -178,7 +277,7 @@ class SelfDistillationTrainer(SDFTTrainer):
         return prompt_ids_out, completion_ids
 
     def sample_rollouts(self, inputs):
-        self._sampler_logps = None
+        self._sampler_logps = None  # set by _generate_vllm / the rollout_dtype sampler
         batch = super().sample_rollouts(inputs)
         if self._sampler_logps is not None:
             rows = [torch.tensor(r, dtype=torch.float32) for r in self._sampler_logps]
@@ -290,10 +389,14 @@ class SelfDistillationTrainer(SDFTTrainer):
         sampler = inputs.get("sampler_per_token_logps")
         if old is not None and self.args.distillation_is_clip is not None:  # reused rollouts (TRL's correction)
             is_weights = truncated_importance_weights(student_tok_logps, old, self.args.distillation_is_clip)
-        if sampler is not None:  # vLLM vs trainer mismatch
+        if sampler is not None:  # sampler (vLLM or the rollout_dtype copy) vs trainer mismatch
             w = truncated_importance_weights(student_tok_logps, torch.nan_to_num(sampler, nan=0.0),
                                              self.args.importance_sampling_cap)
             is_weights = w if is_weights is None else is_weights * w
+            real = inputs["completion_mask"].bool()
+            if real.any():  # how far the sampler is from the student: 1.0 when they agree
+                mode = "train" if self.model.training else "eval"
+                self._metrics[mode]["sampler_is_weight"].append(w[real].mean().item())
         return is_weights
 
     def _log_divergence(self, model, completion_mask, div):
@@ -386,6 +489,7 @@ def sdft_config_from(cfg, output_dir) -> SelfDistillationConfig:
         vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
         vllm_importance_sampling=cfg.vllm_importance_sampling,
         importance_sampling_cap=cfg.importance_sampling_cap,
+        rollout_dtype=cfg.rollout_dtype,
         shuffle_dataset=True,
     )
 

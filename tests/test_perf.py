@@ -209,3 +209,85 @@ def test_sequence_microbatches_give_the_batched_gradient(estimator, tiny_model_p
     torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
     for k in results[0][1]:
         torch.testing.assert_close(results[1][1][k], results[0][1][k], atol=1e-5, rtol=1e-4)
+
+
+def _rollout_trainer(tiny_model_path, tmp_path, rollout_dtype, **overrides):
+    from data_prep import load_task
+    from sdft.config import build_config
+    from sdft.trainer import build_sdft_trainer
+
+    cfg = build_config("smoke", "sdft", overrides=dict(model=tiny_model_path, output_dir=str(tmp_path), save_steps=1000,
+                                                       save_model=False, rollout_dtype=rollout_dtype,
+                                                       per_device_train_batch_size=3, **overrides))
+    recs = load_task("embedded_tool", "train", n=3)
+    return build_sdft_trainer(cfg, recs, tmp_path), [{"prompt": r["prompt"], "privileged_context": r["demonstration"]}
+                                                     for r in recs]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_rollout_sampler_records_the_sampled_tokens_log_probs(temperature, tiny_model_path, tmp_path):
+    """With a float32 sampler copy, the recorded log pi_sampler of every sampled token equals the student's own
+    log-probability of it, computed independently by one forward over prompt + completion: the recording is
+    aligned token by token, applies the temperature, and stops at each row's EOS."""
+    trainer, inputs = _rollout_trainer(tiny_model_path, tmp_path, "float32", temperature=temperature,
+                                       max_completion_length=12)
+    assert trainer._sampler_model is not trainer.model
+    torch.manual_seed(0)
+    batch = trainer._prepare_training_batch(inputs)
+    logps, mask = batch["sampler_per_token_logps"], batch["completion_mask"]
+    assert logps.shape == batch["completion_ids"].shape
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    att = torch.cat([batch["prompt_mask"], mask], dim=1)
+    trainer.model.eval()
+    with torch.no_grad():
+        logits = trainer.model(input_ids=ids, attention_mask=att).logits
+    T = batch["completion_ids"].size(1)
+    ref = torch.log_softmax(logits[:, -T - 1:-1].float() / temperature, -1).gather(
+        2, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
+    m = mask.bool()
+    torch.testing.assert_close(logps[m], ref[m], atol=1e-4, rtol=0)
+    eos = trainer.eos_token_ids
+    for row, n in zip(batch["completion_ids"], mask.sum(1).tolist()):  # nothing after an EOS is kept
+        assert not any(t in eos for t in row[: n - 1].tolist())
+
+
+def test_bf16_rollout_sampler_follows_the_student_and_training_uses_its_weights(tiny_model_path, tmp_path):
+    """The bf16 sampler is the student's weights cast to bf16 after every optimizer step (ties kept, buffers in
+    float32); its rollouts carry log-probs that differ from the student's only by bf16 rounding, and a run trains."""
+    trainer, inputs = _rollout_trainer(tiny_model_path, tmp_path, "bfloat16", max_steps=2)
+    sampler, student = trainer._sampler_model, trainer.model
+    assert all(p.dtype == torch.bfloat16 for p in sampler.parameters())
+    assert all(b.dtype == s.dtype for b, s in zip(sampler.buffers(), student.buffers()))
+    assert (sampler.get_input_embeddings().weight is sampler.get_output_embeddings().weight) == \
+        (student.get_input_embeddings().weight is student.get_output_embeddings().weight)
+    before = {n: p.detach().clone() for n, p in student.named_parameters()}
+    seen = []
+    orig = trainer._importance_weights
+    trainer._importance_weights = lambda batch, s_tok: seen.append(orig(batch, s_tok)) or seen[-1]
+    trainer.train()
+    assert seen and all(w is not None and (w >= 0).all() and (w <= trainer.args.importance_sampling_cap).all()
+                        for w in seen)
+    assert any(not torch.equal(before[n], p) for n, p in student.named_parameters())
+    logged = [h["sampler_is_weight"] for h in trainer.state.log_history if "sampler_is_weight" in h]
+    assert logged and all(0.5 < w < 1.5 for w in logged)  # bf16 vs float32: weights near 1
+    trainer._sync_sampler()
+    for (n, p), (_, q) in zip(student.named_parameters(), sampler.named_parameters()):
+        assert torch.equal(q, p.detach().to(torch.bfloat16)), n
+    torch.manual_seed(0)
+    batch = trainer._prepare_training_batch(inputs)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    att = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    with torch.no_grad():
+        logits = student(input_ids=ids, attention_mask=att).logits
+    T = batch["completion_ids"].size(1)
+    ref = torch.log_softmax(logits[:, -T - 1:-1].float(), -1).gather(2, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
+    m = batch["completion_mask"].bool()
+    gap = (batch["sampler_per_token_logps"][m] - ref[m]).abs()
+    assert gap.max() < 0.1 and gap.max() > 0  # bf16 rounding: close, not identical
+
+
+def test_rollout_dtype_rejects_unknown_names():
+    from sdft.trainer import SelfDistillationConfig
+
+    with pytest.raises(ValueError, match="rollout_dtype"):
+        SelfDistillationConfig(output_dir="/tmp/x", rollout_dtype="int3", report_to=[])
