@@ -465,6 +465,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         keep = set(args.only.split(","))
         variants = [v for v in variants if v[0] in keep]
     runs: dict[str, list[dict]] = {name: [] for name, *_ in variants}
+    load_at_start = os.getloadavg()[0]  # other work on the machine shows up here
     base = dict(model=args.model, task=args.task, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
                 max_completion_length=args.max_completion_length, seed=args.seed, threads=args.threads,
                 equal_shape=args.equal_shape)
@@ -488,7 +489,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         "command": command, "settings": {**base, "rounds": args.rounds, "chunk_size": args.chunk_size, "env": args.env},
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cuda": torch.cuda.is_available(),
         "machine": (torch.cuda.get_device_name(0) if torch.cuda.is_available()
-                    else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared)"),
+                    else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, 1-minute load "
+                         f"average {load_at_start:.2f} when the invocation started"),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
         "variants": [_median_variant(runs[name]) for name, *_ in variants],
     }

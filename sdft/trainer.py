@@ -135,9 +135,9 @@ class FusedEMATeacherCallback(TrainerCallback):
 class SampledTokenLogProbs(LogitsProcessor, StoppingCriteria):
     """Records log pi_sampler(y_t | y_<t) of every sampled token during HF ``generate``.
 
-    As a logits processor (HF runs user processors before its temperature / top-k / top-p warpers) it keeps the
-    step's log-softmax of ``logits / temperature``; as a stopping criterion (called once the token is appended) it
-    picks the sampled token's entry. Never changes the scores and never stops generation. Like TRL's own
+    As a logits processor (HF runs user processors after its own, e.g. repetition penalty or minimum length, and
+    before its temperature / top-k / top-p warpers) it keeps the step's log-softmax of ``scores / temperature``; as
+    a stopping criterion (called once the token is appended) it picks the sampled token's entry. Never changes the scores and never stops generation. Like TRL's own
     ``old_per_token_logps``, top-k / top-p truncation is not part of the recorded probability.
     """
 
