@@ -224,6 +224,17 @@ def _rollout_trainer(tiny_model_path, tmp_path, rollout_dtype, **overrides):
                                                      for r in recs]
 
 
+def _student_logps_of_rollouts(model, batch, temperature=1.0):
+    """log pi_student of every sampled token, from one forward over prompt + completion (independent of generate)."""
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    att = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=att).logits
+    T = batch["completion_ids"].size(1)
+    return torch.log_softmax(logits[:, -T - 1:-1].float() / temperature, -1).gather(
+        2, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_rollout_sampler_records_the_sampled_tokens_log_probs(temperature, tiny_model_path, tmp_path):
     """With a float32 sampler copy, the recorded log pi_sampler of every sampled token equals the student's own
@@ -236,14 +247,8 @@ def test_rollout_sampler_records_the_sampled_tokens_log_probs(temperature, tiny_
     batch = trainer._prepare_training_batch(inputs)
     logps, mask = batch["sampler_per_token_logps"], batch["completion_mask"]
     assert logps.shape == batch["completion_ids"].shape
-    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-    att = torch.cat([batch["prompt_mask"], mask], dim=1)
     trainer.model.eval()
-    with torch.no_grad():
-        logits = trainer.model(input_ids=ids, attention_mask=att).logits
-    T = batch["completion_ids"].size(1)
-    ref = torch.log_softmax(logits[:, -T - 1:-1].float() / temperature, -1).gather(
-        2, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
+    ref = _student_logps_of_rollouts(trainer.model, batch, temperature)
     m = mask.bool()
     torch.testing.assert_close(logps[m], ref[m], atol=1e-4, rtol=0)
     eos = trainer.eos_token_ids
@@ -275,12 +280,7 @@ def test_bf16_rollout_sampler_follows_the_student_and_training_uses_its_weights(
         assert torch.equal(q, p.detach().to(torch.bfloat16)), n
     torch.manual_seed(0)
     batch = trainer._prepare_training_batch(inputs)
-    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-    att = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-    with torch.no_grad():
-        logits = student(input_ids=ids, attention_mask=att).logits
-    T = batch["completion_ids"].size(1)
-    ref = torch.log_softmax(logits[:, -T - 1:-1].float(), -1).gather(2, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
+    ref = _student_logps_of_rollouts(student, batch)
     m = batch["completion_mask"].bool()
     gap = (batch["sampler_per_token_logps"][m] - ref[m]).abs()
     assert gap.max() < 0.1 and gap.max() > 0  # bf16 rounding: close, not identical
