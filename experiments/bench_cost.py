@@ -14,7 +14,7 @@ wrapped around the trainer's own methods (no reimplementation):
 
   generation       ``_generate`` (the on-policy rollouts: HF ``generate`` or vLLM)
   rollout_other    the rest of ``_prepare_training_batch`` (tokenisation, teacher prompts)
-  teacher_forward  ``_forward_logits`` on the teacher
+  teacher_forward  ``_teacher_logits`` (TRL's path: ``_forward_logits`` on the teacher)
   student_forward  ``_forward_logits`` on the student (SFT: ``compute_loss`` without its loss)
   loss             ``_compute_self_distillation_loss`` (SFT: included in ``compute_loss``)
   backward         ``training_step`` minus ``_prepare_inputs`` and ``compute_loss``
@@ -29,8 +29,9 @@ them off (TRL 1.16's trainer as shipped, our loss); with ``--omp-passive-variant
 runtime's default policy).
 
 Switches: ``chunked_loss`` (``loss_chunk_size``), ``fused_lm_head``, ``sequence_microbatches``,
-``teacher_inference_mode``, ``lean_logits``, ``fused_ema``, ``bf16_rollouts`` (``rollout_dtype="bfloat16"``)
-(``SelfDistillationConfig`` fields). ``--threads`` sets ``torch.set_num_threads`` in every run. ``--equal-shape``
+``teacher_inference_mode``, ``lean_logits``, ``fused_ema``, ``bf16_rollouts`` (``rollout_dtype="bfloat16"``),
+``fast_sampler`` (``fast_rollout_sampler``; acts with ``bf16_rollouts`` only), ``bf16_teacher``
+(``teacher_dtype="bfloat16"``) (``SelfDistillationConfig`` fields). ``--threads`` sets ``torch.set_num_threads`` in every run. ``--equal-shape``
 gives both methods batches of one shape (see ``equal_shape_records``).
 
 Writes ``<out-dir>/bench_cost.{json,md}`` (default ``results/bench``) and, with ``--copy-md``, a copy of the
@@ -52,7 +53,7 @@ import time
 from pathlib import Path
 
 SWITCHES = ("chunked_loss", "fused_lm_head", "sequence_microbatches", "teacher_inference_mode",
-            "lean_logits", "fused_ema", "bf16_rollouts")
+            "lean_logits", "fused_ema", "bf16_rollouts", "fast_sampler", "bf16_teacher")
 SPLIT_KEYS = ("generation", "rollout_other", "teacher_forward", "student_forward", "loss", "backward", "optimizer",
               "ema", "other")
 
@@ -66,6 +67,8 @@ def _args_for(switches: dict[str, bool], chunk: int) -> dict:
         "sequence_microbatches": switches["sequence_microbatches"],
         "fused_ema": switches["fused_ema"],
         "rollout_dtype": "bfloat16" if switches["bf16_rollouts"] else None,
+        "fast_rollout_sampler": switches["fast_sampler"],
+        "teacher_dtype": "bfloat16" if switches["bf16_teacher"] else None,
     }
 
 
@@ -166,8 +169,9 @@ def worker(spec: dict) -> dict:
         teacher = trainer.teacher_model
         timed(trainer, "_generate", lambda *a, **k: "generation")
         timed(trainer, "_prepare_training_batch", lambda *a, **k: "_prepare_training_batch")
-        timed(trainer, "_forward_logits", lambda model, *a, **k: "teacher_forward" if (model is teacher and teacher
-                                                                                       is not trainer.model) else "student_forward")
+        timed(trainer, "_teacher_logits", lambda *a, **k: "_teacher_logits")
+        timed(trainer, "_forward_logits", lambda model, *a, **k: "_teacher_forward_logits" if (
+            model is teacher and teacher is not trainer.model) else "student_forward")
         timed(trainer, "_compute_self_distillation_loss", lambda *a, **k: "loss")
         # fused head: the student's body runs inside _fused_self_distillation_loss, the head inside the loss terms
         timed(trainer, "_fused_self_distillation_loss", lambda *a, **k: "_fused")
@@ -217,6 +221,7 @@ def worker(spec: dict) -> dict:
             total = time.perf_counter() - marks["begin"]
             split = {k: cur.get(k, 0.0) for k in ("generation", "teacher_forward", "student_forward", "loss",
                                                    "optimizer", "ema")}
+            split["teacher_forward"] = cur.get("_teacher_logits", 0.0) or cur.get("_teacher_forward_logits", 0.0)
             split["rollout_other"] = cur.get("_prepare_training_batch", 0.0) - split["generation"]
             if spec["method"] == "sft":
                 split["student_forward"] = cur.get("_compute_loss", 0.0)

@@ -91,6 +91,12 @@ class RunConfig:
         metadata={"help": "without vLLM: sample rollouts from a copy of the student in this dtype ('bfloat16' halves "
                   "CPU decoding time), reweighted like vLLM's rollouts; null samples from the student itself"},
     )
+    teacher_dtype: Any = field(
+        default=None,
+        metadata={"help": "the teacher's forward under autocast to this dtype, its output head in float32 "
+                  "('bfloat16' halves its CPU time; on GPUs with bf16 every forward already is bf16); null: the "
+                  "training dtype"},
+    )
 
     # --- baselines -------------------------------------------------------------------------------------
     reinvoke_steps: int = field(default=100, metadata={"help": "SFT+re-invoke: steps of on-policy distillation"})
@@ -144,6 +150,8 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         # Rollouts sampled from a bf16 copy of the student, reweighted by pi_train / pi_sampler: CPU decoding reads
         # every weight per token, so this halves the generation time (experiments/results/bench_cost_cpu.md).
         rollout_dtype="bfloat16",
+        # The teacher's forward (a constant target) in bf16 autocast, as every forward of the paper's bf16 GPU runs.
+        teacher_dtype="bfloat16",
     ),
     "paper": dict(
         model="Qwen/Qwen2.5-7B-Instruct", learning_rate=1e-5, per_device_train_batch_size=4,

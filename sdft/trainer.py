@@ -10,7 +10,10 @@ What this adds to TRL 1.16's trainer, and why:
   * With vLLM, or with ``rollout_dtype`` (HF generation from a bf16 copy of the student, refreshed after every
     optimizer step: the CPU counterpart of the paper's bf16 vLLM sampler, half the decoding time), the sampler's
     token log-probabilities are kept and each token's divergence is reweighted by the truncated ratio
-    pi_train(y_t) / pi_sampler(y_t) (Algorithm 1, line 17).
+    pi_train(y_t) / pi_sampler(y_t) (Algorithm 1, line 17). That copy decodes with eager attention and samples
+    with ``sdft.sampling`` (``fast_rollout_sampler``: same distribution, a third less decoding time on CPU).
+  * ``teacher_dtype``: the teacher's forward (a constant target) under low-precision autocast, its output head in
+    float32, as in the paper's bf16 runs (where the teacher's forward is bf16 too); off by default, on in ``mini``.
   * Checkpoints also hold the teacher's weights, so a resumed run continues with the same EMA teacher.
   * Cost (``SelfDistillationConfig`` switches, all on by default, none changes the math; measured by
     ``python -m experiments.bench_cost``): the full-vocabulary loss terms are computed ``loss_chunk_size``
@@ -48,9 +51,10 @@ from accelerate.utils import is_peft_model
 
 from sdft.losses import (head_token_terms, loss_from_terms, loss_mask_for, per_token_divergence,
                          self_distillation_loss, truncated_importance_weights)
+from sdft.sampling import plain_sampling, sample_with_logprobs
 
 TEACHER_WEIGHTS_FILE = "teacher_model.safetensors"
-ROLLOUT_DTYPES = (None, "bfloat16", "float16", "float32")
+LOW_PRECISION_DTYPES = (None, "bfloat16", "float16", "float32")
 
 
 @dataclass
@@ -73,6 +77,20 @@ class SelfDistillationConfig(SDFTConfig):
                   "time), refreshed after every optimizer step, with the sampled tokens' log-probabilities kept for "
                   "the importance weights above -- the CPU counterpart of the paper's bf16 vLLM sampler. None: "
                   "sample from the student itself."},
+    )
+    fast_rollout_sampler: bool = field(
+        default=True,
+        metadata={"help": "with rollout_dtype: the copy decodes with eager attention (at one query token SDPA's kernel "
+                  "costs more than the attention) and samples with sdft.sampling's loop (one uniform per row and token "
+                  "instead of HF's exponential draw per vocabulary entry); same distribution. Temperature sampling "
+                  "only: other sampling settings use HF generate"},
+    )
+    teacher_dtype: str | None = field(
+        default=None,
+        metadata={"help": "run the teacher's forward (the constant target) under autocast to this dtype, its output "
+                  "head in float32 (e.g. 'bfloat16': the CPU counterpart of the paper's bf16 GPU runs, where every "
+                  "forward is bf16; measured shift of the teacher's distribution: mean KL ~3e-4 nats per token on "
+                  "SmolLM2-135M). None: the training dtype"},
     )
     importance_sampling_cap: float = field(default=2.0, metadata={"help": "truncation of the importance weights"})
     fused_ema: bool = field(default=True, metadata={"help": "one fused foreach EMA update instead of TRL's loop"})
@@ -104,8 +122,9 @@ class SelfDistillationConfig(SDFTConfig):
 
     def __post_init__(self):
         self.distillation_mode = "full_logits"
-        if self.rollout_dtype not in ROLLOUT_DTYPES:
-            raise ValueError(f"rollout_dtype must be one of {ROLLOUT_DTYPES}, got {self.rollout_dtype!r}")
+        for name in ("rollout_dtype", "teacher_dtype"):
+            if getattr(self, name) not in LOW_PRECISION_DTYPES:
+                raise ValueError(f"{name} must be one of {LOW_PRECISION_DTYPES}, got {getattr(self, name)!r}")
         super().__post_init__()
 
 
@@ -190,6 +209,8 @@ class SelfDistillationTrainer(SDFTTrainer):
         sampler = copy.deepcopy(model).eval().requires_grad_(False)
         for p in sampler.parameters():  # parameters only: buffers such as RoPE's inv_freq keep their precision
             p.data = p.data.to(dtype)
+        if self.args.fast_rollout_sampler and hasattr(sampler, "set_attn_implementation"):
+            sampler.set_attn_implementation("eager")  # the copy's own config: the student keeps its attention
         named = dict(model.named_parameters())
         self._sampler_pairs = ([p.data for _, p in sampler.named_parameters()],
                                [named[n].data for n, _ in sampler.named_parameters()])
@@ -209,15 +230,24 @@ class SelfDistillationTrainer(SDFTTrainer):
         rows = [torch.tensor(ids) for ids in prompt_ids]
         input_ids = pad(rows, padding_value=self._tokenizer.pad_token_id, padding_side="left").to(device)
         attention_mask = pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="left").to(device)
-        recorder = SampledTokenLogProbs(self.temperature)
-        with torch.inference_mode():
-            out = self._sampler_model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, generation_config=self.generation_config,
-                logits_processor=LogitsProcessorList([recorder]), stopping_criteria=StoppingCriteriaList([recorder]),
+        config = self.generation_config
+        if self.args.fast_rollout_sampler and plain_sampling(config):
+            completion_ids, logps = sample_with_logprobs(
+                self._sampler_model, input_ids, attention_mask, max_new_tokens=config.max_new_tokens,
+                eos_token_ids=self.eos_token_ids, pad_token_id=self._tokenizer.pad_token_id,
+                temperature=self.temperature, min_new_tokens=config.min_new_tokens or 0,
             )
-        completion_ids = out[:, input_ids.size(1):].cpu()
+        else:
+            recorder = SampledTokenLogProbs(self.temperature)
+            with torch.inference_mode():
+                out = self._sampler_model.generate(
+                    input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                    logits_processor=LogitsProcessorList([recorder]),
+                    stopping_criteria=StoppingCriteriaList([recorder]),
+                )
+            completion_ids, logps = out[:, input_ids.size(1):], recorder.per_token_logps()
+        completion_ids, logps = completion_ids.cpu(), logps.cpu()
         lengths = completions_until_eos(completion_ids, self.eos_token_ids)
-        logps = recorder.per_token_logps().cpu()
         self._sampler_logps = ([logps[i, :n].tolist() for i, n in enumerate(lengths)]
                                if self.args.vllm_importance_sampling else None)
         return prompt_ids, [completion_ids[i, :n].tolist() for i, n in enumerate(lengths)]
@@ -296,17 +326,36 @@ class SelfDistillationTrainer(SDFTTrainer):
         logits = model(**model_inputs).logits[:, -logits_to_keep:, :]
         return logits if self.temperature == 1.0 else logits / self.temperature
 
+    def _teacher_logits(self, teacher_model, inputs, logits_to_keep):
+        """The teacher's logits of the completion positions: constants, computed without autograd bookkeeping
+        (``teacher_inference_mode``), optionally with its body under low-precision autocast (``teacher_dtype``)."""
+        no_graph = torch.inference_mode() if self.args.teacher_inference_mode else torch.no_grad()
+        ids, mask = inputs["teacher_input_ids"], inputs["teacher_attention_mask"]
+        with no_graph, self._get_teacher_context_for_self_distillation():
+            if self.args.teacher_dtype is None:
+                return self._forward_logits(teacher_model, ids, mask, logits_to_keep)
+            autocast = torch.autocast(ids.device.type, dtype=getattr(torch, self.args.teacher_dtype))
+            head = teacher_model.get_output_embeddings() if hasattr(teacher_model, "get_output_embeddings") else None
+            if not (self._teacher_body_usable(teacher_model) and isinstance(head, torch.nn.Linear)):
+                with autocast:
+                    return self._forward_logits(teacher_model, ids, mask, logits_to_keep).float()
+            with autocast:  # the body; the last position predicts past the completion and is not computed
+                hidden = teacher_model.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
+                                             use_cache=False).last_hidden_state[:, -logits_to_keep:]
+            logits = torch.nn.functional.linear(hidden.float(), head.weight, head.bias)  # the head in float32
+        return logits if self.temperature == 1.0 else logits / self.temperature
+
+    def _teacher_body_usable(self, teacher_model) -> bool:
+        return self.args.lean_logits and not is_peft_model(teacher_model) and hasattr(teacher_model, "model")
+
     def _compute_teacher_student_logits(self, model, teacher_model, inputs):
-        if not self.args.teacher_inference_mode:
+        if not self.args.teacher_inference_mode and self.args.teacher_dtype is None:
             return super()._compute_teacher_student_logits(model, teacher_model, inputs)
         from trl.experimental.sdft.sdft_trainer import DistillationLogits
 
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
         logits_to_keep = completion_ids.size(1)
-        # Teacher first: its logits are constants, computed without any autograd bookkeeping.
-        with torch.inference_mode(), self._get_teacher_context_for_self_distillation():
-            teacher_logits = self._forward_logits(teacher_model, inputs["teacher_input_ids"],
-                                                  inputs["teacher_attention_mask"], logits_to_keep)
+        teacher_logits = self._teacher_logits(teacher_model, inputs, logits_to_keep)  # first: constants
         student_logits = self._forward_logits(
             model, torch.cat([inputs["prompt_ids"], completion_ids], dim=1),
             torch.cat([inputs["prompt_mask"], completion_mask], dim=1), logits_to_keep,
@@ -363,10 +412,7 @@ class SelfDistillationTrainer(SDFTTrainer):
         output head fused into the chunked loss terms (``SelfDistillationConfig.fused_lm_head``)."""
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
         T = completion_ids.size(1)
-        no_graph = torch.inference_mode() if self.args.teacher_inference_mode else torch.no_grad()
-        with no_graph, self._get_teacher_context_for_self_distillation():
-            teacher_logits = self._forward_logits(self.teacher_model, inputs["teacher_input_ids"],
-                                                  inputs["teacher_attention_mask"], T)
+        teacher_logits = self._teacher_logits(self.teacher_model, inputs, T)
         input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)[:, :-1]
         attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)[:, :-1]
         hidden = model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
@@ -490,6 +536,7 @@ def sdft_config_from(cfg, output_dir) -> SelfDistillationConfig:
         vllm_importance_sampling=cfg.vllm_importance_sampling,
         importance_sampling_cap=cfg.importance_sampling_cap,
         rollout_dtype=cfg.rollout_dtype,
+        teacher_dtype=cfg.teacher_dtype,
         shuffle_dataset=True,
     )
 

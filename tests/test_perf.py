@@ -2,6 +2,7 @@
 update, and the cost benchmark runs end to end on the tiny model."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -100,6 +101,8 @@ def test_bench_cost_runs_on_the_tiny_model(tmp_path):
     assert {"sft", "sdft", "sdft-no-chunked_loss"} <= names
     for v in result["variants"]:
         assert v["sec_per_example"] > 0 and v["peak_rss_mb"] > 0
+        if v["method"] == "sdft":  # every timer of the split found its method
+            assert all(v["split"][k] > 0 for k in ("generation", "teacher_forward", "student_forward", "backward"))
     assert result["ratios"]["sec_per_example"] > 0 and result["ratios"]["peak_memory"] > 0
 
 
@@ -211,7 +214,7 @@ def test_sequence_microbatches_give_the_batched_gradient(estimator, tiny_model_p
         torch.testing.assert_close(results[1][1][k], results[0][1][k], atol=1e-5, rtol=1e-4)
 
 
-def _rollout_trainer(tiny_model_path, tmp_path, rollout_dtype, **overrides):
+def _rollout_trainer(tiny_model_path, tmp_path, rollout_dtype, args_overrides=None, **overrides):
     from data_prep import load_task
     from sdft.config import build_config
     from sdft.trainer import build_sdft_trainer
@@ -220,7 +223,7 @@ def _rollout_trainer(tiny_model_path, tmp_path, rollout_dtype, **overrides):
                                                        save_model=False, rollout_dtype=rollout_dtype,
                                                        per_device_train_batch_size=3, **overrides))
     recs = load_task("embedded_tool", "train", n=3)
-    return build_sdft_trainer(cfg, recs, tmp_path), [{"prompt": r["prompt"], "privileged_context": r["demonstration"]}
+    return build_sdft_trainer(cfg, recs, tmp_path, args_overrides=args_overrides), [{"prompt": r["prompt"], "privileged_context": r["demonstration"]}
                                                      for r in recs]
 
 
@@ -235,16 +238,27 @@ def _student_logps_of_rollouts(model, batch, temperature=1.0):
         2, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["sdft-sampling-loop", "hf-generate"])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_rollout_sampler_records_the_sampled_tokens_log_probs(temperature, tiny_model_path, tmp_path):
+def test_rollout_sampler_records_the_sampled_tokens_log_probs(temperature, fast, tiny_model_path, tmp_path,
+                                                              monkeypatch):
     """With a float32 sampler copy, the recorded log pi_sampler of every sampled token equals the student's own
     log-probability of it, computed independently by one forward over prompt + completion: the recording is
-    aligned token by token, applies the temperature, and stops at each row's EOS."""
+    aligned token by token, applies the temperature, and stops at each row's EOS. Both samplers: sdft.sampling's
+    loop (eager attention) and HF generate with the recorder."""
+    import sdft.trainer
+
     trainer, inputs = _rollout_trainer(tiny_model_path, tmp_path, "float32", temperature=temperature,
-                                       max_completion_length=12)
+                                       max_completion_length=12, args_overrides={"fast_rollout_sampler": fast})
     assert trainer._sampler_model is not trainer.model
+    assert (trainer._sampler_model.config._attn_implementation == "eager") == fast
+    assert trainer.model.config._attn_implementation != "eager"  # the student keeps its own attention
+    calls = []
+    monkeypatch.setattr(sdft.trainer, "sample_with_logprobs",
+                        lambda *a, **k: calls.append(1) or sdft.sampling.sample_with_logprobs(*a, **k))
     torch.manual_seed(0)
     batch = trainer._prepare_training_batch(inputs)
+    assert bool(calls) == fast
     logps, mask = batch["sampler_per_token_logps"], batch["completion_mask"]
     assert logps.shape == batch["completion_ids"].shape
     trainer.model.eval()
@@ -291,3 +305,49 @@ def test_rollout_dtype_rejects_unknown_names():
 
     with pytest.raises(ValueError, match="rollout_dtype"):
         SelfDistillationConfig(output_dir="/tmp/x", rollout_dtype="int3", report_to=[])
+
+
+def _teacher_reference_logits(teacher, batch):
+    """The teacher's logits of the completion positions from one plain float32 forward of its whole input."""
+    T = batch["completion_ids"].size(1)
+    with torch.no_grad():
+        return teacher(input_ids=batch["teacher_input_ids"],
+                       attention_mask=batch["teacher_attention_mask"]).logits[:, -T - 1:-1].float()
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["body-autocast-head-fp32", "whole-forward-autocast"])
+def test_bf16_teacher_equals_the_float32_teacher_up_to_bf16_rounding(lean, tiny_model_path, tmp_path):
+    trainer, inputs = _rollout_trainer(tiny_model_path, tmp_path, None, max_completion_length=12)
+    trainer.args.lean_logits = lean
+    torch.manual_seed(0)
+    batch = trainer._prepare_training_batch(inputs)
+    T = batch["completion_ids"].size(1)
+    ref = _teacher_reference_logits(trainer.teacher_model, batch)
+    torch.testing.assert_close(trainer._teacher_logits(trainer.teacher_model, batch, T), ref, atol=1e-5, rtol=1e-5)
+    trainer.args.teacher_dtype = "bfloat16"
+    low = trainer._teacher_logits(trainer.teacher_model, batch, T)
+    assert low.dtype == torch.float32 and low.shape == ref.shape
+    m = batch["completion_mask"].bool()
+    gap = (torch.log_softmax(low, -1) - torch.log_softmax(ref, -1))[m].abs()
+    assert 0 < gap.max() < 0.05  # rounded, and aligned (a shift by one position would be far off)
+
+
+def test_bf16_teacher_runs_its_body_under_autocast_and_the_student_does_not(tiny_model_path, tmp_path):
+    trainer, _ = _rollout_trainer(tiny_model_path, tmp_path, None, teacher_dtype="bfloat16", max_steps=2)
+    assert trainer.args.teacher_dtype == "bfloat16" and trainer.teacher_model is not trainer.model
+    seen = {"teacher": [], "student": []}
+    for name, model in (("teacher", trainer.teacher_model), ("student", trainer.model)):
+        model.model.register_forward_pre_hook(
+            lambda *_, name=name: seen[name].append(torch.is_autocast_enabled("cpu")))
+    trainer.train()
+    assert seen["teacher"] and all(seen["teacher"])
+    assert seen["student"] and not any(seen["student"])
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert losses and all(math.isfinite(x) for x in losses)
+
+
+def test_teacher_dtype_rejects_unknown_names():
+    from sdft.trainer import SelfDistillationConfig
+
+    with pytest.raises(ValueError, match="teacher_dtype"):
+        SelfDistillationConfig(output_dir="/tmp/x", teacher_dtype="fp8", report_to=[])
