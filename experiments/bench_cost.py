@@ -219,8 +219,7 @@ def worker(spec: dict) -> dict:
         def on_step_end(self, args, state, control, **kw):  # added last: runs after the EMA callback
             sync()
             total = time.perf_counter() - marks["begin"]
-            split = {k: cur.get(k, 0.0) for k in ("generation", "teacher_forward", "student_forward", "loss",
-                                                   "optimizer", "ema")}
+            split = {k: cur.get(k, 0.0) for k in ("generation", "student_forward", "loss", "optimizer", "ema")}
             split["teacher_forward"] = cur.get("_teacher_logits", 0.0) or cur.get("_teacher_forward_logits", 0.0)
             split["rollout_other"] = cur.get("_prepare_training_batch", 0.0) - split["generation"]
             if spec["method"] == "sft":

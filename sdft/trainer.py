@@ -336,8 +336,8 @@ class SelfDistillationTrainer(SDFTTrainer):
             if self.args.teacher_dtype is None:
                 return self._forward_logits(teacher_model, ids, mask, logits_to_keep)
             autocast = torch.autocast(ids.device.type, dtype=getattr(torch, self.args.teacher_dtype))
-            head = teacher_model.get_output_embeddings() if hasattr(teacher_model, "get_output_embeddings") else None
-            if not (self._teacher_body_usable(teacher_model) and isinstance(head, torch.nn.Linear)):
+            head = _linear_head(teacher_model) if self.args.lean_logits else None
+            if head is None:
                 with autocast:
                     return self._forward_logits(teacher_model, ids, mask, logits_to_keep).float()
             with autocast:  # the body; the last position predicts past the completion and is not computed
@@ -345,9 +345,6 @@ class SelfDistillationTrainer(SDFTTrainer):
                                              use_cache=False).last_hidden_state[:, -logits_to_keep:]
             logits = torch.nn.functional.linear(hidden.float(), head.weight, head.bias)  # the head in float32
         return logits if self.temperature == 1.0 else logits / self.temperature
-
-    def _teacher_body_usable(self, teacher_model) -> bool:
-        return self.args.lean_logits and not is_peft_model(teacher_model) and hasattr(teacher_model, "model")
 
     def _compute_teacher_student_logits(self, model, teacher_model, inputs):
         if not self.args.teacher_inference_mode and self.args.teacher_dtype is None:
@@ -369,11 +366,9 @@ class SelfDistillationTrainer(SDFTTrainer):
         if not (self.args.fused_lm_head and self.args.loss_chunk_size and self.args.lean_logits):
             return False
         if self.use_teacher_server or self.accelerator.num_processes > 1 or self.is_deepspeed_enabled \
-                or self.is_fsdp_enabled or is_peft_model(model):
+                or self.is_fsdp_enabled:
             return False
-        base = getattr(model, "model", None)
-        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        return base is not None and isinstance(head, torch.nn.Linear) and not getattr(model, "_is_quantized", False)
+        return _linear_head(model) is not None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if return_outputs or not self._fused_head_usable(model):
@@ -479,6 +474,15 @@ class SelfDistillationTrainer(SDFTTrainer):
                                            self.args.distillation_alpha)
         self._log_divergence(model, completion_mask, div)
         return loss
+
+
+def _linear_head(model) -> torch.nn.Linear | None:
+    """The output head of a plain (non-PEFT, unquantized) causal LM whose body is ``model.model``, when that head
+    is an ``nn.Linear``: then logits = head(body(...).last_hidden_state) can be computed in two parts."""
+    if is_peft_model(model) or getattr(model, "_is_quantized", False) or getattr(model, "model", None) is None:
+        return None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return head if isinstance(head, torch.nn.Linear) else None
 
 
 def _one_sequence(inputs: dict, b: int) -> dict | None:
