@@ -80,9 +80,9 @@ def fetch_articles(data_dir: Path | None) -> dict:
 def write_splits(task: str, out_dir: Path, data_dir, seed: int, n: int | None, skip_invalid: bool,
                  splits=("train", "val", "test")) -> dict:
     """Write every split of ``task``; returns the manifest entries (counts and SHA-256 per file)."""
-    from data_prep.tasks import TASKS
+    from data_prep.registry import get_task
 
-    loader = TASKS[task]
+    loader = get_task(task).load
     files = {}
     for split in splits:
         kwargs = {"skip_invalid": skip_invalid} if skip_invalid else {}
@@ -99,7 +99,7 @@ def write_splits(task: str, out_dir: Path, data_dir, seed: int, n: int | None, s
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m data_prep.prepare", description=__doc__.split("\n\n")[0])
     p.add_argument("--task", required=True, help="science | tooluse | medical | medical_answer_only | knowledge | "
-                   "knowledge_ood, or any task of data_prep.tasks.TASKS")
+                   "knowledge_ood, or any registered task (data_prep.registry)")
     p.add_argument("--data-dir", default=None, help="local mirror (layout: data_prep/README.md); default: the hub")
     p.add_argument("--output", required=True, help="folder for <task>/{train,val,test}.jsonl and manifest.json")
     p.add_argument("--seed", type=int, default=0, help="picks the subsample when --n is given")

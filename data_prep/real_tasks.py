@@ -1,9 +1,9 @@
-"""The paper's four tasks from their real sources, in the ``load_task`` calling convention.
+"""Loaders of the paper's tasks from their real sources, in the ``load_task`` calling convention.
 
-``science``, ``tooluse``, ``medical`` (and ``medical_answer_only``, Table 2) and ``knowledge`` (and ``knowledge_ood``: its
-indirect test questions). Each reads a local
-mirror (``data_dir`` / ``$SDFT_DATA_DIR``) or the hub (see ``data_prep.sources``); the train/val/test partition is
-fixed (``sources.SPLIT_SEED``) and ``seed`` only chooses the subsample when ``n`` is given.
+``science``, ``tooluse``, ``medical`` (and ``medical_answer_only``, Table 2) and ``knowledge`` (and ``knowledge_ood``:
+its indirect test questions). Each reads a local mirror (``data_dir`` / ``$SDFT_DATA_DIR``) or the hub (see
+``data_prep.sources``); the train/val/test partition is fixed (``sources.SPLIT_SEED``) and ``seed`` only chooses the
+subsample when ``n`` is given. The tasks are registered in ``data_prep.tasks``.
 """
 
 from __future__ import annotations
@@ -13,22 +13,23 @@ from typing import Callable
 from data_prep import knowledge, medical, science, tooluse
 from data_prep.sources import resolve_data_dir, subsample
 
+_SOURCES: dict[str, Callable[..., list[dict]]] = {
+    "science": lambda split, d, skip: science.load(split, d, skip_invalid=skip),
+    "tooluse": lambda split, d, skip: tooluse.load(split, d, skip_invalid=skip)[0],
+    "medical": lambda split, d, skip: medical.load(split, d, skip_invalid=skip),
+    "medical_answer_only": lambda split, d, skip: medical.load(split, d, answer_only=True, skip_invalid=skip),
+    "knowledge": lambda split, d, skip: knowledge.load(split, d),
+    "knowledge_ood": lambda split, d, skip: knowledge.load(split, d, ood=True),
+}
 
-def _wrap(name: str, load: Callable[..., list[dict]]):
+
+def load_real_task(name: str) -> Callable[..., list[dict]]:
+    """The loader of one of the paper's tasks: ``(split, seed=0, n=None, data_dir=None, skip_invalid=False)``."""
+    load = _SOURCES[name]
+
     def loader(split: str, seed: int = 0, n: int | None = None, data_dir=None, skip_invalid: bool = False):
         records = load(split, resolve_data_dir(data_dir), skip_invalid)
         return subsample(records, n, seed, f"{name}/{split}")
 
     loader.__name__ = f"load_{name}"
     return loader
-
-
-REAL_TASKS: dict[str, Callable[..., list[dict]]] = {
-    "science": _wrap("science", lambda split, d, skip: science.load(split, d, skip_invalid=skip)),
-    "tooluse": _wrap("tooluse", lambda split, d, skip: tooluse.load(split, d, skip_invalid=skip)[0]),
-    "medical": _wrap("medical", lambda split, d, skip: medical.load(split, d, skip_invalid=skip)),
-    "medical_answer_only": _wrap("medical_answer_only",
-                                 lambda split, d, skip: medical.load(split, d, answer_only=True, skip_invalid=skip)),
-    "knowledge": _wrap("knowledge", lambda split, d, skip: knowledge.load(split, d)),
-    "knowledge_ood": _wrap("knowledge_ood", lambda split, d, skip: knowledge.load(split, d, ood=True)),
-}

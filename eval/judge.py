@@ -81,11 +81,13 @@ _LABEL_RE = re.compile(r"\b(PARTIALLY_CORRECT|INCORRECT|CORRECT)\b")
 
 
 def judge_kind(task: str) -> str:
-    """``medical`` or ``knowledge`` for a task name (``embedded_*`` variants and ``knowledge_ood`` map too)."""
-    for kind in PROMPTS:
-        if kind in task:
-            return kind
-    raise KeyError(f"no judge prompt for task {task!r}")
+    """``medical`` or ``knowledge``: the judge prompt of a task (its registration in ``data_prep.tasks``)."""
+    from data_prep.registry import get_task
+
+    kind = get_task(task).judge
+    if kind is None:
+        raise KeyError(f"task {task!r} has a rule-based scorer, not a judge prompt")
+    return kind
 
 
 def parse_verdict(text: str, kind: str) -> str:

@@ -21,6 +21,8 @@ Science (``science``, ``embedded_science``)
 
 Medical and knowledge (``medical``, ``knowledge``): the LLM judge (``eval.judge``); not scored here.
 
+Which scorer a task uses is part of its registration (``data_prep.tasks``).
+
 Embedded QA (``embedded_medical``, ``embedded_knowledge``): :func:`score_short_answer` -- the reference is a
 string answer; correct when the normalized reference equals the normalized response or appears in it as
 a whole-word phrase (normalization: lower case, accents removed, punctuation -> space, articles
@@ -187,36 +189,21 @@ def score_short_answer(response: str, reference: Any) -> float:
 
 
 # --------------------------------------------------------------------------------------------------
-# Registry
+# What scores a task: the task registry (data_prep.registry)
 # --------------------------------------------------------------------------------------------------
-
-JUDGE_TASKS = {"medical": "medical", "medical_answer_only": "medical", "knowledge": "knowledge",
-               "knowledge_ood": "knowledge"}
-
-SCORERS: dict[str, Callable[[str, Any], float]] = {
-    "tooluse": score_tool_call,
-    "embedded_tool": score_tool_call,
-    "science": score_letter,
-    "embedded_science": score_letter,
-    "embedded_medical": score_short_answer,
-    "embedded_knowledge": score_short_answer,
-}
-
-METRIC_NAMES = {
-    "tooluse": "tool_call_match", "embedded_tool": "tool_call_match",
-    "science": "answer_letter_exact", "embedded_science": "answer_letter_exact",
-    "embedded_medical": "normalized_containment", "embedded_knowledge": "normalized_containment",
-}
 
 
 def needs_judge(task: str) -> bool:
-    return task in JUDGE_TASKS
+    from data_prep.registry import get_task
+
+    return get_task(task).judge is not None
 
 
 def get_scorer(task: str) -> Callable[[str, Any], float]:
     """The rule-based scorer of a task; the judge tasks raise (use ``eval.judge``)."""
-    if task in SCORERS:
-        return SCORERS[task]
-    if task in JUDGE_TASKS:
+    from data_prep.registry import get_task
+
+    spec = get_task(task)
+    if spec.score is None:
         raise KeyError(f"task {task!r} is scored by the LLM judge (eval.judge), not a rule-based scorer")
-    raise KeyError(f"no scorer for task {task!r}; known: {sorted(SCORERS) + sorted(JUDGE_TASKS)}")
+    return spec.score

@@ -8,7 +8,8 @@ from typing import Any, Callable, Sequence
 from eval.generation import Generations, generate
 from eval.passk import pass_at_k_curve
 from eval.rag import rag_messages
-from eval.scorers import METRIC_NAMES, get_scorer, needs_judge
+from data_prep.registry import get_task
+from eval.scorers import get_scorer, needs_judge
 from sdft.prompts import student_messages, teacher_messages
 
 
@@ -57,10 +58,10 @@ def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, varia
     responses = gens.first
     scores, extras = _score_responses(records, responses, task, judge)
     n = len(records)
-    judged = needs_judge(task)
-    metric = METRIC_NAMES.get(task, "judge_accuracy")
+    spec = get_task(task)
+    judged = spec.judge is not None
     out_scores: list[dict[str, Any]] = []
-    if judged and "knowledge" in task:
+    if spec.judge == "knowledge":
         verdicts = [e["verdict"] for e in extras]
         strict = sum(v == "CORRECT" for v in verdicts) / n
         lenient = sum(v in ("CORRECT", "PARTIALLY_CORRECT") for v in verdicts) / n
@@ -70,7 +71,7 @@ def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, varia
                        {"metric": "judge_lenient_accuracy", "value": 100 * lenient, "unit": "percent", "n": n,
                         "n_unparseable": unp}]
     else:
-        entry = {"metric": metric, "value": 100 * sum(scores) / n, "unit": "percent", "n": n}
+        entry = {"metric": spec.metric, "value": 100 * sum(scores) / n, "unit": "percent", "n": n}
         if judged:
             entry["n_unparseable"] = sum(e["verdict"] == "UNPARSEABLE" for e in extras)
         out_scores.append(entry)

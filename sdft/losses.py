@@ -43,10 +43,18 @@ REDUCTIONS = ("sequence_mean", "token_mean", "sum")
 
 
 def divergence_alpha(divergence: Any) -> float:
-    """'forward' -> 0.0, 'reverse' -> 1.0, a float in [0, 1] -> itself (TRL's ``distillation_alpha``)."""
-    from sdft.config import divergence_to_alpha
-
-    return divergence_to_alpha(divergence)
+    """'forward' -> 0.0, 'reverse' -> 1.0, a number in [0, 1] (or its string) -> itself (TRL's ``distillation_alpha``)."""
+    if divergence == "forward":
+        return 0.0
+    if divergence == "reverse":
+        return 1.0
+    try:
+        value = float(divergence)
+    except (TypeError, ValueError):
+        raise ValueError(f"divergence must be 'forward', 'reverse' or a number in [0, 1], got {divergence!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"divergence as a number must lie in [0, 1], got {value}")
+    return value
 
 
 def _log_softmax(logits: torch.Tensor) -> torch.Tensor:

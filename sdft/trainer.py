@@ -35,6 +35,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TrainerCallback
@@ -60,13 +61,43 @@ TEACHER_DTYPES = (None, "bfloat16", "float16")  # autocast's low-precision types
 
 @dataclass
 class SelfDistillationConfig(SDFTConfig):
-    """TRL's ``SDFTConfig`` plus the knobs of the paper that TRL lacks.
+    """TRL's ``SDFTConfig`` with the paper's defaults where TRL's differ, plus the knobs of the paper that TRL lacks.
 
-    The divergence is TRL's ``distillation_alpha`` (0 forward, 1 reverse, between: generalized JSD) and is
-    always computed over the full vocabulary (``distillation_mode="full_logits"``).
+    The divergence is always computed over the full vocabulary (``distillation_mode="full_logits"``); ``divergence``
+    names it and sets TRL's ``distillation_alpha`` (0 forward, 1 reverse, between: generalized JSD).
+    ``teacher_template`` names the teacher's context (``sdft.prompts.TEACHER_TEMPLATES``) and sets TRL's
+    ``teacher_prompt_template``.
     """
 
-    estimator: str = field(default="analytic", metadata={"help": "analytic | token | rao_blackwell (Appendix A.1)"})
+    # --- the paper's values where TRL's defaults differ (Appendix B; the authors' code) -------------------------
+    num_generations: int = field(default=1, metadata={"help": "on-policy rollouts per prompt (the paper: 1)"})
+    max_prompt_length: int | None = field(default=1024, metadata={"help": "prompts longer than this are cut on "
+                                                                          "the left"})
+    max_completion_length: int | None = field(
+        default=2048, metadata={"help": "rollout length (the paper: 2048 for skills, 1024 for knowledge)"})
+    teacher_model_kind: Literal["ema", "base", "live"] = field(
+        default="ema", metadata={"help": "teacher weights: ema (an EMA of the student, the paper's), base (the "
+                                         "frozen initial model) or live (the current student) (Appendix A.3)"})
+    teacher_update_rate: float = field(
+        default=0.02, metadata={"help": "EMA rate alpha of the teacher: phi <- alpha * theta + (1 - alpha) * phi "
+                                        "after every teacher_sync_steps optimizer steps (Table 3 sweeps "
+                                        "{0.01, 0.02, 0.05})"})
+    # --- ours ----------------------------------------------------------------------------------------------------
+    divergence: str = field(
+        default="forward",
+        metadata={"help": "per-token divergence: 'forward' KL(teacher || student) -- what the authors' code used for "
+                  "the paper's numbers --, 'reverse' KL(student || teacher) -- the paper's Eq. 1 --, or a number in "
+                  "[0, 1] for the generalized JSD (0 = forward, 1 = reverse, TRL's convention). Sets "
+                  "distillation_alpha."},
+    )
+    teacher_template: str = field(
+        default="paper", metadata={"help": "the teacher's context: a name of sdft.prompts.TEACHER_TEMPLATES (paper: "
+                                           "the paper's template verbatim) or a template text; sets "
+                                           "teacher_prompt_template"})
+    estimator: Literal["analytic", "token", "rao_blackwell"] = field(
+        default="analytic", metadata={"help": "gradient estimator (Appendix A.1): analytic (full vocabulary per "
+                                              "token, the paper's), token (sampled token; reverse KL only), "
+                                              "rao_blackwell (unbiased for the sequence-level reverse KL)"})
     vllm_importance_sampling: bool = field(
         default=True, metadata={"help": "reweight by truncated pi_train / pi_sampler when the rollouts come from "
                                 "another copy of the weights (vLLM, or the rollout_dtype copy)"}
@@ -122,7 +153,18 @@ class SelfDistillationConfig(SDFTConfig):
     )
 
     def __post_init__(self):
+        from sdft.losses import divergence_alpha
+        from sdft.prompts import get_template, to_trl_template
+
         self.distillation_mode = "full_logits"
+        self.distillation_alpha = divergence_alpha(self.divergence)
+        self.teacher_prompt_template = to_trl_template(get_template(self.teacher_template))
+        if self.estimator == "token" and self.distillation_alpha != 1.0:
+            raise ValueError("the token-level estimator is defined for the reverse KL only (set divergence=reverse)")
+        if not 0.0 < self.teacher_update_rate <= 1.0:
+            raise ValueError(f"teacher_update_rate must lie in (0, 1], got {self.teacher_update_rate}")
+        if self.num_loss_tokens_to_skip < 0:
+            raise ValueError("num_loss_tokens_to_skip must be >= 0")
         for name, allowed in (("rollout_dtype", ROLLOUT_DTYPES), ("teacher_dtype", TEACHER_DTYPES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

@@ -1,0 +1,84 @@
+"""The task registry: one :class:`Task` per task name, read by data loading, scoring, configs and tables.
+
+A task is registered once, where it is defined (``data_prep/tasks.py`` for the tasks of this repository); a
+task of your own is one module that builds its records and one call::
+
+    from data_prep.registry import Task, register_task
+    from eval.scorers import score_short_answer
+
+    register_task(Task(name="my_qa", load=my_loader, score=score_short_answer, metric="normalized_containment",
+                       title="My QA"))
+
+after which ``python -m sdft.train --task my_qa``, ``eval.evaluate`` and the experiment tables know it (import
+the module first, e.g. from your own script).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+Loader = Callable[..., list[dict]]  # (split, seed=0, n=None, data_dir=None[, skip_invalid=False]) -> records
+Scorer = Callable[[str, Any], float]  # (response, reference) -> 1.0 or 0.0
+JUDGE_KINDS = ("medical", "knowledge")  # the judge prompts of eval.judge
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything the rest of the repository needs to know about a task."""
+
+    name: str
+    load: Loader
+    metric: str
+    """Name of the headline metric in eval.json (e.g. ``tool_call_match``, ``judge_accuracy``)."""
+    title: str
+    """Display title in tables and figures."""
+    score: Scorer | None = None
+    """Rule-based scorer; ``None`` for tasks scored by the LLM judge."""
+    judge: str | None = None
+    """The judge prompt (one of ``JUDGE_KINDS``) for judge-scored tasks."""
+    paper_task: str | None = None
+    """The paper's task this one stands in for (the embedded tasks); ``None`` for the paper's own tasks."""
+    split_rule: str = ""
+    """How train / val / test are made, in one sentence (shown by ``python -m data_prep.prepare --list``)."""
+    preset_values: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Config values this task sets inside a preset, e.g. ``{"paper": {"max_completion_length": 1024}}``; applied
+    to the methods whose configs have those fields, below recipes and the command line."""
+
+    def __post_init__(self):
+        if (self.score is None) == (self.judge is None):
+            raise ValueError(f"task {self.name!r}: give exactly one of a rule-based scorer or a judge kind")
+        if self.judge is not None and self.judge not in JUDGE_KINDS:
+            raise ValueError(f"task {self.name!r}: judge must be one of {JUDGE_KINDS}, got {self.judge!r}")
+
+    @property
+    def shown_as(self) -> str:
+        """The task a table row belongs to: the paper's task for a stand-in, else this one."""
+        return self.paper_task or self.name
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task, replace: bool = False) -> Task:
+    """Add ``task`` to the registry; registering a name twice is an error unless ``replace``."""
+    if task.name in TASKS and not replace:
+        raise ValueError(f"task {task.name!r} is registered already")
+    TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    _load_builtin_tasks()
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
+    return TASKS[name]
+
+
+def task_names() -> list[str]:
+    _load_builtin_tasks()
+    return sorted(TASKS)
+
+
+def _load_builtin_tasks() -> None:
+    import data_prep.tasks  # noqa: F401  (registers this repository's tasks on first import)
