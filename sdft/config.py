@@ -9,7 +9,7 @@ trainer options -- is a command-line and recipe key, under its own name:
   * the method's trainer config (``Method.config_class``: ``SelfDistillationConfig``, ``trl.SFTConfig``, ...).
 
 Values come from these layers, later ones winning:
-  1. the dataclass defaults, then the method's defining values (``Method.defaults``),
+  1. the dataclass defaults, the machine (``use_cpu`` without CUDA), the method's defining values (``Method.defaults``),
   2. the preset (``sdft/presets/<preset>.yaml``: ``common`` keys, then the method's block under ``methods``),
   3. the task's values inside that preset (``Task.preset_values``, e.g. the paper's 1024-token knowledge rollouts),
   4. a YAML recipe (``--config recipe.yaml``; ``experiments/recipes/``),
@@ -21,6 +21,7 @@ tasks, the offline CPU default, minutes) and ``paper`` (Qwen2.5-7B-Instruct with
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 from dataclasses import dataclass, field, fields
@@ -91,25 +92,26 @@ class RunConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def trainer_args(self, output_dir: str | Path, **changes: Any):
-        """A copy of the trainer config writing to ``output_dir`` (a run's checkpoint folder), with ``changes``."""
-        return derive_args(self.training, type(self.training), output_dir=str(output_dir), **changes)
+        """A copy of the trainer config writing to ``output_dir`` (a run's checkpoint folder), with ``changes``.
 
-    @property
-    def checkpoint_dir(self) -> Path:
-        return Path(self.training.output_dir) / "checkpoints"
+        A shallow copy with attributes set, not a new instance: the config's ``__post_init__`` derived values (e.g.
+        TRL's generation batch size) stay as they are, and none of them depends on ``output_dir``.
+        """
+        args = copy.copy(self.training)
+        for name, value in {"output_dir": str(output_dir), **changes}.items():
+            if name not in _field_names(type(args)):
+                raise ValueError(f"{type(args).__name__} has no field {name!r}")
+            setattr(args, name, value)
+        return args
 
 
-def derive_args(source, config_class: type, **changes: Any):
-    """A ``config_class`` instance with every field it shares with ``source`` copied, then ``changes`` applied.
+def derive_args(source, config_class: type, **values: Any):
+    """A ``config_class`` with the ``TrainingArguments`` fields of ``source`` (optimiser, schedule, precision,
+    logging, seed...) and ``values``: the config of another stage of a multi-stage method, nothing translated."""
+    from transformers import TrainingArguments
 
-    For multi-stage methods (SFT + re-invoke's second stage) and for checkpoint folders: the optimiser, schedule,
-    precision and logging settings of the run carry over by name, nothing is translated.
-    """
-    init_names = {f.name for f in fields(config_class) if f.init}
-    values = {f.name: getattr(source, f.name) for f in fields(type(source))
-              if f.init and f.name in init_names and hasattr(source, f.name)}
-    values.update(changes)
-    return config_class(**{k: _plain(v) for k, v in values.items()})
+    shared = {f.name: _plain(getattr(source, f.name)) for f in fields(TrainingArguments) if f.init}
+    return config_class(**{**shared, **values})
 
 
 def _plain(value: Any) -> Any:
@@ -220,6 +222,7 @@ def build_config(
     known = {action.dest for action in parser._actions}
     task_values = {k: v for k, v in get_task(task).preset_values.get(preset, {}).items() if k in known}
     layers = [
+        ("this machine", {"use_cpu": not _cuda_available()}),
         (f"method {method!r} defaults", dict(spec.defaults)),
         (f"preset {preset!r}", values["common"]),
         (f"preset {preset!r}, method {method!r}", per_method),
@@ -244,6 +247,12 @@ def build_config(
     if not _given("output_dir", [layer for _, layer in layers], argv):
         cfg.training.output_dir = f"runs/{cfg.task}/{cfg.method}/{cfg.preset}-seed{cfg.seed}"
     return cfg
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _check_choices(parser, cfg: RunConfig) -> None:

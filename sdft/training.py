@@ -7,21 +7,21 @@ from pathlib import Path
 
 import torch
 
-from sdft.config import RunConfig
 from sdft.models import load_tokenizer, resolve_model_path
 from sdft.run_io import JsonlMetricsCallback
 
 
-def load_student(cfg: RunConfig, model_name: str | None = None):
-    """The model to train (float32 on CPU; bf16 weights on GPU when cfg.bf16) and its tokenizer, left-padded."""
+def load_student(cfg, model_name: str | None = None):
+    """The model to train (bf16 weights on GPU when the run trains in bf16, else float32) and its tokenizer,
+    left-padded."""
     from transformers import AutoModelForCausalLM
 
     name = model_name or cfg.model
     cuda = torch.cuda.is_available()
     if not cuda and os.environ.get("SDFT_NUM_THREADS"):
-        # On shared CPU cores, fewer threads than cores can be much faster (experiments/bench_cost.py).
+        # On CPU cores shared with other jobs, fewer threads than cores can be much faster (experiments/bench_cost.py).
         torch.set_num_threads(int(os.environ["SDFT_NUM_THREADS"]))
-    dtype = torch.bfloat16 if (cuda and cfg.bf16 is not False) else torch.float32
+    dtype = torch.bfloat16 if (cuda and cfg.bf16) else torch.float32
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=dtype)
     tokenizer = load_tokenizer(name)
     tokenizer.padding_side = "left"

@@ -5,18 +5,20 @@ knowledge-acquisition articles), de-duplicated in first-seen order. A task witho
 demonstrations as plain text (no chat template), and the manifest says so (``cpt_source``).
 
 Training is TRL's ``SFTTrainer`` on a language-modeling dataset ``{"text": ...}``: each document is tokenized,
-ends with the end-of-sequence token, and the documents are concatenated and cut into blocks of
-``max_prompt_length + max_completion_length`` tokens (``packing_strategy="wrapped"``, the usual pre-training
-chunking). ``completion_only_loss=False``: the labels are the input ids at every position but padding.
+ends with the end-of-sequence token, and the documents are concatenated and cut into blocks of ``max_length``
+tokens (``packing_strategy="wrapped"``, the usual pre-training chunking). ``completion_only_loss=False``: the labels
+are the input ids at every position but padding. These settings are the method's defaults (``CPT_DEFAULTS``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sdft.config import RunConfig
+from sdft.registry import Method, register_method
 
 RAW_TEXT_KEYS = ("article", "text")
+CPT_DEFAULTS = {"completion_only_loss": False, "packing": True, "packing_strategy": "wrapped", "padding_free": False,
+                "dataset_text_field": "text", "shuffle_dataset": True}
 
 
 def corpus_texts(records: list[dict]) -> tuple[list[str], str]:
@@ -40,11 +42,10 @@ def corpus_texts(records: list[dict]) -> tuple[list[str], str]:
     return texts, "demonstration (the task has no raw text in meta.article / meta.text)"
 
 
-def build_cpt_trainer(cfg: RunConfig, records: list[dict], run_dir, model=None, tokenizer=None, callbacks=None):
+def build_cpt_trainer(cfg, records: list[dict], run_dir, model=None, tokenizer=None, callbacks=None):
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from sdft.baselines.sft import sft_config_from
     from sdft.training import load_student, run_callbacks
 
     texts, source = corpus_texts(records)
@@ -52,10 +53,7 @@ def build_cpt_trainer(cfg: RunConfig, records: list[dict], run_dir, model=None, 
         raise ValueError("CPT: the records hold no text to train on")
     if model is None:
         model, tokenizer = load_student(cfg)
-    args = sft_config_from(
-        cfg, Path(run_dir) / "checkpoints", completion_only_loss=False, packing=True, packing_strategy="wrapped",
-        padding_free=False, dataset_text_field="text",
-    )
+    args = cfg.trainer_args(Path(run_dir) / "checkpoints")
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=Dataset.from_list([{"text": t} for t in texts]),
         processing_class=tokenizer, callbacks=callbacks if callbacks is not None else run_callbacks(run_dir),
@@ -65,10 +63,22 @@ def build_cpt_trainer(cfg: RunConfig, records: list[dict], run_dir, model=None, 
     return trainer
 
 
-def train_cpt(cfg: RunConfig, records: list[dict], run_dir, resume_from_checkpoint=None):
+def train_cpt(cfg, records: list[dict], run_dir, resume_from_checkpoint=None):
     """Next-token loss on every token of the de-duplicated raw text of the task."""
     from sdft.training import final_train_metrics
 
     trainer = build_cpt_trainer(cfg, records, run_dir)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    return trainer.model, trainer.processing_class, {**final_train_metrics(trainer), **trainer.cpt_info}
+    return trainer, {**final_train_metrics(trainer), **trainer.cpt_info}
+
+
+def _register() -> None:
+    from trl import SFTConfig
+
+    register_method(Method(
+        "cpt", train=train_cpt, config_class=SFTConfig, title="CPT", defaults=CPT_DEFAULTS,
+        style={"color": "#8c564b", "marker": "v"}, description="next-token loss on the raw text corpus",
+    ))
+
+
+_register()

@@ -3,9 +3,9 @@
 Both start by sampling the teacher once, before any training, and caching the samples to disk:
 
 * the teacher is the initial model conditioned on the demonstration, ``teacher_messages(record,
-  cfg.teacher_template)`` -- the same context as SDFT's teacher;
-* ``cfg.offline_num_samples`` samples per prompt, temperature ``cfg.temperature``, top-p ``cfg.top_p``,
-  at most ``cfg.max_completion_length`` new tokens, seeded by ``cfg.seed``;
+  teacher_template)`` -- the same context as SDFT's teacher;
+* ``offline_num_samples`` samples per prompt, temperature ``temperature``, top-p ``top_p``, at most
+  ``max_completion_length`` new tokens, seeded by the run's ``seed`` (``TeacherSamplingArguments``);
 * written to ``<run_dir>/teacher_samples.jsonl`` (one line per sample: record id, sample index, the teacher
   prompt, the completion's token ids and text) with ``teacher_samples.meta.json`` beside it. A rerun with the
   same settings reuses the cache, so a resumed run trains on exactly the same sequences.
@@ -13,7 +13,7 @@ Both start by sampling the teacher once, before any training, and caching the sa
 Then
 * ``offline_distill``: for every cached completion ``y``, the student sees (student prompt, ``y``) and the
   FROZEN teacher (a separate copy of the initial model) sees (teacher prompt, ``y``); the loss is our per-token
-  divergence ``sdft.losses.self_distillation_loss`` (``cfg.divergence``, full vocabulary) at the completion
+  divergence ``sdft.losses.self_distillation_loss`` (``divergence``, full vocabulary) at the completion
   positions, averaged per sequence then over the batch, like SDFT. The gradient estimator is the analytic one:
   the token-level and Rao-Blackwellized estimators assume ``y`` is sampled from the student, which it is not here.
   TRL's ``GKDTrainer`` does not fit: it feeds the teacher the student's prompt, and the teacher's context here
@@ -27,17 +27,50 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainingArguments
 
-from sdft.config import RunConfig, trainer_kwargs
-from sdft.losses import self_distillation_loss
-from sdft.prompts import student_messages, teacher_messages
+from sdft.losses import divergence_alpha, self_distillation_loss
+from sdft.prompts import get_template, student_messages, teacher_messages
+from sdft.registry import Method, register_method
 
 CACHE_FILE = "teacher_samples.jsonl"
 CACHE_META = "teacher_samples.meta.json"
+
+
+@dataclass
+class TeacherSamplingArguments:
+    """How the teacher's samples are drawn, once, before training (both methods of this module)."""
+
+    teacher_template: str = field(default="paper", metadata={"help": "the teacher's context: a name of "
+                                                                     "sdft.prompts.TEACHER_TEMPLATES or a template"})
+    offline_num_samples: int = field(default=1, metadata={"help": "teacher samples per prompt"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the teacher"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling of the teacher"})
+    max_prompt_length: int = field(default=1024, metadata={"help": "prompts longer than this are cut on the left"})
+    max_completion_length: int = field(default=2048, metadata={"help": "new tokens per teacher sample"})
+
+    def __post_init__(self):
+        get_template(self.teacher_template)
+
+
+@dataclass
+class OfflineDistillConfig(TrainingArguments):
+    """``TrainingArguments`` plus the loss of offline distillation."""
+
+    divergence: str = field(
+        default="forward", metadata={"help": "per-token divergence to the frozen teacher: forward, reverse or a "
+                                             "number in [0, 1] (generalized JSD; see SelfDistillationConfig)"})
+    num_loss_tokens_to_skip: int = field(default=0, metadata={"help": "mask the loss on the first k completion "
+                                                                      "tokens"})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "keep the collator's columns"})
+
+    def __post_init__(self):
+        divergence_alpha(self.divergence)
+        super().__post_init__()
 
 
 # ------------------------------------------------------------------------------------------------ teacher cache
@@ -54,7 +87,7 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-def cache_settings(cfg: RunConfig, records: list[dict]) -> dict:
+def cache_settings(cfg, records: list[dict]) -> dict:
     """What the cached samples depend on; a cache made with other settings is not reused."""
     return dict(model=cfg.model, teacher_template=cfg.teacher_template, temperature=cfg.temperature, top_p=cfg.top_p,
                 num_samples=cfg.offline_num_samples, max_completion_length=cfg.max_completion_length,
@@ -66,7 +99,7 @@ def read_cache(path: str | Path) -> list[dict]:
 
 
 @torch.no_grad()
-def generate_teacher_cache(cfg: RunConfig, records: list[dict], model, tokenizer, run_dir) -> list[dict]:
+def generate_teacher_cache(cfg, records: list[dict], model, tokenizer, run_dir) -> list[dict]:
     """Sample the demonstration-conditioned initial model once per (record, sample) and cache it; return the rows."""
     run_dir = Path(run_dir)
     path, meta_path = run_dir / CACHE_FILE, run_dir / CACHE_META
@@ -119,7 +152,7 @@ def generate_teacher_cache(cfg: RunConfig, records: list[dict], model, tokenizer
 
 
 # ------------------------------------------------------------------------------------------------ distillation
-def distillation_examples(records: list[dict], cache: list[dict], tokenizer, cfg: RunConfig) -> list[dict]:
+def distillation_examples(records: list[dict], cache: list[dict], tokenizer, cfg) -> list[dict]:
     """Token ids of (student prompt, teacher prompt, completion) for every cached sample."""
     by_id = {r["id"]: r for r in records}
     out = []
@@ -192,7 +225,7 @@ class OfflineDistillationTrainer(Trainer):
         return (loss, {"student_logits": student}) if return_outputs else loss
 
 
-def build_offline_distill_trainer(cfg: RunConfig, records: list[dict], run_dir, model=None, tokenizer=None,
+def build_offline_distill_trainer(cfg, records: list[dict], run_dir, model=None, tokenizer=None,
                                   teacher_model=None, callbacks=None):
     """Make (or reuse) the teacher cache with the initial model, then a trainer on the cached sequences only."""
     from datasets import Dataset
@@ -205,12 +238,12 @@ def build_offline_distill_trainer(cfg: RunConfig, records: list[dict], run_dir, 
     if teacher_model is None:
         teacher_model, _ = load_student(cfg)  # a separate copy of the initial model, frozen by the trainer
     examples = distillation_examples(records, cache, tokenizer, cfg)
-    args = TrainingArguments(**trainer_kwargs(cfg, Path(run_dir) / "checkpoints"), remove_unused_columns=False)
+    args = cfg.trainer_args(Path(run_dir) / "checkpoints")
     trainer = OfflineDistillationTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(examples),
         data_collator=OfflineDistillationCollator(tokenizer.pad_token_id), processing_class=tokenizer,
         callbacks=callbacks if callbacks is not None else run_callbacks(run_dir),
-        teacher_model=teacher_model, divergence=cfg.divergence, skip_first_tokens=cfg.skip_first_tokens,
+        teacher_model=teacher_model, divergence=args.divergence, skip_first_tokens=args.num_loss_tokens_to_skip,
     )
     trainer.cache_rows = cache
     return trainer
@@ -221,17 +254,17 @@ def _cache_info(cache: list[dict]) -> dict:
             "teacher_samples_finished": sum(r["finished"] for r in cache)}
 
 
-def train_offline_distill(cfg: RunConfig, records: list[dict], run_dir, resume_from_checkpoint=None):
+def train_offline_distill(cfg, records: list[dict], run_dir, resume_from_checkpoint=None):
     """Minimize the per-token divergence to the frozen demonstration-conditioned teacher on cached teacher samples."""
     from sdft.training import final_train_metrics
 
     trainer = build_offline_distill_trainer(cfg, records, run_dir)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     info = {**final_train_metrics(trainer), **_cache_info(trainer.cache_rows), "estimator": "analytic"}
-    return trainer.model, trainer.processing_class, info
+    return trainer, info
 
 
-def train_sft_from_teacher(cfg: RunConfig, records: list[dict], run_dir, resume_from_checkpoint=None):
+def train_sft_from_teacher(cfg, records: list[dict], run_dir, resume_from_checkpoint=None):
     """SFT (student prompt -> cached teacher sample), on the same cached samples as offline distillation."""
     from sdft.baselines.sft import build_sft_trainer
     from sdft.training import final_train_metrics, load_student
@@ -244,4 +277,25 @@ def train_sft_from_teacher(cfg: RunConfig, records: list[dict], run_dir, resume_
                                 tokenizer=tokenizer, completions=[row["completion"] for row in rows])
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     info = {**final_train_metrics(trainer), **_cache_info(cache), "n_examples": len(rows)}
-    return trainer.model, trainer.processing_class, info
+    return trainer, info
+
+
+def _register() -> None:
+    from trl import SFTConfig
+
+    from sdft.baselines.sft import SFT_DEFAULTS
+
+    register_method(Method(
+        "offline_distill", train=train_offline_distill, config_class=OfflineDistillConfig,
+        args_class=TeacherSamplingArguments, title="Offline distillation", distils=True,
+        style={"color": "#2ca02c", "marker": "P"},
+        description="SDFT's per-token divergence on teacher samples generated once before training",
+    ))
+    register_method(Method(
+        "sft_from_teacher", train=train_sft_from_teacher, config_class=SFTConfig, args_class=TeacherSamplingArguments,
+        title="SFT on teacher samples", defaults={**SFT_DEFAULTS, "loss_type": "nll"},
+        style={"color": "#e377c2", "marker": "X"}, description="SFT on the same cached teacher samples",
+    ))
+
+
+_register()

@@ -2,15 +2,18 @@
 
 Stage 1 is SFT on the task (``sdft.baselines.sft``). Stage 2 restores prior capabilities by on-policy
 distillation from the FROZEN ORIGINAL BASE model on general-purpose prompts that are not task data
-(``data_prep.general_prompts``, source ``cfg.reinvoke_prompts``), for ``cfg.reinvoke_steps`` optimizer steps:
+(``data_prep.general_prompts``, source ``reinvoke_prompts``), for ``reinvoke_steps`` optimizer steps:
 the SFT'd student samples a response to each prompt and is trained to lower the per-token reverse KL
-``KL(student || base)`` on its own samples (analytic full-vocabulary estimator by default, ``cfg.estimator``).
+``KL(student || base)`` on its own samples (analytic full-vocabulary estimator by default, ``estimator``).
 
-Stage 2 runs on our SDFT trainer (``sdft.trainer.build_sdft_trainer``) with
-  * ``teacher_kind="base"``: TRL builds a separate, frozen (``requires_grad=False``, eval mode, never
+The run's trainer config is stage 2's, a ``SelfDistillationConfig`` whose defining values are this method's
+defaults (below); stage 1's ``SFTConfig`` carries over its ``TrainingArguments`` fields (optimiser, schedule,
+precision, ``max_steps``...) with ``max_length = max_prompt_length + max_completion_length``
+(``sdft.config.derive_args``). Stage 2 runs ``reinvoke_steps`` optimizer steps on our SDFT trainer with
+  * ``teacher_model_kind="base"``: TRL builds a separate, frozen (``requires_grad=False``, eval mode, never
     synchronised) teacher by loading ``model.config._name_or_path``. After SFT that attribute may name the
     stage-1 checkpoint (when the SFT model is reloaded to resume), so it is set explicitly to the original
-    base (``cfg.model``) before the trainer is built, and checked after;
+    base (the run's ``model``) before the trainer is built, and checked after;
   * ``divergence="reverse"``;
   * ``teacher_template="none"`` with an empty demonstration: the teacher sees exactly the student's context.
 
@@ -21,26 +24,57 @@ it stopped in (stage 2 restarts from the last stage-1 checkpoint when it had no 
 
 from __future__ import annotations
 
-import dataclasses
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdft.config import RunConfig
+from sdft.config import derive_args
+from sdft.registry import Method, register_method
+from sdft.trainer import SelfDistillationConfig
 
 STAGE1_DIR = "stage1_sft"
 STAGE2_DIR = "stage2_reinvoke"
 STAGE1_DONE = "stage1_done.json"
 
 
-def stage2_config(cfg: RunConfig) -> RunConfig:
-    """The stage-2 settings: frozen-base teacher, reverse KL, teacher context = student context."""
-    return dataclasses.replace(
-        cfg, max_steps=cfg.reinvoke_steps, teacher_kind="base", divergence="reverse", teacher_template="none",
-        num_generations=1,
+@dataclass
+class ReinvokeArguments:
+    """The knobs of SFT + re-invoke that its trainer configs lack."""
+
+    reinvoke_steps: int = field(default=100, metadata={"help": "optimizer steps of stage 2 (on-policy distillation "
+                                                               "from the frozen base)"})
+    reinvoke_prompts: str = field(
+        default="embedded",
+        metadata={"help": "general prompt set of stage 2: 'embedded', 'hub:<dataset id>' or a local JSONL / JSON "
+                          "file (data_prep.general_prompts)"},
     )
 
 
-def general_prompt_records(cfg: RunConfig) -> list[dict]:
+# Stage 2: frozen-base teacher, reverse KL, teacher context = student context (an empty demonstration).
+REINVOKE_DEFAULTS = {"teacher_model_kind": "base", "divergence": "reverse", "teacher_template": "none",
+                     "num_generations": 1}
+
+
+def stage1_args(cfg, checkpoint_dir):
+    """Stage 1's ``SFTConfig``: the run's ``TrainingArguments`` fields, SFT's sequence limit and loss."""
+    from trl import SFTConfig
+
+    from sdft.baselines.sft import SFT_DEFAULTS
+
+    t = cfg.training
+    return derive_args(t, SFTConfig, output_dir=str(checkpoint_dir), loss_type="nll",
+                       max_length=t.max_prompt_length + t.max_completion_length, **SFT_DEFAULTS)
+
+
+def build_stage1_trainer(cfg, records: list[dict], run_dir, checkpoint_dir=None, **kwargs):
+    """Stage 1: SFT on the task (``sdft.baselines.sft.build_sft_trainer`` with ``stage1_args``)."""
+    from sdft.baselines.sft import build_sft_trainer
+
+    checkpoint_dir = checkpoint_dir or Path(run_dir) / "checkpoints" / STAGE1_DIR
+    return build_sft_trainer(cfg, records, run_dir, args=stage1_args(cfg, checkpoint_dir), stage="sft", **kwargs)
+
+
+def general_prompt_records(cfg) -> list[dict]:
     """Stage-2 prompts in the shape ``sdft_dataset`` reads (a prompt and an empty demonstration)."""
     from data_prep.general_prompts import load_general_prompts
 
@@ -49,20 +83,19 @@ def general_prompt_records(cfg: RunConfig) -> list[dict]:
     return [{"prompt": p, "demonstration": ""} for p in prompts]
 
 
-def build_reinvoke_trainer(cfg: RunConfig, model, tokenizer, run_dir, callbacks=None):
+def build_reinvoke_trainer(cfg, model, tokenizer, run_dir, callbacks=None):
     """Stage 2 on an SFT'd ``model``: on-policy reverse-KL distillation from the frozen original base."""
+    from sdft.method import build_sdft_trainer
     from sdft.models import resolve_model_path
-    from sdft.trainer import build_sdft_trainer
     from sdft.training import run_callbacks
 
     base_path = resolve_model_path(cfg.model)
     # TRL loads the "base" teacher from this attribute: make it the original base, not the SFT checkpoint.
     model.config._name_or_path = base_path
-    cfg2 = stage2_config(cfg)
     trainer = build_sdft_trainer(
-        cfg2, general_prompt_records(cfg2), run_dir, model=model, tokenizer=tokenizer,
+        cfg, general_prompt_records(cfg), run_dir, model=model, tokenizer=tokenizer,
         callbacks=callbacks if callbacks is not None else run_callbacks(run_dir, stage="reinvoke"),
-        checkpoint_dir=Path(run_dir) / "checkpoints" / STAGE2_DIR,
+        checkpoint_dir=Path(run_dir) / "checkpoints" / STAGE2_DIR, args_overrides={"max_steps": cfg.reinvoke_steps},
     )
     teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)
     if teacher is trainer.accelerator.unwrap_model(trainer.model) or teacher.config._name_or_path != base_path:
@@ -78,16 +111,14 @@ def _last(folder: Path) -> str | None:
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
-def train_reinvoke(cfg: RunConfig, records: list[dict], run_dir, resume_from_checkpoint=None):
-    """SFT on the task, then ``cfg.reinvoke_steps`` steps of on-policy distillation from the frozen base."""
-    from sdft.baselines.sft import build_sft_trainer
+def train_reinvoke(cfg, records: list[dict], run_dir, resume_from_checkpoint=None):
+    """SFT on the task, then ``reinvoke_steps`` steps of on-policy distillation from the frozen base."""
     from sdft.training import final_train_metrics, load_student
 
     run_dir = Path(run_dir)
     ckpt1, ckpt2 = run_dir / "checkpoints" / STAGE1_DIR, run_dir / "checkpoints" / STAGE2_DIR
     done1 = run_dir / "checkpoints" / STAGE1_DONE
-    # "divergence" overrides the run manifest's entry (cfg.divergence), which stage 2 does not use
-    info: dict = {"divergence": "reverse", "stage2_teacher": "frozen original base", "stage2_divergence": "reverse",
+    info: dict = {"divergence": cfg.divergence, "stage2_teacher": "frozen original base",
                   "stage2_prompts": cfg.reinvoke_prompts, "reinvoke_steps": cfg.reinvoke_steps}
 
     # ---- stage 1: SFT on the task (skipped when it finished in an earlier, interrupted run)
@@ -98,7 +129,7 @@ def train_reinvoke(cfg: RunConfig, records: list[dict], run_dir, resume_from_che
         # With a stage-2 checkpoint the trainer restores the student's weights itself; else start from SFT's end.
         model, tokenizer = load_student(cfg) if resume2 else load_student(cfg, stage1["final_checkpoint"])
     else:
-        sft = build_sft_trainer(cfg, records, run_dir, checkpoint_dir=ckpt1, stage="sft")
+        sft = build_stage1_trainer(cfg, records, run_dir, checkpoint_dir=ckpt1)
         sft.train(resume_from_checkpoint=_last(ckpt1))
         final = _last(ckpt1)
         if final is None or not final.endswith(f"-{sft.state.global_step}"):  # no end-of-training checkpoint
@@ -115,4 +146,11 @@ def train_reinvoke(cfg: RunConfig, records: list[dict], run_dir, resume_from_che
     trainer.train(resume_from_checkpoint=resume2)
     info["reinvoke"] = final_train_metrics(trainer)
     info["stage2_prompt_count"] = len(trainer.train_dataset)
-    return trainer.model, trainer.processing_class, info
+    return trainer, info
+
+
+register_method(Method(
+    "reinvoke", train=train_reinvoke, config_class=SelfDistillationConfig, args_class=ReinvokeArguments,
+    title="SFT + re-invoke", defaults=REINVOKE_DEFAULTS, distils=True, style={"color": "#ff7f0e", "marker": "D"},
+    description="SFT, then on-policy distillation from the frozen base on general prompts (Lu & Thinking Machines)",
+))

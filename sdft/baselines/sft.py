@@ -8,32 +8,20 @@
   target token, ``-sg[p(y_t)] log p(y_t)``. TRL 1.16 implements it as ``SFTConfig(loss_type="dft")``; the tests
   check it against ``sdft.losses.dft_loss`` and a hand computation.
 
-The optimiser settings are the shared ones of ``sdft.config.trainer_kwargs``. The sequence limit is
-``max_prompt_length + max_completion_length`` (TRL truncates longer sequences at the end).
+Every knob is a field of TRL's ``SFTConfig`` (the sequence limit is ``max_length``: TRL truncates longer sequences
+at the end; the presets set it to the SDFT runs' prompt + completion lengths).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sdft.config import RunConfig, trainer_kwargs
 from sdft.prompts import student_messages
+from sdft.registry import Method, register_method
 
-
-def sft_config_from(cfg: RunConfig, output_dir, loss_type: str = "nll", **overrides):
-    """TRL's ``SFTConfig`` with the shared optimiser settings of every method."""
-    from trl import SFTConfig
-
-    values = dict(
-        **trainer_kwargs(cfg, output_dir),
-        max_length=cfg.max_prompt_length + cfg.max_completion_length,
-        completion_only_loss=True,
-        loss_type=loss_type,
-        shuffle_dataset=True,
-        dataset_num_proc=None,
-    )
-    values.update(overrides)
-    return SFTConfig(**values)
+# The data order of every method is shuffled (TRL's SFTConfig does not shuffle by default); loss on the
+# assistant turn only.
+SFT_DEFAULTS = {"shuffle_dataset": True, "completion_only_loss": True}
 
 
 def sft_examples(records: list[dict], completions: list[str] | None = None) -> list[dict]:
@@ -49,10 +37,13 @@ def sft_examples(records: list[dict], completions: list[str] | None = None) -> l
             for r, t in zip(records, targets)]
 
 
-def build_sft_trainer(cfg: RunConfig, records: list[dict], run_dir, loss_type: str = "nll", model=None,
-                      tokenizer=None, completions: list[str] | None = None, callbacks=None,
-                      checkpoint_dir=None, stage: str | None = None):
-    """An ``SFTTrainer`` on (student prompt, target) conversations, loss on the assistant tokens only."""
+def build_sft_trainer(cfg, records: list[dict], run_dir, model=None, tokenizer=None,
+                      completions: list[str] | None = None, callbacks=None, checkpoint_dir=None,
+                      stage: str | None = None, args=None):
+    """An ``SFTTrainer`` on (student prompt, target) conversations, loss on the assistant tokens only.
+
+    ``args`` (an ``SFTConfig``) defaults to the run's own trainer config, writing to ``checkpoint_dir``.
+    """
     from datasets import Dataset
     from trl import SFTTrainer
 
@@ -61,7 +52,8 @@ def build_sft_trainer(cfg: RunConfig, records: list[dict], run_dir, loss_type: s
     if model is None:
         model, tokenizer = load_student(cfg)
     # SFT needs no left padding (nothing is generated); TRL's collator pads on the right.
-    args = sft_config_from(cfg, checkpoint_dir or Path(run_dir) / "checkpoints", loss_type=loss_type)
+    if args is None:
+        args = cfg.trainer_args(checkpoint_dir or Path(run_dir) / "checkpoints")
     return SFTTrainer(
         model=model,
         args=args,
@@ -71,21 +63,30 @@ def build_sft_trainer(cfg: RunConfig, records: list[dict], run_dir, loss_type: s
     )
 
 
-def _train(cfg, records, run_dir, loss_type, resume_from_checkpoint=None):
+def train_sft(cfg, records: list[dict], run_dir, resume_from_checkpoint=None):
+    """SFT (``loss_type="nll"``) or DFT (``loss_type="dft"``): the loss type is the run's config."""
     from sdft.training import final_train_metrics
 
-    trainer = build_sft_trainer(cfg, records, run_dir, loss_type=loss_type)
+    trainer = build_sft_trainer(cfg, records, run_dir)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     info = final_train_metrics(trainer)
-    info.update(loss_type=loss_type, n_examples=len(trainer.train_dataset), max_length=trainer.args.max_length)
-    return trainer.model, trainer.processing_class, info
+    info.update(loss_type=trainer.args.loss_type, n_examples=len(trainer.train_dataset),
+                max_length=trainer.args.max_length)
+    return trainer, info
 
 
-def train_sft(cfg: RunConfig, records: list[dict], run_dir, resume_from_checkpoint=None):
-    """SFT: cross-entropy on the demonstration tokens given the student prompt."""
-    return _train(cfg, records, run_dir, "nll", resume_from_checkpoint)
+def _register() -> None:
+    from trl import SFTConfig
+
+    register_method(Method(
+        "sft", train=train_sft, config_class=SFTConfig, title="SFT", defaults={**SFT_DEFAULTS, "loss_type": "nll"},
+        style={"color": "#d62728", "marker": "s"}, description="cross-entropy on the demonstration (TRL SFTTrainer)",
+    ))
+    register_method(Method(
+        "dft", train=train_sft, config_class=SFTConfig, title="DFT", defaults={**SFT_DEFAULTS, "loss_type": "dft"},
+        style={"color": "#9467bd", "marker": "^"},
+        description="SFT's token loss weighted by the detached target-token probability (Wu et al., 2025)",
+    ))
 
 
-def train_dft(cfg: RunConfig, records: list[dict], run_dir, resume_from_checkpoint=None):
-    """DFT: SFT's token loss scaled by the detached target-token probability (TRL ``loss_type='dft'``)."""
-    return _train(cfg, records, run_dir, "dft", resume_from_checkpoint)
+_register()

@@ -1,0 +1,52 @@
+"""SDFT as a method of this repository: its dataset, its trainer built from a run's config, its registration.
+
+The algorithm itself (config, loss, EMA teacher, rollouts) is ``sdft.trainer``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sdft.registry import Method, register_method
+from sdft.trainer import SelfDistillationConfig, SelfDistillationTrainer
+
+
+def sdft_dataset(records: list[dict], demonstration_key: str = "demonstration"):
+    """TRL's columns: ``prompt`` (chat messages, the student's context) and ``privileged_context``."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": r["prompt"], "privileged_context": r[demonstration_key]} for r in records])
+
+
+def build_sdft_trainer(cfg, records, run_dir, model=None, tokenizer=None, callbacks=None, checkpoint_dir=None,
+                       args_overrides: dict | None = None) -> SelfDistillationTrainer:
+    """The trainer of one run. ``checkpoint_dir`` defaults to ``<run_dir>/checkpoints`` (multi-stage methods give
+    each stage its own); ``args_overrides`` sets fields of the run's ``SelfDistillationConfig`` for this trainer."""
+    from sdft.training import load_student, run_callbacks
+
+    if model is None:
+        model, tokenizer = load_student(cfg)
+    args = cfg.trainer_args(checkpoint_dir or Path(run_dir) / "checkpoints", **(args_overrides or {}))
+    return SelfDistillationTrainer(
+        model=model,
+        args=args,
+        train_dataset=sdft_dataset(records),
+        processing_class=tokenizer,
+        callbacks=(callbacks if callbacks is not None else run_callbacks(run_dir)),
+    )
+
+
+def train_sdft(cfg, records, run_dir, resume_from_checkpoint=None):
+    """SDFT (Algorithm 1): on-policy rollouts, demonstration-conditioned EMA teacher, per-token divergence."""
+    from sdft.training import final_train_metrics
+
+    trainer = build_sdft_trainer(cfg, records, run_dir)
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    return trainer, final_train_metrics(trainer)
+
+
+register_method(Method(
+    "sdft", train=train_sdft, config_class=SelfDistillationConfig, title="SDFT (ours)", distils=True,
+    style={"color": "#1f77b4", "marker": "*"},
+    description="on-policy self-distillation from the demonstration-conditioned EMA teacher (the paper)",
+))
