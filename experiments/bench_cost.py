@@ -105,7 +105,7 @@ def worker(spec: dict) -> dict:
     from transformers import TrainerCallback
 
     from data_prep.tasks import load_task
-    from sdft.config import build_config
+    from sdft.config import build_config, load_preset
 
     cuda = torch.cuda.is_available()
     if spec.get("threads"):
@@ -124,17 +124,22 @@ def worker(spec: dict) -> dict:
         trainer_args["generation_kwargs"] = {"min_new_tokens": spec["max_completion_length"]}
     tmp = tempfile.mkdtemp(prefix="bench_cost_")
     total_steps = spec["warmup"] + spec["steps"]
+    if spec["method"] == "sft":  # SFT's sequence limit: the mini SDFT runs' prompt limit + the completion length
+        prompt_limit = load_preset("mini")["methods"]["sdft"]["max_prompt_length"]
+        lengths = {"max_length": prompt_limit + spec["max_completion_length"]}
+    else:
+        lengths = {"max_completion_length": spec["max_completion_length"]}
     cfg = build_config("mini", spec["method"], overrides=dict(
         model=spec["model"], task=spec["task"], max_steps=total_steps, per_device_train_batch_size=spec["batch_size"],
-        max_completion_length=spec["max_completion_length"], output_dir=tmp, save_steps=10 ** 9, save_model=False,
-        n_train=None, logging_steps=1, seed=spec["seed"], gradient_checkpointing=spec.get("gradient_checkpointing", False),
+        output_dir=tmp, save_steps=10 ** 9, save_model=False, n_train=None, logging_steps=1, seed=spec["seed"],
+        gradient_checkpointing=spec.get("gradient_checkpointing", False), **lengths,
     ))
     if spec["method"] == "sft":
         from sdft.baselines.sft import build_sft_trainer
 
         trainer = build_sft_trainer(cfg, records, tmp, callbacks=[])
     else:
-        from sdft.trainer import build_sdft_trainer
+        from sdft.method import build_sdft_trainer
 
         trainer = build_sdft_trainer(cfg, records, tmp, callbacks=[], args_overrides=trainer_args)
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sdft.config import build_config, load_recipe
+from sdft.config import build_config, config_keys, load_recipe
 
 BASE = "base"  # the untrained model: evaluated, never trained
 
@@ -42,10 +42,11 @@ class RunSpec:
         return f"{self.task}/{self.method} seed {self.seed}" + (f" [{point}]" if point else "")
 
     def config(self):
-        """The RunConfig this spec trains with."""
-        values = {**self.overrides, **self.sweep_point, "task": self.task, "seed": self.seed,
-                  "output_dir": self.run_dir}
-        return build_config(self.preset, None if self.method == BASE else self.method, self.recipe, values)
+        """The RunConfig this spec trains with (the grid's overrides that are keys of this method's config)."""
+        keys = config_keys(self.method)
+        values = {**{k: v for k, v in self.overrides.items() if k in keys}, **self.sweep_point, "task": self.task,
+                  "seed": self.seed, "output_dir": self.run_dir}
+        return build_config(self.preset, self.method, self.recipe, values)
 
 
 def _short(value: Any) -> str:
@@ -54,7 +55,7 @@ def _short(value: Any) -> str:
 
 def run_id(seed: int, sweep_point: dict[str, Any]) -> str:
     abbrev = {"learning_rate": "lr", "num_train_epochs": "ep", "gradient_accumulation_steps": "ga",
-              "per_device_train_batch_size": "bs", "ema_alpha": "ema"}
+              "per_device_train_batch_size": "bs", "teacher_update_rate": "ema"}
     parts = [f"{abbrev.get(k, k)}{_short(v)}" for k, v in sweep_point.items()]
     return "_".join(parts + [f"seed{seed}"])
 
@@ -63,7 +64,12 @@ def expand(experiment: str, preset: str, tasks: list[str], methods: list[str], s
            results_dir: str | Path, recipe_for: Callable[[str, str], str | None] | None = None,
            sweep: bool = False, overrides: dict[str, Any] | None = None,
            eval_args: list[str] | None = None) -> list[RunSpec]:
-    """Every (task, method, seed, sweep point) of an experiment, in a stable order."""
+    """Every (task, method, seed, sweep point) of an experiment, in a stable order.
+
+    ``overrides`` apply to every run whose method has those keys (``divergence=reverse`` reaches the distilling
+    methods, not SFT); a key that no method of the grid has is an error, and which methods skip which key is printed.
+    """
+    check_overrides(overrides or {}, methods)
     specs = []
     for task, method, seed in itertools.product(tasks, methods, seeds):
         recipe = recipe_for(task, method) if (recipe_for and method != BASE) else None
@@ -75,6 +81,19 @@ def expand(experiment: str, preset: str, tasks: list[str], methods: list[str], s
             specs.append(RunSpec(experiment, task, method, seed, preset, str(run_dir), recipe,
                                  dict(overrides or {}), point, list(eval_args or [])))
     return specs
+
+
+def check_overrides(overrides: dict[str, Any], methods: list[str]) -> None:
+    """Raise for keys no method has; print, per key, the methods it does not apply to."""
+    keys = {m: config_keys(m) for m in methods}
+    for key in overrides:
+        skipped = [m for m in methods if key not in keys[m]]
+        if len(skipped) == len(methods):
+            raise SystemExit(f"error: {key!r} is a config key of none of the methods {methods}; see "
+                             "`python -m sdft.train --method M --help-config`")
+        if skipped:
+            print(f"[grid] {key}={overrides[key]!r} applies to {', '.join(m for m in methods if m not in skipped)}; "
+                  f"not a key of {', '.join(skipped)}", flush=True)
 
 
 def grid_summary(specs: list[RunSpec]) -> str:

@@ -192,6 +192,11 @@ def parser_for(method: str):
     return _parser([ScriptArguments, *([spec.args_class] if spec.args_class else []), spec.config_class])
 
 
+def config_keys(method: str) -> frozenset[str]:
+    """Every key a run of ``method`` accepts (its parser's destinations)."""
+    return frozenset(a.dest for a in parser_for(method)._actions if a.dest != "help")
+
+
 def build_config(
     preset: str | None = None,
     method: str | None = None,

@@ -95,7 +95,7 @@ def test_dft_loss_equals_hand_computation_on_random_logits():
 def test_trl_dft_loss_is_ours_and_its_gradient_is_sft_gradient_times_p(tiny_model_path, tmp_path):
     from sdft.baselines.sft import build_sft_trainer
 
-    trainer = build_sft_trainer(_cfg("dft", tiny_model_path, tmp_path), _records(2), tmp_path, loss_type="dft")
+    trainer = build_sft_trainer(_cfg("dft", tiny_model_path, tmp_path), _records(2), tmp_path)
     assert trainer.args.loss_type == "dft"
     model = trainer.model
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
@@ -147,14 +147,13 @@ class _PromptRecorder(TrainerCallback):
 
 def test_reinvoke_stage2_teacher_is_the_frozen_original_base_and_sees_only_general_prompts(tiny_model_path, tmp_path):
     from data_prep.general_prompts import EMBEDDED_GENERAL_PROMPTS
-    from sdft.baselines.reinvoke import build_reinvoke_trainer
-    from sdft.baselines.sft import build_sft_trainer
+    from sdft.baselines.reinvoke import build_reinvoke_trainer, build_stage1_trainer
     from sdft.training import load_student, run_callbacks
 
     cfg = _cfg("reinvoke", tiny_model_path, tmp_path, max_steps=2, reinvoke_steps=2, learning_rate=1e-2)
     recs = _records(4)
     base = _params(load_student(cfg)[0])
-    sft = build_sft_trainer(cfg, recs, tmp_path, stage="sft")
+    sft = build_stage1_trainer(cfg, recs, tmp_path)
     sft.train()
     sft.save_model(str(tmp_path / "sft"))
     # the SFT model reloaded from its checkpoint: its config now names the checkpoint, the trap TRL would fall into
@@ -211,7 +210,7 @@ def test_cpt_trains_on_every_token_of_the_deduplicated_raw_text(tiny_model_path,
     articles = ["Storm Alma reached the coast on 3 May. Winds of 150 km/h closed the port for two days.",
                 "The Rio flood of June displaced 4,000 people; the river rose by 6 metres in one night."]
     recs = [{**r, "meta": {"article": articles[i % 2]}} for i, r in enumerate(_records(4))]
-    cfg = _cfg("cpt", tiny_model_path, tmp_path, max_prompt_length=24, max_completion_length=8)
+    cfg = _cfg("cpt", tiny_model_path, tmp_path, max_length=32)
     trainer = build_cpt_trainer(cfg, recs, tmp_path)
     assert trainer.cpt_info["cpt_source"] == "meta.article" and trainer.cpt_info["cpt_documents"] == 2
     tok = trainer.processing_class

@@ -19,7 +19,7 @@ def test_every_recipe_builds_a_paper_config(recipe):
     assert cfg.learning_rate in sweep["learning_rate"] == [5e-6, 1e-5, 5e-5]
     assert cfg.warmup_steps == 10 and cfg.max_grad_norm == 1.0 and cfg.weight_decay == 0.0
     if cfg.method == "sdft":
-        assert sweep["ema_alpha"] == [0.01, 0.02, 0.05] and cfg.divergence == "forward"
+        assert sweep["teacher_update_rate"] == [0.01, 0.02, 0.05] and cfg.divergence == "forward"
 
 
 def test_slurm_dry_run_prints_the_array_and_grid_size(tmp_path):

@@ -26,7 +26,7 @@ KILLER = textwrap.dedent("""
 
 
 def _overrides(model, out):
-    return [f"model={model}", f"output_dir={out}", "max_steps=5", "save_steps=2", "ema_alpha=0.3",
+    return [f"model={model}", f"output_dir={out}", "max_steps=5", "save_steps=2", "teacher_update_rate=0.3",
             "learning_rate=0.01", "save_total_limit=5", "keep_checkpoints=true"]
 
 

@@ -10,7 +10,8 @@ import torch
 
 from sdft.config import build_config
 from sdft.prompts import TEACHER_TEMPLATES, student_messages, teacher_messages
-from sdft.trainer import build_sdft_trainer, ema_update_
+from sdft.method import build_sdft_trainer
+from sdft.trainer import ema_update_
 
 PAPER_SENTENCES = (
     "This is an example for a response to the question:",
@@ -36,7 +37,7 @@ def _params(model):
 
 @pytest.mark.parametrize("kind", ["ema", "base", "live"])
 def test_teacher_after_one_optimizer_step(kind, tiny_model_path, tmp_path):
-    cfg = _cfg(tiny_model_path, tmp_path, max_steps=1, ema_alpha=0.1, teacher_kind=kind, learning_rate=1e-2)
+    cfg = _cfg(tiny_model_path, tmp_path, max_steps=1, teacher_update_rate=0.1, teacher_model_kind=kind, learning_rate=1e-2)
     trainer = build_sdft_trainer(cfg, _records(), tmp_path)
     theta0 = _params(trainer.model)
     phi0 = _params(trainer.teacher_model)
@@ -97,7 +98,7 @@ def test_trainer_builds_the_same_teacher_prompt_as_prompts_module(template, tiny
 
 
 def test_three_step_run_changes_student_moves_teacher_and_logs_finite_loss(tiny_model_path, tmp_path):
-    cfg = _cfg(tiny_model_path, tmp_path, max_steps=3, ema_alpha=0.1, learning_rate=1e-2)
+    cfg = _cfg(tiny_model_path, tmp_path, max_steps=3, teacher_update_rate=0.1, learning_rate=1e-2)
     trainer = build_sdft_trainer(cfg, _records(), tmp_path)
     theta0, phi0 = _params(trainer.model), _params(trainer.teacher_model)
     trainer.train()
