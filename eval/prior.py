@@ -41,7 +41,7 @@ class Benchmark:
     chat_template: bool = False
     unsafe: bool = False
     hub_datasets: tuple[str, ...] = ()
-    paper_base: float | None = None  # Qwen2.5-7B-Instruct, PAPER_SPEC Table 5
+    paper_base: float | None = None  # Qwen2.5-7B-Instruct, the paper's Table 5 base row
     stand_in_for: tuple[str, ...] = ()
     note: str = ""
 
@@ -215,7 +215,7 @@ def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | 
 
     lm = _make_lm(model, tokenizer, backend, batch_size, max_length)
     # The embedded suite needs only our YAML tasks: skipping lm-eval's own index of thousands of task
-    # configs saves ~10 s per call on a CPU (the paper suite needs that index).
+    # configs saves seconds per call (the paper suite needs that index).
     task_manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False) if suite == "embedded" \
         else TaskManager()
     out: dict[str, Any] = {}
