@@ -63,7 +63,7 @@ def evaluate_run(spec: RunSpec, cfg, model: str, with_validation: bool = False,
 
 
 def _merge_prior(eval_path: Path, cached: dict, suite: str) -> None:
-    from eval.run import flatten_scores
+    from eval.evaluation import flatten_scores
 
     result = json.loads(eval_path.read_text())
     result.setdefault("prior", {})[suite] = {**cached["prior"][suite], "reused_from_cache": True}
