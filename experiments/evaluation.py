@@ -29,46 +29,49 @@ def _results_root(spec: RunSpec) -> Path:
     return Path(spec.run_dir).parents[2]
 
 
-def _eval(argv: list[str]) -> None:
-    from eval.run import main as eval_main
-
-    code = eval_main(argv)
-    if code:
-        raise RuntimeError(f"python -m eval.run {' '.join(argv)} exited with status {code}")
-
-
 def evaluate_run(spec: RunSpec, cfg, model: str, with_validation: bool = False,
                  extra_args: list[str] | None = None) -> Path:
-    """Write ``eval.json`` for one run: test-split accuracy and the prior suite (and ``val/`` for sweeps)."""
+    """Write ``eval.json`` for one run: test-split accuracy and the prior suite (and ``val/`` for sweeps).
+
+    ``extra_args``: ``python -m eval.run`` options for every evaluation of the run (``RunSpec.eval_args``, e.g.
+    ``["--allow-code-execution"]``); they win over the grid's values, as on a command line.
+    """
+    from eval import evaluate
+    from eval.run import options_from_argv
+
     run_dir = Path(spec.run_dir)
     suite = prior_suite_for(spec.preset)
-    common = ["--task", spec.task, "--preset", spec.preset, "--seed", str(spec.seed),
-              "--template", cfg.teacher_template, *(["--data-dir", cfg.data_dir] if cfg.data_dir else []),
-              *(extra_args or [])]
+    common = {"task": spec.task, "preset": spec.preset, "seed": spec.seed,
+              "template": getattr(cfg, "teacher_template", None), "data_dir": getattr(cfg, "data_dir", None)}
+    extra = options_from_argv(list(extra_args or []))
+
+    def run(split: str, output_dir: Path, prior_suite: str) -> dict:
+        return evaluate(model, **{**common, "split": split, "output_dir": output_dir, "prior_suite": prior_suite,
+                                  **extra})
+
     if with_validation:
-        _eval(["--model", model, "--split", "val", "--output", str(run_dir / "val"), "--prior-suite", "none", *common])
+        run("val", run_dir / "val", "none")
     cache = None
     if spec.method == BASE:
         key = hashlib.sha256(json.dumps([model, suite, spec.preset, spec.seed, extra_args or []]).encode()).hexdigest()[:16]
         cache = _results_root(spec) / "_prior_cache" / f"{key}.json"
     if cache is not None and cache.exists():
-        _eval(["--model", model, "--split", "test", "--output", str(run_dir), "--prior-suite", "none", *common])
-        _merge_prior(run_dir / "eval.json", json.loads(cache.read_text()), suite)
+        result = run("test", run_dir, "none")
+        _merge_prior(run_dir / "eval.json", result, json.loads(cache.read_text()), suite)
     else:
-        _eval(["--model", model, "--split", "test", "--output", str(run_dir), "--prior-suite", suite, *common])
+        run("test", run_dir, suite)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run_dir / "eval.json", cache)
     return run_dir / "eval.json"
 
 
-def _merge_prior(eval_path: Path, cached: dict, suite: str) -> None:
-    from eval.evaluation import flatten_scores
+def _merge_prior(eval_path: Path, result: dict, cached: dict, suite: str) -> None:
+    from eval.evaluation import flatten_scores, write_eval_json
 
-    result = json.loads(eval_path.read_text())
     result.setdefault("prior", {})[suite] = {**cached["prior"][suite], "reused_from_cache": True}
     result["scores"] = flatten_scores(result)
-    eval_path.write_text(json.dumps(result, indent=2, default=str))
+    write_eval_json(eval_path, result)
 
 
 # --------------------------------------------------------------------------------------------------------

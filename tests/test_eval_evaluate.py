@@ -1,6 +1,7 @@
-"""eval.evaluate: the function behind `python -m eval.run`."""
+"""eval.evaluate: the function behind `python -m eval.run`, and the experiments' evaluation of one run with it."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -72,3 +73,33 @@ def test_options_from_argv_are_the_given_cli_options():
     assert options_from_argv(["--n", "2", "--teacher", "--output", "x"]) == {"n": 2, "variant": "teacher",
                                                                                "output_dir": "x"}
 
+
+def test_evaluate_run_of_a_grid_reuses_the_base_prior_suite(tmp_path):
+    """experiments.evaluation: test split + prior suite into the run dir, val/ for sweep points, the base model's
+    prior suite computed once per results tree; configs without teacher_template / data_dir are fine."""
+    from experiments.evaluation import evaluate_run
+    from experiments.grid import RunSpec
+
+    root = tmp_path / "results"
+    extra = ["--n", "2", "--max-new-tokens", "4"]
+
+    def spec(task, method="base", sweep_point=None):
+        return RunSpec("t", task, method, 0, "smoke", str(root / task / method / "seed0"),
+                       sweep_point=sweep_point or {}, eval_args=extra)
+
+    cfg = SimpleNamespace(model=MODEL)
+    first = json.loads(evaluate_run(spec("embedded_tool"), cfg, MODEL, extra_args=extra).read_text())
+    assert first["evaluations"]["student"]["n"] == 2 and "reused_from_cache" not in first["prior"]["embedded"]
+    assert len(list((root / "_prior_cache").glob("*.json"))) == 1
+    second = json.loads(evaluate_run(spec("embedded_science"), cfg, MODEL, extra_args=extra).read_text())
+    assert second["prior"]["embedded"]["reused_from_cache"] is True
+    assert second["prior"]["embedded"]["benchmarks"] == first["prior"]["embedded"]["benchmarks"]
+    assert second["evaluations"]["student"]["task"] == "embedded_science"
+    assert {"prior:embedded", "embedded_science/student"} <= {s["source"] for s in second["scores"]}
+
+    point = spec("embedded_tool", method="toy", sweep_point={"learning_rate": 0.1})
+    path = evaluate_run(point, SimpleNamespace(teacher_template="same_format", data_dir=None), MODEL,
+                        with_validation=True, extra_args=["--n", "2", "--max-new-tokens", "4", "--prior-suite", "none"])
+    val = json.loads((path.parent / "val" / "eval.json").read_text())
+    assert val["evaluations"]["student"]["settings"]["split"] == "val" and "prior" not in val
+    assert json.loads(path.read_text())["evaluations"]["student"]["settings"]["split"] == "test"
