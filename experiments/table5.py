@@ -17,13 +17,13 @@ keeps, per task, method and seed, the configuration with the best validation sco
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from experiments import grid as G
+from experiments import reporting as R
 from sdft.config import parse_overrides
 
 EXPERIMENT = "table5"
@@ -33,10 +33,6 @@ TASKS = {
     "mini": ["embedded_science", "embedded_tool", "embedded_medical"],
     "paper": ["science", "tooluse", "medical"],
 }
-# The real task each embedded stand-in plays in the table.
-PAPER_TASK_OF = {"embedded_science": "science", "embedded_tool": "tooluse", "embedded_medical": "medical"}
-TASK_TITLES = {"science": "Science Q&A", "tooluse": "Tool Use", "medical": "Medical"}
-METHOD_TITLES = {"base": "Base", "sft": "SFT", "reinvoke": "SFT + re-invoke", "dft": "DFT", "sdft": "SDFT (ours)"}
 PRIOR = ["hellaswag", "humaneval", "ifeval", "mmlu", "truthfulqa", "winogrande"]
 RECIPES = Path(__file__).resolve().parent / "recipes" / "qwen2.5-7b-instruct"
 
@@ -56,16 +52,6 @@ PAPER_TABLE5 = {  # new task, the six benchmarks, the paper's printed average
                 "dft": [36.2, 61.9, 64.6, 74.6, 71.6, 40.1, 71.3, 64.0],
                 "sdft": [40.2, 61.4, 67.7, 72.3, 71.5, 47.3, 71.9, 65.4]},
 }
-
-
-def paper_frame() -> pd.DataFrame:
-    rows = []
-    for task, methods in PAPER_TABLE5.items():
-        for method, values in methods.items():
-            row = {"task": task, "method": method, "new_task": values[0], **dict(zip(PRIOR, values[1:7])),
-                   "prior_avg": values[7]}
-            rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def recipe_for(task: str, method: str) -> str | None:
@@ -102,100 +88,32 @@ def execute(spec: G.RunSpec) -> None:
     evaluate_run(spec, cfg, model, with_validation=bool(spec.sweep_point), extra_args=spec.eval_args)
 
 
-RUN_COLUMNS = {"task", "method", "run_id", "seed", "model", "divergence", "teacher_template", "new_task",
-               "new_task_metric", "val", "run_dir", "prior_avg", "prior_suite", "prior_metrics"}
-
-
-def prior_columns(runs: pd.DataFrame) -> list[str]:
-    """The prior benchmarks that ran: the paper's six in the paper's order, else the stand-ins' names."""
-    names = [c for c in runs.columns if c not in RUN_COLUMNS]
-    return [c for c in PRIOR if c in names] + sorted(c for c in names if c not in PRIOR)
-
-
 def aggregate(results_dir: str | Path) -> pd.DataFrame:
     """Collect every eval.json under ``results_dir`` into table5.md / .csv and figure4_pareto.png / .pdf."""
-    from experiments.evaluation import collect_runs, select_best, summarize
     from figures.pareto import plot_pareto
 
     results_dir = Path(results_dir)
-    runs = collect_runs(results_dir)
+    runs = R.collect_runs(results_dir)
     if runs.empty:
         raise SystemExit(f"no eval.json under {results_dir}: nothing to aggregate")
-    best = select_best(runs)
-    prior = prior_columns(runs)
-    table = summarize(best, metrics=["new_task", *prior, "prior_avg"])
-    table["paper_task"] = table["task"].map(lambda t: PAPER_TASK_OF.get(t, t))
-    order = {m: i for i, m in enumerate(METHODS)}
-    table = table.sort_values(by=["task", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
-                              kind="stable").reset_index(drop=True)
-    paper = paper_frame()
-    write_tables(table, paper, results_dir, runs, prior)
-    shown = table.assign(task=table["paper_task"])
-    plot_pareto(shown, results_dir / "figure4_pareto", paper=paper, task_titles=TASK_TITLES,
-                subtitle=f"ours: {_subtitle(runs)}", paper_on_same_axes=prior == PRIOR)
-    return table
-
-
-def _subtitle(runs: pd.DataFrame) -> str:
-    models = ", ".join(sorted(set(runs["model"].dropna().astype(str))))
-    suites = ", ".join(sorted(set(runs["prior_suite"].dropna().astype(str)))) if "prior_suite" in runs else "none"
-    return f"{models}; prior suite: {suites}"
-
-
-def _seeds(table: pd.DataFrame) -> str:
-    lo, hi = int(table["n_seeds"].min()), int(table["n_seeds"].max())
-    return f"{lo} seed{'s' if lo > 1 else ''}" if lo == hi else f"{lo}-{hi} seeds"
-
-
-def _fmt(mean, ci) -> str:
-    if pd.isna(mean):
-        return "–"
-    return f"{mean:.1f}" + (f" ± {ci:.1f}" if not pd.isna(ci) and ci > 0 else "")
-
-
-def write_tables(table: pd.DataFrame, paper: pd.DataFrame, results_dir: Path, runs: pd.DataFrame,
-                 prior: list[str]) -> None:
-    cols = ["new_task", *prior, "prior_avg"]
-    csv_rows = []
-    for _, row in table.iterrows():
-        ref = paper[(paper["task"] == row["paper_task"]) & (paper["method"] == row["method"])]
-        out = {"task": row["task"], "paper_task": row["paper_task"], "method": row["method"], "n_seeds": row["n_seeds"]}
-        for c in cols:
-            out[c], out[f"{c}_ci95"] = row[c], row[f"{c}_ci"]
-        for c in ["new_task", *PRIOR, "prior_avg"]:
-            out[f"paper_{c}"] = float(ref[c].iloc[0]) if len(ref) else None
-        csv_rows.append(out)
-    pd.DataFrame(csv_rows).to_csv(results_dir / "table5.csv", index=False)
-
+    prior = R.prior_columns(runs, PRIOR)
     same_suite = prior == PRIOR
-    header = ["Method", "New task", *[p if same_suite else f"{p}*" for p in prior], "Avg."]
-    divergences = sorted(set(runs.loc[runs["method"] == "sdft", "divergence"].dropna().astype(str)))
-    lines = ["# Table 5: new-task accuracy vs prior capabilities", "",
-             f"Ours: {_subtitle(runs)}.", f"Accuracies in %; mean ± 95% t-interval over {_seeds(table)}.",
-             f"SDFT divergence in our runs: {', '.join(divergences) or '–'} (the paper's numbers: per-token forward KL, "
-             "per the authors' code).", ""]
+    table = R.summarize_runs(runs, ["new_task", *prior, "prior_avg"], METHODS)
+    paper = R.paper_frame(PAPER_TABLE5, ["new_task", *PRIOR, "prior_avg"])
+    notes = [f"SDFT divergence in our runs: {R.divergences(runs, 'sdft')} (the paper's numbers: per-token forward KL, "
+             "per the authors' code)."]
     if not same_suite:
-        lines += ["\\* embedded stand-ins for the paper's six benchmarks (offline, CPU); *paper* rows give the "
-                  "paper's new-task accuracy and its six-benchmark average only.", ""]
-    for task in dict.fromkeys(table["task"]):
-        sub = table[table["task"] == task]
-        paper_task = sub["paper_task"].iloc[0]
-        metric = runs.loc[runs["task"] == task, "new_task_metric"].dropna()
-        lines += [f"## {TASK_TITLES.get(paper_task, paper_task)} (ours: `{task}`"
-                  + (f", metric `{metric.iloc[0]}`" if len(metric) else "") + ")", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for _, row in sub.iterrows():
-            lines.append("| " + " | ".join([METHOD_TITLES.get(row["method"], row["method"])] +
-                                            [_fmt(row[c], row[f"{c}_ci"]) for c in cols]) + " |")
-        for _, ref in paper[paper["task"] == paper_task].iterrows():
-            middle = [f"*{ref[c]:.1f}*" for c in PRIOR] if same_suite else ["" for _ in prior]
-            lines.append("| *paper: " + METHOD_TITLES.get(ref["method"], ref["method"]) + "* | " +
-                         " | ".join([f"*{ref['new_task']:.1f}*", *middle, f"*{ref['prior_avg']:.1f}*"]) + " |")
-        lines.append("")
-    notes = runs["prior_metrics"].dropna() if "prior_metrics" in runs else []
-    if len(notes):
-        lines += ["Prior-capability metrics: " + str(notes.iloc[0]) + ".", ""]
-    (results_dir / "table5.md").write_text("\n".join(lines))
+        notes.append("\\* embedded stand-ins for the paper's six benchmarks (offline, CPU); *paper* rows give the "
+                     "paper's new-task accuracy and its six-benchmark average only.")
+    R.write_tables(table, paper, runs, results_dir / "table5", title="Table 5: new-task accuracy vs prior capabilities",
+                   columns=[("new_task", "New task"), *[(p, p if same_suite else f"{p}*") for p in prior],
+                            ("prior_avg", "Avg.")],
+                   paper_shown=None if same_suite else ["new_task", "prior_avg"], notes=notes)
+    shown = table.assign(task=table["paper_task"])
+    plot_pareto(shown, results_dir / "figure4_pareto", paper=paper,
+                task_titles={t: R.task_title(t) for t in shown["task"]},
+                subtitle=f"ours: {R.run_summary(runs)}", paper_on_same_axes=same_suite)
+    return table
 
 
 def main(argv: list[str] | None = None) -> None:
