@@ -16,15 +16,12 @@ keeps, per task, method and seed, the configuration with the best validation sco
 
 from __future__ import annotations
 
-import argparse
-import time
 from pathlib import Path
 
 import pandas as pd
 
-from experiments import grid as G
 from experiments import reporting as R
-from sdft.config import parse_overrides
+from experiments import section
 
 EXPERIMENT = "table5"
 METHODS = ["base", "sft", "reinvoke", "dft", "sdft"]
@@ -34,7 +31,6 @@ TASKS = {
     "paper": ["science", "tooluse", "medical"],
 }
 PRIOR = ["hellaswag", "humaneval", "ifeval", "mmlu", "truthfulqa", "winogrande"]
-RECIPES = Path(__file__).resolve().parent / "recipes" / "qwen2.5-7b-instruct"
 
 # Paper, Table 5 (Qwen2.5-7B-Instruct): new task, then HellaSwag, HumanEval, IFEval, MMLU, TruthfulQA, Winogrande.
 _BASE_PRIOR = [62.0, 65.8, 74.3, 71.7, 47.9, 71.1, 65.5]
@@ -52,40 +48,6 @@ PAPER_TABLE5 = {  # new task, the six benchmarks, the paper's printed average
                 "dft": [36.2, 61.9, 64.6, 74.6, 71.6, 40.1, 71.3, 64.0],
                 "sdft": [40.2, 61.4, 67.7, 72.3, 71.5, 47.3, 71.9, 65.4]},
 }
-
-
-def recipe_for(task: str, method: str) -> str | None:
-    path = RECIPES / f"{method}_{task}.yaml"
-    return str(path) if path.exists() else None
-
-
-def build_grid(args) -> list[G.RunSpec]:
-    tasks = args.tasks.split(",") if args.tasks else TASKS[args.preset]
-    methods = args.methods.split(",") if args.methods else METHODS
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise SystemExit(f"unknown methods {unknown}; Table 5 compares {METHODS}")
-    seeds = list(range(args.seeds if args.seeds is not None else (3 if args.preset == "paper" else 1)))
-    return G.expand(EXPERIMENT, args.preset, tasks, methods, seeds, args.results_dir,
-                    recipe_for=recipe_for if args.preset == "paper" else None, sweep=args.sweep,
-                    overrides=parse_overrides(args.overrides),
-                    eval_args=["--allow-code-execution"] if args.allow_code_execution else [])
-
-
-def execute(spec: G.RunSpec) -> None:
-    """Train (unless Base) and evaluate one run; writes eval.json into its directory."""
-    from experiments.evaluation import evaluate_run
-    from sdft.train import run_training
-
-    cfg = spec.config()
-    if spec.method == G.BASE:
-        Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
-        cfg.save(Path(spec.run_dir) / "config.yaml")
-        model = cfg.model
-    else:
-        run_training(cfg)
-        model = str(Path(spec.run_dir) / "model")
-    evaluate_run(spec, cfg, model, with_validation=bool(spec.sweep_point), extra_args=spec.eval_args)
 
 
 def aggregate(results_dir: str | Path) -> pd.DataFrame:
@@ -117,48 +79,11 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=["smoke", "mini", "paper"], default="mini")
-    parser.add_argument("--seeds", type=int, help="number of seeds (default: 1; 3 for paper)")
-    parser.add_argument("--tasks", help="comma-separated task names (default: the preset's three tasks)")
-    parser.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)}")
-    parser.add_argument("--sweep", action="store_true", help="expand the recipes' sweep grid (paper preset)")
-    parser.add_argument("--launcher", choices=["local", "slurm"], default="local")
-    parser.add_argument("--dry-run", action="store_true", help="print the grid (and the sbatch script) only")
-    parser.add_argument("--aggregate-only", action="store_true", help="only rebuild the tables and figure")
-    parser.add_argument("--results-dir", default="results/table5")
-    parser.add_argument("--force", action="store_true", help="rerun runs whose eval.json exists")
-    parser.add_argument("--allow-code-execution", action="store_true",
-                        help="also run the code benchmark of the prior suite (HumanEval, or its embedded stand-in): "
-                             "it executes model-written code on this machine")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="RunConfig overrides for every run")
-    args = parser.parse_args(argv)
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+                 outputs=["table5.md", "table5.csv", "figure4_pareto.png (and .pdf)"])
 
-    results_dir = Path(args.results_dir)
-    if args.aggregate_only:
-        aggregate(results_dir)
-        return
-    specs = build_grid(args)
-    aggregate_cmd = G.python_module_cmd("experiments.table5", ["--aggregate-only", "--results-dir", str(results_dir)])
-    print(f"[table5] preset {args.preset}: {G.grid_summary(specs)} -> {results_dir}", flush=True)
-    if args.launcher == "slurm":
-        script, text = G.write_sbatch(specs, EXPERIMENT, results_dir, aggregate_cmd)
-        if args.dry_run:
-            print(text)
-            print(f"[table5] grid size: {G.grid_summary(specs)}; script written to {script} (not submitted)")
-        else:
-            G.submit_sbatch(script)
-        return
-    if args.dry_run:
-        for spec in specs:
-            print(f"  {spec.label} -> {spec.run_dir}")
-        return
-    t0 = time.time()
-    G.run_local(specs, execute, force=args.force)
-    aggregate(results_dir)
-    print(f"[table5] finished in {time.time() - t0:.0f}s. Outputs:\n  {results_dir / 'table5.md'}\n"
-          f"  {results_dir / 'table5.csv'}\n  {results_dir / 'figure4_pareto.png'} (and .pdf)", flush=True)
 
+execute = section.execute  # the run step of one grid element (experiments.run_one)
 
 if __name__ == "__main__":
     main()
