@@ -10,17 +10,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-METHOD_STYLE = {
-    "base": dict(color="#7f7f7f", marker="o", label="Base"),
-    "sft": dict(color="#d62728", marker="s", label="SFT"),
-    "reinvoke": dict(color="#ff7f0e", marker="D", label="SFT + re-invoke"),
-    "dft": dict(color="#9467bd", marker="^", label="DFT"),
-    "sdft": dict(color="#1f77b4", marker="*", label="SDFT"),
-}
-
 
 def _style(method: str) -> dict:
-    return METHOD_STYLE.get(method, dict(color="black", marker="x", label=method))
+    """The method's matplotlib style (``color``, ``marker``) from the method registry, labelled with its title."""
+    from sdft.registry import get_method
+
+    try:
+        spec = get_method(method)
+    except KeyError:
+        return {"color": "black", "marker": "x", "label": method}
+    return {"color": "black", "marker": "x", **spec.style, "label": spec.title}
 
 
 def _ci(row: pd.Series, column: str):

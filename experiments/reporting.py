@@ -1,0 +1,239 @@
+"""Reporting shared by every paper-section script: a results tree -> runs -> best sweep points -> mean ± CI tables.
+
+    runs = collect_runs(results_dir)                    # one row per run directory with an eval.json
+    table = summarize_runs(runs, ["new_task", ..., "prior_avg"], method_order)
+    write_tables(table, paper_frame(PAPER, columns), runs, results_dir / "table5", title=..., columns=...)
+
+A run directory is ``<results>/<task>/<method>/<run_id>/`` with ``config.yaml`` and ``eval.json`` (and
+``val/eval.json`` for a sweep point). Task titles come from the task registry (the title of the paper task a
+stand-in plays), method titles from the method registry.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+import yaml
+
+from experiments.grid import BASE
+
+RUN_COLUMNS = {"task", "method", "run_id", "seed", "model", "divergence", "teacher_template", "new_task",
+               "new_task_metric", "val", "run_dir", "prior_avg", "prior_suite", "prior_metrics"}
+
+
+# ------------------------------------------------------------------------------------------------ titles
+def shown_as(task: str) -> str:
+    """The task a table row belongs to: the paper's task an embedded stand-in plays, else the task itself."""
+    from data_prep.registry import get_task
+
+    try:
+        return get_task(task).shown_as
+    except KeyError:
+        return task
+
+
+def task_title(task: str) -> str:
+    """Display title of the task a row is shown as (``embedded_tool`` -> the title of ``tooluse``)."""
+    from data_prep.registry import get_task
+
+    try:
+        return get_task(shown_as(task)).title
+    except KeyError:
+        return task
+
+
+def method_title(method: str) -> str:
+    from sdft.registry import get_method
+
+    try:
+        return get_method(method).title
+    except KeyError:
+        return method
+
+
+# ------------------------------------------------------------------------------------------------ collect
+def primary_score(evaluation: dict | None) -> tuple[float | None, str | None]:
+    """The task's headline accuracy: the first percentage score of the student evaluation."""
+    if not evaluation:
+        return None, None
+    for s in evaluation.get("scores", []):
+        if s.get("unit") == "percent" and "value" in s:
+            return float(s["value"]), s["metric"]
+    return None, None
+
+
+def _prior_columns(prior: dict) -> tuple[dict[str, float], str]:
+    values, notes = {}, []
+    for name, b in prior.get("benchmarks", {}).items():
+        values[name] = float(b["value"])
+        stand_in = b.get("stand_in_for")
+        notes.append(f"{name}: {b['metric']}" + (f" (stand-in for {', '.join(stand_in)})" if stand_in else ""))
+    return values, "; ".join(notes)
+
+
+def collect_runs(results_dir: str | Path) -> pd.DataFrame:
+    """One row per run directory holding an eval.json (the test split): new-task score, validation score, the
+    prior benchmarks (one column each), their average and the run's config (seed, model, divergence, ...)."""
+    rows = []
+    for eval_path in sorted(Path(results_dir).glob("*/*/*/eval.json")):
+        run_dir = eval_path.parent
+        result = json.loads(eval_path.read_text())
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+        cfg = cfg or {}
+        task, method = run_dir.parts[-3], run_dir.parts[-2]
+        new_task, metric = primary_score(result.get("evaluations", {}).get("student"))
+        val_path = run_dir / "val" / "eval.json"
+        val = primary_score(json.loads(val_path.read_text()).get("evaluations", {}).get("student"))[0] \
+            if val_path.exists() else None
+        row: dict[str, Any] = {
+            "task": task, "method": method, "run_id": run_dir.name, "seed": cfg.get("seed"),
+            "model": cfg.get("model"), "divergence": cfg.get("divergence") if method != BASE else None,
+            "teacher_template": cfg.get("teacher_template"), "new_task": new_task, "new_task_metric": metric,
+            "val": val, "run_dir": str(run_dir),
+        }
+        for suite, prior in result.get("prior", {}).items():
+            values, notes = _prior_columns(prior)
+            row.update(values)
+            row["prior_avg"] = prior.get("average")
+            row["prior_suite"] = suite
+            row["prior_metrics"] = notes
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def prior_columns(runs: pd.DataFrame, paper_order: Sequence[str] = ()) -> list[str]:
+    """The prior benchmarks that ran: those of ``paper_order`` in its order, then the others (stand-ins) by name."""
+    names = [c for c in runs.columns if c not in RUN_COLUMNS]
+    return [c for c in paper_order if c in names] + sorted(c for c in names if c not in paper_order)
+
+
+# ------------------------------------------------------------------------------------------------ select, summarize
+def select_best(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, method, seed): the sweep point with the best validation score (the only run when no sweep)."""
+    picked = []
+    for _, group in runs.groupby(["task", "method", "seed"], sort=False, dropna=False):
+        if len(group) > 1 and group["val"].notna().any():
+            picked.append(group.loc[group["val"].idxmax()])
+        else:
+            picked.append(group.iloc[0])
+    return pd.DataFrame(picked).reset_index(drop=True)
+
+
+def summarize(best: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Mean and 95% t-interval half-width (``<metric>_ci``) over seeds for each (task, method) and metric, with the
+    number of seeds (``n_seeds``)."""
+    from eval.stats import mean_ci
+
+    rows = []
+    for (task, method), group in best.groupby(["task", "method"], sort=False):
+        row: dict[str, Any] = {"task": task, "method": method, "n_seeds": len(group)}
+        for m in metrics:
+            vals = [float(v) for v in group[m].dropna()] if m in group else []
+            if vals:
+                ci = mean_ci(vals)
+                row[m], row[f"{m}_ci"] = ci["mean"], ci.get("half_width", float("nan"))
+            else:
+                row[m], row[f"{m}_ci"] = float("nan"), float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarize_runs(runs: pd.DataFrame, metrics: list[str], methods: Sequence[str] = ()) -> pd.DataFrame:
+    """:func:`select_best` then :func:`summarize`; adds ``paper_task`` (the task each row is shown as) and sorts
+    by task, then by ``methods`` order (other methods after them)."""
+    table = summarize(select_best(runs), metrics)
+    table["paper_task"] = table["task"].map(shown_as)
+    order = {m: i for i, m in enumerate(methods)}
+    return table.sort_values(by=["task", "method"], key=lambda c: c.map(lambda m: order.get(m, len(order)))
+                             if c.name == "method" else c, kind="stable").reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------------ the paper's numbers
+def paper_frame(numbers: Mapping[str, Mapping[str, Sequence[float]]], columns: Sequence[str]) -> pd.DataFrame:
+    """The paper's numbers as rows (task, method, one column per name of ``columns``, in the order printed)."""
+    return pd.DataFrame([{"task": task, "method": method, **dict(zip(columns, values))}
+                         for task, methods in numbers.items() for method, values in methods.items()])
+
+
+# ------------------------------------------------------------------------------------------------ text
+def run_summary(runs: pd.DataFrame) -> str:
+    """The models and prior suites of a results tree, in one line."""
+    models = ", ".join(sorted(set(runs["model"].dropna().astype(str))))
+    suites = ", ".join(sorted(set(runs["prior_suite"].dropna().astype(str)))) if "prior_suite" in runs else "none"
+    return f"{models}; prior suite: {suites}"
+
+
+def seeds_text(table: pd.DataFrame) -> str:
+    lo, hi = int(table["n_seeds"].min()), int(table["n_seeds"].max())
+    return f"{lo} seed{'s' if lo > 1 else ''}" if lo == hi else f"{lo}-{hi} seeds"
+
+
+def divergences(runs: pd.DataFrame, method: str) -> str:
+    """The divergences ``method``'s runs trained with, comma-separated (``–`` when none is recorded)."""
+    values = sorted(set(runs.loc[runs["method"] == method, "divergence"].dropna().astype(str)))
+    return ", ".join(values) or "–"
+
+
+def fmt(mean, ci) -> str:
+    """``mean ± ci`` with one decimal; the interval is left out when undefined (one seed) or zero."""
+    if pd.isna(mean):
+        return "–"
+    return f"{mean:.1f}" + (f" ± {ci:.1f}" if not pd.isna(ci) and ci > 0 else "")
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def write_tables(table: pd.DataFrame, paper: pd.DataFrame, runs: pd.DataFrame, out_base: str | Path, *, title: str,
+                 columns: Sequence[tuple[str, str]], paper_shown: Sequence[str] | None = None,
+                 notes: Sequence[str] = ()) -> list[Path]:
+    """Write ``out_base`` + ``.csv`` and ``.md``: ours (mean ± 95% CI over seeds) with the paper's numbers beside.
+
+    ``table``: from :func:`summarize_runs`; ``paper``: from :func:`paper_frame` (its tasks are paper tasks);
+    ``columns``: (metric, header) of the measured columns, in order. The CSV has one row per (task, method):
+    ``n_seeds``, each metric with ``<metric>_ci95``, and ``paper_<column>`` for every column of ``paper``. The
+    markdown has one section per task: our rows, then the paper's rows in italics, whose cells are shown for the
+    metrics of ``paper_shown`` (default: every metric the paper has). ``notes``: paragraphs under the heading.
+    """
+    out_base = Path(out_base)
+    cols = [c for c, _ in columns]
+    paper_cols = [c for c in paper.columns if c not in ("task", "method")]
+    shown = set(paper_cols if paper_shown is None else paper_shown) & set(paper_cols)
+    csv_rows = []
+    for _, row in table.iterrows():
+        ref = paper[(paper["task"] == row["paper_task"]) & (paper["method"] == row["method"])]
+        out = {"task": row["task"], "paper_task": row["paper_task"], "method": row["method"], "n_seeds": row["n_seeds"]}
+        for c in cols:
+            out[c], out[f"{c}_ci95"] = row[c], row[f"{c}_ci"]
+        for c in paper_cols:
+            out[f"paper_{c}"] = float(ref[c].iloc[0]) if len(ref) else None
+        csv_rows.append(out)
+    csv_path, md_path = out_base.with_suffix(".csv"), out_base.with_suffix(".md")
+    pd.DataFrame(csv_rows).to_csv(csv_path, index=False)
+
+    header = ["Method", *[h for _, h in columns]]
+    lines = [f"# {title}", "", f"Ours: {run_summary(runs)}.",
+             f"Accuracies in %; mean ± 95% t-interval over {seeds_text(table)}."]
+    for note in notes:
+        lines += [note, ""]
+    if not notes:
+        lines.append("")
+    for task in dict.fromkeys(table["task"]):
+        sub = table[table["task"] == task]
+        paper_task = sub["paper_task"].iloc[0]
+        metric = runs.loc[runs["task"] == task, "new_task_metric"].dropna()
+        lines += [f"## {task_title(task)} (ours: `{task}`" + (f", metric `{metric.iloc[0]}`" if len(metric) else "")
+                  + ")", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for _, row in sub.iterrows():
+            lines.append("| " + " | ".join([method_title(row["method"])] +
+                                            [fmt(row[c], row[f"{c}_ci"]) for c in cols]) + " |")
+        for _, ref in paper[paper["task"] == paper_task].iterrows():
+            cells = [f"*{ref[c]:.1f}*" if c in shown else "" for c in cols]
+            lines.append(f"| *paper: {method_title(ref['method'])}* | " + " | ".join(cells) + " |")
+        lines.append("")
+    notes_col = runs["prior_metrics"].dropna() if "prior_metrics" in runs else []
+    if len(notes_col):
+        lines += ["Prior-capability metrics: " + str(notes_col.iloc[0]) + ".", ""]
+    md_path.write_text("\n".join(lines))
+    return [md_path, csv_path]

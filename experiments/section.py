@@ -1,0 +1,112 @@
+"""The command line and the run step shared by every paper-section script (``experiments/table5.py``, ...).
+
+A section script defines its grid (tasks per preset, methods), the paper's numbers and an ``aggregate(results_dir)``
+that writes its tables and figures (with :mod:`experiments.reporting`), then hands them to :func:`main`::
+
+    def main(argv=None):
+        section.main(argv, experiment="table5", doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+                     outputs=["table5.md", "table5.csv"])
+    execute = section.execute  # the run step ``experiments.run_one`` calls for a SLURM array task
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from experiments import grid as G
+
+RECIPES = Path(__file__).resolve().parent / "recipes" / "qwen2.5-7b-instruct"
+
+
+def execute(spec: G.RunSpec) -> None:
+    """Train (unless Base) and evaluate one run; writes eval.json into its directory."""
+    from experiments.evaluation import evaluate_run
+
+    cfg = spec.config()
+    if spec.method == G.BASE:
+        Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
+        cfg.save(Path(spec.run_dir) / "config.yaml")
+        model = cfg.model
+    else:
+        from sdft.train import run_training
+
+        run_training(cfg)
+        model = str(Path(spec.run_dir) / "model")
+    evaluate_run(spec, cfg, model, with_validation=bool(spec.sweep_point), extra_args=spec.eval_args)
+
+
+def recipe_for(task: str, method: str, recipes: Path = RECIPES) -> str | None:
+    """The paper preset's recipe of (task, method): ``<recipes>/<method>_<task>.yaml``, when it exists."""
+    path = Path(recipes) / f"{method}_{task}.yaml"
+    return str(path) if path.exists() else None
+
+
+def build_parser(doc: str | None, experiment: str, methods: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=["smoke", "mini", "paper"], default="mini")
+    parser.add_argument("--seeds", type=int, help="number of seeds (default: 1; 3 for paper)")
+    parser.add_argument("--tasks", help="comma-separated task names (default: the preset's tasks)")
+    parser.add_argument("--methods", help=f"comma-separated subset of {','.join(methods)}")
+    parser.add_argument("--sweep", action="store_true", help="expand the recipes' sweep grid (paper preset)")
+    parser.add_argument("--launcher", choices=["local", "slurm"], default="local")
+    parser.add_argument("--dry-run", action="store_true", help="print the grid (and the sbatch script) only")
+    parser.add_argument("--aggregate-only", action="store_true", help="only rebuild the tables and figure")
+    parser.add_argument("--results-dir", default=f"results/{experiment}")
+    parser.add_argument("--force", action="store_true", help="rerun runs whose eval.json exists")
+    parser.add_argument("--allow-code-execution", action="store_true",
+                        help="also run the code benchmark of the prior suite (HumanEval, or its embedded stand-in): "
+                             "it executes model-written code on this machine")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="RunConfig overrides for every run")
+    return parser
+
+
+def build_grid(args, experiment: str, tasks: dict[str, list[str]], methods: Sequence[str],
+               recipes: Path = RECIPES) -> list[G.RunSpec]:
+    """The runs that the parsed options ask for (the preset's tasks, the section's methods, seeds, sweep)."""
+    from sdft.config import parse_overrides
+
+    chosen_tasks = args.tasks.split(",") if args.tasks else tasks[args.preset]
+    chosen = args.methods.split(",") if args.methods else list(methods)
+    unknown = sorted(set(chosen) - set(methods))
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; {experiment} compares {list(methods)}")
+    seeds = list(range(args.seeds if args.seeds is not None else (3 if args.preset == "paper" else 1)))
+    return G.expand(experiment, args.preset, chosen_tasks, chosen, seeds, args.results_dir,
+                    recipe_for=(lambda t, m: recipe_for(t, m, recipes)) if args.preset == "paper" else None,
+                    sweep=args.sweep, overrides=parse_overrides(args.overrides),
+                    eval_args=["--allow-code-execution"] if args.allow_code_execution else [])
+
+
+def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dict[str, list[str]],
+         methods: Sequence[str], aggregate: Callable[[Path], Any], outputs: Sequence[str],
+         recipes: Path = RECIPES) -> None:
+    """Parse the section's command line; run its grid (locally or as a SLURM array) and ``aggregate``."""
+    args = build_parser(doc, experiment, methods).parse_args(argv)
+    results_dir = Path(args.results_dir)
+    if args.aggregate_only:
+        aggregate(results_dir)
+        return
+    specs = build_grid(args, experiment, tasks, methods, recipes)
+    aggregate_cmd = G.python_module_cmd(f"experiments.{experiment}", ["--aggregate-only", "--results-dir",
+                                                                      str(results_dir)])
+    print(f"[{experiment}] preset {args.preset}: {G.grid_summary(specs)} -> {results_dir}", flush=True)
+    if args.launcher == "slurm":
+        script, text = G.write_sbatch(specs, experiment, results_dir, aggregate_cmd)
+        if args.dry_run:
+            print(text)
+            print(f"[{experiment}] grid size: {G.grid_summary(specs)}; script written to {script} (not submitted)")
+        else:
+            G.submit_sbatch(script)
+        return
+    if args.dry_run:
+        for spec in specs:
+            print(f"  {spec.label} -> {spec.run_dir}")
+        return
+    t0 = time.time()
+    G.run_local(specs, execute, force=args.force)
+    aggregate(results_dir)
+    listed = "".join(f"\n  {results_dir / name}" for name in outputs)
+    print(f"[{experiment}] finished in {time.time() - t0:.0f}s. Outputs:{listed}", flush=True)

@@ -1,0 +1,105 @@
+"""eval.evaluate: the function behind `python -m eval.run`, and the experiments' evaluation of one run with it."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+import eval as eval_pkg
+from eval.evaluation import EvaluationError, evaluate
+
+MODEL = "embedded:tiny-llama"
+
+
+def _on_disk(result: dict) -> dict:
+    return json.loads(json.dumps(result, default=str))
+
+
+def test_evaluate_returns_the_eval_json_and_writes_it(tmp_path):
+    assert eval_pkg.evaluate is evaluate
+    out = tmp_path / "out"
+    result = evaluate(MODEL, "embedded_tool", n=3, max_new_tokens=6, output_dir=out)
+    assert set(result) == {"evaluations", "model", "model_path", "run_config", "preset", "scores"}
+    assert result["model"] == MODEL and result["preset"] == "mini" and result["run_config"] is None
+    st = result["evaluations"]["student"]
+    assert st["task"] == "embedded_tool" and st["variant"] == "student" and st["n"] == 3
+    assert st["settings"]["split"] == "test" and st["settings"]["predictions"] == "predictions_student.jsonl"
+    assert st["settings"]["decoding"]["max_new_tokens"] == 6 and st["settings"]["n_requested"] == 3
+    metrics = [s["metric"] for s in st["scores"]]
+    assert metrics == ["tool_call_match", "mean_generated_tokens"]
+    assert {s["source"] for s in result["scores"]} == {"embedded_tool/student"} and len(result["scores"]) == 2
+    assert json.loads((out / "eval.json").read_text()) == _on_disk(result)
+    preds = (out / "predictions_student.jsonl").read_text().splitlines()
+    assert len(preds) == 3
+
+    # another variant into the same directory keeps the first; a loaded model + tokenizer, without output_dir,
+    # writes nothing and scores the same (greedy decoding)
+    teacher = evaluate(MODEL, "embedded_tool", n=3, max_new_tokens=6, variant="teacher", template="same_format",
+                       output_dir=out)
+    assert set(teacher["evaluations"]) == {"student", "teacher"}
+    assert set(json.loads((out / "eval.json").read_text())["evaluations"]) == {"student", "teacher"}
+    from sdft.models import load_model_and_tokenizer
+
+    again = evaluate(load_model_and_tokenizer(MODEL), "embedded_tool", n=3, max_new_tokens=6)
+    assert list(tmp_path.iterdir()) == [out] and again["evaluations"]["student"]["settings"]["predictions"] is None
+    assert [s["value"] for s in again["evaluations"]["student"]["scores"]] == [s["value"] for s in st["scores"]]
+
+
+def test_evaluate_prior_suite_only(tmp_path):
+    result = evaluate(MODEL, skip_task=True, prior_suite="embedded", prior_benchmarks=["facts"], limit=2,
+                      batch_size=2, output_dir=tmp_path)
+    assert result["evaluations"] == {}
+    facts = result["prior"]["embedded"]["benchmarks"]["facts"]
+    assert facts["n"] == 2 and 0 <= facts["value"] <= 100
+    assert {s["source"] for s in result["scores"]} == {"prior:embedded:facts", "prior:embedded"}
+    assert json.loads((tmp_path / "eval.json").read_text()) == _on_disk(result)
+
+
+def test_evaluate_argument_errors(tmp_path):
+    with pytest.raises(EvaluationError, match="task is required"):
+        evaluate(MODEL)
+    with pytest.raises(EvaluationError, match="variant"):
+        evaluate(MODEL, "embedded_tool", variant="oracle")
+    (tmp_path / "config.yaml").write_text("task: embedded_tool\n")
+    with pytest.raises(EvaluationError, match="without model/"):
+        evaluate(tmp_path)
+
+
+def test_options_from_argv_are_the_given_cli_options():
+    from eval.run import options_from_argv
+
+    assert options_from_argv([]) == {}
+    assert options_from_argv(["--allow-code-execution"]) == {"allow_code_execution": True}
+    assert options_from_argv(["--n", "2", "--teacher", "--output", "x"]) == {"n": 2, "variant": "teacher",
+                                                                               "output_dir": "x"}
+
+
+def test_evaluate_run_of_a_grid_reuses_the_base_prior_suite(tmp_path):
+    """experiments.evaluation: test split + prior suite into the run dir, val/ for sweep points, the base model's
+    prior suite computed once per results tree; configs without teacher_template / data_dir are fine."""
+    from experiments.evaluation import evaluate_run
+    from experiments.grid import RunSpec
+
+    root = tmp_path / "results"
+    extra = ["--n", "2", "--max-new-tokens", "4"]
+
+    def spec(task, method="base", sweep_point=None):
+        return RunSpec("t", task, method, 0, "smoke", str(root / task / method / "seed0"),
+                       sweep_point=sweep_point or {}, eval_args=extra)
+
+    cfg = SimpleNamespace(model=MODEL)
+    first = json.loads(evaluate_run(spec("embedded_tool"), cfg, MODEL, extra_args=extra).read_text())
+    assert first["evaluations"]["student"]["n"] == 2 and "reused_from_cache" not in first["prior"]["embedded"]
+    assert len(list((root / "_prior_cache").glob("*.json"))) == 1
+    second = json.loads(evaluate_run(spec("embedded_science"), cfg, MODEL, extra_args=extra).read_text())
+    assert second["prior"]["embedded"]["reused_from_cache"] is True
+    assert second["prior"]["embedded"]["benchmarks"] == first["prior"]["embedded"]["benchmarks"]
+    assert second["evaluations"]["student"]["task"] == "embedded_science"
+    assert {"prior:embedded", "embedded_science/student"} <= {s["source"] for s in second["scores"]}
+
+    point = spec("embedded_tool", method="toy", sweep_point={"learning_rate": 0.1})
+    path = evaluate_run(point, SimpleNamespace(teacher_template="same_format", data_dir=None), MODEL,
+                        with_validation=True, extra_args=["--n", "2", "--max-new-tokens", "4", "--prior-suite", "none"])
+    val = json.loads((path.parent / "val" / "eval.json").read_text())
+    assert val["evaluations"]["student"]["settings"]["split"] == "val" and "prior" not in val
+    assert json.loads(path.read_text())["evaluations"]["student"]["settings"]["split"] == "test"

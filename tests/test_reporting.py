@@ -1,0 +1,159 @@
+"""experiments.reporting on a synthetic results tree: collection, best sweep point, mean ± 95% CI over seeds, n,
+and the markdown / CSV tables with the paper's numbers beside ours and the registries' titles."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import yaml
+from transformers import TrainingArguments
+
+from experiments import reporting as R
+
+T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (printed tables: 4.303)
+PRIOR = {"arithmetic": ("exact_match,first_number", None), "commonsense": ("acc,none", ["hellaswag", "winogrande"])}
+
+
+@pytest.fixture
+def toy_method():
+    """A method of the test's own, registered with a title and a style (removed again afterwards)."""
+    import sdft.registry as reg
+
+    try:
+        reg.method_names()
+    except ImportError:  # the built-in method modules are not all on this branch yet; "base" is registered
+        pass
+    method = reg.register_method(reg.Method("toy_distil", train=None, config_class=TrainingArguments,
+                                            title="Toy distillation", style={"color": "#123456", "marker": "P"},
+                                            distils=True))
+    yield method
+    reg.METHODS.pop(method.name, None)
+
+
+def write_run(root, task, method, run_id, seed, new_task, prior, *, val=None, divergence="forward",
+              metric="tool_call_match", model="embedded:tiny-llama", suite="embedded"):
+    """One run directory as experiments.evaluation writes it: config.yaml, eval.json (and val/eval.json)."""
+    run_dir = root / task / method / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(
+        {"method": method, "task": task, "model": model, "preset": "smoke", "seed": seed, "data_dir": None,
+         "divergence": divergence, "teacher_template": "same_format"}))
+
+    def evaluation(value):
+        return {"task": task, "variant": "student", "n": 8, "settings": {},
+                "scores": [{"metric": metric, "value": value, "unit": "percent", "n": 8},
+                           {"metric": "mean_generated_tokens", "value": 12.0, "unit": "tokens", "n": 8}]}
+
+    benchmarks = {name: {"task": f"sdft_{name}", "metric": PRIOR.get(name, ("acc,none",))[0], "value": v, "n": 2,
+                         "num_fewshot": 0, "chat_template": False, "stand_in_for": PRIOR.get(name, (0, None))[1]}
+                  for name, v in prior.items()}
+    result = {"evaluations": {"student": evaluation(new_task)}, "model": model, "preset": "smoke",
+              "prior": {suite: {"suite": suite, "benchmarks": benchmarks, "skipped": {}, "limit": 2,
+                                "average": sum(prior.values()) / len(prior)}}}
+    (run_dir / "eval.json").write_text(json.dumps(result))
+    if val is not None:
+        (run_dir / "val").mkdir()
+        (run_dir / "val" / "eval.json").write_text(json.dumps({"evaluations": {"student": evaluation(val)}}))
+    return run_dir
+
+
+@pytest.fixture
+def tree(tmp_path, toy_method):
+    root = tmp_path / "results"
+    write_run(root, "embedded_tool", "base", "seed0", 0, 5.0, {"arithmetic": 10.0, "commonsense": 50.0})
+    # toy method: 3 seeds; seed 0 is a sweep of two points, the second has the better validation score
+    write_run(root, "embedded_tool", "toy_distil", "lr0.1_seed0", 0, 99.0, {"arithmetic": 0.0, "commonsense": 0.0},
+              val=20.0)
+    write_run(root, "embedded_tool", "toy_distil", "lr0.01_seed0", 0, 10.0, {"arithmetic": 20.0, "commonsense": 40.0},
+              val=30.0)
+    write_run(root, "embedded_tool", "toy_distil", "seed1", 1, 20.0, {"arithmetic": 30.0, "commonsense": 60.0})
+    write_run(root, "embedded_tool", "toy_distil", "seed2", 2, 40.0, {"arithmetic": 40.0, "commonsense": 50.0})
+    return root
+
+
+def test_collect_select_summarize(tree):
+    runs = R.collect_runs(tree)
+    assert len(runs) == 5 and set(runs["method"]) == {"base", "toy_distil"}
+    assert R.prior_columns(runs) == ["arithmetic", "commonsense"]
+    assert R.prior_columns(runs, ["commonsense", "mmlu"]) == ["commonsense", "arithmetic"]
+    base = runs[runs["method"] == "base"].iloc[0]
+    assert pd.isna(base["divergence"]) and base["new_task"] == 5.0 and base["new_task_metric"] == "tool_call_match"
+    assert base["prior_suite"] == "embedded" and "stand-in for hellaswag, winogrande" in base["prior_metrics"]
+
+    best = R.select_best(runs)
+    toy = best[best["method"] == "toy_distil"].sort_values("seed")
+    assert list(toy["run_id"]) == ["lr0.01_seed0", "seed1", "seed2"]  # the best validation score of seed 0
+
+    table = R.summarize_runs(runs, ["new_task", "arithmetic", "commonsense", "prior_avg"], ["base", "toy_distil"])
+    assert list(table["method"]) == ["base", "toy_distil"] and list(table["paper_task"]) == ["tooluse", "tooluse"]
+    row = table[table["method"] == "toy_distil"].iloc[0]
+    assert row["n_seeds"] == 3
+    for column, values in {"new_task": [10, 20, 40], "arithmetic": [20, 30, 40], "commonsense": [40, 60, 50],
+                           "prior_avg": [30, 45, 45]}.items():
+        mean = sum(values) / 3
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+        assert row[column] == pytest.approx(mean)
+        assert row[f"{column}_ci"] == pytest.approx(T_975_DF2 * sd / math.sqrt(3), rel=1e-6)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    lo, hi = scipy_stats.t.interval(0.95, 2, loc=70 / 3, scale=scipy_stats.sem([10, 20, 40]))
+    assert row["new_task_ci"] == pytest.approx((hi - lo) / 2)
+    one = table[table["method"] == "base"].iloc[0]
+    assert one["n_seeds"] == 1 and one["new_task"] == 5.0 and math.isnan(one["new_task_ci"])
+
+
+def test_tables_show_the_paper_beside_ours_with_registry_titles(tree):
+    runs = R.collect_runs(tree)
+    table = R.summarize_runs(runs, ["new_task", "arithmetic", "prior_avg"], ["base", "toy_distil"])
+    paper = R.paper_frame({"tooluse": {"base": [42.9, 65.5], "toy_distil": [70.6, 65.4]}}, ["new_task", "prior_avg"])
+    paths = R.write_tables(table, paper, runs, tree / "mine", title="Table X: toy", notes=["A note."],
+                           columns=[("new_task", "New task"), ("arithmetic", "arithmetic*"), ("prior_avg", "Avg.")])
+    md = (tree / "mine.md").read_text()
+    assert paths == [tree / "mine.md", tree / "mine.csv"]
+    lines = md.splitlines()
+    assert lines[:6] == ["# Table X: toy", "", "Ours: embedded:tiny-llama; prior suite: embedded.",
+                         "Accuracies in %; mean ± 95% t-interval over 1-3 seeds.", "A note.", ""]
+    assert "## Tool Use (ours: `embedded_tool`, metric `tool_call_match`)" in lines
+    assert "| Method | New task | arithmetic* | Avg. |" in lines
+    ci = T_975_DF2 * math.sqrt(((10 - 70 / 3) ** 2 + (20 - 70 / 3) ** 2 + (40 - 70 / 3) ** 2) / 2) / math.sqrt(3)
+    toy_row = next(line for line in lines if line.startswith("| Toy distillation |"))
+    assert toy_row.startswith(f"| Toy distillation | {70 / 3:.1f} ± {ci:.1f} | 30.0 ± ")
+    assert "| Base | 5.0 | 10.0 | 30.0 |" in lines  # one seed: no interval
+    assert "| *paper: Base* | *42.9* |  | *65.5* |" in lines
+    assert "| *paper: Toy distillation* | *70.6* |  | *65.4* |" in lines
+    assert lines[-1].startswith("Prior-capability metrics: arithmetic: exact_match,first_number")
+
+    csv = pd.read_csv(tree / "mine.csv")
+    assert list(csv.columns) == ["task", "paper_task", "method", "n_seeds", "new_task", "new_task_ci95", "arithmetic",
+                                 "arithmetic_ci95", "prior_avg", "prior_avg_ci95", "paper_new_task", "paper_prior_avg"]
+    toy = csv[csv["method"] == "toy_distil"].iloc[0]
+    assert toy["n_seeds"] == 3 and toy["new_task"] == pytest.approx(70 / 3) and toy["new_task_ci95"] == pytest.approx(ci)
+    assert toy["paper_new_task"] == 70.6 and toy["paper_prior_avg"] == 65.4
+
+
+def test_table5_aggregate_on_the_paper_suite_names(tmp_path, toy_method):
+    """Table 5's aggregate through the reporting module: paper benchmarks get the paper's cells; figure written."""
+    from experiments import table5
+
+    root = tmp_path / "t5"
+    six = dict.fromkeys(table5.PRIOR, 50.0)  # the paper suite's six benchmarks instead of the stand-ins
+    for seed, value in enumerate([30.0, 34.0]):
+        for method, gain in [("base", 0), ("toy_distil", 30)]:
+            write_run(root, "science", method, f"seed{seed}", seed, value + gain, six, metric="answer_letter_exact",
+                      model="Qwen/Qwen2.5-7B-Instruct", suite="paper")
+    table = table5.aggregate(root)
+    assert list(table["method"]) == ["base", "toy_distil"] and set(table["n_seeds"]) == {2}
+    md = (root / "table5.md").read_text()
+    assert "| Method | New task | hellaswag | humaneval | ifeval | mmlu | truthfulqa | winogrande | Avg. |" in md
+    assert "| *paper: Base* | *32.1* | *62.0* | *65.8* | *74.3* | *71.7* | *47.9* | *71.1* | *65.5* |" in md
+    assert "| Toy distillation | 62.0 ± 25.4 |" in md  # mean 62, t(0.975, 1) * sd / sqrt(2) = 12.706 * 2
+    assert "stand-ins" not in md
+    assert (root / "figure4_pareto.png").stat().st_size > 0 and (root / "figure4_pareto.pdf").stat().st_size > 0
+
+
+def test_pareto_takes_style_and_label_from_the_method_registry(toy_method):
+    from figures.pareto import _style
+
+    assert _style("toy_distil") == {"color": "#123456", "marker": "P", "label": "Toy distillation"}
+    assert _style("base")["label"] == "Base"
+    assert _style("not_a_method") == {"color": "black", "marker": "x", "label": "not_a_method"}
