@@ -15,7 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
-from experiments.grid import BASE, RunSpec
+from experiments.grid import RunSpec, trains
 
 
 def prior_suite_for(preset: str) -> str:
@@ -49,7 +49,7 @@ def evaluate_run(spec: RunSpec, cfg, model: str, with_validation: bool = False,
     if with_validation:
         run("val", run_dir / "val", "none")
     cache = None
-    if spec.method == BASE:
+    if not trains(spec.method):  # an untrained model's prior suite does not depend on the task
         key = hashlib.sha256(json.dumps([model, suite, spec.preset, spec.seed, extra_args or []]).encode()).hexdigest()[:16]
         cache = _results_root(spec) / "_prior_cache" / f"{key}.json"
     if cache is not None and cache.exists():

@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 from sdft.config import build_config, config_keys, load_recipe
 
-BASE = "base"  # the untrained model: evaluated, never trained
 
 
 @dataclass
@@ -72,7 +71,7 @@ def expand(experiment: str, preset: str, tasks: list[str], methods: list[str], s
     check_overrides(overrides or {}, methods)
     specs = []
     for task, method, seed in itertools.product(tasks, methods, seeds):
-        recipe = recipe_for(task, method) if (recipe_for and method != BASE) else None
+        recipe = recipe_for(task, method) if (recipe_for and trains(method)) else None
         grid = load_recipe(recipe)[1] if (recipe and sweep) else {}
         keys = list(grid)
         for values in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
@@ -81,6 +80,13 @@ def expand(experiment: str, preset: str, tasks: list[str], methods: list[str], s
             specs.append(RunSpec(experiment, task, method, seed, preset, str(run_dir), recipe,
                                  dict(overrides or {}), point, list(eval_args or [])))
     return specs
+
+
+def trains(method: str) -> bool:
+    """Whether a method trains (``base``, the untrained model, is evaluated only)."""
+    from sdft.registry import get_method
+
+    return get_method(method).train is not None
 
 
 def check_overrides(overrides: dict[str, Any], methods: list[str]) -> None:

@@ -18,7 +18,6 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import yaml
 
-from experiments.grid import BASE
 
 RUN_COLUMNS = {"task", "method", "run_id", "seed", "model", "divergence", "teacher_template", "new_task",
                "new_task_metric", "val", "run_dir", "prior_avg", "prior_suite", "prior_metrics"}
@@ -43,6 +42,16 @@ def task_title(task: str) -> str:
         return get_task(shown_as(task)).title
     except KeyError:
         return task
+
+
+def _distils(method: str) -> bool:
+    """Whether a method trains on a divergence (an unregistered name: whether its config names one)."""
+    from sdft.registry import get_method
+
+    try:
+        return get_method(method).distils
+    except KeyError:
+        return True
 
 
 def method_title(method: str) -> str:
@@ -90,7 +99,7 @@ def collect_runs(results_dir: str | Path) -> pd.DataFrame:
             if val_path.exists() else None
         row: dict[str, Any] = {
             "task": task, "method": method, "run_id": run_dir.name, "seed": cfg.get("seed"),
-            "model": cfg.get("model"), "divergence": cfg.get("divergence") if method != BASE else None,
+            "model": cfg.get("model"), "divergence": cfg.get("divergence") if _distils(method) else None,
             "teacher_template": cfg.get("teacher_template"), "new_task": new_task, "new_task_metric": metric,
             "val": val, "run_dir": str(run_dir),
         }

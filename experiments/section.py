@@ -26,7 +26,7 @@ def execute(spec: G.RunSpec) -> None:
     from experiments.evaluation import evaluate_run
 
     cfg = spec.config()
-    if spec.method == G.BASE:
+    if not G.trains(spec.method):
         Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
         cfg.save(Path(spec.run_dir) / "config.yaml")
         model = cfg.model
@@ -59,7 +59,7 @@ def build_parser(doc: str | None, experiment: str, methods: Sequence[str]) -> ar
     parser.add_argument("--allow-code-execution", action="store_true",
                         help="also run the code benchmark of the prior suite (HumanEval, or its embedded stand-in): "
                              "it executes model-written code on this machine")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="RunConfig overrides for every run")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run whose method has the key")
     return parser
 
 

@@ -97,7 +97,7 @@ def test_evaluate_run_of_a_grid_reuses_the_base_prior_suite(tmp_path):
     assert second["evaluations"]["student"]["task"] == "embedded_science"
     assert {"prior:embedded", "embedded_science/student"} <= {s["source"] for s in second["scores"]}
 
-    point = spec("embedded_tool", method="toy", sweep_point={"learning_rate": 0.1})
+    point = spec("embedded_tool", method="sft", sweep_point={"learning_rate": 0.1})
     path = evaluate_run(point, SimpleNamespace(teacher_template="same_format", data_dir=None), MODEL,
                         with_validation=True, extra_args=["--n", "2", "--max-new-tokens", "4", "--prior-suite", "none"])
     val = json.loads((path.parent / "val" / "eval.json").read_text())
