@@ -244,6 +244,7 @@ def _independent_offline_loss(model, teacher, tok, recs, rows, template, diverge
     return torch.stack(per_seq).mean()
 
 
+@pytest.mark.slow
 def test_offline_distillation_uses_the_cache_only_and_its_loss_is_our_divergence(tiny_model_path, tmp_path,
                                                                                  monkeypatch):
     from sdft.baselines.offline import CACHE_FILE, build_offline_distill_trainer, read_cache
@@ -321,6 +322,7 @@ def _weights(folder):
     return load_file(str(folder / "model.safetensors"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", BASELINES)
 def test_smoke_run_writes_a_run_directory_with_a_changed_model(method, tmp_path):
     """``python -m sdft.train --method M --preset smoke`` for every baseline. To keep the file fast, the CLI runs

@@ -74,6 +74,7 @@ def test_paper_suite_preflight_offline(monkeypatch, tmp_path):
     assert "humaneval" not in str(err.value) and "mmlu" in str(err.value)
 
 
+@pytest.mark.slow
 def test_punkt_tab_missing_and_fallback(tmp_path):
     # in a subprocess: NLTK's search path and lm-eval's ifeval import are process-global
     code = (

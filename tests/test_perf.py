@@ -87,6 +87,7 @@ def test_fused_ema_equals_reference_per_tensor_update():
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_bench_cost_runs_on_the_tiny_model(tmp_path):
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "experiments.bench_cost", "--model", "embedded:tiny-llama", "--steps", "1",

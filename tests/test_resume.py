@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -35,6 +36,7 @@ def _teacher_state(run_dir):
     return load_file(str(ckpts[-1] / "teacher_model.safetensors")), ckpts[-1].name
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_weights(tiny_model_path, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     cmd = [sys.executable, "-m", "sdft.train", "--method", "sdft", "--preset", "smoke"]

@@ -110,6 +110,7 @@ def test_three_step_run_changes_student_moves_teacher_and_logs_finite_loss(tiny_
     assert all(math.isfinite(r["sdft/distillation_loss"]) for r in rows if "loss" in r)
 
 
+@pytest.mark.slow
 def test_cli_smoke_run_writes_the_run_directory(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "sdft.train", "--method", "sdft", "--preset", "smoke",
