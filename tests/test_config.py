@@ -112,3 +112,15 @@ def test_cli_smoke_run_with_a_transformers_and_a_trl_knob(tmp_path, monkeypatch)
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["warmup_steps"] == pytest.approx(0.1) and saved["fused_lm_head"] is False
     assert (out / "model" / "model.safetensors").exists() and not (out / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_the_installed_package_answers_help_from_any_directory(tmp_path):
+    """`cd /tmp && python -m sdft.train --help` (setup.sh installs the checkout editable)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "sdft.train", "--method", "sft", "--help"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "--max_length" in out.stdout and "--learning_rate" in out.stdout and "--n_train" in out.stdout
