@@ -3,8 +3,10 @@
 ``eval.evaluate(model, task, ...)`` evaluates a run directory or a model and returns the content of ``eval.json``.
 """
 
-import sdft as _sdft  # noqa: E402,F401  (chooses the OpenMP wait policy before torch is imported; see sdft/__init__.py)
+# isort: off
+import sdft as _sdft  # noqa: F401  (chooses the OpenMP wait policy before torch is imported; see sdft/__init__.py)
+from eval.evaluation import evaluate
 
-from eval.evaluation import evaluate  # noqa: E402
+# isort: on
 
 __all__ = ["evaluate"]

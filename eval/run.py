@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except EvaluationError as err:
-        raise SystemExit(f"error: {err}")
+        raise SystemExit(f"error: {err}") from None
     for s in result["scores"]:
         val = s.get("value", s.get("values"))
         print(f"{s['source']:>24}  {s['metric']:<32} {val if not isinstance(val, float) else round(val, 3)}  (n={s.get('n')})")

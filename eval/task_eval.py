@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
+from data_prep.registry import get_task
 from eval.generation import Generations, generate
 from eval.passk import pass_at_k_curve
 from eval.rag import rag_messages
-from data_prep.registry import get_task
 from eval.scorers import get_scorer, needs_judge
 from sdft.prompts import student_messages, teacher_messages
 

@@ -12,14 +12,12 @@ import itertools
 import json
 import shlex
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from sdft.config import build_config, config_keys, load_recipe
-
 
 
 @dataclass

@@ -18,7 +18,6 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import yaml
 
-
 RUN_COLUMNS = {"task", "method", "run_id", "seed", "model", "divergence", "teacher_template", "new_task",
                "new_task_metric", "val", "run_dir", "prior_avg", "prior_suite", "prior_metrics"}
 

@@ -7,7 +7,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from data_prep import knowledge, science
-from data_prep.sources import seeded_split
 from sdft.llm import CachedChatClient
 
 
