@@ -45,13 +45,14 @@ with warnings.catch_warnings():
     from trl.experimental.sdft import SDFTConfig, SDFTTrainer
     from trl.experimental.sdft.teacher_sync import SyncTeacherModelCallback
 
-from trl.trainer.utils import pad, selective_log_softmax
+from trl.trainer.utils import selective_log_softmax
 
 from accelerate.utils import is_peft_model
 
 from sdft.losses import (head_token_terms, loss_from_terms, loss_mask_for, per_token_divergence,
                          self_distillation_loss, truncated_importance_weights)
 from sdft.sampling import plain_sampling, sample_with_logprobs
+from sdft.sequences import lengths_to_first_eos, pad_sequences
 
 TEACHER_WEIGHTS_FILE = "teacher_model.safetensors"
 ROLLOUT_DTYPES = (None, "bfloat16", "float16", "float32")
@@ -180,13 +181,6 @@ class SampledTokenLogProbs(LogitsProcessor, StoppingCriteria):
         return torch.stack(self.steps, dim=1)
 
 
-def completions_until_eos(completion_ids: torch.Tensor, eos_token_ids: list[int]) -> list[int]:
-    """Length of every row up to and including its first EOS (the whole row when there is none)."""
-    is_eos = torch.isin(completion_ids, torch.tensor(eos_token_ids, device=completion_ids.device))
-    first = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1) + 1, completion_ids.size(1))
-    return first.tolist()
-
-
 class SelfDistillationTrainer(SDFTTrainer):
     """TRL's SDFT trainer with the paper's objective (see the module docstring)."""
 
@@ -228,9 +222,8 @@ class SelfDistillationTrainer(SDFTTrainer):
             return super()._generate_transformers(prompt_ids)
         self._sync_sampler()
         device = self.accelerator.device
-        rows = [torch.tensor(ids) for ids in prompt_ids]
-        input_ids = pad(rows, padding_value=self._tokenizer.pad_token_id, padding_side="left").to(device)
-        attention_mask = pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="left").to(device)
+        input_ids, attention_mask = pad_sequences(prompt_ids, self._tokenizer.pad_token_id, side="left")
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         config = self.generation_config
         if self.args.fast_rollout_sampler and plain_sampling(config):
             completion_ids, logps = sample_with_logprobs(
@@ -248,7 +241,7 @@ class SelfDistillationTrainer(SDFTTrainer):
                 )
             completion_ids, logps = out[:, input_ids.size(1):], recorder.per_token_logps()
         completion_ids, logps = completion_ids.cpu(), logps.cpu()
-        lengths = completions_until_eos(completion_ids, self.eos_token_ids)
+        lengths, _ = lengths_to_first_eos(completion_ids, self.eos_token_ids)
         self._sampler_logps = ([logps[i, :n].tolist() for i, n in enumerate(lengths)]
                                if self.args.vllm_importance_sampling else None)
         return prompt_ids, [completion_ids[i, :n].tolist() for i, n in enumerate(lengths)]
@@ -311,9 +304,9 @@ class SelfDistillationTrainer(SDFTTrainer):
         self._sampler_logps = None  # set by _generate_vllm / the rollout_dtype sampler
         batch = super().sample_rollouts(inputs)
         if self._sampler_logps is not None:
-            rows = [torch.tensor(r, dtype=torch.float32) for r in self._sampler_logps]
-            logps = pad(rows, padding_value=0.0, padding_side="right").to(batch["completion_ids"].device)
-            batch["sampler_per_token_logps"] = logps[:, : batch["completion_ids"].size(1)]
+            logps, _ = pad_sequences(self._sampler_logps, 0.0, side="right", dtype=torch.float32)
+            batch["sampler_per_token_logps"] = logps[:, : batch["completion_ids"].size(1)].to(
+                batch["completion_ids"].device)
         return batch
 
     # ---------------------------------------------------------------- logits
