@@ -10,7 +10,7 @@ expert demonstration through the paper's template (Section 3):
 
 Templates are named so every result records which one ran. ``paper`` is the verbatim template and
 the default of the ``paper`` preset. ``same_format`` changes only the last sentence; SmolLM2-135M
-follows the paper's wording poorly (DESIGN.md, measured facts), so the ``mini`` preset uses it.
+follows the paper's wording poorly, so the ``mini`` preset uses it.
 ``none`` is the question alone: with an empty demonstration the teacher's context equals the student's.
 It is the context of the frozen-base teacher of the SFT + re-invoke baseline (``sdft.baselines.reinvoke``);
 TRL requires both placeholders in a template, so it keeps ``{demonstration}`` and is meant for empty ones.

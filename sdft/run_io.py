@@ -1,4 +1,4 @@
-"""The run directory every method writes (DESIGN.md, Results layout).
+"""The run directory every method writes.
 
     <run_dir>/config.yaml     the resolved RunConfig
     <run_dir>/manifest.json   git commit, package versions, seed, command, start/end time, what ran
