@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from sdft.prompts import render
+from sdft.sequences import eos_token_ids, lengths_to_first_eos, pad_sequences
 
 Messages = list[dict[str, str]]
 
@@ -37,19 +38,6 @@ class Generations:
     def mean_tokens(self) -> float:
         counts = [c for per in self.n_tokens for c in per]
         return sum(counts) / max(len(counts), 1)
-
-
-def eos_token_ids(model, tokenizer) -> list[int]:
-    ids = set()
-    gen_cfg = getattr(model, "generation_config", None)
-    eos = getattr(gen_cfg, "eos_token_id", None)
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif eos:
-        ids.update(eos)
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return sorted(ids)
 
 
 def vllm_available() -> bool:
@@ -106,13 +94,8 @@ def _generate_hf(model, tokenizer, prompts, greedy, temperature, top_p, n, max_n
     model.eval()
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
-        width = max(len(encoded[i]) for i in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):  # left padding
-            seq = encoded[i]
-            input_ids[row, width - len(seq):] = torch.tensor(seq)
-            attention[row, width - len(seq):] = 1
+        input_ids, attention = pad_sequences([encoded[i] for i in batch], pad_id, side="left")
+        width = input_ids.size(1)
         kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad_id,
                                       use_cache=True, num_return_sequences=n)
         if greedy:
@@ -120,20 +103,17 @@ def _generate_hf(model, tokenizer, prompts, greedy, temperature, top_p, n, max_n
         else:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
         out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
-        new = out[:, width:].tolist()
+        completions = out[:, width:]
+        lengths, ended = lengths_to_first_eos(completions, eos)
+        new = completions.tolist()
         for row, i in enumerate(batch):
             t_i, id_i, c_i, f_i = [], [], [], []
             for s in range(n):
-                seq = new[row * n + s]
-                cut, done = len(seq), False
-                for j, tok in enumerate(seq):
-                    if tok in eos:
-                        cut, done = j + 1, True
-                        break
-                seq = seq[:cut]
+                k = row * n + s
+                seq = new[k][:lengths[k]]
                 id_i.append(seq)
                 c_i.append(len(seq))
-                f_i.append(done)
+                f_i.append(ended[k])
                 t_i.append(tokenizer.decode(seq, skip_special_tokens=True))
             texts[i], ids[i], counts[i], finished[i] = t_i, id_i, c_i, f_i
     if was_training:

@@ -23,25 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from sdft.prompts import render, student_messages, teacher_messages
-
-
-def _left_pad(seqs: Sequence[Sequence[int]], pad: int):
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, width - len(s):] = torch.tensor(list(s))
-            mask[i, width - len(s):] = 1
-    return ids, mask
+from sdft.sequences import left_padded_position_ids, pad_sequences
 
 
 def _completion_logprobs(model, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad: int):
     """Full-vocabulary log-probs at each completion position: list of [T_i, V] tensors."""
     device = next(model.parameters()).device
     seqs = [list(p) + list(c) for p, c in zip(prompts, completions)]
-    ids, mask = _left_pad(seqs, pad)
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    ids, mask = pad_sequences(seqs, pad, side="left")
+    position_ids = left_padded_position_ids(mask)
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device)).logits
     logp = F.log_softmax(logits.float(), dim=-1)
     width = ids.shape[1]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, GenerationConfig
 
+from sdft.sequences import left_padded_position_ids
+
 # GenerationConfig fields: those this sampler honours or that do not change the distribution, and the values at
 # which the others are inactive. A field outside both (a top-k, a repetition penalty, beams...) means: use generate.
 _HONOURED = {"max_new_tokens", "min_new_tokens", "max_length", "do_sample", "temperature", "pad_token_id",
@@ -69,9 +71,7 @@ def sample_with_logprobs(
     batch, device = input_ids.size(0), input_ids.device
     eos = torch.tensor(eos_token_ids, device=device)
     cache = DynamicCache(config=model.config)
-    # Left padding: positions count real tokens only (HF generate does the same).
-    position_ids = (attention_mask.long().cumsum(dim=-1) - 1).clamp_(min=0)
-    ids, mask, positions = input_ids, attention_mask, position_ids
+    ids, mask, positions = input_ids, attention_mask, left_padded_position_ids(attention_mask)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens, logps = [], []
     for step in range(max_new_tokens):

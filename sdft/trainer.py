@@ -1,32 +1,32 @@
 """SDFT training on TRL's ``SDFTTrainer``. The only module of this repository that imports ``trl.experimental``.
 
-What this adds to TRL 1.16's trainer, and why:
-  * The loss is ours (``sdft.losses.self_distillation_loss``): full-vocabulary per-token divergence
-    (forward, reverse or generalized JSD) with all three gradient estimators of Appendix A.1
-    (TRL has the analytic and sampled-token ones, not the Rao-Blackwellized one) and first-k masking.
+What this adds to TRL 1.16's trainer:
+  * The loss is ours (``sdft.losses``): full-vocabulary per-token divergence (forward, reverse or generalized JSD)
+    with all three gradient estimators of Appendix A.1 (TRL has the analytic and sampled-token ones, not the
+    Rao-Blackwellized one) and first-k masking.
+  * When the rollouts come from another copy of the weights (vLLM, or the low-precision sampler copy of
+    ``sdft.speedups``), the sampler's token log-probabilities are kept and each token's term is reweighted by the
+    truncated ratio pi_train(y_t) / pi_sampler(y_t) (Algorithm 1, line 17).
   * The EMA teacher update is one fused ``torch._foreach_lerp_`` over all parameters
-    (phi <- phi + alpha * (theta - phi) = alpha * theta + (1 - alpha) * phi), after every optimizer step,
-    instead of a Python loop of two kernels per tensor.
-  * With vLLM, or with ``rollout_dtype`` (HF generation from a bf16 copy of the student, refreshed after every
-    optimizer step: the CPU counterpart of the paper's bf16 vLLM sampler, half the decoding time), the sampler's
-    token log-probabilities are kept and each token's divergence is reweighted by the truncated ratio
-    pi_train(y_t) / pi_sampler(y_t) (Algorithm 1, line 17). That copy decodes with eager attention and samples
-    with ``sdft.sampling`` (``fast_rollout_sampler``: same distribution, a quarter less decoding time on CPU).
-  * ``teacher_dtype``: the teacher's forward (a constant target) under low-precision autocast, its output head in
-    float32, as in the paper's bf16 runs (where the teacher's forward is bf16 too); off by default, on in ``mini``.
+    (phi <- phi + alpha * (theta - phi) = alpha * theta + (1 - alpha) * phi) instead of a loop over tensors.
   * Checkpoints also hold the teacher's weights, so a resumed run continues with the same EMA teacher.
-  * Cost (``SelfDistillationConfig`` switches, all on by default, none changes the math; measured by
-    ``python -m experiments.bench_cost``): the full-vocabulary loss terms are computed ``loss_chunk_size``
-    positions at a time and recomputed in backward; the student's output head is fused into those chunks so
-    its ``[B, T, V]`` logits and their gradient never exist whole (``fused_lm_head``, single process only);
-    the teacher runs under ``torch.inference_mode`` (``teacher_inference_mode``); no copy of the logits for
-    temperature 1, no forward of the last sampled token, and the logged divergence comes from the loss pass
-    instead of a second full-vocabulary pass (``lean_logits``). Rollouts use TRL's HF ``generate`` (batched,
-    left-padded, KV cache, only the last position's logits, stops when every sequence has ended) or, on GPUs,
-    vLLM colocated with sleep mode (``sdft_config_from``).
 
-Everything else -- on-policy rollouts, teacher prompt construction, the teacher copy for ``base`` /
-``ema`` and the student itself for ``live`` -- is TRL's.
+The loss, one path: ``SelfDistillationTrainer._distillation_loss(student, teacher_logits, batch)``
+  1. computes the per-token terms (D_t, log pi_theta(y_t), log pi(y_t)) at the completion positions:
+     ``sdft.losses.token_terms`` from the student's logits ``[B, T, V]``, or ``sdft.losses.head_token_terms`` from
+     its hidden states and output head (``sdft.speedups.StudentHead``), which makes the logits chunk by chunk;
+  2. reweights each token by the importance weights above, from the student's log-probabilities of the sampled
+     tokens;
+  3. returns ``sdft.losses.loss_from_terms``, the estimator's surrogate averaged per sequence and then over
+     sequences, with the per-token divergence, whose mean over the loss tokens is logged.
+Its inputs come from TRL's ``compute_loss``, through ``_compute_teacher_student_logits`` (the teacher's and the
+student's logits) and ``_compute_self_distillation_loss``, or from the fast paths of ``sdft.speedups`` (the
+``FastPaths`` mixin, switched by the ``SpeedSwitches`` fields), which change only how the inputs are produced: the
+student's hidden states instead of its logits, one rollout at a time, the teacher under inference mode or
+autocast.
+
+Everything else -- on-policy rollouts (HF ``generate``, or on GPUs vLLM colocated with sleep mode), teacher prompt
+construction, the teacher copy for ``base`` / ``ema`` and the student itself for ``live`` -- is TRL's.
 """
 
 from __future__ import annotations
@@ -38,30 +38,29 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TrainerCallback
+from transformers import TrainerCallback
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from trl.experimental.sdft import SDFTConfig, SDFTTrainer
+    from trl.experimental.sdft.sdft_trainer import DistillationLogits
     from trl.experimental.sdft.teacher_sync import SyncTeacherModelCallback
 
-from trl.trainer.utils import pad, selective_log_softmax
+from trl.trainer.utils import selective_log_softmax
 
-from accelerate.utils import is_peft_model
-
-from sdft.losses import (head_token_terms, loss_from_terms, loss_mask_for, per_token_divergence,
-                         self_distillation_loss, truncated_importance_weights)
-from sdft.sampling import plain_sampling, sample_with_logprobs
+from sdft.losses import (ESTIMATORS, head_token_terms, loss_from_terms, loss_mask_for, per_token_divergence,
+                         token_terms, truncated_importance_weights)
+from sdft.sequences import pad_sequences
+from sdft.speedups import FastPaths, SpeedSwitches, StudentHead
 
 TEACHER_WEIGHTS_FILE = "teacher_model.safetensors"
-ROLLOUT_DTYPES = (None, "bfloat16", "float16", "float32")
-TEACHER_DTYPES = (None, "bfloat16", "float16")  # autocast's low-precision types
 
 
 @dataclass
-class SelfDistillationConfig(SDFTConfig):
-    """TRL's ``SDFTConfig`` with the paper's defaults where TRL's differ, plus the knobs of the paper that TRL lacks.
+class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
+    """TRL's ``SDFTConfig`` with the paper's defaults where TRL's differ, the knobs of the paper that TRL lacks, and
+    the speed switches (``sdft.speedups.SpeedSwitches``: the one list of them, with what each does).
 
     The divergence is always computed over the full vocabulary (``distillation_mode="full_logits"``); ``divergence``
     names it and sets TRL's ``distillation_alpha`` (0 forward, 1 reverse, between: generalized JSD).
@@ -102,55 +101,7 @@ class SelfDistillationConfig(SDFTConfig):
         default=True, metadata={"help": "reweight by truncated pi_train / pi_sampler when the rollouts come from "
                                 "another copy of the weights (vLLM, or the rollout_dtype copy)"}
     )
-    rollout_dtype: str | None = field(
-        default=None,
-        metadata={"help": "HF generation only: sample the rollouts from a copy of the student in this dtype (e.g. "
-                  "'bfloat16'; on CPU decoding reads every weight per token, so half the bytes is about half the "
-                  "time), refreshed after every optimizer step, with the sampled tokens' log-probabilities kept for "
-                  "the importance weights above -- the CPU counterpart of the paper's bf16 vLLM sampler. None: "
-                  "sample from the student itself."},
-    )
-    fast_rollout_sampler: bool = field(
-        default=True,
-        metadata={"help": "with rollout_dtype: the copy decodes with eager attention (at one query token SDPA's kernel "
-                  "costs more than the attention) and samples with sdft.sampling's loop (one uniform per row and token "
-                  "instead of HF's exponential draw per vocabulary entry); same distribution. Temperature sampling "
-                  "only: other sampling settings use HF generate"},
-    )
-    teacher_dtype: str | None = field(
-        default=None,
-        metadata={"help": "run the teacher's forward (the constant target) under autocast to this dtype, its output "
-                  "head in float32 (e.g. 'bfloat16': the CPU counterpart of the paper's bf16 GPU runs, where every "
-                  "forward is bf16; measured shift of the teacher's distribution: mean KL ~3e-4 nats per token on "
-                  "SmolLM2-135M). None: the training dtype"},
-    )
     importance_sampling_cap: float = field(default=2.0, metadata={"help": "truncation of the importance weights"})
-    fused_ema: bool = field(default=True, metadata={"help": "one fused foreach EMA update instead of TRL's loop"})
-    loss_chunk_size: int = field(
-        default=64,
-        metadata={"help": "completion positions per chunk of the full-vocabulary loss terms, recomputed in "
-                  "backward (sdft.losses.token_terms); 0 computes them in one piece. Same values and gradients."},
-    )
-    teacher_inference_mode: bool = field(
-        default=True, metadata={"help": "teacher forward under torch.inference_mode (TRL: no_grad)"}
-    )
-    fused_lm_head: bool = field(
-        default=True,
-        metadata={"help": "with loss_chunk_size > 0: the student's logits are made chunk by chunk from its hidden "
-                  "states inside the loss, never whole (sdft.losses.head_token_terms). Single process, non-PEFT "
-                  "models with an output-embedding head only; otherwise the plain path runs."},
-    )
-    sequence_microbatches: bool = field(
-        default=True,
-        metadata={"help": "with fused_lm_head: forward and backward one rollout at a time, without its padding "
-                  "(the loss is a mean over sequences, so its gradient is the sum of the per-sequence ones): no "
-                  "compute on padding, a quarter of the activation memory at batch 4"},
-    )
-    lean_logits: bool = field(
-        default=True,
-        metadata={"help": "no copy of the logits for temperature 1, no forward of the last token (it predicts "
-                  "nothing), and the logged divergence taken from the loss pass instead of a second full-vocabulary pass"},
-    )
 
     def __post_init__(self):
         from sdft.losses import divergence_alpha
@@ -159,15 +110,14 @@ class SelfDistillationConfig(SDFTConfig):
         self.distillation_mode = "full_logits"
         self.distillation_alpha = divergence_alpha(self.divergence)
         self.teacher_prompt_template = to_trl_template(get_template(self.teacher_template))
+        if self.estimator not in ESTIMATORS:  # (the command line checks choices itself; direct construction here)
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
         if self.estimator == "token" and self.distillation_alpha != 1.0:
             raise ValueError("the token-level estimator is defined for the reverse KL only (set divergence=reverse)")
         if not 0.0 < self.teacher_update_rate <= 1.0:
             raise ValueError(f"teacher_update_rate must lie in (0, 1], got {self.teacher_update_rate}")
         if self.num_loss_tokens_to_skip < 0:
             raise ValueError("num_loss_tokens_to_skip must be >= 0")
-        for name, allowed in (("rollout_dtype", ROLLOUT_DTYPES), ("teacher_dtype", TEACHER_DTYPES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         super().__post_init__()
 
 
@@ -194,106 +144,10 @@ class FusedEMATeacherCallback(TrainerCallback):
             ema_update_([p.data for p in self.teacher], [p.data for p in self.student], self.alpha)
 
 
-class SampledTokenLogProbs(LogitsProcessor, StoppingCriteria):
-    """Records log pi_sampler(y_t | y_<t) of every sampled token during HF ``generate``.
-
-    As a logits processor (HF runs user processors after its own, e.g. repetition penalty or minimum length, and
-    before its temperature / top-k / top-p warpers) it keeps the step's log-softmax of ``scores / temperature``; as
-    a stopping criterion (called once the token is appended) it picks the sampled token's entry. Never changes the scores and never stops generation. Like TRL's own
-    ``old_per_token_logps``, top-k / top-p truncation is not part of the recorded probability.
-    """
-
-    def __init__(self, temperature: float = 1.0):
-        self.temperature = temperature
-        self._step_logps: torch.Tensor | None = None
-        self.steps: list[torch.Tensor] = []
-
-    def __call__(self, input_ids, scores):  # no **kwargs: HF's processor list would demand them by name
-        if scores is not None and self._step_logps is None:  # as a logits processor: before sampling
-            self._step_logps = torch.log_softmax(scores.float() / self.temperature, dim=-1)
-            return scores
-        # as a stopping criterion: the token sampled from the recorded distribution is now input_ids[:, -1]
-        self.steps.append(self._step_logps.gather(1, input_ids[:, -1:]).squeeze(1))
-        self._step_logps = None
-        return torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
-
-    def per_token_logps(self) -> torch.Tensor:
-        """[batch, generated steps]"""
-        return torch.stack(self.steps, dim=1)
-
-
-def completions_until_eos(completion_ids: torch.Tensor, eos_token_ids: list[int]) -> list[int]:
-    """Length of every row up to and including its first EOS (the whole row when there is none)."""
-    is_eos = torch.isin(completion_ids, torch.tensor(eos_token_ids, device=completion_ids.device))
-    first = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1) + 1, completion_ids.size(1))
-    return first.tolist()
-
-
-class SelfDistillationTrainer(SDFTTrainer):
+class SelfDistillationTrainer(FastPaths, SDFTTrainer):
     """TRL's SDFT trainer with the paper's objective (see the module docstring)."""
 
     args: SelfDistillationConfig
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._sampler_model, self._sampler_step, self._sampler_pairs = None, None, None
-        if self.args.rollout_dtype and not self.use_vllm:
-            self._setup_sampler_copy(getattr(torch, self.args.rollout_dtype))
-
-    # ---------------------------------------------------------------- rollouts from a low-precision copy
-    def _setup_sampler_copy(self, dtype: torch.dtype) -> None:
-        model = self.accelerator.unwrap_model(self.model)
-        if self.accelerator.num_processes > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled \
-                or is_peft_model(model):
-            raise ValueError("rollout_dtype needs a single-process, unsharded, non-PEFT model; on GPUs use vLLM "
-                             "(use_vllm), whose sampler is already bf16")
-        import copy
-
-        sampler = copy.deepcopy(model).eval().requires_grad_(False)
-        for p in sampler.parameters():  # parameters only: buffers such as RoPE's inv_freq keep their precision
-            p.data = p.data.to(dtype)
-        if self.args.fast_rollout_sampler and hasattr(sampler, "set_attn_implementation"):
-            sampler.set_attn_implementation("eager")  # the copy's own config: the student keeps its attention
-        named = dict(model.named_parameters())
-        self._sampler_pairs = ([p.data for _, p in sampler.named_parameters()],
-                               [named[n].data for n, _ in sampler.named_parameters()])
-        self._sampler_model = sampler
-
-    @torch.no_grad()
-    def _sync_sampler(self) -> None:
-        if self._sampler_step != self.state.global_step:  # once per optimizer step, one fused copy-and-cast
-            torch._foreach_copy_(*self._sampler_pairs)
-            self._sampler_step = self.state.global_step
-
-    def _generate_transformers(self, prompt_ids):
-        if self._sampler_model is None:
-            return super()._generate_transformers(prompt_ids)
-        self._sync_sampler()
-        device = self.accelerator.device
-        rows = [torch.tensor(ids) for ids in prompt_ids]
-        input_ids = pad(rows, padding_value=self._tokenizer.pad_token_id, padding_side="left").to(device)
-        attention_mask = pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="left").to(device)
-        config = self.generation_config
-        if self.args.fast_rollout_sampler and plain_sampling(config):
-            completion_ids, logps = sample_with_logprobs(
-                self._sampler_model, input_ids, attention_mask, max_new_tokens=config.max_new_tokens,
-                eos_token_ids=self.eos_token_ids, pad_token_id=self._tokenizer.pad_token_id,
-                temperature=self.temperature, min_new_tokens=config.min_new_tokens or 0,
-            )
-        else:
-            recorder = SampledTokenLogProbs(self.temperature)
-            with torch.inference_mode():
-                out = self._sampler_model.generate(
-                    input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                    logits_processor=LogitsProcessorList([recorder]),
-                    stopping_criteria=StoppingCriteriaList([recorder]),
-                )
-            completion_ids, logps = out[:, input_ids.size(1):], recorder.per_token_logps()
-        completion_ids, logps = completion_ids.cpu(), logps.cpu()
-        lengths = completions_until_eos(completion_ids, self.eos_token_ids)
-        self._sampler_logps = ([logps[i, :n].tolist() for i, n in enumerate(lengths)]
-                               if self.args.vllm_importance_sampling else None)
-        return prompt_ids, [completion_ids[i, :n].tolist() for i, n in enumerate(lengths)]
 
     # ---------------------------------------------------------------- teacher
     def _setup_teacher_model(self) -> None:
@@ -353,49 +207,18 @@ class SelfDistillationTrainer(SDFTTrainer):
         self._sampler_logps = None  # set by _generate_vllm / the rollout_dtype sampler
         batch = super().sample_rollouts(inputs)
         if self._sampler_logps is not None:
-            rows = [torch.tensor(r, dtype=torch.float32) for r in self._sampler_logps]
-            logps = pad(rows, padding_value=0.0, padding_side="right").to(batch["completion_ids"].device)
-            batch["sampler_per_token_logps"] = logps[:, : batch["completion_ids"].size(1)]
+            logps, _ = pad_sequences(self._sampler_logps, 0.0, side="right", dtype=torch.float32)
+            batch["sampler_per_token_logps"] = logps[:, : batch["completion_ids"].size(1)].to(
+                batch["completion_ids"].device)
         return batch
 
-    # ---------------------------------------------------------------- logits
-    def _forward_logits(self, model, input_ids, attention_mask, logits_to_keep):
-        if not self.args.lean_logits:
-            return super()._forward_logits(model, input_ids, attention_mask, logits_to_keep)
-        # The last position's logits predict past the completion and are dropped by TRL: do not compute them.
-        model_inputs = {"input_ids": input_ids[:, :-1], "attention_mask": attention_mask[:, :-1], "use_cache": False}
-        if "logits_to_keep" in self.model_kwarg_keys:
-            model_inputs["logits_to_keep"] = logits_to_keep
-        logits = model(**model_inputs).logits[:, -logits_to_keep:, :]
-        return logits if self.temperature == 1.0 else logits / self.temperature
-
-    def _teacher_logits(self, teacher_model, inputs, logits_to_keep):
-        """The teacher's logits of the completion positions: constants, computed without autograd bookkeeping
-        (``teacher_inference_mode``), optionally with its body under low-precision autocast (``teacher_dtype``)."""
-        no_graph = torch.inference_mode() if self.args.teacher_inference_mode else torch.no_grad()
-        ids, mask = inputs["teacher_input_ids"], inputs["teacher_attention_mask"]
-        with no_graph, self._get_teacher_context_for_self_distillation():
-            if self.args.teacher_dtype is None:
-                return self._forward_logits(teacher_model, ids, mask, logits_to_keep)
-            autocast = torch.autocast(ids.device.type, dtype=getattr(torch, self.args.teacher_dtype))
-            head = _linear_head(teacher_model) if self.args.lean_logits else None
-            if head is None:
-                with autocast:
-                    return self._forward_logits(teacher_model, ids, mask, logits_to_keep).float()
-            with autocast:  # the body; the last position predicts past the completion and is not computed
-                hidden = teacher_model.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
-                                             use_cache=False).last_hidden_state[:, -logits_to_keep:]
-            logits = torch.nn.functional.linear(hidden.float(), head.weight, head.bias)  # the head in float32
-        return logits if self.temperature == 1.0 else logits / self.temperature
-
+    # ---------------------------------------------------------------- loss
     def _compute_teacher_student_logits(self, model, teacher_model, inputs):
-        if not self.args.teacher_inference_mode and self.args.teacher_dtype is None:
-            return super()._compute_teacher_student_logits(model, teacher_model, inputs)
-        from trl.experimental.sdft.sdft_trainer import DistillationLogits
-
+        """TRL's hook: the teacher's logits of the completion positions (constants, computed first) and the
+        student's."""
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
         logits_to_keep = completion_ids.size(1)
-        teacher_logits = self._teacher_logits(teacher_model, inputs, logits_to_keep)  # first: constants
+        teacher_logits = self._teacher_logits(teacher_model, inputs, logits_to_keep)
         student_logits = self._forward_logits(
             model, torch.cat([inputs["prompt_ids"], completion_ids], dim=1),
             torch.cat([inputs["prompt_mask"], completion_mask], dim=1), logits_to_keep,
@@ -404,70 +227,50 @@ class SelfDistillationTrainer(SDFTTrainer):
                                   loss_mask=loss_mask_for(completion_mask, self.num_loss_tokens_to_skip),
                                   student_logits=student_logits, teacher_logits=teacher_logits)
 
-    def _fused_head_usable(self, model) -> bool:
-        if not (self.args.fused_lm_head and self.args.loss_chunk_size and self.args.lean_logits):
-            return False
-        if self.use_teacher_server or self.accelerator.num_processes > 1 or self.is_deepspeed_enabled \
-                or self.is_fsdp_enabled:
-            return False
-        return _linear_head(model) is not None
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if return_outputs or not self._fused_head_usable(model):
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        loss = self._fused_self_distillation_loss(model, inputs)
-        return loss / (self.current_gradient_accumulation_steps if self.model.training else 1.0)
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        if not (self.args.sequence_microbatches and self._fused_head_usable(model)):
-            return super().training_step(model, inputs, num_items_in_batch)
-        model.train()
-        inputs = self._prepare_inputs(inputs)
-        batch_size = inputs["completion_ids"].size(0)
-        scale = batch_size * self.current_gradient_accumulation_steps
-        total = torch.zeros((), device=inputs["completion_ids"].device)
-        div_sum = torch.zeros((), device=total.device)
-        n_tokens = torch.zeros((), device=total.device)
-        for b in range(batch_size):
-            seq = _one_sequence(inputs, b)
-            if seq is None:  # an empty completion has no loss term (its share of the mean is 0)
-                continue
-            with self.compute_loss_context_manager():
-                loss, div = self._fused_self_distillation_loss(model, seq, log=False)
-            self.accelerator.backward(loss / scale)
-            total += loss.detach() / scale
-            mask = loss_mask_for(seq["completion_mask"], self.num_loss_tokens_to_skip)
-            div_sum += (div * mask).sum()
-            n_tokens += mask.sum()
-        mode = "train" if model.training else "eval"
-        self._log_self_distillation_metric(
-            mode, self.accelerator.gather(div_sum / n_tokens.clamp(min=1.0)).mean().item())
-        self._step += 1  # TRL's training_step counts steps for its rollout buffer
-        return total
-
-    def _fused_self_distillation_loss(self, model, inputs, log: bool = True):
-        """The loss of ``_compute_teacher_student_logits`` + ``_compute_self_distillation_loss`` with the student's
-        output head fused into the chunked loss terms (``SelfDistillationConfig.fused_lm_head``)."""
-        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
-        T = completion_ids.size(1)
-        teacher_logits = self._teacher_logits(self.teacher_model, inputs, T)
-        input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)[:, :-1]
-        attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)[:, :-1]
-        hidden = model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        head = model.get_output_embeddings()
-        div, s_tok, t_tok = head_token_terms(  # need_div: the logged value is the divergence, whatever the estimator
-            hidden[:, -T:], head.weight, head.bias, teacher_logits, completion_ids, self.args.distillation_alpha,
-            chunk_size=self.args.loss_chunk_size, need_div=True, temperature=self.temperature,
-        )
-        is_weights = self._importance_weights(inputs, s_tok.detach())
-        loss = loss_from_terms(div, s_tok, t_tok, completion_mask, self.args.estimator, self.num_loss_tokens_to_skip,
-                               is_weights, "sequence_mean")
-        if not log:
-            return loss, div.detach()
-        self._log_divergence(model, completion_mask, div.detach())
+    def _compute_self_distillation_loss(self, model, inputs, distillation_logits):
+        """TRL's hook, given both logits."""
+        loss, div = self._distillation_loss(distillation_logits.student_logits, distillation_logits.teacher_logits,
+                                            inputs)
+        self._log_divergence(model, [(inputs["completion_mask"], div)])
         return loss
 
+    def _distillation_loss(self, student: torch.Tensor | StudentHead, teacher_logits, inputs):
+        """The loss of a batch and its detached per-token divergence ``[B, T]`` (the module docstring's path).
+
+        ``student``: the student's logits of the completion positions, or its hidden states and output head.
+        """
+        args, ids = self.args, inputs["completion_ids"]
+        # With lean_logits (which the fused head requires) the logged divergence is D_t of these terms, whatever
+        # the estimator; without it, a second pass below.
+        need_div = args.estimator != "token" or args.lean_logits
+        if isinstance(student, StudentHead):
+            div, s_tok, t_tok = head_token_terms(
+                student.hidden, student.head.weight, student.head.bias, teacher_logits, ids, args.distillation_alpha,
+                chunk_size=args.loss_chunk_size, need_div=need_div, temperature=self.temperature,
+            )
+            sampled_logps = s_tok
+        else:
+            div, s_tok, t_tok = token_terms(student, teacher_logits, ids, args.distillation_alpha,
+                                            args.loss_chunk_size or None, need_div)
+            # TRL's log-probabilities of the sampled tokens, the function of its old_per_token_logps (so that an
+            # unchanged policy has a ratio of exactly 1); computed only when a ratio is taken
+            sampled_logps = selective_log_softmax(student, ids) if self._reweighted(inputs) else None
+        is_weights = None if sampled_logps is None else self._importance_weights(inputs, sampled_logps.detach())
+        loss = loss_from_terms(div, s_tok, t_tok, inputs["completion_mask"], args.estimator,
+                               self.num_loss_tokens_to_skip, is_weights, "sequence_mean")
+        if not args.lean_logits:  # TRL's way: a second full-vocabulary pass for the logged value
+            with torch.no_grad():
+                div = per_token_divergence(student.detach(), teacher_logits, args.distillation_alpha)
+        return loss, div.detach()
+
+    def _reweighted(self, inputs) -> bool:
+        """Whether the batch's rollouts came from other weights: reused ones (TRL's ``old_per_token_logps``, with
+        ``distillation_is_clip``) or those of a sampler (``sampler_per_token_logps``)."""
+        return (inputs.get("old_per_token_logps") is not None and self.args.distillation_is_clip is not None) \
+            or inputs.get("sampler_per_token_logps") is not None
+
     def _importance_weights(self, inputs, student_tok_logps):
+        """Per-token truncated ratios pi_train / pi_old (reused rollouts) times pi_train / pi_sampler."""
         is_weights = None
         old = inputs.get("old_per_token_logps")
         sampler = inputs.get("sampler_per_token_logps")
@@ -483,67 +286,15 @@ class SelfDistillationTrainer(SDFTTrainer):
                 self._metrics[mode]["sampler_is_weight"].append(w[real].mean().item())
         return is_weights
 
-    def _log_divergence(self, model, completion_mask, div):
-        with torch.no_grad():
+    def _log_divergence(self, model, pieces) -> None:
+        """Log the mean per-token divergence over the loss tokens of a batch, given as ``(completion_mask,
+        divergence)`` pieces: the whole batch, or its rows one by one."""
+        div_sum = n_tokens = torch.zeros((), device=self.accelerator.device)
+        for completion_mask, div in pieces:
             mask = loss_mask_for(completion_mask, self.num_loss_tokens_to_skip)
-            mean_div = (div * mask).sum() / mask.sum().clamp(min=1.0)
-        mode = "train" if model.training else "eval"
-        self._log_self_distillation_metric(mode, self.accelerator.gather(mean_div).mean().item())
-
-    # ---------------------------------------------------------------- loss
-    def _compute_self_distillation_loss(self, model, inputs, distillation_logits):
-        logits = distillation_logits
-        completion_mask = inputs["completion_mask"]
-        needs_tok = (inputs.get("old_per_token_logps") is not None and self.args.distillation_is_clip is not None) \
-            or inputs.get("sampler_per_token_logps") is not None
-        is_weights = None
-        if needs_tok:
-            student_tok = selective_log_softmax(logits.student_logits, logits.completion_ids).detach()
-            is_weights = self._importance_weights(inputs, student_tok)
-
-        lean = self.args.lean_logits
-        loss = self_distillation_loss(
-            logits.student_logits, logits.teacher_logits, logits.completion_ids, completion_mask,
-            divergence=self.args.distillation_alpha, estimator=self.args.estimator,
-            skip_first=self.num_loss_tokens_to_skip, is_weights=is_weights, reduction="sequence_mean",
-            chunk_size=self.args.loss_chunk_size or None, return_divergence=lean,
-        )
-        if lean:
-            loss, div = loss
-        else:  # TRL's way: a second full-vocabulary pass for the logged value
-            with torch.no_grad():
-                div = per_token_divergence(logits.student_logits.detach(), logits.teacher_logits,
-                                           self.args.distillation_alpha)
-        self._log_divergence(model, completion_mask, div)
-        return loss
-
-
-def _linear_head(model) -> torch.nn.Linear | None:
-    """The output head of a plain (non-PEFT, unquantized) causal LM whose body is ``model.model``, when that head
-    is an ``nn.Linear``: then logits = head(body(...).last_hidden_state) can be computed in two parts."""
-    if is_peft_model(model) or getattr(model, "_is_quantized", False) or getattr(model, "model", None) is None:
-        return None
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return head if isinstance(head, torch.nn.Linear) else None
-
-
-def _one_sequence(inputs: dict, b: int) -> dict | None:
-    """Row ``b`` of a rollout batch without its padding (prompts are left-padded, completions right-padded)."""
-    n = int(inputs["completion_mask"][b].sum())
-    if n == 0:
-        return None
-    prompt = inputs["prompt_mask"][b].bool()
-    teacher = inputs["teacher_attention_mask"][b].bool()
-    out = {
-        "prompt_ids": inputs["prompt_ids"][b][prompt][None], "prompt_mask": inputs["prompt_mask"][b][prompt][None],
-        "completion_ids": inputs["completion_ids"][b, :n][None], "completion_mask": inputs["completion_mask"][b, :n][None],
-        "teacher_input_ids": inputs["teacher_input_ids"][b][teacher][None],
-        "teacher_attention_mask": inputs["teacher_attention_mask"][b][teacher][None],
-    }
-    for key in ("old_per_token_logps", "sampler_per_token_logps"):
-        if inputs.get(key) is not None:
-            out[key] = inputs[key][b, :n][None]
-    return out
+            div_sum, n_tokens = div_sum + (div * mask).sum(), n_tokens + mask.sum()
+        mean = self.accelerator.gather(div_sum / n_tokens.clamp(min=1.0)).mean().item()
+        self._log_self_distillation_metric("train" if model.training else "eval", mean)
 
 
 def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

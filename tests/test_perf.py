@@ -247,7 +247,7 @@ def test_rollout_sampler_records_the_sampled_tokens_log_probs(temperature, fast,
     log-probability of it, computed independently by one forward over prompt + completion: the recording is
     aligned token by token, applies the temperature, and stops at each row's EOS. Both samplers: sdft.sampling's
     loop (eager attention) and HF generate with the recorder."""
-    import sdft.trainer
+    import sdft.speedups
 
     trainer, inputs = _rollout_trainer(tiny_model_path, tmp_path, "float32", temperature=temperature,
                                        max_completion_length=12, args_overrides={"fast_rollout_sampler": fast})
@@ -255,7 +255,7 @@ def test_rollout_sampler_records_the_sampled_tokens_log_probs(temperature, fast,
     assert (trainer._sampler_model.config._attn_implementation == "eager") == fast
     assert trainer.model.config._attn_implementation != "eager"  # the student keeps its own attention
     calls = []
-    monkeypatch.setattr(sdft.trainer, "sample_with_logprobs",
+    monkeypatch.setattr(sdft.speedups, "sample_with_logprobs",
                         lambda *a, **k: calls.append(1) or sdft.sampling.sample_with_logprobs(*a, **k))
     torch.manual_seed(0)
     batch = trainer._prepare_training_batch(inputs)

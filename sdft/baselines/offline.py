@@ -36,6 +36,7 @@ from transformers import Trainer, TrainingArguments
 from sdft.losses import divergence_alpha, self_distillation_loss
 from sdft.prompts import get_template, student_messages, teacher_messages
 from sdft.registry import Method, register_method
+from sdft.sequences import eos_token_ids, left_padded_position_ids, lengths_to_first_eos, pad_sequences
 
 CACHE_FILE = "teacher_samples.jsonl"
 CACHE_META = "teacher_samples.meta.json"
@@ -79,14 +80,6 @@ def _prompt_ids(tokenizer, messages, max_prompt_length: int) -> list[int]:
     return list(ids["input_ids"])[-max_prompt_length:]
 
 
-def _eos_ids(model, tokenizer) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
-
-
 def cache_settings(cfg, records: list[dict]) -> dict:
     """What the cached samples depend on; a cache made with other settings is not reused."""
     return dict(model=cfg.model, teacher_template=cfg.teacher_template, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -109,7 +102,7 @@ def generate_teacher_cache(cfg, records: list[dict], model, tokenizer, run_dir) 
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
-    eos = _eos_ids(model, tokenizer)
+    eos = eos_token_ids(model, tokenizer)
     was_training = model.training
     model.eval()
     generator_state = torch.random.get_rng_state()
@@ -121,23 +114,21 @@ def generate_teacher_cache(cfg, records: list[dict], model, tokenizer, run_dir) 
             batch = records[start:start + batch_size]
             prompts = [teacher_messages(r, cfg.teacher_template) for r in batch]
             ids = [_prompt_ids(tokenizer, p, cfg.max_prompt_length) for p in prompts]
-            width = max(len(x) for x in ids)
-            input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=device)
-            attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+            input_ids, attention = pad_sequences(ids, pad_id, side="left")
             out = model.generate(
-                input_ids=input_ids, attention_mask=attention, do_sample=True, temperature=cfg.temperature,
-                top_p=cfg.top_p, top_k=0, max_new_tokens=cfg.max_completion_length,
+                input_ids=input_ids.to(device), attention_mask=attention.to(device), do_sample=True,
+                temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, max_new_tokens=cfg.max_completion_length,
                 num_return_sequences=cfg.offline_num_samples, pad_token_id=pad_id,
-            )[:, width:].tolist()
-            for j, completion in enumerate(out):
+            )[:, input_ids.size(1):]
+            lengths, ended = lengths_to_first_eos(out, eos)
+            for j, completion in enumerate(out.tolist()):
                 rec, prompt = batch[j // cfg.offline_num_samples], prompts[j // cfg.offline_num_samples]
-                cut = next((k for k, t in enumerate(completion) if t in eos), None)
-                kept = completion if cut is None else completion[:cut + 1]  # keep the end token, as SDFT does
-                text_ids = kept[:-1] if cut is not None else kept
+                kept = completion[:lengths[j]]  # keep the end token, as SDFT does
+                text_ids = kept[:-1] if ended[j] else kept
                 rows.append({
                     "record_id": rec["id"], "sample": j % cfg.offline_num_samples, "teacher_prompt": prompt,
                     "completion_ids": kept, "completion": tokenizer.decode(text_ids, skip_special_tokens=True),
-                    "finished": cut is not None,
+                    "finished": ended[j],
                 })
     finally:
         torch.random.set_rng_state(generator_state)
@@ -172,30 +163,22 @@ class OfflineDistillationCollator:
     def __init__(self, pad_token_id: int):
         self.pad = pad_token_id
 
-    def _side(self, prompts, completions):
-        p_len = max(len(p) for p in prompts)
-        c_len = max(len(c) for c in completions)
-        ids, mask = [], []
-        for p, c in zip(prompts, completions):
-            ids.append([self.pad] * (p_len - len(p)) + p + c + [self.pad] * (c_len - len(c)))
-            mask.append([0] * (p_len - len(p)) + [1] * (len(p) + len(c)) + [0] * (c_len - len(c)))
-        return torch.tensor(ids), torch.tensor(mask), p_len
-
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        completions = [e["completion_ids"] for e in examples]
-        s_ids, s_mask, s_plen = self._side([e["student_prompt_ids"] for e in examples], completions)
-        t_ids, t_mask, t_plen = self._side([e["teacher_prompt_ids"] for e in examples], completions)
-        c_len = max(len(c) for c in completions)
-        completion_mask = torch.tensor([[1] * len(c) + [0] * (c_len - len(c)) for c in completions])
+        completion_ids, completion_mask = pad_sequences([e["completion_ids"] for e in examples], self.pad, side="right")
+        student_ids, student_mask = pad_sequences([e["student_prompt_ids"] for e in examples], self.pad, side="left")
+        teacher_ids, teacher_mask = pad_sequences([e["teacher_prompt_ids"] for e in examples], self.pad, side="left")
         return {
-            "input_ids": s_ids, "attention_mask": s_mask, "teacher_input_ids": t_ids, "teacher_attention_mask": t_mask,
-            "completion_ids": s_ids[:, s_plen:], "completion_mask": completion_mask,
+            "input_ids": torch.cat([student_ids, completion_ids], dim=1),
+            "attention_mask": torch.cat([student_mask, completion_mask], dim=1),
+            "teacher_input_ids": torch.cat([teacher_ids, completion_ids], dim=1),
+            "teacher_attention_mask": torch.cat([teacher_mask, completion_mask], dim=1),
+            "completion_ids": completion_ids, "completion_mask": completion_mask,
         }
 
 
 def completion_logits(model, input_ids, attention_mask, completion_length: int) -> torch.Tensor:
     """Logits ``[B, C, V]`` whose position t predicts completion token t (the completion fills the last C columns)."""
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    position_ids = left_padded_position_ids(attention_mask)
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                    logits_to_keep=completion_length + 1).logits
     return logits[:, :-1]
