@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from sdft.registry import Registry
+
 Loader = Callable[..., list[dict]]  # (split, seed=0, n=None, data_dir=None[, skip_invalid=False]) -> records
 Scorer = Callable[[str, Any], float]  # (response, reference) -> 1.0 or 0.0
 JUDGE_KINDS = ("medical", "knowledge")  # the judge prompts of eval.judge
@@ -57,28 +59,11 @@ class Task:
         return self.paper_task or self.name
 
 
-TASKS: dict[str, Task] = {}
-
-
-def register_task(task: Task, replace: bool = False) -> Task:
-    """Add ``task`` to the registry; registering a name twice is an error unless ``replace``."""
-    if task.name in TASKS and not replace:
-        raise ValueError(f"task {task.name!r} is registered already")
-    TASKS[task.name] = task
-    return task
-
-
-def get_task(name: str) -> Task:
-    _load_builtin_tasks()
-    if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
-    return TASKS[name]
-
-
-def task_names() -> list[str]:
-    _load_builtin_tasks()
-    return sorted(TASKS)
-
-
 def _load_builtin_tasks() -> None:
-    import data_prep.tasks  # noqa: F401  (registers this repository's tasks on first import)
+    import data_prep.tasks  # noqa: F401  (registers this repository's tasks)
+
+
+TASKS = Registry("task", _load_builtin_tasks)
+register_task = TASKS.register
+get_task = TASKS.lookup
+task_names = TASKS.names

@@ -23,43 +23,39 @@ RUN_COLUMNS = {"task", "method", "run_id", "seed", "model", "divergence", "teach
 
 
 # ------------------------------------------------------------------------------------------------ titles
+def _registered(get, name: str, attribute: str, default):
+    """``get(name).<attribute>``, or ``default`` for a name no registry holds (a results tree written by other code)."""
+    try:
+        return getattr(get(name), attribute)
+    except KeyError:
+        return default
+
+
 def shown_as(task: str) -> str:
     """The task a table row belongs to: the paper's task an embedded stand-in plays, else the task itself."""
     from data_prep.registry import get_task
 
-    try:
-        return get_task(task).shown_as
-    except KeyError:
-        return task
+    return _registered(get_task, task, "shown_as", task)
 
 
 def task_title(task: str) -> str:
     """Display title of the task a row is shown as (``embedded_tool`` -> the title of ``tooluse``)."""
     from data_prep.registry import get_task
 
-    try:
-        return get_task(shown_as(task)).title
-    except KeyError:
-        return task
+    return _registered(get_task, shown_as(task), "title", task)
 
 
 def _distils(method: str) -> bool:
     """Whether a method trains on a divergence (an unregistered name: whether its config names one)."""
     from sdft.registry import get_method
 
-    try:
-        return get_method(method).distils
-    except KeyError:
-        return True
+    return _registered(get_method, method, "distils", True)
 
 
 def method_title(method: str) -> str:
     from sdft.registry import get_method
 
-    try:
-        return get_method(method).title
-    except KeyError:
-        return method
+    return _registered(get_method, method, "title", method)
 
 
 # ------------------------------------------------------------------------------------------------ collect

@@ -53,50 +53,51 @@ class Method:
     description: str = ""
 
 
-METHODS: dict[str, Method] = {}
-_BASELINE_PACKAGE = "sdft.baselines"
-_SDFT_MODULE = "sdft.method"
-_loaded = False
+class Registry(dict):
+    """Name -> entry (a ``Method`` or a ``data_prep.registry.Task``), filled by :meth:`register`; the repository's
+    own entries are imported on the first look-up."""
 
+    def __init__(self, kind: str, load_builtins: Callable[[], None]):
+        super().__init__()
+        self.kind, self._load_builtins, self._loaded = kind, load_builtins, False
 
-def register_method(method: Method, replace: bool = False) -> Method:
-    """Add ``method`` to the registry; registering a name twice is an error unless ``replace``."""
-    if method.name in METHODS and not replace and METHODS[method.name] != method:
-        raise ValueError(f"method {method.name!r} is registered already")
-    METHODS[method.name] = method
-    return method
+    def register(self, entry, replace: bool = False):
+        """Add ``entry`` under ``entry.name``; another entry under a registered name is an error unless ``replace``."""
+        if entry.name in self and not replace and self[entry.name] != entry:
+            raise ValueError(f"{self.kind} {entry.name!r} is registered already")
+        self[entry.name] = entry
+        return entry
 
+    def lookup(self, name: str):
+        self.load_builtins()
+        if name not in self:
+            raise KeyError(f"unknown {self.kind} {name!r}; known {self.kind}s: {sorted(self)}")
+        return self[name]
 
-def get_method(name: str) -> Method:
-    _load_builtin_methods()
-    if name not in METHODS:
-        raise KeyError(f"unknown method {name!r}; known methods: {sorted(METHODS)}")
-    return METHODS[name]
+    def names(self) -> list[str]:
+        self.load_builtins()
+        return list(self)
 
-
-def method_names() -> list[str]:
-    _load_builtin_methods()
-    return list(METHODS)
+    def load_builtins(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            self._load_builtins()
 
 
 def _load_builtin_methods() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    importlib.import_module(_SDFT_MODULE)
-    package = importlib.import_module(_BASELINE_PACKAGE)
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{_BASELINE_PACKAGE}.{info.name}")
-
-
-def _register_base() -> None:
     from transformers import TrainingArguments
 
     register_method(Method(
         "base", train=None, config_class=TrainingArguments, title="Base",
         style={"color": "#7f7f7f", "marker": "o"}, description="the untrained model, evaluated only",
     ))
+    importlib.import_module("sdft.method")
+    package = importlib.import_module("sdft.baselines")
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"sdft.baselines.{info.name}")
 
 
-_register_base()
+METHODS = Registry("method", _load_builtin_methods)
+register_method = METHODS.register
+get_method = METHODS.lookup
+method_names = METHODS.names
