@@ -22,9 +22,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.schema import RecordError
-from data_prep.sources import (SPLIT_SEED, DataSourceError, read_json_records, require_field, seeded_split,
-                               stable_id, write_jsonl)
+from data_prep.schema import RecordError, SplitReport
+from data_prep.sources import (SPLIT_SEED, DataSourceError, convert_all, read_json_records, read_text, require_field,
+                               seeded_split, stable_id, write_generated)
 
 log = logging.getLogger("data_prep")
 
@@ -76,20 +76,22 @@ _QA_RE = re.compile(r"^\s*(?:\d+[.)]\s*)?\**Question\**\s*\d*\s*:\s*(?P<q>.+?)\s
 
 
 def read_articles(path: Path) -> list[dict]:
-    """Articles from a JSON array / JSONL file of ``{"title", "text"}`` or a folder of ``<title>.txt`` files."""
+    """Articles from a JSON array / JSONL file of ``{"title", "text"}`` or a folder of ``<title>.txt`` files. A title
+    given twice is a RecordError naming the file."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.txt"))
         if not files:
             raise DataSourceError(f"task {TASK!r}: no *.txt articles in {path}")
-        return [{"title": f.stem, "text": f.read_text(encoding="utf-8")} for f in files]
-    out = []
+        return [{"title": f.stem, "text": read_text(f)} for f in files]
+    out, seen = [], {}
     for where, obj in read_json_records(path):
         title = require_field(obj, "title", str(path), where)
         text = require_field(obj, "text", str(path), where)
+        if title in seen:
+            raise RecordError(str(path), where, "title", f"the article {title!r} is also {seen[title]}")
+        seen[title] = where
         out.append({"title": title, "text": text, "id": str(obj.get("id", "")), "url": obj.get("url", "")})
-    if not out:
-        raise DataSourceError(f"task {TASK!r}: {path} holds no articles")
     return out
 
 
@@ -200,14 +202,16 @@ def generate_qa(articles: list[dict], client, n_indirect: int = 10, temperature:
 # --------------------------------------------------------------------------------------------------
 
 
-def read_qa(path: Path, articles: list[dict]) -> list[dict]:
+def read_qa(path: Path, articles: list[dict], skip_invalid: bool = False,
+            report: SplitReport | None = None) -> list[dict]:
     """QA rows from a JSONL file: ours (``article`` = title, ``question``, ``answer``, optional ``kind``), or the
-    instruction style ``{"id": <article page id>, "input": question, "output": answer}``."""
+    instruction style ``{"id": <article page id>, "input": question, "output": answer}``. A malformed row is a
+    RecordError, or with ``skip_invalid`` skipped and counted in ``report``."""
     by_title = {a["title"]: a for a in articles}
     by_id = {a.get("id"): a for a in articles if a.get("id")}
-    rows = []
-    for where, obj in read_json_records(path):
-        source = str(path)
+    source = str(path)
+
+    def convert(obj, where):
         if isinstance(obj, dict) and "input" in obj and "question" not in obj:
             art = by_id.get(str(obj.get("id")))
             if art is None:
@@ -225,7 +229,11 @@ def read_qa(path: Path, articles: list[dict]) -> list[dict]:
             kind = obj.get("kind", "direct")
         if kind not in ("direct", "indirect"):
             raise RecordError(source, where, "kind", f"expected 'direct' or 'indirect', got {kind!r}")
-        rows.append({"article": art["title"], "question": question.strip(), "answer": answer.strip(), "kind": kind})
+        return {"article": art["title"], "question": question.strip(), "answer": answer.strip(), "kind": kind}
+
+    rows, skips = convert_all(read_json_records(path), convert, source, skip_invalid)
+    if report is not None:
+        report.absorb(skips)
     return rows
 
 
@@ -242,9 +250,15 @@ def to_record(row: dict, article_text: str) -> dict:
 
 
 def split_records(rows: list[dict], articles: list[dict], split: str, seed: int = SPLIT_SEED,
-                  ood: bool = False) -> list[dict]:
-    """Direct pairs split ~75/5/20 within each article; with ``ood`` the test split is the indirect questions."""
+                  ood: bool = False, report: SplitReport | None = None) -> list[dict]:
+    """Direct pairs split ~75/5/20 within each article; with ``ood`` the test split is the indirect questions.
+    Duplicate questions (:func:`dedupe_pairs`) are removed first and counted in ``report``: identical rows as
+    duplicate rows, the others (the same question, a reworded answer: the first is kept) as duplicate questions."""
+    identical = len(rows) - len({(r["article"], r["question"], r["answer"], r["kind"]) for r in rows})
     rows, removed = dedupe_pairs(rows)
+    if report is not None:
+        report.duplicate_rows += identical
+        report.duplicate_questions += removed - identical
     if removed:
         log.info("knowledge: %d duplicate questions removed", removed)
     text = {a["title"]: a["text"] for a in articles}
@@ -257,20 +271,27 @@ def split_records(rows: list[dict], articles: list[dict], split: str, seed: int 
     return out
 
 
-def load(split: str, data_dir: Path | None, qa_file: Path | None = None, ood: bool = False) -> list[dict]:
+def load(split: str, data_dir: Path | None, qa_file: Path | None = None, ood: bool = False,
+         skip_invalid: bool = False, report: SplitReport | None = None) -> list[dict]:
     if data_dir is None:
         raise DataSourceError(
             f"task {TASK!r} has no hub source: pass --data-dir D where D holds {MIRROR_FILES}. Build it with "
             "`python -m data_prep.prepare --task knowledge --fetch-articles --generate --model gpt-5 --data-dir D` "
             "(network + OPENAI_BASE_URL / OPENAI_API_KEY), see data_prep/README.md.")
-    articles = read_articles(find_articles(data_dir))
+    articles_path = find_articles(data_dir)
+    articles = read_articles(articles_path)
+    if report is not None:
+        report.add_source(articles_path)
     path = Path(qa_file) if qa_file else data_dir / "wiki_disasters" / QA_FILE
     if not path.exists():
         raise DataSourceError(
             f"task {TASK!r}: {path} not found. Generate the QA pairs once: `python -m data_prep.prepare --task knowledge "
             f"--generate --model gpt-5 --data-dir {data_dir}` (OPENAI_BASE_URL / OPENAI_API_KEY).")
-    return split_records(read_qa(path, articles), articles, split, ood=ood)
+    return split_records(read_qa(path, articles, skip_invalid, report), articles, split, ood=ood, report=report)
 
 
-def write_qa(path: Path, rows: list[dict]) -> int:
-    return write_jsonl(path, rows)
+def write_qa(path: Path, rows: list[dict], overwrite: bool = False) -> str:
+    """Write the QA pairs file; an existing different file is replaced only with ``overwrite``
+    (``sources.write_generated``: returns ``"written"``, ``"unchanged"`` or ``"replaced"``)."""
+    text = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
+    return write_generated(path, text, overwrite=overwrite)

@@ -7,6 +7,9 @@
 * test: 1,000 seeded random questions of the verifiable-problem set (hub ``FreedomIntelligence/
   medical-o1-verifiable-problem``: ``Open-ended Verifiable Question`` / ``Ground-True Answer``); val: 100 more,
   disjoint from test. Scored by the LLM judge (``eval.judge``) against the ground-truth answer.
+* Duplicates: a question is its text, case-folded, whitespace normalized (``_question_key``). Each set is
+  de-duplicated before it is split (``sources.dedupe``), and SFT questions that are also val / test questions are
+  left out of train.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import logging
 import random
 from pathlib import Path
 
-from data_prep.schema import SkipReport
-from data_prep.sources import (SPLIT_FRACTIONS, SPLIT_SEED, DataSourceError, convert_all, hub_rows, read_json_records,
-                               require_field, stable_id)
+from data_prep.schema import SkipReport, SplitReport
+from data_prep.sources import (SPLIT_FRACTIONS, SPLIT_SEED, DataSourceError, convert_all, dedupe, hub_rows,
+                               read_json_records, require_field, stable_id)
 
 log = logging.getLogger("data_prep")
 
@@ -89,15 +92,27 @@ def _rows(data_dir: Path | None, kind: str) -> tuple[str, list[tuple[str, object
     return str(path), list(read_json_records(path))
 
 
-def load_sft(data_dir: Path | None, answer_only: bool = False, skip_invalid: bool = False) -> tuple[list[dict], SkipReport]:
-    source, rows = _rows(data_dir, "sft")
-    return convert_all(rows, lambda r, w: sft_record(r, source, w, answer_only), source, skip_invalid)
+def _convert(kind: str, data_dir: Path | None, convert, skip_invalid: bool,
+             report: SplitReport | None) -> tuple[list[dict], SkipReport]:
+    source, rows = _rows(data_dir, kind)
+    records, skips = convert_all(rows, lambda r, w: convert(r, source, w), source, skip_invalid)
+    report = report if report is not None else SplitReport()
+    report.absorb(skips)
+    records = dedupe(records, skips.locations, lambda r: _question_key(r["meta"]["question"]), report, skip_invalid)
+    return records, skips
 
 
-def load_verifiable(data_dir: Path | None, answer_only: bool = False,
-                    skip_invalid: bool = False) -> tuple[list[dict], SkipReport]:
-    source, rows = _rows(data_dir, "verifiable")
-    return convert_all(rows, lambda r, w: verifiable_record(r, source, w, answer_only), source, skip_invalid)
+def load_sft(data_dir: Path | None, answer_only: bool = False, skip_invalid: bool = False,
+             report: SplitReport | None = None) -> tuple[list[dict], SkipReport]:
+    """The SFT set's records, each question once (the SkipReport counts the rows before de-duplication)."""
+    return _convert("sft", data_dir, lambda r, s, w: sft_record(r, s, w, answer_only), skip_invalid, report)
+
+
+def load_verifiable(data_dir: Path | None, answer_only: bool = False, skip_invalid: bool = False,
+                    report: SplitReport | None = None) -> tuple[list[dict], SkipReport]:
+    """The verifiable set's records, each question once."""
+    return _convert("verifiable", data_dir, lambda r, s, w: verifiable_record(r, s, w, answer_only), skip_invalid,
+                    report)
 
 
 def evaluation_split(records: list[dict], split: str, seed: int = SPLIT_SEED, n_test: int = N_TEST,
@@ -118,16 +133,19 @@ def _question_key(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def load(split: str, data_dir: Path | None, answer_only: bool = False, skip_invalid: bool = False) -> list[dict]:
+def load(split: str, data_dir: Path | None, answer_only: bool = False, skip_invalid: bool = False,
+         report: SplitReport | None = None) -> list[dict]:
     """``train``: the SFT set minus any question that is also a val / test question (a leakage guard; the two hub
     sets share source questions). ``val`` / ``test``: the verifiable questions of :func:`evaluation_split`."""
-    verifiable = load_verifiable(data_dir, answer_only, skip_invalid)[0]
+    report = report if report is not None else SplitReport()
+    verifiable = load_verifiable(data_dir, answer_only, skip_invalid, report)[0]
     if split != "train":
         return evaluation_split(verifiable, split)
     held_out = {_question_key(r["meta"]["question"])
                 for part in ("val", "test") for r in evaluation_split(verifiable, part)}
-    train = load_sft(data_dir, answer_only, skip_invalid)[0]
+    train = load_sft(data_dir, answer_only, skip_invalid, report)[0]
     kept = [r for r in train if _question_key(r["meta"]["question"]) not in held_out]
+    report.leave_out("also_a_val_or_test_question", len(train) - len(kept))
     if len(kept) < len(train):
         log.warning("medical/train: %d of %d SFT questions are also val/test questions and are left out",
                     len(train) - len(kept), len(train))

@@ -5,10 +5,12 @@
     python -m data_prep.prepare --task knowledge --data-dir D --fetch-articles --generate --model gpt-5 --output ...
 
 Writes ``<output>/<task>/{train,val,test}.jsonl`` (one schema record per line, keys sorted: byte-identical for the
-same inputs and seed) and ``<output>/<task>/manifest.json`` (source, seed, counts, SHA-256 of every file), so a run
-can record exactly which data it used. Generation talks to an OpenAI-compatible endpoint (``--base-url`` or
-``$OPENAI_BASE_URL``, key in ``$OPENAI_API_KEY``) through ``sdft.llm.CachedChatClient``: every request is cached
-on disk, a rerun sends none.
+same inputs and seed) and ``<output>/<task>/manifest.json`` (source, seed, counts, SHA-256 of every file, and per
+split what was skipped, de-duplicated and left out), so a run can record exactly which data it used. Generation
+talks to an OpenAI-compatible endpoint (``--base-url`` or ``$OPENAI_BASE_URL``, key in ``$OPENAI_API_KEY``) through
+``sdft.llm.CachedChatClient``: every request is cached on disk, a rerun sends none. Generated data (demonstrations,
+QA pairs, fetched articles) never replaces a different existing file unless ``--overwrite`` is given (then the old
+file is kept as ``<name>.bak``); a rerun that generates the same data leaves the file as it is.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import logging
 import sys
 from pathlib import Path
 
-from data_prep.schema import validate_records
-from data_prep.sources import resolve_data_dir, write_jsonl
+from data_prep.schema import SplitReport
+from data_prep.sources import GeneratedDataExists, resolve_data_dir, write_generated, write_jsonl
 
 log = logging.getLogger("data_prep")
 
@@ -44,9 +46,10 @@ def generate_science(args, data_dir: Path | None) -> dict:
     demos, report = science.generate_demonstrations(train, client, max_samples=args.max_samples,
                                                     temperature=args.temperature, progress="science demos")
     path = Path(args.demos) if args.demos else science.demonstrations_path(data_dir)
-    science.write_demonstrations(path, demos, args.model)
+    written = _write_or_refuse(lambda: science.write_demonstrations(path, demos, args.model, overwrite=args.overwrite))
     print(report)
-    return {"demonstrations": str(path), "model": args.model, **report.to_dict(),
+    print(f"{path}: {written}")
+    return {"demonstrations": str(path), "file": written, "model": args.model, **report.to_dict(),
             "requests_sent": client.n_requests, "cache_hits": client.n_cache_hits}
 
 
@@ -59,40 +62,50 @@ def generate_knowledge(args, data_dir: Path | None) -> dict:
     client = _client(args)
     rows, report = knowledge.generate_qa(articles, client, n_indirect=args.n_indirect, progress="knowledge QA")
     path = data_dir / "wiki_disasters" / knowledge.QA_FILE
-    knowledge.write_qa(path, rows)
+    written = _write_or_refuse(lambda: knowledge.write_qa(path, rows, overwrite=args.overwrite))
     print(report)
-    return {"qa_pairs": str(path), "model": args.model, "per_article": report.per_article,
+    print(f"{path}: {written}")
+    return {"qa_pairs": str(path), "file": written, "model": args.model, "per_article": report.per_article,
             "requests_sent": client.n_requests, "cache_hits": client.n_cache_hits}
 
 
-def fetch_articles(data_dir: Path | None) -> dict:
+def _write_or_refuse(write) -> str:
+    """Run a writer of generated data; an existing different file ends the command with the writer's message."""
+    try:
+        return write()
+    except GeneratedDataExists as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def fetch_articles(data_dir: Path | None, overwrite: bool = False) -> dict:
     from data_prep import knowledge
 
     if data_dir is None:
         raise SystemExit("--fetch-articles needs --data-dir (the articles are written under it)")
     articles = knowledge.fetch_wikipedia_articles()
     path = data_dir / "wiki_disasters" / knowledge.ARTICLE_FILES[0]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(articles, ensure_ascii=False, indent=1), encoding="utf-8")
-    return {"articles": str(path), "count": len(articles)}
+    text = json.dumps(articles, ensure_ascii=False, indent=1)
+    written = _write_or_refuse(lambda: write_generated(path, text, overwrite=overwrite))
+    return {"articles": str(path), "file": written, "count": len(articles)}
 
 
 def write_splits(task: str, out_dir: Path, data_dir, seed: int, n: int | None, skip_invalid: bool,
                  splits=("train", "val", "test")) -> dict:
-    """Write every split of ``task``; returns the manifest entries (counts and SHA-256 per file)."""
-    from data_prep.registry import get_task
+    """Write every split of ``task``; returns the manifest entries (counts, SHA-256 and the split's
+    ``SplitReport``: files read, skipped, duplicates removed, left out)."""
+    from data_prep.tasks import load_task
 
-    loader = get_task(task).load
     files = {}
     for split in splits:
-        kwargs = {"skip_invalid": skip_invalid} if skip_invalid else {}
-        records = loader(split, seed=seed, n=n, data_dir=data_dir, **kwargs)
-        records, _ = validate_records(records, source=f"task {task}/{split}")
+        report = SplitReport()
+        records = load_task(task, split, seed=seed, n=n, data_dir=data_dir, skip_invalid=skip_invalid, report=report)
         path = out_dir / f"{split}.jsonl"
         count = write_jsonl(path, records)
         files[split] = {"file": path.name, "records": count,
-                        "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+                        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "report": report.to_dict()}
         print(f"{task}/{split}: {count} records -> {path}")
+        if report.skipped or report.duplicate_rows or report.duplicate_questions:
+            print(f"  {report}")
     return files
 
 
@@ -105,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="picks the subsample when --n is given")
     p.add_argument("--n", type=int, default=None, help="at most this many records per split")
     p.add_argument("--splits", default="train,val,test")
-    p.add_argument("--skip-invalid", action="store_true", help="skip malformed raw records (counted, reported)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="skip malformed raw records (counted in manifest.json and reported)")
     g = p.add_argument_group("generation (science demonstrations, knowledge QA pairs)")
     g.add_argument("--generate", action="store_true", help="generate before writing the splits")
     g.add_argument("--fetch-articles", action="store_true", help="knowledge: fetch the articles from Wikipedia")
@@ -117,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-samples", type=int, default=8, help="science: samples per question at most")
     g.add_argument("--n-indirect", type=int, default=10, help="knowledge: indirect (OOD) questions per article")
     g.add_argument("--demos", default=None, help="science: demonstrations file (default: see science.py)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace existing generated data that differs (the old file is kept as <name>.bak); "
+                        "without it such a file is left alone and the command stops")
     return p
 
 
@@ -128,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
                       "source": "mirror" if data_dir else "hub", "seed": args.seed, "n": args.n,
                       "command": "python -m data_prep.prepare " + " ".join(argv if argv is not None else sys.argv[1:])}
     if args.fetch_articles:
-        manifest["fetch"] = fetch_articles(data_dir)
+        manifest["fetch"] = fetch_articles(data_dir, args.overwrite)
     if args.generate:
         if args.task == "science":
             manifest["generation"] = generate_science(args, data_dir)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 from sdft.registry import Registry
 
-Loader = Callable[..., list[dict]]  # (split, seed=0, n=None, data_dir=None[, skip_invalid=False]) -> records
+Loader = Callable[..., list[dict]]  # (split, seed=0, n=None, data_dir=None[, skip_invalid=False][, report=None])
 Scorer = Callable[[str, Any], float]  # (response, reference) -> 1.0 or 0.0
 JUDGE_KINDS = ("medical", "knowledge")  # the judge prompts of eval.judge
 

@@ -3,6 +3,8 @@
 * Rows: ``type == "mcq-4-choices"`` and ``details.level == "L3"`` of the Chemistry files (hub: ``hicai-zju/SciKnowEval``,
   config ``Chemistry``, split ``test``; mirror: the raw JSONL files, see ``data_prep/README.md``). The V1 release
   (commit 0bd8bb3, the version the paper authors' evaluation set matches) yields 3,542 questions.
+* Duplicates: a question is its user prompt (question and options) with whitespace normalized; repeated questions
+  are removed before splitting (``sources.dedupe``), so none is in two splits.
 * Split: seeded ~75 / 5 / 20 train / val / test (``sources.seeded_split``; fixed by ``SPLIT_SEED``).
 * Prompt: a system turn asking for ``<reasoning>`` and ``<answer>`` tags, the question and its four options.
   Reference: the answer letter.
@@ -19,9 +21,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.schema import RecordError
-from data_prep.sources import (DataSourceError, convert_all, hub_rows, read_json_records, require_field,
-                               seeded_split, stable_id)
+from data_prep.schema import RecordError, SplitReport
+from data_prep.sources import (DataSourceError, convert_all, dedupe, hub_rows, read_json_records, require_field,
+                               seeded_split, stable_id, whitespace_key, write_generated)
 
 log = logging.getLogger("data_prep")
 
@@ -80,18 +82,27 @@ def parse_row(row, source: str, where: str) -> dict | None:
     }
 
 
-def load_l3_files(folder: Path, skip_invalid: bool = False) -> list[dict]:
-    """Every L3 four-choice question of the SciKnowEval JSONL files in ``folder`` (sorted by file name)."""
+def question_key(record: dict) -> str:
+    """What makes two science records the same question: the user prompt (question and options), whitespace
+    normalized."""
+    return whitespace_key(record["prompt"][-1]["content"])
+
+
+def load_l3_files(folder: Path, skip_invalid: bool = False, report: SplitReport | None = None) -> list[dict]:
+    """Every L3 four-choice question of the SciKnowEval JSONL files in ``folder`` (sorted by file name), each once."""
     folder = Path(folder)
     files = sorted(folder.glob("*.jsonl")) + sorted(folder.glob("*.json"))
     if not files:
         raise DataSourceError(f"task {TASK!r}: no *.jsonl files in {folder}; the mirror needs {MIRROR_FILES}")
-    records = []
+    report = report if report is not None else SplitReport()
+    records, locations = [], []
     for path in files:
-        recs, _ = convert_all(read_json_records(path), lambda row, where, p=path: parse_row(row, str(p), where),
-                              str(path), skip_invalid)
+        recs, skips = convert_all(read_json_records(path), lambda row, where, p=path: parse_row(row, str(p), where),
+                                  str(path), skip_invalid)
+        report.absorb(skips)
         records += recs
-    return records
+        locations += skips.locations
+    return dedupe(records, locations, question_key, report, skip_invalid)
 
 
 def mirror_folder(data_dir: Path) -> Path:
@@ -106,14 +117,17 @@ def mirror_folder(data_dir: Path) -> Path:
                           "(see data_prep/README.md)")
 
 
-def load_all(data_dir: Path | None, skip_invalid: bool = False) -> list[dict]:
+def load_all(data_dir: Path | None, skip_invalid: bool = False, report: SplitReport | None = None) -> list[dict]:
+    """Every question of the source (mirror or hub), de-duplicated: what the splits are cut from."""
     if data_dir is not None:
-        return load_l3_files(mirror_folder(data_dir), skip_invalid)
+        return load_l3_files(mirror_folder(data_dir), skip_invalid, report)
+    report = report if report is not None else SplitReport()
     rows = hub_rows(TASK, MIRROR_FILES, HUB_ID, HUB_CONFIG, HUB_SPLIT, revision=HUB_REVISION)
-    recs, _ = convert_all(((f"row {i}", r) for i, r in enumerate(rows)),
-                          lambda row, where: parse_row(row, f"{HUB_ID}:{HUB_CONFIG}/{HUB_SPLIT}", where),
-                          HUB_ID, skip_invalid)
-    return recs
+    source = f"{HUB_ID}:{HUB_CONFIG}/{HUB_SPLIT}"
+    recs, skips = convert_all(((f"row {i}", r) for i, r in enumerate(rows)),
+                              lambda row, where: parse_row(row, source, where), source, skip_invalid)
+    report.absorb(skips)
+    return dedupe(recs, skips.locations, question_key, report, skip_invalid)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,24 +192,35 @@ def generate_demonstrations(records: list[dict], client, max_samples: int = 8, t
     return demos, report
 
 
-def write_demonstrations(path: Path, demos: dict[str, str], model: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        for rid in sorted(demos):
-            fh.write(json.dumps({"id": rid, "demonstration": demos[rid], "model": model}, ensure_ascii=False) + "\n")
+def write_demonstrations(path: Path, demos: dict[str, str], model: str, overwrite: bool = False) -> str:
+    """Write the demonstrations file; an existing different file is replaced only with ``overwrite``
+    (``sources.write_generated``: returns ``"written"``, ``"unchanged"`` or ``"replaced"``)."""
+    text = "".join(json.dumps({"id": rid, "demonstration": demos[rid], "model": model}, ensure_ascii=False) + "\n"
+                   for rid in sorted(demos))
+    return write_generated(path, text, overwrite=overwrite)
 
 
-def read_demonstrations(path: Path) -> dict[str, str]:
-    out = {}
-    for where, obj in read_json_records(path):
-        rid = require_field(obj, "id", str(path), where)
-        out[rid] = require_field(obj, "demonstration", str(path), where)
-    return out
+def read_demonstrations(path: Path, skip_invalid: bool = False, report: SplitReport | None = None) -> dict[str, str]:
+    """``{id: demonstration}``; an id given twice with different demonstrations is a RecordError naming the file,
+    the line and the id (a repeated identical line is counted as a duplicate row)."""
+    source = str(path)
+
+    def convert(obj, where):
+        rid = require_field(obj, "id", source, where)
+        text = require_field(obj, "demonstration", source, where)
+        return {"id": rid, "demonstration": text}
+
+    rows, skips = convert_all(read_json_records(path), convert, source, skip_invalid)
+    report = report if report is not None else SplitReport()
+    report.absorb(skips)
+    rows = dedupe(rows, skips.locations, lambda r: r["id"], report, skip_invalid)
+    return {r["id"]: r["demonstration"] for r in rows}
 
 
-def load(split: str, data_dir: Path | None, skip_invalid: bool = False, demos_file: Path | None = None) -> list[dict]:
-    records = seeded_split(load_all(data_dir, skip_invalid), split)
+def load(split: str, data_dir: Path | None, skip_invalid: bool = False, demos_file: Path | None = None,
+         report: SplitReport | None = None) -> list[dict]:
+    report = report if report is not None else SplitReport()
+    records = seeded_split(load_all(data_dir, skip_invalid, report), split)
     if split != "train":
         return records
     path = Path(demos_file) if demos_file else demonstrations_path(data_dir)
@@ -205,8 +230,9 @@ def load(split: str, data_dir: Path | None, skip_invalid: bool = False, demos_fi
             f"with an OpenAI-compatible endpoint (paper: GPT-4o): `python -m data_prep.prepare --task science "
             f"--generate --model gpt-4o{' --data-dir ' + str(data_dir) if data_dir else ''} --output DIR` "
             f"(OPENAI_BASE_URL / OPENAI_API_KEY), or copy a demonstrations file there (data_prep/README.md).")
-    demos = read_demonstrations(path)
+    demos = read_demonstrations(path, skip_invalid, report)
     kept = [{**r, "demonstration": demos[r["id"]]} for r in records if r["id"] in demos]
+    report.leave_out("no_valid_demonstration", len(records) - len(kept))
     if len(kept) < len(records):
         log.warning("science/train: %d of %d questions have no valid demonstration in %s and are left out",
                     len(records) - len(kept), len(records), path)

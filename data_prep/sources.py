@@ -8,9 +8,12 @@ Three sources, tried in this order by every real task:
    hub is not switched off (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``);
 3. otherwise a :class:`DataSourceError` that says exactly what to do.
 
-Raw-file readers report a malformed line or field as :class:`~data_prep.schema.RecordError` naming the file, the
-line (JSONL, 1-based) or index (JSON arrays, 0-based) and the field; with ``skip_invalid`` the record is skipped
-and counted in a :class:`~data_prep.schema.SkipReport` instead.
+Every loader reads its raw files through :func:`read_json_records` (or :func:`read_text` for plain-text files): a
+file that is not UTF-8 or holds no records raises :class:`~data_prep.schema.DataFileError` naming it. A malformed
+line or field is a :class:`~data_prep.schema.RecordError` naming the file, the line (JSONL, 1-based) or index (JSON
+arrays, 0-based) and the field; with ``skip_invalid`` the record is skipped and counted instead. :func:`dedupe`
+removes duplicate records before a source is split, so that no question is in two splits. Generated data is written
+by :func:`write_generated`, which never replaces a different existing file unless told to.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import random
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from data_prep.schema import RecordError, SkipReport
+from data_prep.schema import DataFileError, RecordError, SkipReport, SplitReport
 
 log = logging.getLogger("data_prep")
 
@@ -79,7 +82,10 @@ def hub_rows(task: str, mirror_files: str, dataset_id: str, config: str | None, 
         ds = load_dataset(dataset_id, config, split=split, revision=revision)
     except Exception as err:  # network, auth, missing config: the same advice applies
         raise DataSourceError(no_source_message(task, mirror_files, dataset_id) + f" (hub error: {err})") from err
-    return [dict(row) for row in ds]
+    rows = [dict(row) for row in ds]
+    if not rows:
+        raise DataFileError(f"{dataset_id}:{config}/{split}", "the hub split holds no rows")
+    return rows
 
 
 def download(url: str, dest: Path, task: str, mirror_files: str) -> Path:
@@ -105,16 +111,33 @@ def download(url: str, dest: Path, task: str, mirror_files: str) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def read_json_records(path: Path) -> Iterator[tuple[str, Any]]:
-    """``(location, object)`` for every record of a JSON array file or a JSONL file.
-
-    ``location`` is ``"line N"`` (JSONL, 1-based) or ``"index N"`` (JSON array, 0-based). A line or file that is
-    not valid JSON raises RecordError naming the file and the line.
-    """
+def read_text(path) -> str:
+    """The text of a UTF-8 file (a leading byte-order mark is dropped). A missing file raises FileNotFoundError; a file
+    that is not UTF-8, or holds nothing but whitespace, raises DataFileError naming it (and the offending line)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise DataFileError(path, f"not valid UTF-8: byte 0x{data[err.start]:02x} at offset {err.start} (line {line}); "
+                                  "re-save the file as UTF-8") from None
+    if not text.strip():
+        raise DataFileError(path, "the file is empty (no records)")
+    return text
+
+
+def read_json_records(path: Path) -> Iterator[tuple[str, Any]]:
+    """``(location, object)`` for every record of a JSON array file or a JSONL file: the one reader of raw records.
+
+    ``location`` is ``"line N"`` (JSONL, 1-based) or ``"index N"`` (JSON array, 0-based). A line or file that is
+    not valid JSON raises RecordError naming the file and the line; a file that is not UTF-8, or has no records (empty,
+    blank lines only, ``[]``), raises DataFileError naming the file (:func:`read_text`).
+    """
+    path = Path(path)
+    text = read_text(path)
     if path.suffix == ".jsonl" or (path.suffix != ".json" and not text.lstrip().startswith("[")):
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -130,6 +153,8 @@ def read_json_records(path: Path) -> Iterator[tuple[str, Any]]:
         raise RecordError(str(path), f"line {err.lineno}", "<json>", f"not valid JSON: {err.msg}") from None
     if not isinstance(data, list):
         raise RecordError(str(path), "<file>", "<json>", f"expected a JSON array of records, got {type(data).__name__}")
+    if not data:
+        raise DataFileError(path, "the file is an empty JSON array (no records)")
     for i, obj in enumerate(data):
         yield f"index {i}", obj
 
@@ -153,7 +178,8 @@ def convert_all(items: Iterable[tuple[str, Any]], convert: Callable[[Any, str], 
                 skip_invalid: bool = False) -> tuple[list, SkipReport]:
     """Apply ``convert(obj, location)`` to every located item. ``convert`` returns a record, a list of records,
     or None (a row the task does not select, e.g. a non-L3 question: not an error, not counted as skipped).
-    RecordError propagates unless ``skip_invalid``; then it is counted in the report."""
+    RecordError propagates unless ``skip_invalid``; then it is counted in the report, which also holds the
+    ``(source, location)`` of every kept record."""
     report = SkipReport(source)
     out: list = []
     for where, obj in items:
@@ -166,7 +192,9 @@ def convert_all(items: Iterable[tuple[str, Any]], convert: Callable[[Any, str], 
             continue
         if result is None:
             continue
-        out.extend(result if isinstance(result, list) else [result])
+        result = result if isinstance(result, list) else [result]
+        out.extend(result)
+        report.locations.extend((source, where) for _ in result)
     report.kept = len(out)
     if report.skipped:
         log.warning("%s", report)
@@ -174,8 +202,70 @@ def convert_all(items: Iterable[tuple[str, Any]], convert: Callable[[Any, str], 
 
 
 # --------------------------------------------------------------------------------------------------
-# Splits and ids
+# Duplicates, splits and ids
 # --------------------------------------------------------------------------------------------------
+
+
+def whitespace_key(text: str) -> str:
+    """A question with its whitespace normalized (runs of spaces / newlines -> one space, ends stripped)."""
+    return " ".join(text.split())
+
+
+_EXAMPLE_FIELDS = ("prompt", "demonstration", "reference")
+
+
+def dedupe(records: list[dict], locations: list[tuple[str, str]] | None, key: Callable[[dict], Any],
+           report: SplitReport | None = None, skip_invalid: bool = False) -> list[dict]:
+    """``records`` without duplicates, first occurrence kept, in order; run on a whole source before it is split.
+
+    * a record identical to an earlier one (same id, prompt, demonstration and reference) is a duplicate row;
+    * a record with an earlier record's id but other content is an error (RecordError naming both locations and the
+      id; with ``skip_invalid`` it is skipped and counted instead);
+    * a record whose question (``key``) an earlier record asks is a duplicate question.
+
+    ``locations`` holds the ``(file, location)`` of each record (``SkipReport.locations``); the counts and the first
+    examples go to ``report``.
+    """
+    report = report if report is not None else SplitReport()
+    locations = locations if locations is not None else [("<records>", f"record {i}") for i in range(len(records))]
+    if len(locations) != len(records):
+        raise ValueError(f"dedupe: {len(records)} records but {len(locations)} locations")
+    by_id: dict[str, tuple[dict, tuple[str, str]]] = {}
+    by_key: dict[Any, tuple[str, str]] = {}
+    out: list[dict] = []
+    first_example = len(report.duplicate_examples)
+
+    def place(loc, other):
+        return other[1] if other[0] == loc[0] else f"{other[0]}: {other[1]}"
+
+    for rec, loc in zip(records, locations):
+        first = by_id.get(rec["id"])
+        if first is not None:
+            differ = [f for f in _EXAMPLE_FIELDS if first[0].get(f) != rec.get(f)]
+            if not differ:
+                report.duplicate_rows += 1
+                report.duplicate_examples.append(f"{loc[0]}: {loc[1]}: {rec['id']} is a copy of {place(loc, first[1])}")
+                continue
+            err = RecordError(loc[0], loc[1], "id", f"duplicate id {rec['id']!r}: {place(loc, first[1])} has the "
+                                                    f"same id with a different {' / '.join(differ)}")
+            if not skip_invalid:
+                raise err
+            report.skipped.append(str(err))
+            continue
+        k = key(rec)
+        if k in by_key:
+            report.duplicate_questions += 1
+            report.duplicate_examples.append(f"{loc[0]}: {loc[1]}: {rec['id']} asks the question of "
+                                             f"{place(loc, by_key[k])}")
+            continue
+        by_id[rec["id"]] = (rec, loc)
+        by_key[k] = loc
+        out.append(rec)
+    examples = report.duplicate_examples[first_example:]
+    if examples:
+        log.warning("%d duplicates removed before splitting (first: %s)", len(examples), "; ".join(examples[:3]))
+    return out
+
 
 
 def stable_id(prefix: str, *parts: str) -> str:
@@ -224,3 +314,39 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
             fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
             n += 1
     return n
+
+
+class GeneratedDataExists(FileExistsError):
+    """Generated data would replace a different existing file; the message names it and says how to proceed."""
+
+
+def write_generated(path, text: str, overwrite: bool = False) -> str:
+    """Write generated data (demonstrations, QA pairs, fetched articles) to ``path``; returns what happened.
+
+    ``"written"`` for a new file; ``"unchanged"`` when ``path`` already holds exactly ``text`` (a cached rerun);
+    otherwise GeneratedDataExists, unless ``overwrite``: then the old file is kept as ``<name>.bak`` (``.bak.1``,
+    ... when that exists) and ``"replaced"`` is returned.
+    """
+    path = Path(path)
+    data = text.encode("utf-8")
+    if path.exists():
+        if path.read_bytes() == data:
+            return "unchanged"
+        if not overwrite:
+            raise GeneratedDataExists(
+                f"{path} exists and differs from the newly generated data; not overwritten. Pass --overwrite "
+                f"(overwrite=True) to replace it (the old file is kept as {path.name}.bak), or move it away first")
+        backup, k = path.with_name(path.name + ".bak"), 0
+        while backup.exists():
+            k += 1
+            backup = path.with_name(f"{path.name}.bak.{k}")
+        path.replace(backup)
+        log.warning("%s: replaced; the previous file is %s", path, backup)
+        status = "replaced"
+    else:
+        status = "written"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return status

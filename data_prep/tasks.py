@@ -6,31 +6,39 @@ load from their real sources (the hub or a local mirror: ``data_prep.real_tasks`
 
 from __future__ import annotations
 
+import inspect
 import random
 from typing import Callable
 
 from data_prep import embedded
 from data_prep.real_tasks import load_real_task
 from data_prep.registry import TASKS, Task, get_task, register_task
-from data_prep.schema import validate_records
+from data_prep.schema import EmptySplitError, SplitReport, validate_records
 from eval.scorers import score_letter, score_short_answer, score_tool_call
 
 SPLITS = ("train", "val", "test")
 
 
 def _embedded_split(generate: Callable[[int, int], list[dict]], sizes: dict[str, int]):
-    """Disjoint seeded splits of a generated task: train, val and test use different generator seeds."""
+    """Disjoint seeded splits of a generated task: train, val and test use different generator seeds. Generated
+    records are valid and distinct, so ``skip_invalid`` has nothing to skip."""
 
-    def load(split: str, seed: int = 0, n: int | None = None, data_dir=None) -> list[dict]:
+    def load(split: str, seed: int = 0, n: int | None = None, data_dir=None, skip_invalid: bool = False,
+             report: SplitReport | None = None) -> list[dict]:
         offset = {"train": 0, "val": 1000, "test": 2000}[split]
+        if report is not None:
+            report.add_source(f"generated: data_prep.embedded.{generate.__name__}(seed={seed + offset})")
         records = generate(n if n is not None else sizes[split], seed + offset)
         return [{**r, "id": f"{r['id']}-{split}"} for r in records]
 
     return load
 
 
-def _knowledge_split(split: str, seed: int = 0, n: int | None = None, data_dir=None) -> list[dict]:
+def _knowledge_split(split: str, seed: int = 0, n: int | None = None, data_dir=None, skip_invalid: bool = False,
+                     report: SplitReport | None = None) -> list[dict]:
     """The fictional-world knowledge task: one world per seed, splits by question (see ``embedded.knowledge_qa``)."""
+    if report is not None:
+        report.add_source(f"generated: data_prep.embedded.knowledge_qa(seed={seed})")
     records = embedded.knowledge_qa(split, seed=seed)
     return records if n is None else random.Random(f"subsample:{seed}").sample(records, min(n, len(records)))
 
@@ -71,14 +79,43 @@ for _task in (
     register_task(_task)
 
 
-def load_task(name: str, split: str = "train", seed: int = 0, n: int | None = None, data_dir=None,
-              **kwargs) -> list[dict]:
-    """Records of one split of a task, validated against the schema."""
+def _takes(load: Callable, name: str) -> bool:
+    """Whether a loader accepts the keyword ``name`` (or any keyword)."""
+    try:
+        params = inspect.signature(load).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def load_task(name: str, split: str = "train", seed: int = 0, n: int | None = None, data_dir=None, *,
+              skip_invalid: bool = False, report: SplitReport | None = None, **kwargs) -> list[dict]:
+    """Records of one split of a task, validated against the schema.
+
+    ``skip_invalid`` skips malformed raw records (and records failing the schema) instead of raising; ``report``, a
+    :class:`~data_prep.schema.SplitReport`, is filled with the files read and the counts of what was skipped,
+    de-duplicated and left out (what ``sdft.train`` writes to ``splits.json``). A split without records (unless
+    ``n=0``) raises EmptySplitError naming the files.
+    """
     task = get_task(name)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    report = report if report is not None else SplitReport()
+    report.task, report.split = name, split
+    if _takes(task.load, "skip_invalid"):
+        kwargs["skip_invalid"] = skip_invalid
+    elif skip_invalid:
+        raise ValueError(f"task {name!r}: its loader {task.load.__name__} takes no skip_invalid")
+    if _takes(task.load, "report"):
+        kwargs["report"] = report
     records = task.load(split, seed=seed, n=n, data_dir=data_dir, **kwargs)
-    records, _ = validate_records(records, source=f"task {name}/{split}")
+    records, invalid = validate_records(records, source=f"task {name}/{split}", skip_invalid=skip_invalid)
+    report.skipped.extend(invalid.skipped)
+    report.records = len(records)
+    if not records and n != 0:
+        read = ", ".join(report.sources) or "the task's loader"
+        raise EmptySplitError(f"task {name!r}, split {split!r}: no records (read from {read}); the source is too "
+                              "small or its records were all skipped, de-duplicated or left out")
     return records
 
 

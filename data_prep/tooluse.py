@@ -13,6 +13,10 @@ Thought / Action / Action Input answer format, then the question.
 Golden calls whose ``Action_Input`` is not JSON (the evaluation set writes placeholders such as
 ``${animeId from searchAnime}`` for values that only a tool's response would give) cannot be compared by the
 scorer (likewise a placeholder inside a JSON string, ``"${string}"``); those questions are left out, counted and reported (``ToolUseReport``), never dropped silently.
+
+A question is the pair (API name, instruction with whitespace normalized): repeated questions (a repeated API
+entry, or the same instruction in two episodes of one API) are removed before the train / val split
+(``sources.dedupe``), so none is in two splits, and the test set has each question once.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.schema import RecordError, SkipReport
-from data_prep.sources import (DataSourceError, convert_all, download, read_json_records, require_field,
-                               seeded_split, stable_id)
+from data_prep.schema import RecordError, SkipReport, SplitReport
+from data_prep.sources import (DataSourceError, convert_all, dedupe, download, read_json_records, require_field,
+                               seeded_split, stable_id, whitespace_key)
 
 log = logging.getLogger("data_prep")
 
@@ -68,12 +72,16 @@ class ToolUseReport:
     unscorable: list[str] = field(default_factory=list)  # golden calls with non-JSON arguments
     no_steps: int = 0  # training episodes without any tool call
     invalid: SkipReport | None = None
+    split_report: SplitReport = field(default_factory=SplitReport)  # the same counts in the shared form
 
     def __str__(self) -> str:
         s = (f"{self.source}: {self.apis} APIs -> {self.records} records; left out {len(self.unscorable)} with "
              f"non-JSON golden arguments, {self.no_steps} episodes without a tool call")
         if self.invalid is not None and self.invalid.skipped:
             s += f"; skipped {len(self.invalid.skipped)} malformed"
+        duplicates = self.split_report.duplicate_rows + self.split_report.duplicate_questions
+        if duplicates:
+            s += f"; removed {duplicates} duplicates"
         return s
 
 
@@ -112,14 +120,27 @@ def _record(record_id: str, api: tuple[str, str, str], question: str, demonstrat
             "meta": {"api": name, "question": question, "source": Path(path).name}}
 
 
-def _convert_file(path: Path, convert, report: "ToolUseReport", skip_invalid: bool) -> tuple[list[dict], "ToolUseReport"]:
-    """Every API entry of a ToolAlpaca file through ``convert``, with the counts in ``report``."""
+def question_key(record: dict) -> tuple[str, str]:
+    """What makes two tool-use records the same question: the API and the instruction, whitespace normalized."""
+    return record["meta"]["api"], whitespace_key(record["meta"]["question"])
+
+
+def _convert_file(path: Path, convert, report: "ToolUseReport", skip_invalid: bool,
+                  split_report: SplitReport | None) -> tuple[list[dict], "ToolUseReport"]:
+    """Every API entry of a ToolAlpaca file through ``convert``, de-duplicated, with the counts in ``report``."""
+    if split_report is not None:
+        report.split_report = split_report
     records, invalid = convert_all(read_json_records(path), convert, str(path), skip_invalid)
+    report.split_report.absorb(invalid)
+    records = dedupe(records, invalid.locations, question_key, report.split_report, skip_invalid)
+    report.split_report.leave_out("unscorable_golden_calls", len(report.unscorable))
+    report.split_report.leave_out("episodes_without_tool_call", report.no_steps)
     report.records, report.invalid = len(records), invalid
     return records, report
 
 
-def eval_records(path: Path, skip_invalid: bool = False) -> tuple[list[dict], ToolUseReport]:
+def eval_records(path: Path, skip_invalid: bool = False,
+                 split_report: SplitReport | None = None) -> tuple[list[dict], ToolUseReport]:
     """Records of ``eval_simulated.json`` (or ``eval_real.json``): one per instruction with JSON golden calls."""
     source = str(path)
     report = ToolUseReport(source)
@@ -154,7 +175,7 @@ def eval_records(path: Path, skip_invalid: bool = False) -> tuple[list[dict], To
             out.append(_record(stable_id(TASK, name, question), (name, description, doc), question, "", calls, path))
         return out
 
-    return _convert_file(path, convert, report, skip_invalid)
+    return _convert_file(path, convert, report, skip_invalid, split_report)
 
 
 def _thought_of(log_text: str) -> str:
@@ -178,7 +199,8 @@ def render_episode(steps: list[tuple[str, str, str, str]], final_thought: str, a
     return "\n".join(lines)
 
 
-def train_records(path: Path, skip_invalid: bool = False) -> tuple[list[dict], ToolUseReport]:
+def train_records(path: Path, skip_invalid: bool = False,
+                  split_report: SplitReport | None = None) -> tuple[list[dict], ToolUseReport]:
     """Records of ToolAlpaca's training release: one per simulated episode with at least one tool call."""
     source = str(path)
     report = ToolUseReport(source)
@@ -223,7 +245,7 @@ def train_records(path: Path, skip_invalid: bool = False) -> tuple[list[dict], T
                                demonstration, calls, path))
         return out
 
-    return _convert_file(path, convert, report, skip_invalid)
+    return _convert_file(path, convert, report, skip_invalid, split_report)
 
 
 def _file(data_dir: Path | None, name: str) -> Path:
@@ -239,13 +261,15 @@ def _file(data_dir: Path | None, name: str) -> Path:
     return download(RELEASE_URL.format(name=name), cache_dir() / "data" / "toolalpaca" / name, TASK, MIRROR_FILES)
 
 
-def load(split: str, data_dir: Path | None, skip_invalid: bool = False) -> tuple[list[dict], ToolUseReport]:
-    """One split: ``train`` / ``val`` from the training release, ``test`` from the simulated evaluation set."""
+def load(split: str, data_dir: Path | None, skip_invalid: bool = False,
+         report: SplitReport | None = None) -> tuple[list[dict], ToolUseReport]:
+    """One split: ``train`` / ``val`` from the training release, ``test`` from the simulated evaluation set. The
+    counts also go to ``report`` when one is given."""
     if split == "test":
-        records, report = eval_records(_file(data_dir, TEST_FILE), skip_invalid)
+        records, tool_report = eval_records(_file(data_dir, TEST_FILE), skip_invalid, report)
     else:
-        records, report = train_records(_file(data_dir, TRAIN_FILE), skip_invalid)
+        records, tool_report = train_records(_file(data_dir, TRAIN_FILE), skip_invalid, report)
         records = seeded_split(records, split, fractions={"train": 1 - VAL_FRACTION, "val": VAL_FRACTION})
-    if report.unscorable:
-        log.info("%s", report)
-    return records, report
+    if tool_report.unscorable:
+        log.info("%s", tool_report)
+    return records, tool_report

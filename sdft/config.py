@@ -50,6 +50,8 @@ class ScriptArguments:
         default="smoke", metadata={"help": "smoke (tests, seconds) | mini (CPU, minutes) | paper (GPUs)"})
     data_dir: str | None = field(default=None, metadata={"help": "local mirror of the task data (offline clusters)"})
     n_train: int | None = field(default=None, metadata={"help": "cap on the number of training records"})
+    skip_invalid: bool = field(default=False, metadata={"help": "skip malformed raw records of the task data instead "
+                                                                "of stopping (counted in splits.json)"})
     save_model: bool = field(default=True, metadata={"help": "write the final model to <output_dir>/model"})
     keep_checkpoints: bool = field(
         default=False, metadata={"help": "keep <output_dir>/checkpoints after the run completes (default: delete "

@@ -33,10 +33,11 @@ def last_checkpoint(run_dir: Path) -> str | None:
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
-def load_train_records(cfg: RunConfig) -> list[dict]:
+def load_train_records(cfg: RunConfig, report=None) -> list[dict]:
     from data_prep import load_task
 
-    return load_task(cfg.task, "train", seed=cfg.seed, n=cfg.n_train, data_dir=cfg.data_dir)
+    return load_task(cfg.task, "train", seed=cfg.seed, n=cfg.n_train, data_dir=cfg.data_dir,
+                     skip_invalid=cfg.skip_invalid, report=report)
 
 
 def run_training(cfg: RunConfig, force: bool = False) -> Path:
@@ -56,18 +57,21 @@ def run_training(cfg: RunConfig, force: bool = False) -> Path:
             return run_dir
     if force and run_dir.exists() and main_process:
         shutil.rmtree(run_dir)
-    records = load_train_records(cfg)
+    from data_prep.schema import SplitReport
+
+    data_report = SplitReport()  # skipped / de-duplicated counts, for splits.json and the manifest
+    records = load_train_records(cfg, data_report)
     resume = last_checkpoint(run_dir)
     manifest = None
     if main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.yaml")
         (run_dir / "splits.json").write_text(
-            json.dumps({"task": cfg.task, "train": [r["id"] for r in records]}, indent=1))
+            json.dumps({"task": cfg.task, "train": [r["id"] for r in records], "data": data_report.to_dict()}, indent=1))
         manifest = RunManifest(run_dir, cfg.to_dict(), extra={
             "divergence": getattr(cfg, "divergence", None) if method.distils else None,
             "teacher_template": getattr(cfg, "teacher_template", None),
-            "n_train_records": len(records), "resumed_from": resume,
+            "n_train_records": len(records), "resumed_from": resume, "data": data_report.to_dict(),
         })
     print(f"[sdft.train] {cfg.method} on {cfg.task} ({len(records)} records), model {cfg.model}, "
           f"preset {cfg.preset} -> {run_dir}" + (f" (resuming from {resume})" if resume else ""), flush=True)
