@@ -8,12 +8,10 @@ against the current directory).
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
+
+from eval.sandbox import run_program
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -90,19 +88,12 @@ def process_instructions(doc, results):
 # ---------------------------------------------------------------- code (HumanEval stand-in)
 
 def run_code_test(program: str, timeout: float = 5.0) -> bool:
-    """Run ``program`` in a fresh Python subprocess (isolated mode, temp dir as cwd); True when it exits 0."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "candidate.py")
-        with open(path, "w") as f:
-            f.write(program)
-        try:
-            proc = subprocess.run([sys.executable, "-I", path], cwd=tmp, capture_output=True, timeout=timeout,
-                                  env={"PATH": os.environ.get("PATH", "")})
-        except subprocess.TimeoutExpired:
-            return False
-    return proc.returncode == 0
+    """Run ``program`` in the sandbox of :mod:`eval.sandbox` (fresh ``python -I``, temp dir, no secrets, limits,
+    the whole process tree killed at the time-out); True when it exits 0 within ``timeout`` seconds."""
+    return run_program(program, timeout).passed
 
 
 def process_code(doc, results):
     program = doc["prompt"] + results[0] + "\n\n" + doc["test"] + "\n"
     return {"pass@1": float(run_code_test(program))}
+
