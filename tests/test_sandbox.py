@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from eval import sandbox
-from eval.lm_eval_tasks.utils import run_code_test
+from eval.lm_eval_tasks.utils import humaneval_pass_at_k, humaneval_predictions, run_code_test
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "SECRET-sandbox-test-3f9a1c"
@@ -217,3 +217,59 @@ def test_unprivileged_user_fallback():
     assert record["mode"] in ("userns", "plain") and record["separate_uid"] is None
     assert out["passed"] == (not record["parent_environ_hidden"]), out
 
+
+def test_humaneval_task_is_lm_evals_with_the_sandbox():
+    import lm_eval
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    ours = load_yaml(ROOT / "eval" / "lm_eval_tasks" / "sdft_humaneval.yaml", resolve_func=False)
+    theirs = load_yaml(Path(lm_eval.__file__).parent / "tasks" / "humaneval" / "humaneval.yaml", resolve_func=False)
+
+    def shared(cfg):
+        cfg = json.loads(json.dumps(cfg, default=str))
+        cfg.pop("task")
+        cfg["metric_list"][0].pop("metric")
+        cfg["filter_list"][0]["filter"][0].pop("filter_fn")
+        return cfg
+
+    assert shared(ours) == shared(theirs)
+    resolved = load_yaml(ROOT / "eval" / "lm_eval_tasks" / "sdft_humaneval.yaml")  # imports utils as lm-eval does
+    assert resolved["metric_list"][0]["metric"].__name__ == "humaneval_pass_at_k"
+    assert resolved["filter_list"][0]["filter"][0]["filter_fn"].__name__ == "humaneval_predictions"
+
+
+def test_humaneval_metric_runs_through_the_sandbox():
+    docs = [{"prompt": "def add(a, b):\n"}]
+    preds = humaneval_predictions([["    return a + b\n", "    return a * b\n"]], docs)
+    assert preds == [["def add(a, b):\n    return a + b\n", "def add(a, b):\n    return a * b\n"]]
+    ref = "def check(f):\n    assert f(2, 3) == 5\ncheck(add)"
+    assert humaneval_pass_at_k([ref], preds, k=[1, 2]) == {"pass@1": 0.5, "pass@2": 1.0}
+    assert humaneval_pass_at_k([ref], [[preds[0][1]]], k=[1]) == {"pass@1": 0.0}
+    leak = "import os, sys\nsys.exit(0 if os.environ.get('OPENAI_API_KEY') else 1)\n"
+    assert humaneval_pass_at_k(["pass"], [[leak]], k=1) == {"pass@1": 0.0}
+
+
+@pytest.mark.slow
+def test_humaneval_task_end_to_end_through_lm_eval(tmp_path):
+    # sdft_humaneval.yaml with two local problems instead of the hub data set; each prompt ends in a comment so
+    # that any one-line completion keeps the program as written: pass@1 is then exactly 1/2
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from eval.prior import _make_lm
+    from sdft.models import load_model_and_tokenizer
+
+    rows = [{"prompt": f"def add(a, b):\n    return a {op} b\n#", "test": "def check(f):\n    assert f(2, 3) == 5\n",
+             "entry_point": "add"} for op in "+-"]
+    (tmp_path / "local_data.py").write_text(
+        "import datasets\n\n\ndef load(**kwargs):\n"
+        f"    return datasets.DatasetDict({{'test': datasets.Dataset.from_list({rows!r})}})\n")
+    (tmp_path / "local_humaneval.yaml").write_text(
+        f"include: {ROOT / 'eval' / 'lm_eval_tasks' / 'sdft_humaneval.yaml'}\ntask: local_humaneval\n"
+        "custom_dataset: !function local_data.load\ndataset_path: json\n"
+        "generation_kwargs:\n  until: [\"\\n\"]\n  max_gen_toks: 4\n  do_sample: false\n")
+    model, tok = load_model_and_tokenizer("embedded:tiny-llama")
+    res = lm_eval.simple_evaluate(model=_make_lm(model, tok, "hf", 2, None), tasks=["local_humaneval"],
+                                  task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False),
+                                  confirm_run_unsafe_code=True, log_samples=False, bootstrap_iters=0)
+    assert res["results"]["local_humaneval"]["pass@1,create_test"] == 0.5
