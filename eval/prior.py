@@ -9,7 +9,10 @@ Two suites:
   benchmarks on a CPU, offline. Their numbers are not comparable with the paper's.
 
 ``humaneval`` / ``sdft_code`` execute model-written code: they run only with ``allow_code_execution=True``
-(lm-eval's ``confirm_run_unsafe_code``); otherwise they are reported as skipped.
+(lm-eval's ``confirm_run_unsafe_code``); otherwise they are reported as skipped. Both run each program in
+:mod:`eval.sandbox` (HumanEval through ``lm_eval_tasks/sdft_humaneval.yaml``, lm-eval's humaneval task with
+the sandbox in place of HF evaluate's in-process ``code_eval``); the result records the sandbox's protections
+as ``code_sandbox``.
 
 ifeval imports NLTK's ``punkt_tab`` (and tries to download it at import time). Offline, when it is not
 installed, :func:`ensure_punkt_tab` raises a clear error, or with ``punkt_fallback=True`` writes a Punkt
@@ -49,8 +52,10 @@ class Benchmark:
 PAPER_SUITE: dict[str, Benchmark] = {
     "hellaswag": Benchmark("hellaswag", "acc,none", 0, hub_datasets=("Rowan/hellaswag",), paper_base=62.0,
                            note="acc (not acc_norm, ~80 for this model), 0-shot"),
-    "humaneval": Benchmark("humaneval", "pass@1,create_test", 0, unsafe=True, hub_datasets=("openai/openai_humaneval",),
-                           paper_base=65.8, note="completion prompt, greedy pass@1, no chat template"),
+    "humaneval": Benchmark("sdft_humaneval", "pass@1,create_test", 0, unsafe=True,
+                           hub_datasets=("openai/openai_humaneval",), paper_base=65.8,
+                           note="lm-eval's humaneval, programs run in eval/sandbox.py; completion prompt, greedy "
+                                "pass@1, no chat template"),
     "ifeval": Benchmark("ifeval", "prompt_level_loose_acc,none", 0, chat_template=True,
                         hub_datasets=("google/IFEval",), paper_base=74.3,
                         note="prompt-level loose, chat template (Tulu 3 reports 74.7 for this model)"),
@@ -215,9 +220,8 @@ def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | 
 
     lm = _make_lm(model, tokenizer, backend, batch_size, max_length)
     # The embedded suite needs only our YAML tasks: skipping lm-eval's own index of thousands of task
-    # configs saves seconds per call (the paper suite needs that index).
-    task_manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False) if suite == "embedded" \
-        else TaskManager()
+    # configs saves seconds per call (the paper suite needs that index, and our sdft_humaneval).
+    task_manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=suite != "embedded")
     out: dict[str, Any] = {}
     t0 = time.time()
     for chat in (False, True):
@@ -241,6 +245,10 @@ def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | 
                 "stand_in_for": list(spec.stand_in_for) or None, "note": spec.note or None,
                 "all_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and "stderr" not in k},
             }
+    if any(spec.unsafe for spec in specs.values()):
+        from eval.sandbox import protections
+
+        extra["code_sandbox"] = protections()
     values = [v["value"] for v in out.values()]
     return {
         "suite": suite, "label": "STAND-IN tasks written for this repo, not the paper's benchmarks" if suite == "embedded"

@@ -8,12 +8,10 @@ against the current directory).
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
+
+from eval.sandbox import run_program
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -90,19 +88,35 @@ def process_instructions(doc, results):
 # ---------------------------------------------------------------- code (HumanEval stand-in)
 
 def run_code_test(program: str, timeout: float = 5.0) -> bool:
-    """Run ``program`` in a fresh Python subprocess (isolated mode, temp dir as cwd); True when it exits 0."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "candidate.py")
-        with open(path, "w") as f:
-            f.write(program)
-        try:
-            proc = subprocess.run([sys.executable, "-I", path], cwd=tmp, capture_output=True, timeout=timeout,
-                                  env={"PATH": os.environ.get("PATH", "")})
-        except subprocess.TimeoutExpired:
-            return False
-    return proc.returncode == 0
+    """Run ``program`` in the sandbox of :mod:`eval.sandbox` (fresh ``python -I``, temp dir, no secrets, limits,
+    the whole process tree killed at the time-out); True when it exits 0 within ``timeout`` seconds."""
+    return run_program(program, timeout).passed
 
 
 def process_code(doc, results):
     program = doc["prompt"] + results[0] + "\n\n" + doc["test"] + "\n"
     return {"pass@1": float(run_code_test(program))}
+
+
+# ---------------------------------------------------------------- HumanEval (paper suite, sdft_humaneval.yaml)
+
+HUMANEVAL_TIMEOUT = 3.0  # seconds per program, as in HF evaluate's code_eval and OpenAI's human-eval
+
+
+def humaneval_predictions(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
+    """lm-eval's humaneval ``build_predictions`` filter: the prompt followed by each completion."""
+    return [[doc["prompt"] + r for r in resp] for resp, doc in zip(resps, docs)]
+
+
+def humaneval_pass_at_k(references: list[str], predictions: list[list[str]], k: list[int] | int = 1) -> dict:
+    """``code_eval``'s interface (program = candidate + newline + test), each program run by :func:`run_code_test`.
+
+    Returns ``{"pass@k": mean over problems}`` for each k no larger than every problem's number of candidates.
+    """
+    from eval.passk import pass_at_k
+
+    ks = [k] if isinstance(k, int) else list(k)
+    correct = [(len(cands), sum(run_code_test(c + "\n" + ref, HUMANEVAL_TIMEOUT) for c in cands))
+               for ref, cands in zip(references, predictions)]
+    return {f"pass@{kk}": sum(pass_at_k(n, c, kk) for n, c in correct) / len(correct)
+            for kk in ks if all(n >= kk for n, _ in correct)}
