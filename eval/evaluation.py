@@ -58,8 +58,9 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
              batch_size: int | None = None, passk: int | None = None, kl_base: str | None = None,
              prior_suite: str = "none", prior_benchmarks: list[str] | None = None, limit: float | None = None,
              allow_code_execution: bool = False, ifeval_punkt_fallback: bool = False,
-             judge_model: str | None = None, judge=None, backend: str = "auto",
-             output_dir: str | Path | None = None, skip_task: bool = False) -> dict[str, Any]:
+             judge_model: str | None = None, judge=None, judge_timeout: float | None = None,
+             judge_deadline: float | None = None, backend: str = "auto", output_dir: str | Path | None = None,
+             skip_task: bool = False) -> dict[str, Any]:
     """Evaluate ``model`` on ``task`` (and a prior-capability suite); return the content of ``eval.json``.
 
     ``model``: a run directory (``config.yaml`` + ``model/``: its model is evaluated; task, preset and teacher
@@ -144,7 +145,7 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
         if judge is None and needs_judge(task):
             from eval.judge import DEFAULT_JUDGE_MODEL, LLMJudge
 
-            judge = LLMJudge(model=judge_model or DEFAULT_JUDGE_MODEL)
+            judge = LLMJudge(model=judge_model or DEFAULT_JUDGE_MODEL, timeout=judge_timeout, deadline=judge_deadline)
         records = load_task(task, split, seed=seed, n=n, data_dir=data_dir)
         ev = evaluate_task(model, tokenizer, records, task, variant=variant, template=template,
                            max_new_tokens=max_new, batch_size=batch_size, passk=passk, seed=seed,
