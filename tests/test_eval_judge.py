@@ -196,62 +196,42 @@ def test_evaluate_task_with_judge(server, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ a judge that never guesses
 U = UNPARSEABLE
+
+
+def _cases(kind, expected, *replies):
+    return [(r, kind, expected) for r in replies]
+
+
 VERDICTS = [  # (reply, kind, expected): the rule of eval/judge.py's docstring
     # the label as the whole reply: case, whitespace, quotes, one trailing period, markdown and code wrappers
-    ("CORRECT", "medical", "CORRECT"),
-    ("INCORRECT", "medical", "INCORRECT"),
-    ("correct", "medical", "CORRECT"),
-    ("Incorrect", "knowledge", "INCORRECT"),
-    ("  CORRECT  \n", "medical", "CORRECT"),
-    ("CORRECT.", "medical", "CORRECT"),
-    ('"INCORRECT".', "medical", "INCORRECT"),
-    ("“CORRECT”", "knowledge", "CORRECT"),
-    ("**CORRECT**", "medical", "CORRECT"),
-    ("__INCORRECT__", "knowledge", "INCORRECT"),
-    ("`PARTIALLY_CORRECT`", "knowledge", "PARTIALLY_CORRECT"),
-    ("```\nINCORRECT\n```", "medical", "INCORRECT"),
-    ("PARTIALLY_CORRECT", "knowledge", "PARTIALLY_CORRECT"),
-    ("partially correct", "knowledge", "PARTIALLY_CORRECT"),
-    ("Partially-Correct.", "knowledge", "PARTIALLY_CORRECT"),
+    *_cases("medical", "CORRECT", "CORRECT", "correct", "  CORRECT  \n", "CORRECT.", "**CORRECT**"),
+    *_cases("medical", "INCORRECT", "INCORRECT", '"INCORRECT".', "```\nINCORRECT\n```"),
+    *_cases("knowledge", "CORRECT", "“CORRECT”"),
+    *_cases("knowledge", "INCORRECT", "Incorrect", "__INCORRECT__"),
+    *_cases("knowledge", "PARTIALLY_CORRECT", "PARTIALLY_CORRECT", "`PARTIALLY_CORRECT`", "partially correct",
+            "Partially-Correct."),
     # a label the task does not allow
-    ("PARTIALLY_CORRECT", "medical", U),
-    ("**Partially correct**", "medical", U),
+    *_cases("medical", U, "PARTIALLY_CORRECT", "**Partially correct**"),
     # the label alone on its own line after reasoning, or a Verdict: line
-    ("The response names the same drug as the reference.\n\nCORRECT", "medical", "CORRECT"),
-    ("It misses the dosage, a key point.\n**INCORRECT**", "medical", "INCORRECT"),
-    ("It gives the year but not the place.\nPARTIALLY_CORRECT\n", "knowledge", "PARTIALLY_CORRECT"),
-    ("Verdict: INCORRECT", "medical", "INCORRECT"),
-    ("**Verdict:** correct", "knowledge", "CORRECT"),
-    ("Final verdict: PARTIALLY CORRECT", "knowledge", "PARTIALLY_CORRECT"),
-    ("CORRECT\nCORRECT", "medical", "CORRECT"),
+    *_cases("medical", "CORRECT", "The response names the same drug as the reference.\n\nCORRECT", "CORRECT\nCORRECT"),
+    *_cases("medical", "INCORRECT", "It misses the dosage, a key point.\n**INCORRECT**", "Verdict: INCORRECT"),
+    *_cases("knowledge", "PARTIALLY_CORRECT", "It gives the year but not the place.\nPARTIALLY_CORRECT\n",
+            "Final verdict: PARTIALLY CORRECT"),
+    *_cases("knowledge", "CORRECT", "**Verdict:** correct"),
     # negations
-    ("The response is NOT CORRECT.", "medical", U),
-    ("NOT CORRECT", "medical", U),
-    ("not incorrect", "knowledge", U),
-    ("Verdict: NOT CORRECT", "medical", U),
-    ("This isn't correct.", "medical", U),
-    ("The answer is not entirely correct.\nCORRECT", "knowledge", U),
+    *_cases("medical", U, "The response is NOT CORRECT.", "NOT CORRECT", "Verdict: NOT CORRECT", "This isn't correct."),
+    *_cases("knowledge", U, "not incorrect", "The answer is not entirely correct.\nCORRECT"),
     # hedges and prose
-    ("I cannot say whether it is correct", "medical", U),
-    ("probably correct", "medical", U),
-    ("Probably CORRECT.", "knowledge", U),
-    ("The response is correct.", "medical", U),
-    ("CORRECT, mostly", "knowledge", U),
-    ("I think the response is correct", "knowledge", U),
+    *_cases("medical", U, "I cannot say whether it is correct", "probably correct", "The response is correct."),
+    *_cases("knowledge", U, "Probably CORRECT.", "CORRECT, mostly", "I think the response is correct"),
     # two different labels
-    ("CORRECT or INCORRECT", "medical", U),
-    ("CORRECT\nINCORRECT", "medical", U),
-    ("CORRECT\nOn reflection the response is INCORRECT.", "medical", U),
-    ("Verdict: CORRECT\nIt is partially correct at best.", "knowledge", U),
-    ("It is correct, or maybe incorrect.", "knowledge", U),
+    *_cases("medical", U, "CORRECT or INCORRECT", "CORRECT\nINCORRECT", "CORRECT\nOn reflection the response is INCORRECT."),
+    *_cases("knowledge", U, "Verdict: CORRECT\nIt is partially correct at best.", "It is correct, or maybe incorrect."),
     # empty, no label, labels inside other words
-    ("", "medical", U),
-    ("   \n\n", "knowledge", U),
-    (None, "medical", U),
-    ("no idea", "knowledge", U),
-    ("The response correctly names the drug.", "medical", U),
-    ("CORRECTLY", "medical", U),
+    *_cases("medical", U, "", None, "The response correctly names the drug.", "CORRECTLY"),
+    *_cases("knowledge", U, "   \n\n", "no idea"),
 ]
+assert len(VERDICTS) == 47
 
 
 @pytest.mark.parametrize("reply,kind,expected", VERDICTS, ids=[f"{k}:{r!r}"[:60] for r, k, _ in VERDICTS])
