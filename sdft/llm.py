@@ -14,8 +14,9 @@ Used by the LLM judge (evaluation) and by demonstration / QA generation (data pr
   class). Other errors propagate at once.
 * Bounded time: each attempt waits at most ``timeout`` seconds for a reply, and one request (all its attempts
   and back-off waits together) at most ``deadline`` seconds; past it, :class:`DeadlineExceeded` names the
-  endpoint and how many requests completed. In :meth:`CachedChatClient.complete_many` the first failure cancels
-  the requests not yet started.
+  endpoint and how many requests completed. In :meth:`CachedChatClient.complete_many` the first failure stops
+  the batch (no new request or attempt is sent), so a hanging endpoint fails it within about ``deadline`` +
+  ``timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class DeadlineExceeded(TimeoutError):
     def in_batch(self, completed: int, total: int) -> DeadlineExceeded:
         return DeadlineExceeded(self.model, self.endpoint, self.deadline, self.attempts, self.last_error,
                                 completed, total)
+
+
+class _Aborted(RuntimeError):
+    """A request of a batch that stopped (another request of it failed) before or between its attempts."""
 
 
 def default_cache_path() -> Path:
@@ -167,7 +172,8 @@ class CachedChatClient:
                    "extra": self.extra_params}
         return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 
-    def _request(self, messages: Messages, n: int, temperature: float | None) -> list[str]:
+    def _request(self, messages: Messages, n: int, temperature: float | None,
+                 abort: threading.Event | None = None) -> list[str]:
         import openai
 
         params: dict[str, Any] = {"model": self.model, "messages": messages, **self.extra_params}
@@ -205,13 +211,22 @@ class CachedChatClient:
                     raise RuntimeError(f"{self.model} at {self.endpoint}: giving up after {attempt + 1} attempts: "
                                        f"{error}") from err
                 attempt += 1
+                if abort is not None and abort.is_set():
+                    raise _Aborted() from None
                 print(f"[llm] {self.model} at {self.endpoint}: attempt {attempt} of {self.max_retries + 1} failed "
                       f"({error}); retrying in {delay:g} s", file=sys.stderr, flush=True)
-                time.sleep(delay)
+                if abort is not None and abort.wait(delay):
+                    raise _Aborted() from None
+                if abort is None:
+                    time.sleep(delay)
                 delay *= 2
 
     def complete(self, messages: Messages, n: int = 1, temperature: float | None = None) -> list[str]:
         """``n`` completions of one conversation, from the cache when this exact request was made before."""
+        return self._complete(messages, n, temperature)
+
+    def _complete(self, messages: Messages, n: int, temperature: float | None,
+                  abort: threading.Event | None = None) -> list[str]:
         temperature = self.temperature if temperature is None else temperature
         key = self._key(messages, n, temperature)
         cached = self._cache.get(key)
@@ -219,24 +234,43 @@ class CachedChatClient:
             with self._count_lock:
                 self.n_cache_hits += 1
             return cached
-        result = self._request(messages, n, temperature)
+        result = self._request(messages, n, temperature, abort)
         self._cache.put(key, self.model, result)
         return result
 
     def complete_many(self, conversations: list[Messages], n: int = 1, temperature: float | None = None,
                       progress: str | None = None) -> list[list[str]]:
         """Many conversations, at most ``max_concurrency`` requests in flight; results in input order. The first
-        failure cancels the requests not started yet; a :class:`DeadlineExceeded` then says how many of this
-        batch completed."""
+        failure stops the batch: requests not started are not sent, those in flight make no further attempt; the
+        error is raised (a :class:`DeadlineExceeded` then says how many requests of this batch completed)."""
         from tqdm.auto import tqdm
 
+        abort = threading.Event()
+
+        def one(conversation: Messages) -> list[str]:
+            if abort.is_set():
+                raise _Aborted()
+            try:
+                return self._complete(conversation, n, temperature, abort)
+            except BaseException:
+                abort.set()
+                raise
+
         pool = ThreadPoolExecutor(max_workers=self.max_concurrency)
-        futures = [pool.submit(self.complete, c, n, temperature) for c in conversations]
+        futures = [pool.submit(one, c) for c in conversations]
         try:
             return [f.result() for f in tqdm(futures, desc=progress or self.model, disable=progress is None)]
-        except DeadlineExceeded as err:
+        except BaseException:
+            abort.set()
             pool.shutdown(wait=True, cancel_futures=True)
-            completed = sum(f.done() and not f.cancelled() and f.exception() is None for f in futures)
-            raise err.in_batch(completed, len(futures)) from None
+            finished = [f for f in futures if f.done() and not f.cancelled()]
+            first = next((f.exception() for f in finished
+                          if f.exception() is not None and not isinstance(f.exception(), _Aborted)), None)
+            if isinstance(first, DeadlineExceeded):
+                completed = sum(f.exception() is None for f in finished)
+                raise first.in_batch(completed, len(futures)) from None
+            if first is not None:
+                raise first from None
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

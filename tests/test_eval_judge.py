@@ -279,6 +279,18 @@ def test_a_hanging_endpoint_fails_within_the_deadline(server, tmp_path, capsys):
     assert retries[0].endswith("attempt 1 of 7 failed (APITimeoutError); retrying in 0.01 s")
 
 
+def test_a_failed_request_stops_its_batch(server, tmp_path):
+    """A hanging endpoint: once the requests in flight pass their deadline, the rest of the batch is not sent."""
+    from sdft.llm import DeadlineExceeded
+
+    server.hang_when = lambda body: True
+    judge = _judge(tmp_path, model="judge-small", timeout=0.3, deadline=1)  # two requests in flight
+    with pytest.raises(DeadlineExceeded, match="0 of 6 requests of this batch completed"):
+        judge.judge("medical", [f"q{i}?" for i in range(6)], ["r"] * 6, ["VERDICT=C"] * 6)
+    sent = {b["messages"][-1]["content"].split("[Medical Question]\n", 1)[1].split("\n", 1)[0] for _, b in server.requests}
+    assert len(sent) <= 2 and sent <= {"q0?", "q1?"}
+
+
 def test_default_time_limits_fail_within_a_few_minutes(tmp_path):
     judge = _judge(tmp_path)
     assert judge.client.timeout <= judge.client.deadline <= 300
