@@ -213,8 +213,10 @@ class CachedChatClient:
                 attempt += 1
                 if abort is not None and abort.is_set():
                     raise _Aborted() from None
-                print(f"[llm] {self.model} at {self.endpoint}: attempt {attempt} of {self.max_retries + 1} failed "
-                      f"({error}); retrying in {delay:g} s", file=sys.stderr, flush=True)
+                # one write per line: the pool's threads retry at the same moments
+                sys.stderr.write(f"[llm] {self.model} at {self.endpoint}: attempt {attempt} of {self.max_retries + 1} "
+                                 f"failed ({error}); retrying in {delay:g} s\n")
+                sys.stderr.flush()
                 if abort is not None and abort.wait(delay):
                     raise _Aborted() from None
                 if abort is None:
