@@ -58,8 +58,9 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
              batch_size: int | None = None, passk: int | None = None, kl_base: str | None = None,
              prior_suite: str = "none", prior_benchmarks: list[str] | None = None, limit: float | None = None,
              allow_code_execution: bool = False, ifeval_punkt_fallback: bool = False,
-             judge_model: str | None = None, judge=None, backend: str = "auto",
-             output_dir: str | Path | None = None, skip_task: bool = False) -> dict[str, Any]:
+             judge_model: str | None = None, judge=None, judge_timeout: float | None = None,
+             judge_deadline: float | None = None, backend: str = "auto", output_dir: str | Path | None = None,
+             skip_task: bool = False) -> dict[str, Any]:
     """Evaluate ``model`` on ``task`` (and a prior-capability suite); return the content of ``eval.json``.
 
     ``model``: a run directory (``config.yaml`` + ``model/``: its model is evaluated; task, preset and teacher
@@ -76,8 +77,9 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
     ``scores`` (one flat list of every score with its ``source``). With ``output_dir``, writes
     ``<output_dir>/eval.json`` (keeping the evaluations of other variants and suites already in it) and
     ``<output_dir>/predictions_<variant>.jsonl`` (one line per example); without, writes nothing.
-    Raises :class:`eval.prior.PriorSuiteError` when the prior suite cannot run here (before any generation when
-    that can be known), :class:`EvaluationError` when the arguments do not fit together.
+    Both are written atomically (a temporary file, then ``os.replace``). Raises :class:`eval.prior.PriorSuiteError`
+    when the prior suite cannot run here (before any generation when that can be known), :class:`EvaluationError`
+    when the arguments do not fit together or the existing ``eval.json`` is not valid JSON (naming the file).
     """
     if variant not in VARIANTS:
         raise EvaluationError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
@@ -109,6 +111,9 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
     out_dir = Path(output_dir) if output_dir is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+    eval_path = out_dir / "eval.json" if out_dir is not None else None
+    # read before any work: an unreadable eval.json to merge into fails the evaluation at once
+    result: dict[str, Any] = _read_existing(eval_path) if eval_path and eval_path.exists() else {}
 
     from eval.prior import preflight
 
@@ -131,8 +136,6 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
         else:
             model, tokenizer = load_model_and_tokenizer(model_ref)
 
-    eval_path = out_dir / "eval.json" if out_dir is not None else None
-    result: dict[str, Any] = json.loads(eval_path.read_text()) if eval_path and eval_path.exists() else {}
     result.setdefault("evaluations", {})
     result.update({"model": model_label, "model_path": path, "run_config": run_cfg or None, "preset": preset})
     t0 = time.time()
@@ -144,7 +147,7 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
         if judge is None and needs_judge(task):
             from eval.judge import DEFAULT_JUDGE_MODEL, LLMJudge
 
-            judge = LLMJudge(model=judge_model or DEFAULT_JUDGE_MODEL)
+            judge = LLMJudge(model=judge_model or DEFAULT_JUDGE_MODEL, timeout=judge_timeout, deadline=judge_deadline)
         records = load_task(task, split, seed=seed, n=n, data_dir=data_dir)
         ev = evaluate_task(model, tokenizer, records, task, variant=variant, template=template,
                            max_new_tokens=max_new, batch_size=batch_size, passk=passk, seed=seed,
@@ -183,8 +186,21 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
     return result
 
 
+def _read_existing(eval_path: Path) -> dict[str, Any]:
+    """The eval.json that new evaluations are merged into; :class:`EvaluationError` naming it when unreadable."""
+    from eval.files import InvalidJSONFile, read_json
+
+    try:
+        return read_json(eval_path)
+    except InvalidJSONFile as err:
+        raise EvaluationError(str(err)) from None
+
+
 def write_eval_json(path: str | Path, result: dict) -> None:
-    Path(path).write_text(json.dumps(result, indent=2, default=str))
+    """Write ``result`` to ``path`` atomically (a reader never sees a truncated file)."""
+    from eval.files import write_text_atomic
+
+    write_text_atomic(path, json.dumps(result, indent=2, default=str))
 
 
 def flatten_scores(result: dict) -> list[dict]:

@@ -2,14 +2,16 @@
 
     python -m eval.run --model <run dir | HF id | path | embedded:NAME> --task <name> [--split test]
         [--prior-suite paper|embedded|none] [--preset smoke|mini|paper] [--n N] [--teacher] [--rag]
-        [--passk N] [--kl-base MODEL] [--output DIR]
+        [--passk N] [--kl-base MODEL] [--judge-model M] [--judge-timeout S] [--judge-deadline S] [--output DIR]
 
 A run directory (from ``python -m sdft.train``) holds ``config.yaml`` and ``model/``: the model in ``model/``
 is evaluated, the task and teacher template default to the run's, and results go into the run directory.
 
 Writes ``<output>/eval.json`` (every score with its metric name, n and settings; evaluations of other variants
 already in the file are kept) and ``<output>/predictions_<variant>.jsonl`` (one line per example).
-Exit status 2 with a one-line message when a prior suite cannot run here (e.g. no hub for ``paper``).
+Exit status 2 with a one-line message when a prior suite cannot run here (e.g. no hub for ``paper``); status 1
+with a one-line message when the arguments do not fit together, the existing eval.json is not valid JSON, or the
+judge's endpoint gives no reply within ``--judge-deadline``.
 The same from Python: ``eval.evaluate(model, task, ...)``.
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.evaluation import PRESET_EVAL, EvaluationError, default_output_dir, evaluate
+from eval.judge import DEFAULT_JUDGE_DEADLINE_S, DEFAULT_JUDGE_TIMEOUT_S
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ifeval-punkt-fallback", action="store_true",
                    help="offline: use a parameter-free NLTK Punkt model for ifeval")
     p.add_argument("--judge-model", default=None, help="LLM judge model (default gpt-5-mini)")
+    p.add_argument("--judge-timeout", type=float, default=None, metavar="S",
+                   help=f"seconds one judge request waits for a reply per attempt (default {DEFAULT_JUDGE_TIMEOUT_S:g})")
+    p.add_argument("--judge-deadline", type=float, default=None, metavar="S",
+                   help="seconds one judge request may take, all retries and waits together; then the evaluation "
+                        f"stops with an error naming the endpoint (default {DEFAULT_JUDGE_DEADLINE_S:g})")
     p.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto")
     p.add_argument("--output", default=None)
     p.add_argument("--skip-task", action="store_true", help="only the prior suite")
@@ -81,6 +89,7 @@ def options_from_argv(argv: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     from eval.prior import PriorSuiteError
+    from sdft.llm import DeadlineExceeded
 
     args = build_parser().parse_args(argv)
     try:
@@ -90,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     except PriorSuiteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except EvaluationError as err:
+    except (EvaluationError, DeadlineExceeded) as err:
         raise SystemExit(f"error: {err}") from None
     for s in result["scores"]:
         val = s.get("value", s.get("values"))

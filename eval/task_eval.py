@@ -6,6 +6,7 @@ import json
 from typing import Any, Sequence
 
 from data_prep.registry import get_task
+from eval.files import write_text_atomic
 from eval.generation import Generations, generate
 from eval.passk import pass_at_k_curve
 from eval.rag import rag_messages
@@ -104,6 +105,5 @@ def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, varia
 
 
 def write_predictions(path, predictions: Sequence[dict]) -> None:
-    with open(path, "w") as f:
-        for p in predictions:
-            f.write(json.dumps(p, ensure_ascii=False, default=str) + "\n")
+    """One JSON line per prediction, written atomically (a temporary file, then ``os.replace``)."""
+    write_text_atomic(path, "".join(json.dumps(p, ensure_ascii=False, default=str) + "\n" for p in predictions))

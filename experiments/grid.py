@@ -2,8 +2,8 @@
 
 A grid is a list of :class:`RunSpec` (task x method x seed x sweep point). Each run lives in
 ``results/<experiment>/<task>/<method>/<run_id>/``: the training run directory of ``sdft.train`` plus the
-evaluation files (``eval.json``, ``predictions*.jsonl``). A run whose ``eval.json`` exists is skipped unless
-``force``; a run killed mid-training resumes from its last checkpoint.
+evaluation files (``eval.json``, ``predictions*.jsonl``). A run whose ``eval.json`` exists (and is valid JSON) is
+skipped unless ``force``; a run killed mid-training resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -109,7 +109,25 @@ def grid_summary(specs: list[RunSpec]) -> str:
 
 
 def is_done(spec: RunSpec) -> bool:
-    return (Path(spec.run_dir) / "eval.json").exists()
+    """Whether the run's ``eval.json`` exists and is valid JSON. An eval.json (or ``val/eval.json``) that is not is
+    reported and moved aside to ``<name>.invalid``, so that the run is evaluated again."""
+    from eval.files import InvalidJSONFile, read_json
+
+    run_dir = Path(spec.run_dir)
+    if not (run_dir / "eval.json").exists():
+        return False
+    done = True
+    for path in (run_dir / "eval.json", run_dir / "val" / "eval.json"):
+        try:
+            if path.exists():
+                read_json(path)
+        except InvalidJSONFile as err:
+            aside = path.with_name(path.name + ".invalid")
+            path.replace(aside)
+            print(f"[grid] {spec.label}: {path} is not valid JSON ({err.reason}); moved to {aside.name}, evaluating "
+                  "the run again", flush=True)
+            done = False
+    return done
 
 
 def progress_line(i: int, n: int, spec: RunSpec, status: str, started: float) -> str:

@@ -11,7 +11,6 @@ stand-in plays), method titles from the method registry.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -80,17 +79,20 @@ def _prior_columns(prior: dict) -> tuple[dict[str, float], str]:
 
 def collect_runs(results_dir: str | Path) -> pd.DataFrame:
     """One row per run directory holding an eval.json (the test split): new-task score, validation score, the
-    prior benchmarks (one column each), their average and the run's config (seed, model, divergence, ...)."""
+    prior benchmarks (one column each), their average and the run's config (seed, model, divergence, ...).
+    An eval.json that is not valid JSON raises :class:`eval.files.InvalidJSONFile` naming it."""
+    from eval.files import read_json
+
     rows = []
     for eval_path in sorted(Path(results_dir).glob("*/*/*/eval.json")):
         run_dir = eval_path.parent
-        result = json.loads(eval_path.read_text())
+        result = read_json(eval_path)
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
         cfg = cfg or {}
         task, method = run_dir.parts[-3], run_dir.parts[-2]
         new_task, metric = primary_score(result.get("evaluations", {}).get("student"))
         val_path = run_dir / "val" / "eval.json"
-        val = primary_score(json.loads(val_path.read_text()).get("evaluations", {}).get("student"))[0] \
+        val = primary_score(read_json(val_path).get("evaluations", {}).get("student"))[0] \
             if val_path.exists() else None
         row: dict[str, Any] = {
             "task": task, "method": method, "run_id": run_dir.name, "seed": cfg.get("seed"),

@@ -12,7 +12,7 @@ from eval.judge import LLMJudge, UNPARSEABLE, parse_verdict
 SECRET = "sk-test-SECRET-7f3a9c"
 MARK = re.compile(r"VERDICT=(\w+)")
 REPLIES = {"C": "CORRECT", "P": "PARTIALLY_CORRECT", "I": "**INCORRECT**", "G": "It is correct, or maybe incorrect.",
-           "PM": "Partially correct"}
+           "PM": "Partially correct", "N": "The response is NOT CORRECT.", "L": "The reference says " + "x" * 400}
 
 
 class FakeServer:
@@ -20,6 +20,9 @@ class FakeServer:
         self.requests = []  # (headers, body)
         self.failures = []  # status codes to answer before serving
         self.reject_temperature = set()
+        self.paths = []  # request targets, query string included
+        self.hang_when = None  # body -> bool: hold the request unanswered until close()
+        self.released = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,7 +40,11 @@ class FakeServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                if not self.path.endswith("/chat/completions"):
+                server.paths.append(self.path)
+                if server.hang_when is not None and server.hang_when(body):
+                    server.released.wait(30)
+                    return
+                if not self.path.split("?")[0].endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": "not found"}})
                 if server.failures:
                     code = server.failures.pop(0)
@@ -64,6 +71,7 @@ class FakeServer:
         self.thread.start()
 
     def close(self):
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -184,3 +192,163 @@ def test_evaluate_task_with_judge(server, tmp_path):
         assert any(f"[Question]\nQuestion number {i}?\n[Reference Answer]\nref {i}\n[Model Response]\n{p['response']}\n"
                    in s for s in sent)
     assert ev["settings"]["judge"]["judge_model"] == "gpt-5-mini"
+
+
+# ------------------------------------------------------------------------------------------------ a judge that never guesses
+U = UNPARSEABLE
+
+
+def _cases(kind, expected, *replies):
+    return [(r, kind, expected) for r in replies]
+
+
+VERDICTS = [  # (reply, kind, expected): the rule of eval/judge.py's docstring
+    # the label as the whole reply: case, whitespace, quotes, one trailing period, markdown and code wrappers
+    *_cases("medical", "CORRECT", "CORRECT", "correct", "  CORRECT  \n", "CORRECT.", "**CORRECT**"),
+    *_cases("medical", "INCORRECT", "INCORRECT", '"INCORRECT".', "```\nINCORRECT\n```"),
+    *_cases("knowledge", "CORRECT", "“CORRECT”"),
+    *_cases("knowledge", "INCORRECT", "Incorrect", "__INCORRECT__"),
+    *_cases("knowledge", "PARTIALLY_CORRECT", "PARTIALLY_CORRECT", "`PARTIALLY_CORRECT`", "partially correct",
+            "Partially-Correct."),
+    # a label the task does not allow
+    *_cases("medical", U, "PARTIALLY_CORRECT", "**Partially correct**"),
+    # the label alone on its own line after reasoning, or a Verdict: line
+    *_cases("medical", "CORRECT", "The response names the same drug as the reference.\n\nCORRECT", "CORRECT\nCORRECT"),
+    *_cases("medical", "INCORRECT", "It misses the dosage, a key point.\n**INCORRECT**", "Verdict: INCORRECT"),
+    *_cases("knowledge", "PARTIALLY_CORRECT", "It gives the year but not the place.\nPARTIALLY_CORRECT\n",
+            "Final verdict: PARTIALLY CORRECT"),
+    *_cases("knowledge", "CORRECT", "**Verdict:** correct"),
+    # negations
+    *_cases("medical", U, "The response is NOT CORRECT.", "NOT CORRECT", "Verdict: NOT CORRECT", "This isn't correct."),
+    *_cases("knowledge", U, "not incorrect", "The answer is not entirely correct.\nCORRECT"),
+    # hedges and prose
+    *_cases("medical", U, "I cannot say whether it is correct", "probably correct", "The response is correct."),
+    *_cases("knowledge", U, "Probably CORRECT.", "CORRECT, mostly", "I think the response is correct"),
+    # two different labels
+    *_cases("medical", U, "CORRECT or INCORRECT", "CORRECT\nINCORRECT", "CORRECT\nOn reflection the response is INCORRECT."),
+    *_cases("knowledge", U, "Verdict: CORRECT\nIt is partially correct at best.", "It is correct, or maybe incorrect."),
+    # empty, no label, labels inside other words
+    *_cases("medical", U, "", None, "The response correctly names the drug.", "CORRECTLY"),
+    *_cases("knowledge", U, "   \n\n", "no idea"),
+]
+assert len(VERDICTS) == 47
+
+
+@pytest.mark.parametrize("reply,kind,expected", VERDICTS, ids=[f"{k}:{r!r}"[:60] for r, k, _ in VERDICTS])
+def test_verdict_table(reply, kind, expected):
+    assert parse_verdict(reply, kind) == expected
+
+
+def test_a_negated_verdict_is_not_correct(server, tmp_path, capsys):
+    """A server answering "The response is NOT CORRECT." scores 0%, not 100%, and the console says so."""
+    res = _judge(tmp_path, model="judge-small").judge("medical", ["q?"], ["ref"], ["VERDICT=N"])
+    assert res.verdicts == [UNPARSEABLE] and res.summary["accuracy"] == 0.0 and res.summary["n_unparseable"] == 1
+    assert "1 of 1 verdicts unparseable" in capsys.readouterr().err
+
+
+def test_unparseable_verdicts_are_printed_with_their_first_replies(server, tmp_path, capsys):
+    judge = _judge(tmp_path)
+    marks = ["C", "G", "L", "I", "N", "PM"]
+    res = judge.judge("knowledge", ["q?"] * len(marks), ["r"] * len(marks), [f"a{i} VERDICT={m}" for i, m in enumerate(marks)])
+    assert res.summary["n_unparseable"] == 3
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if "unparseable" in x]
+    assert "3 of 6 verdicts unparseable" in line
+    assert repr(REPLIES["G"]) in line and repr(REPLIES["N"]) in line
+    assert "x" * 100 in line and "x" * 400 not in line  # long replies are cut
+    judge.judge("knowledge", ["q?"], ["r"], ["VERDICT=C"])
+    assert "unparseable" not in capsys.readouterr().err
+
+
+def test_a_hanging_endpoint_fails_within_the_deadline(server, tmp_path, capsys):
+    import time
+
+    from sdft.llm import DeadlineExceeded
+
+    server.hang_when = lambda body: "VERDICT=H" in body["messages"][-1]["content"]
+    judge = _judge(tmp_path, model="judge-small", timeout=0.5, deadline=2)
+    t0 = time.monotonic()
+    with pytest.raises(DeadlineExceeded) as info:
+        judge.judge("medical", ["q1?", "q2?"], ["r", "r"], ["VERDICT=C", "VERDICT=H"])
+    assert time.monotonic() - t0 < 6
+    msg = str(info.value)
+    assert "no reply within the 2 s deadline" in msg and "1 of 2 requests of this batch completed" in msg
+    assert server.url in msg and "APITimeoutError" in msg
+    retries = [x for x in capsys.readouterr().err.splitlines() if x.startswith("[llm]")]
+    assert retries and all(server.url in x and "(APITimeoutError); retrying in" in x for x in retries)
+    assert retries[0].endswith("attempt 1 of 7 failed (APITimeoutError); retrying in 0.01 s")
+
+
+def test_a_failed_request_stops_its_batch(server, tmp_path):
+    """A hanging endpoint: once the requests in flight pass their deadline, the rest of the batch is not sent."""
+    from sdft.llm import DeadlineExceeded
+
+    server.hang_when = lambda body: True
+    judge = _judge(tmp_path, model="judge-small", timeout=0.3, deadline=1)  # two requests in flight
+    with pytest.raises(DeadlineExceeded, match="0 of 6 requests of this batch completed"):
+        judge.judge("medical", [f"q{i}?" for i in range(6)], ["r"] * 6, ["VERDICT=C"] * 6)
+    sent = {b["messages"][-1]["content"].split("[Medical Question]\n", 1)[1].split("\n", 1)[0] for _, b in server.requests}
+    assert len(sent) <= 2 and sent <= {"q0?", "q1?"}
+
+
+def test_default_time_limits_fail_within_a_few_minutes(tmp_path):
+    judge = _judge(tmp_path)
+    assert judge.client.timeout <= judge.client.deadline <= 300
+    assert judge.settings()["judge_deadline_s"] == judge.client.deadline
+
+
+def test_redact_url():
+    from sdft.llm import redact_url
+
+    assert redact_url("https://user:pw@api.example.com:8443/v1?key=k&x=1#f") == "https://api.example.com:8443/v1"
+    assert redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
+    assert redact_url("https://token@host/v1/") == "https://host/v1/"
+    assert redact_url(None) is None
+
+
+@pytest.fixture
+def toy_judged_task():
+    from data_prep.registry import TASKS, Task, register_task
+
+    def load(split, seed=0, n=None, data_dir=None):
+        return [{"id": f"t{i}", "task": "toy_judged", "prompt": [{"role": "user", "content": f"Question {i}?"}],
+                 "demonstration": "d", "reference": f"ref {i}", "meta": {}} for i in range(n or 2)]
+
+    task = register_task(Task("toy_judged", load=load, judge="medical", metric="judge_accuracy", title="Toy judged"))
+    yield task
+    TASKS.pop(task.name)
+
+
+@pytest.mark.parametrize("url_form", ["query", "userinfo"])
+def test_a_key_in_the_base_url_is_written_nowhere(server, tmp_path, monkeypatch, toy_judged_task, url_form):
+    from eval import evaluate
+
+    url_secret = "urlSECRET-42"
+    host = server.url.split("://", 1)[1]
+    url = f"{server.url}?key={url_secret}" if url_form == "query" else f"http://user:{url_secret}@{host}"
+    judge = LLMJudge(base_url=url, cache_path=tmp_path / "cache.sqlite", initial_backoff=0.01)
+    out = tmp_path / "out"
+    result = evaluate("embedded:tiny-llama", "toy_judged", n=2, max_new_tokens=4, judge=judge, output_dir=out)
+    assert result["evaluations"]["student"]["settings"]["judge"]["judge_base_url"] == server.url
+    assert url_secret not in repr(judge.client)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {"eval.json", "predictions_student.jsonl", "cache.sqlite"} <= {p.name for p in files}
+    for p in files:
+        assert url_secret.encode() not in p.read_bytes(), p
+        assert SECRET.encode() not in p.read_bytes(), p
+    if url_form == "query":  # the query string reached the endpoint as query parameters, not glued into the path
+        assert server.paths and all(p == f"/v1/chat/completions?key={url_secret}" for p in server.paths)
+
+
+def test_eval_run_reaches_the_judge_time_limits(server, tmp_path, monkeypatch, toy_judged_task):
+    from eval.run import main, options_from_argv
+
+    monkeypatch.setattr("sdft.llm.default_cache_path", lambda: tmp_path / "cache.sqlite")
+
+    assert options_from_argv(["--judge-timeout", "0.5", "--judge-deadline", "2"]) == {"judge_timeout": 0.5,
+                                                                                       "judge_deadline": 2.0}
+    server.hang_when = lambda body: True
+    with pytest.raises(SystemExit, match=r"error: gpt-5-mini at http://127\.0\.0\.1:\d+/v1: no reply within the 2 s"):
+        main(["--model", "embedded:tiny-llama", "--task", "toy_judged", "--n", "1", "--max-new-tokens", "2",
+              "--judge-timeout", "0.5", "--judge-deadline", "2", "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out" / "eval.json").exists()
