@@ -261,7 +261,6 @@ def test_a_stale_lock_is_taken_over_with_a_message(tmp_path, capsys):
     assert not path.exists()
 
 
-@pytest.mark.slow
 def test_a_run_into_a_directory_with_a_stale_lock_takes_it_over_and_removes_it(tiny_model_path, tmp_path, capsys):
     out = tmp_path / "run"
     _lock(out, pid=_finished_pid())
