@@ -157,9 +157,10 @@ def _refuse_foreign(run_dir: Path) -> None:
     entries = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE) if run_dir.is_dir() else []
     if entries and not is_ours(run_dir):
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-        raise RunDirRefused(f"{run_dir} holds files that sdft.train did not create ({shown}): no {MANIFEST_FILE} "
-                            f"with \"created_by\": \"{CREATED_BY}\". Nothing was changed (--force deletes only run "
-                            "directories sdft.train created); choose a new --output-dir.")
+        raise RunDirRefused(f"{run_dir} holds files that sdft.train did not create ({shown}): it has no "
+                            f"{MANIFEST_FILE} with \"created_by\": \"{CREATED_BY}\" (neither have the run directories "
+                            "of versions before that field). Nothing was changed: --force deletes only directories "
+                            "sdft.train created. Choose a new --output-dir.")
 
 
 def _check_same_config(run_dir: Path, digest: str, values: dict[str, Any]) -> None:
