@@ -205,11 +205,14 @@ def build_config(
     recipe: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     argv: list[str] | None = None,
+    require_output_dir: bool = False,
 ) -> RunConfig:
     """Resolve a :class:`RunConfig` from the layers of the module docstring.
 
     ``overrides`` are ``key=value`` pairs (already YAML-parsed), ``argv`` the ``--key value`` tokens. The method,
     preset and task are read from the command line, then the recipe, then the defaults, before the rest is parsed.
+    Without an ``output_dir`` in any layer the run directory is ``runs/<task>/<method>/<preset>-seed<seed>``, or,
+    with ``require_output_dir``, a ``ValueError`` (the command line's rule).
     """
     from data_prep.registry import get_task
     from sdft.registry import get_method
@@ -252,7 +255,10 @@ def build_config(
     cfg = RunConfig(script=script, training=rest[-1], method_args=rest[0] if len(rest) == 2 else None)
     _check_choices(parser, cfg)
     if not _given("output_dir", [layer for _, layer in layers], argv):
-        cfg.training.output_dir = f"runs/{cfg.task}/{cfg.method}/{cfg.preset}-seed{cfg.seed}"
+        default = f"runs/{cfg.task}/{cfg.method}/{cfg.preset}-seed{cfg.seed}"
+        if require_output_dir:
+            raise ValueError(f"no run directory given: pass --output-dir DIR (for example --output-dir {default})")
+        cfg.training.output_dir = default
     return cfg
 
 

@@ -9,6 +9,9 @@ A model name is one of
   * a local folder saved with ``save_pretrained``, or
   * any Hugging Face hub id (``Qwen/Qwen2.5-7B-Instruct``), downloaded by transformers when the hub is reachable.
 
+A name that can only be a local path (``looks_like_path``) and names no directory is a ``ModelNotFoundError``
+naming that path, not a hub look-up.
+
 ``python -m sdft.models install`` prepares both embedded models (the README's set-up step).
 """
 
@@ -45,17 +48,35 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SDFT_CACHE", Path.home() / ".cache" / "sdft"))
 
 
+class ModelNotFoundError(FileNotFoundError):
+    """A model name that is a local path names no directory."""
+
+
 def is_embedded(name: str) -> bool:
     return name.startswith(EMBEDDED_PREFIX)
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a model name can only be a local path: it is ``.`` or ``..``, starts with ``/``, ``./``, ``../`` or
+    ``~``, holds the platform's separator where that is not ``/``, or holds more than one ``/`` (a hub id is
+    ``name`` or ``namespace/name``, so ``org/model`` stays a hub id unless that folder exists)."""
+    return (name in (".", "..") or name.startswith(("/", "./", "../", "~"))
+            or (os.sep != "/" and os.sep in name) or name.count("/") > 1)
 
 
 def resolve_model_path(name: str, build: bool = True) -> str:
     """Map a model name to something ``from_pretrained`` accepts (a local folder or a hub id).
 
-    Embedded names are built into the cache on first use when ``build`` is true.
+    Embedded names are built into the cache on first use when ``build`` is true. A path-like name
+    (``looks_like_path``) must name an existing directory (``~`` expanded), else ``ModelNotFoundError``.
     """
     if not is_embedded(name):
-        return name
+        if not looks_like_path(name):
+            return name
+        path = os.path.expanduser(name)
+        if not os.path.isdir(path):
+            raise ModelNotFoundError(f"no such model directory: {os.path.abspath(path)} (model={name!r})")
+        return path
     key = name[len(EMBEDDED_PREFIX):]
     if key not in EMBEDDED_MODELS:
         raise ValueError(f"unknown embedded model {name!r}; known: {[EMBEDDED_PREFIX + k for k in EMBEDDED_MODELS]}")

@@ -1,11 +1,15 @@
 """The run directory every method writes.
 
     <run_dir>/config.yaml     the resolved RunConfig
-    <run_dir>/manifest.json   git commit, package versions, seed, command, start/end time, what ran
+    <run_dir>/config.lock.json  the fingerprint of the config that produced the directory (sdft.run_dir)
+    <run_dir>/manifest.json   git commit, package versions, seed, command, start/end time, what ran;
+                              ``created_by: sdft.train`` marks a directory that ``--force`` may delete
+    <run_dir>/.lock           pid, host and start time of the run writing the directory (sdft.run_dir)
     <run_dir>/metrics.jsonl   one JSON object per Trainer log line
     <run_dir>/splits.json     the ids of the records each split used
     <run_dir>/model/          the trained model and tokenizer (save_model=True)
-    <run_dir>/checkpoints/    resumable Trainer checkpoints (student, teacher, optimizer, scheduler, RNG)
+    <run_dir>/checkpoints/    resumable Trainer checkpoints (student, teacher, optimizer, scheduler, RNG), each
+                              complete once its sdft_complete.json is written (sdft.checkpoints)
 """
 
 from __future__ import annotations
@@ -45,6 +49,23 @@ def package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write ``data`` as JSON so that ``path`` holds either its old content or all of the new, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON content of ``path``; ``None`` when it is absent or not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def redact_command(argv: list[str]) -> list[str]:
@@ -88,10 +109,7 @@ class RunManifest:
                     wall_clock_s=round(time.time() - self._t0, 2), **values)
 
     def write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str))
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, self.data)
 
 
 class JsonlMetricsCallback(TrainerCallback):

@@ -1,36 +1,36 @@
 """Train one method on one task and write its run directory.
 
     python -m sdft.train --method sdft --task embedded_tool --preset mini --output-dir runs/x [key=value ...]
-    python -m sdft.train --config experiments/recipes/qwen2.5-7b-instruct/sdft_science.yaml --preset paper
+    python -m sdft.train --config experiments/recipes/qwen2.5-7b-instruct/sdft_science.yaml --preset paper \
+        --output-dir runs/sdft_science
     python -m sdft.train --method sft --help-config      # every key of that method, with its default and meaning
 
 Any field of the method's configs is a key, as ``key=value`` (YAML value) or ``--key value`` (see
-``sdft.config``). A run whose directory holds checkpoints resumes from the last one; a completed run is skipped
-unless ``--force``.
+``sdft.config``). The run directory is required: ``--output-dir DIR`` (or ``output_dir`` in a recipe). A run whose
+directory holds checkpoints resumes from the newest complete one; a completed run is skipped. Either only with the
+config that produced the directory (``sdft.run_dir``: else the run is refused, naming the changed keys), and only
+when no other run holds the directory. ``--force`` deletes the directory first, when ``sdft.train`` created it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
+from sdft.checkpoints import resume_point
 from sdft.config import PRESETS, RunConfig, build_config, describe_fields, parse_overrides, parser_for
+from sdft.models import ModelNotFoundError, is_embedded, resolve_model_path
 from sdft.registry import get_method
+from sdft.run_dir import CREATED_BY, RunDirRefused, open_run_dir, run_is_complete
 from sdft.run_io import RunManifest
 
 # the options read before the method's parser is built (everything else goes to it)
 _PRE_OPTIONS = ("method", "task", "model", "preset", "output_dir", "config", "seed")
-
-
-def last_checkpoint(run_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    folder = run_dir / "checkpoints"
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
 def load_train_records(cfg: RunConfig, report=None) -> list[dict]:
@@ -41,27 +41,37 @@ def load_train_records(cfg: RunConfig, report=None) -> list[dict]:
 
 
 def run_training(cfg: RunConfig, force: bool = False) -> Path:
-    """Train ``cfg.method`` and write the run directory (on the main process only); return its path."""
+    """Train ``cfg.method`` and write the run directory (on the main process only); return its path.
+
+    The directory is taken with ``sdft.run_dir.open_run_dir`` (``RunDirRefused`` when it is foreign, in use or of
+    another config; a missing local model is a ``ModelNotFoundError``, both before anything is written). A
+    completed run is skipped; otherwise training resumes from the newest complete checkpoint, if any.
+    """
     from accelerate import PartialState
 
-    main_process = PartialState().is_main_process
+    state = PartialState()
+    main_process = state.is_main_process
     method = get_method(cfg.method)
     if method.train is None:
         raise ValueError(f"method {cfg.method!r} is evaluated only; it has nothing to train")
+    if not is_embedded(cfg.model):
+        resolve_model_path(cfg.model)  # a path that names no model directory fails here, not in the hub client
     run_dir = Path(cfg.output_dir)
-    manifest_path = run_dir / "manifest.json"
-    if manifest_path.exists() and not force:
-        status = json.loads(manifest_path.read_text()).get("status")
-        if status == "completed" and (run_dir / "model").exists():
+    claim = open_run_dir(run_dir, cfg.to_dict(), force) if main_process else contextlib.nullcontext()
+    with claim as fingerprint:
+        state.wait_for_everyone()  # the other processes read the directory once the main one has taken it
+        if run_is_complete(run_dir):
             print(f"[sdft.train] {run_dir} is complete; skipping (use --force to retrain)", flush=True)
             return run_dir
-    if force and run_dir.exists() and main_process:
-        shutil.rmtree(run_dir)
+        return _train(cfg, method, run_dir, fingerprint, main_process)
+
+
+def _train(cfg: RunConfig, method, run_dir: Path, fingerprint: str | None, main_process: bool) -> Path:
     from data_prep.schema import SplitReport
 
     data_report = SplitReport()  # skipped / de-duplicated counts, for splits.json and the manifest
     records = load_train_records(cfg, data_report)
-    resume = last_checkpoint(run_dir)
+    resume = resume_point(run_dir / "checkpoints", report=main_process)
     manifest = None
     if main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -69,12 +79,14 @@ def run_training(cfg: RunConfig, force: bool = False) -> Path:
         (run_dir / "splits.json").write_text(
             json.dumps({"task": cfg.task, "train": [r["id"] for r in records], "data": data_report.to_dict()}, indent=1))
         manifest = RunManifest(run_dir, cfg.to_dict(), extra={
+            "created_by": CREATED_BY, "config_fingerprint": fingerprint,
             "divergence": getattr(cfg, "divergence", None) if method.distils else None,
             "teacher_template": getattr(cfg, "teacher_template", None),
             "n_train_records": len(records), "resumed_from": resume, "data": data_report.to_dict(),
         })
     print(f"[sdft.train] {cfg.method} on {cfg.task} ({len(records)} records), model {cfg.model}, "
-          f"preset {cfg.preset} -> {run_dir}" + (f" (resuming from {resume})" if resume else ""), flush=True)
+          f"preset {cfg.preset} -> {run_dir.resolve()}" + (f" (resuming from {resume})" if resume else ""),
+          flush=True)
     t0 = time.time()
     try:
         trainer, info = method.train(cfg, records, run_dir, resume_from_checkpoint=resume)
@@ -124,10 +136,13 @@ def main(argv: list[str] | None = None) -> Path | None:
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     try:
-        cfg = build_config(args.preset, method, args.config, overrides, argv=tokens)
+        cfg = build_config(args.preset, method, args.config, overrides, argv=tokens, require_output_dir=True)
     except (ValueError, KeyError) as err:
         raise SystemExit(f"error: {err}") from None
-    return run_training(cfg, force=args.force)
+    try:
+        return run_training(cfg, force=args.force)
+    except (RunDirRefused, ModelNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

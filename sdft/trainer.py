@@ -9,7 +9,9 @@ What this adds to TRL 1.16's trainer:
     truncated ratio pi_train(y_t) / pi_sampler(y_t) (Algorithm 1, line 17).
   * The EMA teacher update is one fused ``torch._foreach_lerp_`` over all parameters
     (phi <- phi + alpha * (theta - phi) = alpha * theta + (1 - alpha) * phi) instead of a loop over tensors.
-  * Checkpoints also hold the teacher's weights, so a resumed run continues with the same EMA teacher.
+  * Checkpoints also hold the teacher's weights, so a resumed run continues with the same EMA teacher; a
+    checkpoint counts as complete only with them (``sdft.checkpoints``), and resuming one without them is an
+    error, never a silent restart of the teacher.
 
 The loss, one path: ``SelfDistillationTrainer._distillation_loss(student, teacher_logits, batch)``
   1. computes the per-token terms (D_t, log pi_theta(y_t), log pi(y_t)) at the completion positions:
@@ -49,6 +51,7 @@ with warnings.catch_warnings():
 
 from trl.trainer.utils import selective_log_softmax
 
+from sdft.checkpoints import CompleteCheckpoints
 from sdft.losses import (ESTIMATORS, head_token_terms, loss_from_terms, loss_mask_for, per_token_divergence,
                          token_terms, truncated_importance_weights)
 from sdft.sequences import pad_sequences
@@ -144,7 +147,7 @@ class FusedEMATeacherCallback(TrainerCallback):
             ema_update_([p.data for p in self.teacher], [p.data for p in self.student], self.alpha)
 
 
-class SelfDistillationTrainer(FastPaths, SDFTTrainer):
+class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
     """TRL's SDFT trainer with the paper's objective (see the module docstring)."""
 
     args: SelfDistillationConfig
@@ -165,21 +168,24 @@ class SelfDistillationTrainer(FastPaths, SDFTTrainer):
     def _has_separate_teacher(self) -> bool:
         return self.teacher_model is not None and self.teacher_model is not self.model
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+    def _save_checkpoint_extras(self, folder: Path) -> None:
+        """The separate teacher's (ema / base) weights, written before the checkpoint is marked complete."""
         if self._has_separate_teacher() and self.args.should_save:
             from safetensors.torch import save_file
-            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             state = {k: v.detach().contiguous().cpu() for k, v in
                      self.accelerator.unwrap_model(self.teacher_model).state_dict().items()}
             save_file(_untie(state), str(folder / TEACHER_WEIGHTS_FILE))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        """The student (transformers) and, with a separate teacher, the teacher: a checkpoint without the teacher's
+        weights is an error."""
         path = Path(resume_from_checkpoint) / TEACHER_WEIGHTS_FILE
-        if self._has_separate_teacher() and path.exists():
+        if self._has_separate_teacher() and not path.exists():
+            raise FileNotFoundError(f"{resume_from_checkpoint} has no {TEACHER_WEIGHTS_FILE}: resuming it would "
+                                    "train against a teacher that is not the checkpoint's")
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self._has_separate_teacher():
             from safetensors.torch import load_file
 
             teacher = self.accelerator.unwrap_model(self.teacher_model)

@@ -4,7 +4,7 @@ The corpus is the raw text behind the task's records -- ``meta["article"]`` or `
 knowledge-acquisition articles), de-duplicated in first-seen order. A task without raw text falls back to its
 demonstrations as plain text (no chat template), and the manifest says so (``cpt_source``).
 
-Training is TRL's ``SFTTrainer`` on a language-modeling dataset ``{"text": ...}``: each document is tokenized,
+Training is TRL's ``SFTTrainer`` (``sdft.baselines.sft.SFTTrainer``) on a language-modeling dataset ``{"text": ...}``: each document is tokenized,
 ends with the end-of-sequence token, and the documents are concatenated and cut into blocks of ``max_length``
 tokens (``packing_strategy="wrapped"``, the usual pre-training chunking). ``completion_only_loss=False``: the labels
 are the input ids at every position but padding. These settings are the method's defaults (``CPT_DEFAULTS``).
@@ -44,8 +44,8 @@ def corpus_texts(records: list[dict]) -> tuple[list[str], str]:
 
 def build_cpt_trainer(cfg, records: list[dict], run_dir, model=None, tokenizer=None, callbacks=None):
     from datasets import Dataset
-    from trl import SFTTrainer
 
+    from sdft.baselines.sft import SFTTrainer
     from sdft.training import load_student, run_callbacks
 
     texts, source = corpus_texts(records)

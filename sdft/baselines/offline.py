@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 
+from sdft.checkpoints import CompleteCheckpoints
 from sdft.losses import divergence_alpha, self_distillation_loss
 from sdft.prompts import get_template, student_messages, teacher_messages
 from sdft.registry import Method, register_method
@@ -184,7 +185,7 @@ def completion_logits(model, input_ids, attention_mask, completion_length: int) 
     return logits[:, :-1]
 
 
-class OfflineDistillationTrainer(Trainer):
+class OfflineDistillationTrainer(CompleteCheckpoints, Trainer):
     """``Trainer`` whose loss is the per-token divergence to a frozen teacher on fixed (cached) sequences."""
 
     def __init__(self, *args, teacher_model, divergence="forward", skip_first_tokens: int = 0, **kwargs):

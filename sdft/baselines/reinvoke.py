@@ -19,17 +19,20 @@ precision, ``max_steps``...) with ``max_length = max_prompt_length + max_complet
 
 Both stages append to the run's ``metrics.jsonl`` with ``stage`` = ``"sft"`` / ``"reinvoke"``. Checkpoints:
 ``<run_dir>/checkpoints/stage1_sft`` and ``<run_dir>/checkpoints/stage2_reinvoke``; a rerun resumes the stage
-it stopped in (stage 2 restarts from the last stage-1 checkpoint when it had no checkpoint of its own).
+it stopped in from its newest complete checkpoint (``sdft.checkpoints.resume_point``); stage 2 restarts from the
+end of stage 1 when it had no complete checkpoint of its own. Stage 1 counts as done once
+``checkpoints/stage1_done.json`` is written (atomically, after stage 1's final model) and the model it names exists.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sdft.checkpoints import resume_point
 from sdft.config import derive_args
 from sdft.registry import Method, register_method
+from sdft.run_io import read_json, write_json_atomic
 from sdft.trainer import SelfDistillationConfig
 
 STAGE1_DIR = "stage1_sft"
@@ -105,12 +108,6 @@ def build_reinvoke_trainer(cfg, model, tokenizer, run_dir, callbacks=None):
     return trainer
 
 
-def _last(folder: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
-
-
 def train_reinvoke(cfg, records: list[dict], run_dir, resume_from_checkpoint=None):
     """SFT on the task, then ``reinvoke_steps`` steps of on-policy distillation from the frozen base."""
     from sdft.training import final_train_metrics, load_student
@@ -122,21 +119,26 @@ def train_reinvoke(cfg, records: list[dict], run_dir, resume_from_checkpoint=Non
                   "stage2_prompts": cfg.reinvoke_prompts, "reinvoke_steps": cfg.reinvoke_steps}
 
     # ---- stage 1: SFT on the task (skipped when it finished in an earlier, interrupted run)
-    if done1.exists():
-        stage1 = json.loads(done1.read_text())
+    stage1 = _stage1_done(done1)
+    if stage1 is not None:
         info["sft"] = stage1["metrics"]
-        resume2 = _last(ckpt2)
+        resume2 = resume_point(ckpt2)
         # With a stage-2 checkpoint the trainer restores the student's weights itself; else start from SFT's end.
+        if resume2:
+            print(f"[sdft.train] re-invoke: stage 1 is done; stage 2 resumes from {resume2}", flush=True)
         model, tokenizer = load_student(cfg) if resume2 else load_student(cfg, stage1["final_checkpoint"])
     else:
         sft = build_stage1_trainer(cfg, records, run_dir, checkpoint_dir=ckpt1)
-        sft.train(resume_from_checkpoint=_last(ckpt1))
-        final = _last(ckpt1)
+        resume1 = resume_point(ckpt1)
+        if resume1:
+            print(f"[sdft.train] re-invoke: stage 1 resumes from {resume1}", flush=True)
+        sft.train(resume_from_checkpoint=resume1)
+        final = resume_point(ckpt1, report=False)
         if final is None or not final.endswith(f"-{sft.state.global_step}"):  # no end-of-training checkpoint
             final = str(ckpt1 / f"final-{sft.state.global_step}")
             sft.save_model(final)
         info["sft"] = final_train_metrics(sft)
-        done1.write_text(json.dumps({"final_checkpoint": final, "metrics": info["sft"]}, default=str))
+        write_json_atomic(done1, {"final_checkpoint": final, "metrics": info["sft"]})
         model, tokenizer = sft.model, sft.processing_class
         tokenizer.padding_side = "left"  # TRL's rollouts pad prompts on the left
         resume2 = None
@@ -147,6 +149,19 @@ def train_reinvoke(cfg, records: list[dict], run_dir, resume_from_checkpoint=Non
     info["reinvoke"] = final_train_metrics(trainer)
     info["stage2_prompt_count"] = len(trainer.train_dataset)
     return trainer, info
+
+
+def _stage1_done(marker: Path) -> dict | None:
+    """The stage-1 marker when stage 1 is done and the model it names exists; else ``None`` (a marker that names
+    no model is reported, and stage 1 runs again from its newest complete checkpoint)."""
+    if not marker.exists():
+        return None
+    stage1 = read_json(marker) or {}
+    final = stage1.get("final_checkpoint")
+    if final and Path(final).is_dir() and "metrics" in stage1:
+        return stage1
+    print(f"[sdft.train] re-invoke: ignoring {marker}: the stage-1 model it names ({final}) is not there", flush=True)
+    return None
 
 
 register_method(Method(

@@ -16,12 +16,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trl import SFTTrainer as _TRLSFTTrainer
+
+from sdft.checkpoints import CompleteCheckpoints
 from sdft.prompts import student_messages
 from sdft.registry import Method, register_method
 
 # The data order of every method is shuffled (TRL's SFTConfig does not shuffle by default); loss on the
 # assistant turn only.
 SFT_DEFAULTS = {"shuffle_dataset": True, "completion_only_loss": True}
+
+
+class SFTTrainer(CompleteCheckpoints, _TRLSFTTrainer):
+    """TRL's ``SFTTrainer`` whose checkpoints are complete or ignored (``sdft.checkpoints``)."""
 
 
 def sft_examples(records: list[dict], completions: list[str] | None = None) -> list[dict]:
@@ -45,7 +52,6 @@ def build_sft_trainer(cfg, records: list[dict], run_dir, model=None, tokenizer=N
     ``args`` (an ``SFTConfig``) defaults to the run's own trainer config, writing to ``checkpoint_dir``.
     """
     from datasets import Dataset
-    from trl import SFTTrainer
 
     from sdft.training import load_student, run_callbacks
 
