@@ -84,10 +84,15 @@ def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dic
          methods: Sequence[str], aggregate: Callable[[Path], Any], outputs: Sequence[str],
          recipes: Path = RECIPES) -> None:
     """Parse the section's command line; run its grid (locally or as a SLURM array) and ``aggregate``."""
+    from eval.files import InvalidJSONFile
+
     args = build_parser(doc, experiment, methods).parse_args(argv)
     results_dir = Path(args.results_dir)
     if args.aggregate_only:
-        aggregate(results_dir)
+        try:
+            aggregate(results_dir)
+        except InvalidJSONFile as err:  # one line naming the file, not a traceback
+            raise SystemExit(f"error: {err}") from None
         return
     specs = build_grid(args, experiment, tasks, methods, recipes)
     aggregate_cmd = G.python_module_cmd(f"experiments.{experiment}", ["--aggregate-only", "--results-dir",
