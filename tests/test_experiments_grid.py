@@ -22,6 +22,7 @@ def test_every_recipe_builds_a_paper_config(recipe):
         assert sweep["teacher_update_rate"] == [0.01, 0.02, 0.05] and cfg.divergence == "forward"
 
 
+@pytest.mark.slow
 def test_slurm_dry_run_prints_the_array_and_grid_size(tmp_path):
     out = subprocess.run([sys.executable, "-m", "experiments.table5", "--preset", "paper", "--sweep",
                           "--launcher", "slurm", "--dry-run", "--results-dir", str(tmp_path)],
