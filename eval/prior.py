@@ -56,9 +56,9 @@ PAPER_SUITE: dict[str, Benchmark] = {
                            hub_datasets=("openai/openai_humaneval",), paper_base=65.8,
                            note="lm-eval's humaneval, programs run in eval/sandbox.py; completion prompt, greedy "
                                 "pass@1, no chat template"),
-    "ifeval": Benchmark("ifeval", "prompt_level_loose_acc,none", 0, chat_template=True,
-                        hub_datasets=("google/IFEval",), paper_base=74.3,
-                        note="prompt-level loose, chat template (Tulu 3 reports 74.7 for this model)"),
+    "ifeval": Benchmark("ifeval", "inst_level_loose_acc,none", 0, hub_datasets=("google/IFEval",), paper_base=74.3,
+                        note="instruction-level loose, no chat template: the authors' answer (their repository's "
+                             "issue 17) and their lm_eval command"),
     "mmlu": Benchmark("mmlu", "acc,none", 0, hub_datasets=("cais/mmlu",), paper_base=71.7, note="acc, 0-shot"),
     "truthfulqa": Benchmark("truthfulqa_mc1", "acc,none", 0, hub_datasets=("truthfulqa/truthful_qa",),
                             paper_base=47.9, note="mc1 (mc2 is ~64 for this model)"),
