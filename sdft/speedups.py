@@ -41,7 +41,9 @@ class SpeedSwitches:
 
     fused_ema: bool = field(
         default=True, metadata={"help": "the EMA teacher update as one fused foreach operation over all parameters "
-                                "instead of TRL's loop of two kernels per tensor"},
+                                "instead of TRL's loop of two kernels per tensor; for a bf16 teacher, computed in "
+                                "float32 and rounded stochastically (sdft.trainer.ema_update_), where TRL's loop "
+                                "rounds to nearest and loses most small updates"},
     )
     loss_chunk_size: int = field(
         default=64,

@@ -125,9 +125,33 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
 
 
 @torch.no_grad()
-def ema_update_(teacher_params: list[torch.Tensor], student_params: list[torch.Tensor], alpha: float) -> None:
-    """phi <- alpha * theta + (1 - alpha) * phi for every pair, as one fused multi-tensor operation."""
-    torch._foreach_lerp_(teacher_params, student_params, alpha)
+def ema_update_(teacher_params: list[torch.Tensor], student_params: list[torch.Tensor], alpha: float,
+                generator: torch.Generator | None = None) -> None:
+    """phi <- alpha * theta + (1 - alpha) * phi for every pair.
+
+    float32 teachers: one fused multi-tensor ``lerp``. bfloat16 teachers: each update is computed in float32 and
+    rounded back to bfloat16 stochastically (``stochastic_round_bf16``, drawing from ``generator``). An EMA step
+    ``alpha * (theta - phi)`` is usually far below half a bf16 ulp of ``phi``, so rounding to nearest -- a plain bf16
+    ``lerp`` -- drops most updates and the teacher stays near its start whatever ``alpha`` says; rounded
+    stochastically, each weight moves by the exact update in expectation. It needs no copy of the teacher: only one
+    tensor's float32 intermediate at a time.
+    """
+    pairs = list(zip(teacher_params, student_params))
+    wide = [(t, s) for t, s in pairs if t.dtype != torch.bfloat16]
+    if wide:
+        torch._foreach_lerp_([t for t, _ in wide], [s for _, s in wide], alpha)
+    for t, s in pairs:
+        if t.dtype == torch.bfloat16:
+            t.copy_(stochastic_round_bf16(t.float().lerp_(s.float(), alpha), generator))
+
+
+def stochastic_round_bf16(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """float32 -> bfloat16, rounding up with probability equal to the distance to the lower bf16 neighbour (in
+    ulps), so ``E[round(x)] = x``: a uniform 16-bit integer is added to the bits that bf16 drops, which are then
+    cleared (the conversion of the result is exact)."""
+    bits = x.contiguous().view(torch.int32)
+    noise = torch.randint(0, 1 << 16, bits.shape, dtype=torch.int32, device=x.device, generator=generator)
+    return ((bits + noise) & -(1 << 16)).view(torch.float32).to(torch.bfloat16)
 
 
 class FusedEMATeacherCallback(TrainerCallback):
@@ -144,7 +168,10 @@ class FusedEMATeacherCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.sync_steps == 0:
-            ema_update_([p.data for p in self.teacher], [p.data for p in self.student], self.alpha)
+            # bf16 teachers round stochastically; the draws depend on (seed, step) only, so a resumed run repeats them
+            device = self.teacher[0].device
+            generator = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + state.global_step)
+            ema_update_([p.data for p in self.teacher], [p.data for p in self.student], self.alpha, generator)
 
 
 class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):

@@ -179,3 +179,33 @@ def test_numeric_overrides_written_without_a_dot_are_numbers():
     assert cfg.learning_rate == pytest.approx(1e-4) and isinstance(cfg.learning_rate, float) and cfg.max_steps == 3
     with pytest.raises(ValueError, match="learning_rate"):
         build_config("mini", "sdft", overrides={"learning_rate": "fast"})
+
+
+def test_a_bf16_ema_teacher_moves_as_far_as_the_exact_ema():
+    """bf16 student and teacher, 200 steps of small drift at alpha 0.02: the teacher's distance moved matches the
+    float64 EMA of the same (bf16) student weights within 5%. Rounding each update to nearest bf16 -- a plain bf16
+    lerp, as TRL and the authors' code do it -- loses most of the distance; the test checks that too, so it can fail."""
+    from sdft.trainer import stochastic_round_bf16
+
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(20_000, generator=g) * 0.05
+    drift = 1e-5 * torch.sign(torch.randn(20_000, generator=g))  # per step, as an optimizer would move weights
+    student = start.double()
+    teacher, nearest = start.to(torch.bfloat16), start.to(torch.bfloat16)
+    exact = teacher.double()
+    phi0 = exact.clone()
+    rounding = torch.Generator().manual_seed(1)
+    for _ in range(200):
+        student += drift
+        theta = student.to(torch.bfloat16)
+        ema_update_([teacher], [theta], 0.02, generator=rounding)
+        torch._foreach_lerp_([nearest], [theta], 0.02)
+        exact += 0.02 * (theta.double() - exact)
+    exact_moved = (exact - phi0).norm()
+    assert abs((teacher.double() - phi0).norm() / exact_moved - 1) < 0.05
+    assert (nearest.double() - phi0).norm() / exact_moved < 0.6  # nearest rounding loses much of it
+
+    x = torch.full((200_000,), 1.0 + 2 ** -10)  # an eighth of an ulp above 1.0 in bf16 (ulp 2^-7 there)
+    r = stochastic_round_bf16(x, torch.Generator().manual_seed(2)).double()
+    assert set(r.unique().tolist()) == {1.0, 1.0 + 2 ** -7}
+    assert abs(r.mean().item() - (1.0 + 2 ** -10)) < 3e-5  # unbiased: an eighth of the draws round up (5 sigma)
