@@ -139,10 +139,9 @@ def test_plain_mode_kills_its_process_group_only():
 
 
 def test_memory_limit():
-    t0 = time.time()
     res = sandbox.run_program("buf = bytearray(4 << 30)\nbuf[-1] = 1\n", 5.0)
-    assert not res.passed and not res.timed_out and res.returncode != 0
-    assert "MemoryError" in res.stderr and time.time() - t0 < 5.0
+    assert not res.passed and not res.timed_out and res.returncode != 0  # stopped by the limit, not the timeout
+    assert "MemoryError" in res.stderr
 
 
 def test_resource_limits_in_child():
