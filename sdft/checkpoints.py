@@ -18,7 +18,7 @@ import re
 import shutil
 from pathlib import Path
 
-from sdft.run_io import read_json, write_json_atomic
+from sdft.run_io import read_json_or_none, write_json_atomic
 
 MARKER = "sdft_complete.json"
 TRAINER_STATE = "trainer_state.json"
@@ -38,7 +38,7 @@ def checkpoint_problem(folder: str | Path) -> str | None:
     folder = Path(folder)
     if not (folder / MARKER).exists():
         return f"no {MARKER} (the marker written last: the save was interrupted, or an older version wrote it)"
-    files = (read_json(folder / MARKER) or {}).get("files")
+    files = (read_json_or_none(folder / MARKER) or {}).get("files")
     if not isinstance(files, dict):
         return f"{MARKER} is unreadable"
     if TRAINER_STATE not in files:

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from sdft.run_io import read_json, write_json_atomic
+from sdft.run_io import read_json_or_none, write_json_atomic
 
 CREATED_BY = "sdft.train"
 LOCK_FILE = ".lock"
@@ -73,14 +73,14 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def is_ours(run_dir: str | Path) -> bool:
     """Whether ``sdft.train`` created ``run_dir`` (its manifest or config lock says so)."""
-    return any((read_json(Path(run_dir) / name) or {}).get("created_by") == CREATED_BY
+    return any((read_json_or_none(Path(run_dir) / name) or {}).get("created_by") == CREATED_BY
                for name in (MANIFEST_FILE, CONFIG_LOCK_FILE))
 
 
 def run_is_complete(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds a completed run: its manifest says so and its ``model/`` is there."""
     run_dir = Path(run_dir)
-    return (read_json(run_dir / MANIFEST_FILE) or {}).get("status") == "completed" and (run_dir / "model").exists()
+    return (read_json_or_none(run_dir / MANIFEST_FILE) or {}).get("status") == "completed" and (run_dir / "model").exists()
 
 
 def _alive(pid: int) -> bool:
@@ -108,7 +108,7 @@ class RunLock:
             if self._create():
                 self.held = True
                 return
-            holder = read_json(self.path)
+            holder = read_json_or_none(self.path)
             if holder is None and not self.path.exists():
                 continue  # released meanwhile
             if not self._stale(holder):
@@ -118,13 +118,13 @@ class RunLock:
                                     f"using it any more, delete {self.path} and rerun.")
             print(f"[sdft.train] taking over the stale lock {self.path} of pid {holder['pid']} (started "
                   f"{holder.get('started')}): that process is no longer running on this host", flush=True)
-            if read_json(self.path) == holder:
+            if read_json_or_none(self.path) == holder:
                 self.path.unlink(missing_ok=True)
         raise RunDirRefused(f"{self.path.parent}: another run took the lock {self.path} over at the same moment")
 
     def release(self) -> None:
         """Remove the lock if this process holds it."""
-        if self.held and (read_json(self.path) or {}).get("pid") == os.getpid():
+        if self.held and (read_json_or_none(self.path) or {}).get("pid") == os.getpid():
             self.path.unlink(missing_ok=True)
         self.held = False
 
@@ -170,7 +170,7 @@ def _check_same_config(run_dir: Path, digest: str, values: dict[str, Any]) -> No
             raise RunDirRefused(f"{run_dir} has no {CONFIG_LOCK_FILE}: which config produced it cannot be told. "
                                 "Pass --force to delete it and train afresh, or choose a new --output-dir.")
         return
-    old = read_json(lock)
+    old = read_json_or_none(lock)
     if not isinstance(old, dict) or not isinstance(old.get("config"), dict):
         raise RunDirRefused(f"{lock} is unreadable. Pass --force to delete {run_dir} and train afresh, or choose a "
                             "new --output-dir.")
@@ -178,7 +178,7 @@ def _check_same_config(run_dir: Path, digest: str, values: dict[str, Any]) -> No
         if run_is_complete(run_dir):
             what = "a completed run of another config: skipping it would report its results as this config's"
         else:
-            status = (read_json(run_dir / MANIFEST_FILE) or {}).get("status", "not started")
+            status = (read_json_or_none(run_dir / MANIFEST_FILE) or {}).get("status", "not started")
             what = f"an unfinished run (status {status}) of another config: resuming it would mix the two configs"
         changes = config_changes(old["config"], values) or ["(the fingerprints differ; no key does)"]
         raise RunDirRefused(

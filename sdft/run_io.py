@@ -20,6 +20,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -51,17 +52,32 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write ``data`` as JSON so that ``path`` holds either its old content or all of the new, never a part."""
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` so that ``path`` holds either its old content or all of the new, never a part: a temporary file
+    in the same folder (fsynced, with the old file's mode) is put in place by ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644  # mkstemp's own mode is 0o600
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def read_json(path: str | Path) -> Any:
-    """The JSON content of ``path``; ``None`` when it is absent or not JSON."""
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """``data`` as indented JSON, through :func:`write_text_atomic`."""
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))
+
+
+def read_json_or_none(path: str | Path) -> Any:
+    """The JSON content of ``path``; ``None`` when it is absent or not JSON (``eval.files.read_json`` raises)."""
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):

@@ -32,7 +32,7 @@ from pathlib import Path
 from sdft.checkpoints import resume_point
 from sdft.config import derive_args
 from sdft.registry import Method, register_method
-from sdft.run_io import read_json, write_json_atomic
+from sdft.run_io import read_json_or_none, write_json_atomic
 from sdft.trainer import SelfDistillationConfig
 
 STAGE1_DIR = "stage1_sft"
@@ -156,7 +156,7 @@ def _stage1_done(marker: Path) -> dict | None:
     no model is reported, and stage 1 runs again from its newest complete checkpoint)."""
     if not marker.exists():
         return None
-    stage1 = read_json(marker) or {}
+    stage1 = read_json_or_none(marker) or {}
     final = stage1.get("final_checkpoint")
     if final and Path(final).is_dir() and "metrics" in stage1:
         return stage1
