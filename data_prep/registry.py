@@ -44,8 +44,9 @@ class Task:
     split_rule: str = ""
     """How train / val / test are made, in one sentence (shown by ``python -m data_prep.prepare --list``)."""
     preset_values: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    """Config values this task sets inside a preset, e.g. ``{"paper": {"max_completion_length": 1024}}``; applied
-    to the methods whose configs have those fields, below recipes and the command line."""
+    """Config values this task sets inside a preset, in a preset file's shape: ``{"paper": {"common": {...},
+    "methods": {"sdft": {...}}}}``. ``common`` values apply to the methods whose configs have those fields, a
+    method's block to that method; both sit above the preset and below recipes and the command line."""
 
     def __post_init__(self):
         if (self.score is None) == (self.judge is None):

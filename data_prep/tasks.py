@@ -45,8 +45,9 @@ def _knowledge_split(split: str, seed: int = 0, n: int | None = None, data_dir=N
 
 _GENERATED = "generated in code; train, val and test from disjoint generator seeds (64 / 16 / 32 records)"
 _FIXED = "a fixed seeded partition of the source (data_prep.sources.SPLIT_SEED); `seed` only picks a subsample"
-# Table 4: knowledge acquisition generates at most 1024 tokens
-_KNOWLEDGE_PAPER = {"paper": {"max_completion_length": 1024}}
+# Appendix B: knowledge acquisition generates at most 1024 tokens (Table 4); SDFT's typical choice there is 4 epochs
+# (2 for skills)
+_KNOWLEDGE_PAPER = {"paper": {"common": {"max_completion_length": 1024}, "methods": {"sdft": {"num_train_epochs": 4}}}}
 
 for _task in (
     # --- the paper's tasks ------------------------------------------------------------------------------

@@ -113,6 +113,8 @@ def derive_args(source, config_class: type, **values: Any):
     from transformers import TrainingArguments
 
     shared = {f.name: _plain(getattr(source, f.name)) for f in fields(TrainingArguments) if f.init}
+    if hasattr(source, "prompt_accumulation_steps"):  # SDFT's, before num_generations multiplied it
+        shared["gradient_accumulation_steps"] = source.prompt_accumulation_steps
     return config_class(**{**shared, **values})
 
 
@@ -230,7 +232,9 @@ def build_config(
 
     parser = parser_for(method)
     known = {action.dest for action in parser._actions}
-    task_values = {k: v for k, v in get_task(task).preset_values.get(preset, {}).items() if k in known}
+    in_preset = get_task(task).preset_values.get(preset, {})
+    task_values = {k: v for k, v in (in_preset.get("common") or {}).items() if k in known}
+    task_values.update((in_preset.get("methods") or {}).get(method) or {})
     layers = [
         ("this machine", {"use_cpu": not _cuda_available()}),
         (f"method {method!r} defaults", dict(spec.defaults)),

@@ -342,6 +342,16 @@ def truncated_importance_weights(train_logps: torch.Tensor, sampler_logps: torch
     return log_ratio.exp().clamp(max=cap)
 
 
+def sequence_importance_weights(token_weights: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """One weight per sequence, the mean of its (truncated) per-token weights over its loss tokens, on every token
+    of the sequence (``[B, T]``): the authors' form of the correction. A sequence without loss tokens gets 1."""
+    mask = loss_mask.to(token_weights.dtype)
+    n = mask.sum(-1, keepdim=True)
+    mean = torch.where(n > 0, (token_weights * mask).sum(-1, keepdim=True) / n.clamp(min=1.0),
+                       torch.ones_like(n))
+    return mean.expand_as(token_weights)
+
+
 def dft_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100, reduction: str = "token_mean") -> torch.Tensor:
     r"""Dynamic Fine-Tuning (Wu et al., 2025): the SFT token loss scaled by the token's detached probability.
 

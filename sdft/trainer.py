@@ -5,8 +5,11 @@ What this adds to TRL 1.16's trainer:
     with all three gradient estimators of Appendix A.1 (TRL has the analytic and sampled-token ones, not the
     Rao-Blackwellized one) and first-k masking.
   * When the rollouts come from another copy of the weights (vLLM, or the low-precision sampler copy of
-    ``sdft.speedups``), the sampler's token log-probabilities are kept and each token's term is reweighted by the
-    truncated ratio pi_train(y_t) / pi_sampler(y_t) (Algorithm 1, line 17).
+    ``sdft.speedups``), the sampler's token log-probabilities are kept and the loss is reweighted by the truncated
+    ratios pi_train(y_t) / pi_sampler(y_t) (Algorithm 1, line 17): one weight per rollout, their mean over its loss
+    tokens, as the authors' code, or each token its own, as TRL (``importance_sampling_level``).
+  * ``num_generations`` rollouts per prompt keep the prompts per optimizer step and the number of steps (TRL's
+    trainer divides the prompts of a step by it).
   * The EMA teacher update is one fused ``torch._foreach_lerp_`` over all parameters
     (phi <- phi + alpha * (theta - phi) = alpha * theta + (1 - alpha) * phi) instead of a loop over tensors.
   * Checkpoints also hold the teacher's weights, so a resumed run continues with the same EMA teacher; a
@@ -53,11 +56,13 @@ from trl.trainer.utils import selective_log_softmax
 
 from sdft.checkpoints import CompleteCheckpoints
 from sdft.losses import (ESTIMATORS, head_token_terms, loss_from_terms, loss_mask_for, per_token_divergence,
-                         token_terms, truncated_importance_weights)
+                         sequence_importance_weights, token_terms, truncated_importance_weights)
 from sdft.sequences import pad_sequences
 from sdft.speedups import FastPaths, SpeedSwitches, StudentHead
 
 TEACHER_WEIGHTS_FILE = "teacher_model.safetensors"
+IMPORTANCE_SAMPLING_LEVELS = ("per_sequence", "per_token")
+EMA_CHUNK = 1 << 24  # elements per float32 intermediate of the bf16 EMA update
 
 
 @dataclass
@@ -71,8 +76,15 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
     ``teacher_prompt_template``.
     """
 
-    # --- the paper's values where TRL's defaults differ (Appendix B; the authors' code) -------------------------
-    num_generations: int = field(default=1, metadata={"help": "on-policy rollouts per prompt (the paper: 1)"})
+    # --- the paper's values where TRL's defaults differ (Appendix B; where the paper is silent, the authors' code)
+    num_generations: int = field(
+        default=1,
+        metadata={"help": "on-policy rollouts per prompt (the paper: 1; Appendix A.1 tries more). Unlike TRL, G > 1 "
+                  "changes neither the prompts per optimizer step nor the number of steps: each step sees "
+                  "per_device_train_batch_size x processes x gradient_accumulation_steps prompts, G rollouts of "
+                  "each, in G times as many micro-batches of per_device_train_batch_size rollouts (the trainer's "
+                  "gradient_accumulation_steps is multiplied by G; config.yaml keeps the value you wrote). Every "
+                  "rollout weighs the same, so the loss averages the G rollouts of a prompt, then the prompts."})
     max_prompt_length: int | None = field(default=1024, metadata={"help": "prompts longer than this are cut on "
                                                                           "the left"})
     max_completion_length: int | None = field(
@@ -81,9 +93,13 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
         default="ema", metadata={"help": "teacher weights: ema (an EMA of the student, the paper's), base (the "
                                          "frozen initial model) or live (the current student) (Appendix A.3)"})
     teacher_update_rate: float = field(
-        default=0.02, metadata={"help": "EMA rate alpha of the teacher: phi <- alpha * theta + (1 - alpha) * phi "
+        default=0.01, metadata={"help": "EMA rate alpha of the teacher: phi <- alpha * theta + (1 - alpha) * phi "
                                         "after every teacher_sync_steps optimizer steps (Table 3 sweeps "
-                                        "{0.01, 0.02, 0.05})"})
+                                        "{0.01, 0.02, 0.05}; the authors' code: 0.01 every step)"})
+    num_loss_tokens_to_skip: int = field(
+        default=3, metadata={"help": "the first completion tokens left out of the loss (the paper is silent; the "
+                                     "authors' code skips 3, which masks the teacher template's opening artifacts "
+                                     "that Section 5 describes)"})
     # --- ours ----------------------------------------------------------------------------------------------------
     divergence: str = field(
         default="forward",
@@ -105,6 +121,11 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
                                 "another copy of the weights (vLLM, or the rollout_dtype copy)"}
     )
     importance_sampling_cap: float = field(default=2.0, metadata={"help": "truncation of the importance weights"})
+    importance_sampling_level: Literal["per_sequence", "per_token"] = field(
+        default="per_sequence",
+        metadata={"help": "form of the sampler correction: per_sequence (the authors' code: one weight per rollout, "
+                  "the mean of its truncated per-token ratios over the loss tokens, on every token) or per_token "
+                  "(TRL's: each token's own truncated ratio)"})
 
     def __post_init__(self):
         from sdft.losses import divergence_alpha
@@ -121,7 +142,21 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
             raise ValueError(f"teacher_update_rate must lie in (0, 1], got {self.teacher_update_rate}")
         if self.num_loss_tokens_to_skip < 0:
             raise ValueError("num_loss_tokens_to_skip must be >= 0")
+        if self.importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
+            raise ValueError(f"importance_sampling_level must be one of {IMPORTANCE_SAMPLING_LEVELS}, "
+                             f"got {self.importance_sampling_level!r}")
+        if self.num_generations < 1:
+            raise ValueError(f"num_generations must be >= 1, got {self.num_generations}")
+        # G rollouts per prompt at the same prompts per optimizer step: G times the micro-batches (field help)
+        self.prompt_accumulation_steps = self.gradient_accumulation_steps
+        self.gradient_accumulation_steps *= self.num_generations
         super().__post_init__()
+
+    def to_dict(self):
+        """TRL's, with the gradient accumulation you wrote (the trainer's is that times num_generations)."""
+        out = super().to_dict()
+        out["gradient_accumulation_steps"] = self.prompt_accumulation_steps
+        return out
 
 
 @torch.no_grad()
@@ -134,7 +169,8 @@ def ema_update_(teacher_params: list[torch.Tensor], student_params: list[torch.T
     ``alpha * (theta - phi)`` is usually far below half a bf16 ulp of ``phi``, so rounding to nearest -- a plain bf16
     ``lerp`` -- drops most updates and the teacher stays near its start whatever ``alpha`` says; rounded
     stochastically, each weight moves by the exact update in expectation. It needs no copy of the teacher: only one
-    tensor's float32 intermediate at a time.
+    tensor's float32 intermediates, ``EMA_CHUNK`` elements at a time (about 0.3 GB however large the tensor: a 7B
+    model's 545M-entry embedding, whole, would need some 9 GB of them).
     """
     pairs = list(zip(teacher_params, student_params))
     wide = [(t, s) for t, s in pairs if t.dtype != torch.bfloat16]
@@ -142,7 +178,8 @@ def ema_update_(teacher_params: list[torch.Tensor], student_params: list[torch.T
         torch._foreach_lerp_([t for t, _ in wide], [s for _, s in wide], alpha)
     for t, s in pairs:
         if t.dtype == torch.bfloat16:
-            t.copy_(stochastic_round_bf16(t.float().lerp_(s.float(), alpha), generator))
+            for t_part, s_part in zip(t.view(-1).split(EMA_CHUNK), s.reshape(-1).split(EMA_CHUNK)):
+                t_part.copy_(stochastic_round_bf16(t_part.float().lerp_(s_part.float(), alpha), generator))
 
 
 def stochastic_round_bf16(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -303,7 +340,8 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
             or inputs.get("sampler_per_token_logps") is not None
 
     def _importance_weights(self, inputs, student_tok_logps):
-        """Per-token truncated ratios pi_train / pi_old (reused rollouts) times pi_train / pi_sampler."""
+        """Truncated ratios pi_train / pi_old (reused rollouts; per token, TRL's correction) times pi_train /
+        pi_sampler (per sequence or per token: ``importance_sampling_level``), ``[B, T]``."""
         is_weights = None
         old = inputs.get("old_per_token_logps")
         sampler = inputs.get("sampler_per_token_logps")
@@ -312,6 +350,9 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
         if sampler is not None:  # sampler (vLLM or the rollout_dtype copy) vs trainer mismatch
             w = truncated_importance_weights(student_tok_logps, torch.nan_to_num(sampler, nan=0.0),
                                              self.args.importance_sampling_cap)
+            if self.args.importance_sampling_level == "per_sequence":
+                w = sequence_importance_weights(
+                    w, loss_mask_for(inputs["completion_mask"], self.num_loss_tokens_to_skip))
             is_weights = w if is_weights is None else is_weights * w
             real = inputs["completion_mask"].bool()
             if real.any():  # how far the sampler is from the student: 1.0 when they agree

@@ -129,11 +129,13 @@ def test_cli_smoke_run_writes_the_run_directory(tmp_path):
     assert again.returncode == 0 and "skipping" in again.stdout
 
 
-def test_vllm_importance_weights_rescale_each_token(tiny_model_path, tmp_path):
-    """Algorithm 1, line 17: tokens are reweighted by the truncated ratio pi_train / pi_sampler."""
-    from sdft.losses import self_distillation_loss
+@pytest.mark.parametrize("level", ["per_token", "per_sequence"])
+def test_vllm_importance_weights_rescale_the_loss(level, tiny_model_path, tmp_path):
+    """Algorithm 1, line 17: the loss is reweighted by the truncated ratio pi_train / pi_sampler, token by token
+    (TRL) or one weight per rollout, the mean of its truncated ratios over its loss tokens (the authors' code)."""
+    from sdft.losses import loss_mask_for, self_distillation_loss
 
-    cfg = _cfg(tiny_model_path, tmp_path, importance_sampling_cap=2.0)
+    cfg = _cfg(tiny_model_path, tmp_path, importance_sampling_cap=2.0, importance_sampling_level=level)
     trainer = build_sdft_trainer(cfg, _records(2), tmp_path)
     trainer.model.train()
     batch = trainer._prepare_training_batch([{"prompt": r["prompt"], "privileged_context": r["demonstration"]}
@@ -153,10 +155,58 @@ def test_vllm_importance_weights_rescale_each_token(tiny_model_path, tmp_path):
     shift = torch.linspace(-1.0, 0.5, train_logps.size(1)).expand_as(train_logps)
     mixed = trainer._compute_self_distillation_loss(
         trainer.model, {**batch, "sampler_per_token_logps": train_logps + shift}, logits)
+    per_token = torch.exp(-shift).clamp(max=2.0)
+    if level == "per_token":
+        weights = per_token
+    else:  # row by row: the plain mean of the row's capped ratios at its loss positions
+        mask = loss_mask_for(batch["completion_mask"], cfg.num_loss_tokens_to_skip)
+        rows = []
+        for w_row, m_row in zip(per_token.tolist(), mask.tolist()):
+            kept = [w for w, m in zip(w_row, m_row) if m]
+            rows.append([sum(kept) / len(kept) if kept else 1.0] * len(w_row))
+        weights = torch.tensor(rows)
+        assert not torch.allclose(weights, per_token)  # the two forms differ on this batch
     expected = self_distillation_loss(logits.student_logits, logits.teacher_logits, logits.completion_ids,
-                                      batch["completion_mask"], divergence="forward",
-                                      is_weights=torch.exp(-shift).clamp(max=2.0))
+                                      batch["completion_mask"], divergence="forward", is_weights=weights,
+                                      skip_first=cfg.num_loss_tokens_to_skip)
     torch.testing.assert_close(mixed, expected)
+
+
+@pytest.mark.parametrize("generations", [2, 4])
+def test_more_rollouts_per_prompt_keep_prompts_per_step_and_steps(generations, tiny_model_path, tmp_path):
+    """G rollouts per prompt (Appendix A.1): the same optimizer steps for an epoch as G = 1, each seeing the same
+    number of distinct prompts, every one G times, and every rollout weighing 1 / (rollouts per step)."""
+    def run(g):
+        cfg = _cfg(tiny_model_path, tmp_path / f"g{g}", num_generations=g, max_steps=-1, num_train_epochs=1,
+                   per_device_train_batch_size=2, gradient_accumulation_steps=2, max_completion_length=4)
+        trainer = build_sdft_trainer(cfg, _records(8), tmp_path / f"g{g}")
+        steps, scales = [], []
+        build, step = trainer._prepare_training_batch, trainer.training_step
+
+        def recording_build(inputs):
+            steps.append([r["prompt"][-1]["content"] if isinstance(r["prompt"], list) else r["prompt"]
+                          for r in inputs])
+            return build(inputs)
+
+        def recording_step(*args, **kwargs):
+            scales.append(trainer.current_gradient_accumulation_steps)
+            return step(*args, **kwargs)
+
+        trainer._prepare_training_batch, trainer.training_step = recording_build, recording_step
+        trainer.train()
+        return cfg, trainer.state.global_step, steps, scales
+
+    cfg1, steps1, batches1, _ = run(1)
+    cfg_g, steps_g, batches_g, scales = run(generations)
+    assert steps_g == steps1 == 8 // (2 * 2)
+    assert len(batches_g) == len(batches1) == steps1  # one generation batch per optimizer step
+    for one, many in zip(batches1, batches_g):
+        distinct = set(many)
+        assert len(distinct) == len(set(one)) == 2 * 2  # prompts per optimizer step: batch x accumulation
+        assert all(many.count(p) == generations for p in distinct)
+    # micro-batches of per_device_train_batch_size rollouts, each scaled by 1 / (accumulation x G)
+    assert scales == [2 * generations] * (steps1 * 2 * generations)
+    assert cfg_g.to_dict()["gradient_accumulation_steps"] == 2  # what the user wrote
 
 
 def test_paper_preset_follows_appendix_b():
@@ -169,6 +219,12 @@ def test_paper_preset_follows_appendix_b():
     assert skill.max_grad_norm == 1.0 and skill.weight_decay == 0.0 and skill.bf16 is True
     assert skill.num_generations == 1 and skill.teacher_template == "paper" and skill.divergence == "forward"
     assert build_config("paper", "sft").num_train_epochs == 1 and skill.num_train_epochs == 2
+    # where the paper is silent, the authors' code: skip 3 tokens, EMA 0.01 every step, one weight per sequence
+    assert (skill.num_loss_tokens_to_skip, skill.teacher_update_rate, skill.teacher_sync_steps) == (3, 0.01, 1)
+    assert skill.importance_sampling_level == "per_sequence"
+    assert knowledge.num_train_epochs == 4  # SDFT's typical choice for knowledge (Appendix B)
+    assert build_config("paper", "sft", overrides={"task": "knowledge"}).num_train_epochs == 1
+    assert build_config("paper", "reinvoke").num_loss_tokens_to_skip == 0  # no demonstration, no artifact
 
 
 def test_numeric_overrides_written_without_a_dot_are_numbers():
@@ -181,12 +237,13 @@ def test_numeric_overrides_written_without_a_dot_are_numbers():
         build_config("mini", "sdft", overrides={"learning_rate": "fast"})
 
 
-def test_a_bf16_ema_teacher_moves_as_far_as_the_exact_ema():
+def test_a_bf16_ema_teacher_moves_as_far_as_the_exact_ema(monkeypatch):
     """bf16 student and teacher, 200 steps of small drift at alpha 0.02: the teacher's distance moved matches the
     float64 EMA of the same (bf16) student weights within 5%. Rounding each update to nearest bf16 -- a plain bf16
     lerp, as TRL and the authors' code do it -- loses most of the distance; the test checks that too, so it can fail."""
     from sdft.trainer import stochastic_round_bf16
 
+    monkeypatch.setattr("sdft.trainer.EMA_CHUNK", 4096)  # the 20,000 weights in 5 chunks, as large tensors go
     g = torch.Generator().manual_seed(0)
     start = torch.randn(20_000, generator=g) * 0.05
     drift = 1e-5 * torch.sign(torch.randn(20_000, generator=g))  # per step, as an optimizer would move weights

@@ -54,8 +54,9 @@ class ReinvokeArguments:
 
 
 # Stage 2: frozen-base teacher, reverse KL, teacher context = student context (an empty demonstration).
+# No demonstration, so no template artifact to mask: the loss covers every completion token.
 REINVOKE_DEFAULTS = {"teacher_model_kind": "base", "divergence": "reverse", "teacher_template": "none",
-                     "num_generations": 1}
+                     "num_generations": 1, "num_loss_tokens_to_skip": 0}
 
 
 def stage1_args(cfg, checkpoint_dir):
