@@ -1,7 +1,7 @@
 # Common tasks. `make help` lists them. PYTHON=python3.11 make test picks another interpreter.
 PYTHON ?= python3
 
-.PHONY: help install test test-quick lint smoke clean
+.PHONY: help install test test-quick lint smoke gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 14
@@ -20,6 +20,9 @@ lint:  ## ruff check . (settings in pyproject.toml)
 
 smoke:  ## Table 5 end to end with the tiny random model, outputs in results/smoke (a few minutes)
 	bash experiments/run_table5.sh --preset smoke --results-dir results/smoke
+
+gpu-check:  ## the paper code path at small scale on one CUDA GPU: bash experiments/gpu_check.sh (log in experiments/results/gpu_check)
+	bash experiments/gpu_check.sh
 
 clean:  ## remove caches (__pycache__, .pytest_cache, .ruff_cache, build/, dist/); never results/ or runs/
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

@@ -12,11 +12,17 @@ Sources:
   * ``"file:<path>"`` -- the same rows from a local JSON array or JSONL file (an offline mirror of the hub set,
     e.g. ``<data-dir>/general_prompts/tulu-3-sft-mixture.jsonl``); rows without a usable user turn are counted
     and reported, and ``n`` prompts are drawn with the seed (all of them when ``n`` is None).
+
+``parse_source`` reads a source's form and ``source_problem`` also checks that a ``file:`` path is a file, both
+without reading or downloading anything: ``sdft.config.build_config`` runs them on ``reinvoke_prompts``
+(``sdft.validation``), so a malformed source fails when the config is built, not after SFT's stage 1.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import re
 
 Messages = list[dict[str, str]]
 
@@ -140,13 +146,67 @@ def _file(path: str, n: int | None, seed: int) -> list[Messages]:
     return [prompts[i] for i in sorted(rng.sample(range(len(prompts)), n))]
 
 
+SOURCE_FORMS = "'embedded', 'hub:<owner>/<dataset>' or 'file:<path>'"
+# A hub repository id: ``name`` or ``owner/name``, letters, digits, '-', '_' and '.', not starting or ending with
+# '-' or '.', no '--' or '..' (the hub's own rule), at most 96 characters per part.
+_HUB_PART = re.compile(r"^(?!.*(?:--|\.\.))[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
+
+
+def hub_id_problem(dataset_id: str) -> str | None:
+    """Why ``dataset_id`` is not of the form of a hub repository id (``name`` or ``owner/name``), or None."""
+    if not dataset_id:
+        return "no dataset id after 'hub:' (write hub:<owner>/<dataset>, e.g. hub:allenai/tulu-3-sft-mixture)"
+    parts = dataset_id.split("/")
+    if len(parts) > 2 or not all(_HUB_PART.match(p) for p in parts):
+        return (f"{dataset_id!r} is not a hub dataset id (<owner>/<dataset>: letters, digits, '-', '_', '.'; "
+                "not starting or ending with '-' or '.')")
+    return None
+
+
+def parse_source(source) -> tuple[str, str]:
+    """``(kind, argument)`` of a general prompt source: ``("embedded", "")``, ``("hub", dataset id)`` or
+    ``("file", path)``; a ``ValueError`` saying what is wrong with its form otherwise. Reads and downloads
+    nothing: whether a ``file:`` path exists is :func:`source_problem`'s question."""
+    if not isinstance(source, str):
+        raise ValueError(f"a general prompt source is a string ({SOURCE_FORMS}), got {type(source).__name__}")
+    if source == "embedded":
+        return "embedded", ""
+    if source.startswith("hub:"):
+        problem = hub_id_problem(source[len("hub:"):])
+        if problem:
+            raise ValueError(problem)
+        return "hub", source[len("hub:"):]
+    if source.startswith("file:"):
+        if not source[len("file:"):].strip():
+            raise ValueError("no path after 'file:' (write file:<path to a JSON or JSONL file>)")
+        return "file", source[len("file:"):]
+    hint = ""
+    if source == "hub":
+        hint = " (a hub source names its dataset: hub:<owner>/<dataset>, e.g. hub:allenai/tulu-3-sft-mixture)"
+    elif source.endswith((".json", ".jsonl")) or "/" in source:
+        hint = f" (a local file is written file:{source})"
+    raise ValueError(f"unknown general prompt source {source!r}; expected {SOURCE_FORMS}{hint}")
+
+
+def source_problem(source) -> str | None:
+    """What is wrong with ``source`` before any prompt is read -- its form, or a ``file:`` path that is not a file
+    here (relative paths from the working directory, as :func:`load_general_prompts` reads them) -- or None.
+    A hub source is checked for its form only: nothing is downloaded."""
+    try:
+        kind, arg = parse_source(source)
+    except ValueError as err:
+        return str(err)
+    if kind == "file" and not os.path.isfile(os.path.expanduser(arg)):
+        what = "a directory, not a file" if os.path.isdir(os.path.expanduser(arg)) else "no such file"
+        return f"{os.path.abspath(os.path.expanduser(arg))}: {what}"
+    return None
+
+
 def load_general_prompts(source: str = "embedded", n: int | None = None, seed: int = 0) -> list[Messages]:
     """``n`` general-purpose prompts (all of the embedded set when ``n`` is None) from ``source``."""
-    if source == "embedded":
+    kind, arg = parse_source(source)
+    if kind == "embedded":
         return _embedded(n, seed)
-    if source.startswith("hub:"):
-        return _hub(source[len("hub:"):], n, seed)
-    if source.startswith("file:"):
-        return _file(source[len("file:"):], n, seed)
-    raise ValueError(
-        f"unknown general prompt source {source!r}; expected 'embedded', 'hub:<dataset id>' or 'file:<path>'")
+    if kind == "hub":
+        return _hub(arg, n, seed)
+    return _file(os.path.expanduser(arg), n, seed)

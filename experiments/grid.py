@@ -80,6 +80,29 @@ def expand(experiment: str, preset: str, tasks: list[str], methods: list[str], s
     return specs
 
 
+def validate_grid(specs: list[RunSpec]) -> None:
+    """Check a grid before any of its runs trains: build the config of one run per (preset, task, method, recipe,
+    overrides) -- which validates its data sources (``sdft.validation``) -- and check every sweep value of a source
+    key (``reinvoke_prompts``, ``data_dir``, ...). Raises ``ValueError`` naming the key, the value and the file."""
+    from sdft.validation import SourceError, SourceProblem, is_source_key, value_problem
+
+    built: set[str] = set()
+    problems: list[SourceProblem] = []
+    for spec in specs:
+        group = json.dumps([spec.preset, spec.task, spec.method, spec.recipe, spec.overrides], sort_keys=True,
+                           default=str)
+        if group not in built:
+            built.add(group)
+            spec.config()
+        for key, value in spec.sweep_point.items():
+            problem = value_problem(key, value) if is_source_key(key) else None
+            found = SourceProblem(key, value, f"{spec.recipe} (sweep)", problem) if problem else None
+            if found and found not in problems:
+                problems.append(found)
+    if problems:
+        raise SourceError(problems)
+
+
 def trains(method: str) -> bool:
     """Whether a method trains (``base``, the untrained model, is evaluated only)."""
     from sdft.registry import get_method

@@ -95,6 +95,10 @@ def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dic
             raise SystemExit(f"error: {err}") from None
         return
     specs = build_grid(args, experiment, tasks, methods, recipes)
+    try:  # every recipe builds and its data sources are valid before the first run trains
+        G.validate_grid(specs)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     aggregate_cmd = G.python_module_cmd(f"experiments.{experiment}", ["--aggregate-only", "--results-dir",
                                                                       str(results_dir)])
     print(f"[{experiment}] preset {args.preset}: {G.grid_summary(specs)} -> {results_dir}", flush=True)

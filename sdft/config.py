@@ -214,10 +214,14 @@ def build_config(
     ``overrides`` are ``key=value`` pairs (already YAML-parsed), ``argv`` the ``--key value`` tokens. The method,
     preset and task are read from the command line, then the recipe, then the defaults, before the rest is parsed.
     Without an ``output_dir`` in any layer the run directory is ``runs/<task>/<method>/<preset>-seed<seed>``, or,
-    with ``require_output_dir``, a ``ValueError`` (the command line's rule).
+    with ``require_output_dir``, a ``ValueError`` (the command line's rule). The data sources of the result are
+    checked last (``sdft.validation.validate_sources``: task, model, data_dir, reinvoke_prompts, ...), reading and
+    downloading nothing; a bad one is a ``SourceError`` (a ``ValueError``) naming the key, the value and its layer.
     """
     from data_prep.registry import get_task
     from sdft.registry import get_method
+    from sdft.validation import SourceError, SourceProblem, validate_sources
+    from sdft.validation import task_problem as task_problem_of
 
     overrides = _resolve_aliases(dict(overrides or {}), "command line")
     argv = [f"--{ALIASES[a[2:]]}" if a.startswith("--") and a[2:] in ALIASES else a for a in argv or []]
@@ -229,6 +233,13 @@ def build_config(
     per_method = values["methods"].get(method) or {}
     task = overrides.get("task") or recipe_values.get("task") or per_method.get("task") or values["common"].get("task")
     task = task or ScriptArguments.task
+    task_problem = task_problem_of(task)
+    if task_problem:  # before the task's preset values are read
+        where = next((w for w, layer in ((("command line", overrides), (str(recipe), recipe_values),
+                                          (f"preset {preset!r}, method {method!r}", per_method),
+                                          (f"preset {preset!r}", values["common"])))
+                      if layer.get("task")), "default")
+        raise SourceError([SourceProblem("task", task, where, task_problem)], method)
 
     parser = parser_for(method)
     known = {action.dest for action in parser._actions}
@@ -263,7 +274,20 @@ def build_config(
         if require_output_dir:
             raise ValueError(f"no run directory given: pass --output-dir DIR (for example --output-dir {default})")
         cfg.training.output_dir = default
+    validate_sources(cfg, _origins(layers, argv), unset="default")
     return cfg
+
+
+def _origins(layers: list[tuple[str, dict[str, Any]]], argv: list[str]) -> dict[str, str]:
+    """key -> the layer its value came from (the last one that sets it; ``--key value`` tokens are the command
+    line's), for error messages."""
+    origins: dict[str, str] = {}
+    for where, layer in layers:
+        origins.update(dict.fromkeys(layer, where))
+    for token in argv:
+        if token.startswith("--"):
+            origins[token[2:].split("=", 1)[0].replace("-", "_")] = "command line"
+    return origins
 
 
 def _cuda_available() -> bool:

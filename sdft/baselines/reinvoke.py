@@ -48,8 +48,8 @@ class ReinvokeArguments:
                                                                "from the frozen base)"})
     reinvoke_prompts: str = field(
         default="embedded",
-        metadata={"help": "general prompt set of stage 2: 'embedded', 'hub:<dataset id>' or a local JSONL / JSON "
-                          "file (data_prep.general_prompts)"},
+        metadata={"help": "general prompt set of stage 2: 'embedded', 'hub:<owner>/<dataset>' or 'file:<path>' of a "
+                          "local JSONL / JSON file (data_prep.general_prompts); checked when the config is built"},
     )
 
 
