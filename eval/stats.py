@@ -95,3 +95,31 @@ def aggregate_scores(evals: Sequence[dict], source: str, metric: str, confidence
             raise KeyError(f"eval #{i}: expected one score {source}/{metric}, found {len(hits)}")
         values.append(hits[0]["value"])
     return {**mean_ci(values, confidence), "values": values, "source": source, "metric": metric}
+
+
+def proportion_ci(successes: int, n: int, confidence: float = 0.95) -> dict:
+    """Wilson score interval of a proportion (in [0, 1]): ``{"p", "ci_low", "ci_high", "n"}``. Unlike the normal
+    approximation it stays inside [0, 1] and is not empty at 0 / n or n / n."""
+    if n <= 0:
+        raise ValueError("n must be positive")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must lie in [0, {n}], got {successes}")
+    z = _normal_quantile(0.5 + confidence / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends: rounding would leave 1e-17 off
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return {"p": p, "ci_low": low, "ci_high": high, "n": n}
+
+
+def _normal_quantile(p: float) -> float:
+    """Inverse of the standard normal CDF, by bisection on ``math.erf``."""
+    lo, hi = -10.0, 10.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2

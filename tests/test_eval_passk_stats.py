@@ -84,3 +84,20 @@ def test_aggregate_scores():
     assert r["half_width"] == pytest.approx(4.302652729911275 * 2.0 / math.sqrt(3), rel=1e-6)
     with pytest.raises(KeyError):
         aggregate_scores(evals, "science/student", "missing")
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (3, 10), (10, 10), (37, 100), (1, 3)])
+def test_wilson_interval_endpoints_solve_the_score_equation(k, n):
+    """The Wilson interval is {p0 : (k/n - p0)^2 <= z^2 p0 (1 - p0) / n}; its finite endpoints solve the equality."""
+    from eval.stats import proportion_ci
+
+    z = 1.959963984540054  # the standard normal's 97.5% quantile
+    ci = proportion_ci(k, n)
+    p = k / n
+    assert 0.0 <= ci["ci_low"] <= p <= ci["ci_high"] <= 1.0 and ci["n"] == n
+    for end in (ci["ci_low"], ci["ci_high"]):
+        if 0.0 < end < 1.0 or end == p:
+            assert (p - end) ** 2 == pytest.approx(z * z * end * (1 - end) / n, abs=1e-12)
+    assert ci["ci_high"] > ci["ci_low"]  # never empty, also at 0 / n and n / n
+    with pytest.raises(ValueError):
+        proportion_ci(n + 1, n)

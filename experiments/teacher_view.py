@@ -1,0 +1,113 @@
+"""Teacher view: does the demonstration-conditioned model beat the plain one? (Section 3.2's precondition)
+
+SDFT can only teach what its teacher -- the same model given the demonstration in context -- already does better
+than the student. This script measures both on each task: greedy answers to the student prompt and to the
+teacher prompt of each template, scored by the task's scorer, with Wilson 95% intervals.
+
+    python -m experiments.teacher_view [--preset mini] [--model M] [--tasks T ...] [--split val] [--n N]
+        [--templates same_format paper] [--output experiments/results/teacher_view]
+
+Writes ``teacher_view.md`` / ``.csv`` (one row per task and prompt: accuracy, interval, n, gap to the student,
+mean tokens, share cut at the token cap), ``predictions/<task>_<variant>.jsonl`` and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+DEFAULT_TASKS = ("embedded_tool", "embedded_science", "embedded_medical")
+DEFAULT_OUTPUT = Path("experiments/results/teacher_view")
+PRECONDITION_POINTS = 30.0  # the teacher should beat the student by at least this much on a skill task
+
+
+def measure(model, tokenizer, task: str, split: str, n: int | None, templates: list[str], preset: str,
+            seed: int = 0, predictions_dir: Path | None = None) -> list[dict]:
+    """Rows of the table for one task: the student prompt, then the teacher prompt of each template."""
+    from data_prep import load_task
+    from eval.evaluation import PRESET_EVAL
+    from eval.stats import proportion_ci
+    from eval.task_eval import evaluate_task, write_predictions
+
+    records = load_task(task, split, seed=seed, n=n)
+    settings = PRESET_EVAL[preset]
+    rows, student = [], None
+    for variant, template in [("student", None)] + [("teacher", t) for t in templates]:
+        result = evaluate_task(model, tokenizer, records, task, variant=variant, template=template or "paper",
+                               max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"],
+                               seed=seed, backend="hf")
+        head = result["scores"][0]
+        tokens = next(s for s in result["scores"] if s["metric"] == "mean_generated_tokens")
+        correct = round(head["value"] * head["n"] / 100)
+        ci = proportion_ci(correct, head["n"])
+        value = 100 * ci["p"]
+        student = value if variant == "student" else student
+        rows.append({"task": task, "prompt": "student" if template is None else f"teacher ({template})",
+                     "metric": head["metric"], "accuracy": value, "ci_low": 100 * ci["ci_low"],
+                     "ci_high": 100 * ci["ci_high"], "n": head["n"],
+                     "gap": None if variant == "student" else value - student,
+                     "mean_tokens": tokens["value"], "truncated": tokens["n_truncated"] / tokens["n"]})
+        if predictions_dir is not None:
+            write_predictions(predictions_dir / f"{task}_{variant}{'' if template is None else '_' + template}.jsonl",
+                              result["predictions"])
+    return rows
+
+
+def to_markdown(table: pd.DataFrame, title: str) -> str:
+    lines = [f"# {title}", "",
+             "| task | prompt | accuracy % [95% CI] | n | teacher - student | mean tokens | cut at cap |",
+             "|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        gap = "" if pd.isna(r.gap) else f"{r.gap:+.1f}"
+        lines.append(f"| {r.task} | {r.prompt} | {r.accuracy:.1f} [{r.ci_low:.1f}, {r.ci_high:.1f}] | {r.n} | "
+                     f"{gap} | {r.mean_tokens:.1f} | {100 * r.truncated:.0f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    from sdft.config import build_config
+    from sdft.models import load_model_and_tokenizer
+    from sdft.run_io import write_json_atomic, write_text_atomic
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="mini", choices=["smoke", "mini", "paper"])
+    ap.add_argument("--model", help="default: the preset's model")
+    ap.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
+    ap.add_argument("--split", default="val", help="val (default: choose tasks on it, keep test for the tables)")
+    ap.add_argument("--n", type=int, help="records per task (default: the whole split)")
+    ap.add_argument("--templates", nargs="+", help="teacher templates (default: the preset's SDFT template)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    args = ap.parse_args(argv)
+
+    cfg = build_config(args.preset, "sdft", overrides={"model": args.model} if args.model else None)
+    templates = args.templates or [cfg.teacher_template]
+    model, tokenizer = load_model_and_tokenizer(cfg.model, dtype="float32")
+    model.eval()
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "predictions").mkdir(exist_ok=True)
+    started = time.time()
+    rows = []
+    for task in args.tasks:
+        rows += measure(model, tokenizer, task, args.split, args.n, templates, args.preset, args.seed,
+                        args.output / "predictions")
+        print(json.dumps(rows[-1]), flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(args.output / "teacher_view.csv", index=False)
+    title = f"Teacher view: {cfg.model}, {args.split} split, greedy"
+    write_text_atomic(args.output / "teacher_view.md", to_markdown(table, title))
+    write_json_atomic(args.output / "manifest.json", {
+        "command": "python -m experiments.teacher_view " + " ".join(sys.argv[1:] if argv is None else argv),
+        "model": cfg.model, "preset": args.preset, "split": args.split, "n": args.n, "seed": args.seed,
+        "templates": templates, "tasks": args.tasks, "wall_clock_s": round(time.time() - started, 1)})
+    print(f"wrote {args.output / 'teacher_view.md'}")
+    return args.output
+
+
+if __name__ == "__main__":
+    main()
