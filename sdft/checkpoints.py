@@ -91,7 +91,7 @@ class CompleteCheckpoints:
 
     def _save_checkpoint_extras(self, folder: Path) -> None:
         """Write this trainer's own files into the checkpoint ``folder`` (called on every process, before the
-        checkpoint is marked complete)."""
+        checkpoint is marked complete; only the process with ``args.should_save`` writes)."""
 
     def _save_checkpoint(self, model, trial):
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -111,3 +111,4 @@ class CompleteCheckpoints:
         if self.args.should_save:
             mark_complete(folder)
             rotate_checkpoints(run_dir, limit, keep=self.state.best_model_checkpoint)
+        self.accelerator.wait_for_everyone()  # every process sees the marked checkpoint (re-invoke's stage 1 reads it)

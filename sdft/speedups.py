@@ -15,6 +15,16 @@ the trainer calls:
     of its logits, and ``training_step`` does so one rollout at a time, without its padding.
 
 Every path ends in ``SelfDistillationTrainer._distillation_loss``, the one loss path (``sdft.trainer``'s docstring).
+
+Which switches act where (defaults; tests/test_multiprocess.py runs both):
+
+  * one process: all of them (``rollout_dtype`` / ``teacher_dtype`` when set);
+  * several processes (DDP), ZeRO-3 or FSDP: ``fused_ema``, ``loss_chunk_size``, ``teacher_inference_mode``,
+    ``lean_logits``, ``teacher_dtype``. ``fused_lm_head`` and with it ``sequence_microbatches`` are off -- the
+    student's forward must go through the wrapped model, whose gradient synchronisation a forward of its body
+    and head in two parts, or one rollout at a time, would bypass -- and the trainer says so once at start (the
+    student's logits are then computed whole; the same values up to float rounding, tests/test_perf.py).
+    ``rollout_dtype`` is refused (a ``ValueError``; on GPUs vLLM is the low-precision sampler).
 """
 
 from __future__ import annotations
@@ -59,7 +69,8 @@ class SpeedSwitches:
         metadata={"help": "with loss_chunk_size > 0 and lean_logits: the student's logits are made chunk by chunk "
                   "from its hidden states inside the loss (sdft.losses.head_token_terms), so that they and their "
                   "gradient never exist whole. Single process, non-PEFT models with an nn.Linear output head only; "
-                  "otherwise the student's logits are computed whole."},
+                  "otherwise the student's logits are computed whole (with several processes the trainer logs "
+                  "that it is off)."},
     )
     sequence_microbatches: bool = field(
         default=True,
@@ -149,6 +160,10 @@ class FastPaths:
         self._sampler_model, self._sampler_step, self._sampler_pairs = None, None, None
         if self.args.rollout_dtype and not self.use_vllm:
             self._setup_sampler_copy(getattr(torch, self.args.rollout_dtype))
+        if self._fused_head_requested() and self._distributed() and self.accelerator.is_main_process:
+            print(f"[sdft] fused_lm_head and sequence_microbatches are off: they run in a single unsharded process "
+                  f"only ({self.accelerator.num_processes} processes, {self.accelerator.distributed_type.value}); "
+                  "the student's logits are computed whole, the batch in one forward", flush=True)
 
     # ---------------------------------------------------------------- rollouts from a low-precision copy
     def _setup_sampler_copy(self, dtype: torch.dtype) -> None:
@@ -233,11 +248,15 @@ class FastPaths:
         return logits if self.temperature == 1.0 else logits / self.temperature
 
     # ---------------------------------------------------------------- the student's fused head
+    def _fused_head_requested(self) -> bool:
+        return bool(self.args.fused_lm_head and self.args.loss_chunk_size and self.args.lean_logits)
+
+    def _distributed(self) -> bool:
+        """Several processes, or sharded weights: the student's forward must go through the wrapped model."""
+        return self.accelerator.num_processes > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled
+
     def _fused_head_usable(self, model) -> bool:
-        if not (self.args.fused_lm_head and self.args.loss_chunk_size and self.args.lean_logits):
-            return False
-        if self.use_teacher_server or self.accelerator.num_processes > 1 or self.is_deepspeed_enabled \
-                or self.is_fsdp_enabled:
+        if not self._fused_head_requested() or self.use_teacher_server or self._distributed():
             return False
         return _linear_head(model) is not None
 

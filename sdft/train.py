@@ -10,6 +10,16 @@ Any field of the method's configs is a key, as ``key=value`` (YAML value) or ``-
 directory holds checkpoints resumes from the newest complete one; a completed run is skipped. Either only with the
 config that produced the directory (``sdft.run_dir``: else the run is refused, naming the changed keys), and only
 when no other run holds the directory. ``--force`` deletes the directory first, when ``sdft.train`` created it.
+
+Several processes (data parallel, one replica per process; tests/test_multiprocess.py):
+
+    accelerate launch --multi_gpu --num_processes 2 -m sdft.train ...   # GPUs; on a CPU-only machine: gloo, CPU
+    torchrun --nproc_per_node 2 -m sdft.train ...                       # the same, without accelerate's launcher
+
+Every process trains; only the main one writes the run directory (lock, config, splits, manifest, metrics,
+checkpoint markers, ``model/``), and it loads the data and builds an embedded model first, the others after it.
+``accelerate launch --cpu --num_processes N`` starts ONE process (accelerate's CPU launcher runs N only through
+mpirun, ``--mpirun_hostfile``); ``sdft.train`` says so when it sees that launch.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -47,30 +58,67 @@ def run_training(cfg: RunConfig, force: bool = False) -> Path:
     another config; a missing local model is a ``ModelNotFoundError``, both before anything is written). A
     completed run is skipped; otherwise training resumes from the newest complete checkpoint, if any.
     """
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state(cfg)
     main_process = state.is_main_process
     method = get_method(cfg.method)
     if method.train is None:
         raise ValueError(f"method {cfg.method!r} is evaluated only; it has nothing to train")
-    if not is_embedded(cfg.model):
+    if main_process:
+        for line in launch_warnings(state):
+            print(f"[sdft.train] warning: {line}", file=sys.stderr, flush=True)
+    if is_embedded(cfg.model):
+        with state.main_process_first():  # built into the cache once, by the main process; the others read it
+            resolve_model_path(cfg.model)
+    else:
         resolve_model_path(cfg.model)  # a path that names no model directory fails here, not in the hub client
     run_dir = Path(cfg.output_dir)
     claim = open_run_dir(run_dir, cfg.to_dict(), force) if main_process else contextlib.nullcontext()
     with claim as fingerprint:
         state.wait_for_everyone()  # the other processes read the directory once the main one has taken it
         if run_is_complete(run_dir):
-            print(f"[sdft.train] {run_dir} is complete; skipping (use --force to retrain)", flush=True)
+            if main_process:
+                print(f"[sdft.train] {run_dir} is complete; skipping (use --force to retrain)", flush=True)
             return run_dir
-        return _train(cfg, method, run_dir, fingerprint, main_process)
+        return _train(cfg, method, run_dir, fingerprint, main_process, state)
 
 
-def _train(cfg: RunConfig, method, run_dir: Path, fingerprint: str | None, main_process: bool) -> Path:
+def process_state(cfg: RunConfig):
+    """This process's place among the training processes, as the trainer will see it.
+
+    The trainer config sets up the distributed state itself (``TrainingArguments``' device set-up: on a machine
+    without CUDA ``use_cpu`` is true, and under ``torchrun`` / ``accelerate launch --multi_gpu`` that is a gloo
+    process group on the CPU). A bare ``PartialState()`` made before it would see one process there.
+    """
+    from accelerate import PartialState
+
+    _ = cfg.training.device  # TrainingArguments._setup_devices: the PartialState the trainer uses
+    return PartialState()
+
+
+def launch_warnings(state, environ=None) -> list[str]:
+    """What the launch asked for and this run does not do (printed by the main process)."""
+    env = os.environ if environ is None else environ
+    out = []
+    # accelerate's simple launcher (``--cpu``) exports MASTER_ADDR when asked for more than one process, but starts
+    # one process without mpirun; torchrun / mpirun export WORLD_SIZE / PMI_SIZE.
+    if (env.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in env and state.num_processes == 1
+            and not any(k in env for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "LOCAL_RANK"))):
+        out.append("`accelerate launch --cpu --num_processes N` started ONE process (accelerate runs N CPU processes "
+                   "only through mpirun, --mpirun_hostfile): this run trains on 1 process with the per-device batch. "
+                   "For N processes on CPU: `accelerate launch --multi_gpu --num_processes N` on a machine without "
+                   "CUDA, or `torchrun --nproc_per_node N`.")
+    if env.get("ACCELERATE_USE_FSDP", "").lower() == "true" and state.distributed_type.value == "MULTI_CPU":
+        out.append("FSDP was asked for, but accelerate enables FSDP on accelerators only: on the CPU these processes "
+                   "train as plain data parallel (DDP, every process holds the whole model).")
+    return out
+
+
+def _train(cfg: RunConfig, method, run_dir: Path, fingerprint: str | None, main_process: bool, state) -> Path:
     from data_prep.schema import SplitReport
 
     data_report = SplitReport()  # skipped / de-duplicated counts, for splits.json and the manifest
-    records = load_train_records(cfg, data_report)
+    with state.main_process_first():  # downloads and caches are written once, by the main process
+        records = load_train_records(cfg, data_report)
     resume = resume_point(run_dir / "checkpoints", report=main_process)
     manifest = None
     if main_process:
@@ -84,9 +132,11 @@ def _train(cfg: RunConfig, method, run_dir: Path, fingerprint: str | None, main_
             "teacher_template": getattr(cfg, "teacher_template", None),
             "n_train_records": len(records), "resumed_from": resume, "data": data_report.to_dict(),
         })
-    print(f"[sdft.train] {cfg.method} on {cfg.task} ({len(records)} records), model {cfg.model}, "
-          f"preset {cfg.preset} -> {run_dir.resolve()}" + (f" (resuming from {resume})" if resume else ""),
-          flush=True)
+    if main_process:
+        procs = f", {state.num_processes} processes ({state.distributed_type.value})" if state.num_processes > 1 else ""
+        print(f"[sdft.train] {cfg.method} on {cfg.task} ({len(records)} records), model {cfg.model}, "
+              f"preset {cfg.preset}{procs} -> {run_dir.resolve()}" + (f" (resuming from {resume})" if resume else ""),
+              flush=True)
     t0 = time.time()
     try:
         trainer, info = method.train(cfg, records, run_dir, resume_from_checkpoint=resume)
@@ -100,7 +150,8 @@ def _train(cfg: RunConfig, method, run_dir: Path, fingerprint: str | None, main_
         manifest.finish(status="completed", train_seconds=round(time.time() - t0, 2), **(info or {}))
         if cfg.save_model and not cfg.keep_checkpoints and (run_dir / "checkpoints").is_dir():
             shutil.rmtree(run_dir / "checkpoints")  # resume points are not needed once model/ is written
-    print(f"[sdft.train] done in {time.time() - t0:.1f}s: {run_dir}", flush=True)
+    if main_process:
+        print(f"[sdft.train] done in {time.time() - t0:.1f}s: {run_dir}", flush=True)
     return run_dir
 
 

@@ -233,12 +233,17 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
         return self.teacher_model is not None and self.teacher_model is not self.model
 
     def _save_checkpoint_extras(self, folder: Path) -> None:
-        """The separate teacher's (ema / base) weights, written before the checkpoint is marked complete."""
-        if self._has_separate_teacher() and self.args.should_save:
+        """The separate teacher's (ema / base) weights, written before the checkpoint is marked complete.
+
+        Every process takes part in ``accelerator.get_state_dict`` (under ZeRO-3 / FSDP it gathers the teacher's
+        shards; otherwise it is the unwrapped teacher's state dict); the main process writes the file."""
+        if not self._has_separate_teacher():
+            return
+        full = self.accelerator.get_state_dict(self.teacher_model)
+        if self.args.should_save:
             from safetensors.torch import save_file
 
-            state = {k: v.detach().contiguous().cpu() for k, v in
-                     self.accelerator.unwrap_model(self.teacher_model).state_dict().items()}
+            state = {k: v.detach().contiguous().cpu() for k, v in full.items()}
             save_file(_untie(state), str(folder / TEACHER_WEIGHTS_FILE))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):

@@ -92,9 +92,18 @@ def read_cache(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-@torch.no_grad()
 def generate_teacher_cache(cfg, records: list[dict], model, tokenizer, run_dir) -> list[dict]:
-    """Sample the demonstration-conditioned initial model once per (record, sample) and cache it; return the rows."""
+    """Sample the demonstration-conditioned initial model once per (record, sample) and cache it; return the rows.
+
+    With several processes the main one samples and writes the cache; the others then read it."""
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():
+        return _teacher_cache(cfg, records, model, tokenizer, run_dir)
+
+
+@torch.no_grad()
+def _teacher_cache(cfg, records: list[dict], model, tokenizer, run_dir) -> list[dict]:
     run_dir = Path(run_dir)
     path, meta_path = run_dir / CACHE_FILE, run_dir / CACHE_META
     settings = cache_settings(cfg, records)

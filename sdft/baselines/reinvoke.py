@@ -130,16 +130,21 @@ def train_reinvoke(cfg, records: list[dict], run_dir, resume_from_checkpoint=Non
         model, tokenizer = load_student(cfg) if resume2 else load_student(cfg, stage1["final_checkpoint"])
     else:
         sft = build_stage1_trainer(cfg, records, run_dir, checkpoint_dir=ckpt1)
-        resume1 = resume_point(ckpt1)
-        if resume1:
+        main = sft.args.should_save  # the one process that writes files
+        resume1 = resume_point(ckpt1, report=main)
+        if resume1 and main:
             print(f"[sdft.train] re-invoke: stage 1 resumes from {resume1}", flush=True)
         sft.train(resume_from_checkpoint=resume1)
+        # Every process takes the same decision (checkpoints are marked before any process goes on), and all of
+        # them call save_model, which gathers sharded weights and writes on the main process.
         final = resume_point(ckpt1, report=False)
         if final is None or not final.endswith(f"-{sft.state.global_step}"):  # no end-of-training checkpoint
             final = str(ckpt1 / f"final-{sft.state.global_step}")
             sft.save_model(final)
         info["sft"] = final_train_metrics(sft)
-        write_json_atomic(done1, {"final_checkpoint": final, "metrics": info["sft"]})
+        if main:
+            write_json_atomic(done1, {"final_checkpoint": final, "metrics": info["sft"]})
+        sft.accelerator.wait_for_everyone()
         model, tokenizer = sft.model, sft.processing_class
         tokenizer.padding_side = "left"  # TRL's rollouts pad prompts on the left
         resume2 = None

@@ -23,8 +23,12 @@ from sdft.prompts import student_messages
 from sdft.registry import Method, register_method
 
 # The data order of every method is shuffled (TRL's SFTConfig does not shuffle by default); loss on the
-# assistant turn only.
-SFT_DEFAULTS = {"shuffle_dataset": True, "completion_only_loss": True}
+# assistant turn only. With several processes the token mean is taken over the tokens of all processes
+# (transformers' default, pinned here): each process divides its token sum by the global token count
+# (num_items_in_batch, gathered), so N processes x batch b train exactly as 1 process x batch N*b; with it off,
+# each process averages over its own tokens and processes with more tokens weigh less
+# (tests/test_multiprocess.py).
+SFT_DEFAULTS = {"shuffle_dataset": True, "completion_only_loss": True, "average_tokens_across_devices": True}
 
 
 class SFTTrainer(CompleteCheckpoints, _TRLSFTTrainer):
