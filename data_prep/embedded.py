@@ -77,8 +77,10 @@ def _science_question(rng: random.Random) -> tuple[str, list[str], int, str]:
         family = rng.choice(["noble gas", "halogen", "alkali metal"])
         right = rng.choice([e for e in _ELEMENTS if e[2] == family])
         wrong = rng.sample([e for e in _ELEMENTS if e[2] != family], 3)
-        question = f"Which of these elements is a {family}?"
-        options, reason = [e[0] for e in [right, *wrong]], f"{right[0].capitalize()} is a {family}; the others are not."
+        question = f"Which of these elements is {'an' if family[0] in 'aeiou' else 'a'} {family}?"
+        article = "an" if family[0] in "aeiou" else "a"
+        options = [e[0] for e in [right, *wrong]]
+        reason = f"{right[0].capitalize()} is {article} {family}; the others are not."
     else:
         right, *wrong = rng.sample(_ELEMENTS, 4)
         if kind == "symbol":
@@ -105,7 +107,10 @@ def science_mcq(n: int, seed: int = 0) -> list[dict]:
             "id": f"embedded_science-{i:04d}",
             "task": "embedded_science",
             "prompt": [{"role": "system", "content": SCIENCE_SYSTEM}, {"role": "user", "content": user}],
-            "demonstration": f"{reason} So the answer is {letter}.\n<answer>{letter}</answer>",
+            # the tag on the reason's line: SmolLM2-135M given "... So the answer is D.\n<answer>D</answer>" as
+            # its demonstration stops after the sentence (teacher 0 / 16 on val); with the tag inline it copies
+            # it (7 / 16; the student without it: 0 / 16) -- experiments/results/teacher_view
+            "demonstration": f"{reason} <answer>{letter}</answer>",
             "reference": letter,
             "meta": {"question": question, "options": options},
         })

@@ -61,7 +61,8 @@ def test_every_registered_embedded_task_is_listed():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task,max_new_tokens", [("embedded_tool", 40), ("embedded_knowledge", 24)])
+@pytest.mark.parametrize("task,max_new_tokens", [("embedded_tool", 40), ("embedded_science", 40),
+                                                  ("embedded_knowledge", 24)])
 def test_smollm2_teacher_beats_student_with_the_demonstration_in_context(task, max_new_tokens):
     """The point of the embedded tasks: greedy SmolLM2-135M answers clearly better when the demonstration is in its
     context (the SDFT teacher) than from the query alone (the student). `python -m sdft.models install` (in setup.sh)
