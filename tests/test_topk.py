@@ -1,0 +1,241 @@
+"""The top-K forward KL (``distillation_topk``) against independent computations: the full-vocabulary loss at
+K = V (values and gradients, every path), a direct float64 implementation written per position at K < V (values,
+autograd gradients, reductions, first-k masking, importance weights), exact enumeration for ``rao_blackwell``, the
+trainer's switches, and a short run."""
+
+import itertools
+
+import pytest
+import torch
+
+from sdft.losses import (
+    TeacherTopK,
+    head_token_terms,
+    head_top_k,
+    loss_from_terms,
+    per_token_divergence,
+    self_distillation_loss,
+    teacher_top_k,
+    token_terms,
+)
+
+
+def _batch(B=3, T=9, V=13, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(B, T, V, generator=g, dtype=dtype) * 2
+    t = torch.randn(B, T, V, generator=g, dtype=dtype) * 2
+    ids = torch.randint(0, V, (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[0, 6:] = 0
+    mask[2, 8:] = 0
+    w = torch.rand(B, T, generator=g, dtype=dtype) + 0.5
+    return s, t, ids, mask, w
+
+
+def _direct_topk_kl(student_logits_row, teacher_logits_row, k):
+    """D^K at one position, written out: sort the teacher's probabilities, keep the first k as outcomes and sum the
+    rest (of each distribution) into one tail outcome; KL of the two (k+1)-outcome distributions, term by term."""
+    p = torch.softmax(teacher_logits_row.double(), -1)
+    q = torch.softmax(student_logits_row.double(), -1)
+    order = sorted(range(p.numel()), key=lambda v: -float(p[v]))
+    top, rest = order[:k], order[k:]
+    total = torch.zeros((), dtype=torch.float64)
+    for v in top:
+        total = total + p[v] * torch.log(p[v] / q[v])
+    if rest:
+        p_rest, q_rest = p[rest].sum(), q[rest].sum()
+        total = total + p_rest * torch.log(p_rest / q_rest)
+    return total
+
+
+def _direct_divergence(s, t, k):
+    B, T, _ = s.shape
+    return torch.stack([torch.stack([_direct_topk_kl(s[b, i], t[b, i], k) for i in range(T)]) for b in range(B)])
+
+
+# ---------------------------------------------------------------- K = V: the full-vocabulary forward KL
+def _loss_and_grad(path, s, t, ids, mask, topk, **kw):
+    """The loss and the gradient of the student's logits through one of the loss's paths."""
+    if path == "head":  # the student's logits made by an output head inside the loss (fused head)
+        V = s.size(-1)
+        weight = torch.eye(V, dtype=s.dtype).requires_grad_(True)  # hidden = logits, so d/d hidden = d/d logits
+        hidden = s.clone().requires_grad_(True)
+        div, s_tok, t_tok = head_token_terms(hidden, weight, None, t, ids, "forward", chunk_size=4, topk=topk)
+        loss = loss_from_terms(div, s_tok, t_tok, mask, **kw)
+        loss.backward()
+        return loss.detach(), div.detach(), hidden.grad
+    leaf = s.clone().requires_grad_(True)
+    chunk = {"plain": None, "chunked": 4}[path]
+    loss, div = self_distillation_loss(leaf, t, ids, mask, divergence="forward", chunk_size=chunk, topk=topk,
+                                       return_divergence=True, **kw)
+    loss.backward()
+    return loss.detach(), div, leaf.grad
+
+
+@pytest.mark.parametrize("path", ["plain", "chunked", "head"])
+@pytest.mark.parametrize("estimator", ["analytic", "rao_blackwell"])
+@pytest.mark.parametrize("reduction", ["sequence_mean", "token_mean", "sum"])
+def test_topk_at_full_vocabulary_equals_the_full_forward_kl(path, estimator, reduction):
+    s, t, ids, mask, w = _batch()
+    V = s.size(-1)
+    kw = dict(estimator=estimator, skip_first=2, is_weights=w, reduction=reduction)
+    ref_loss, ref_div, ref_grad = _loss_and_grad("plain", s, t, ids, mask, 0, **kw)
+    for k in (V, V + 5):  # K above V means V
+        loss, div, grad = _loss_and_grad(path, s, t, ids, mask, k, **kw)
+        torch.testing.assert_close(loss, ref_loss, atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(div, ref_div, atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(grad, ref_grad, atol=1e-10, rtol=1e-10)
+    # below V it is another loss (so the comparison above can fail)
+    loss, _, grad = _loss_and_grad(path, s, t, ids, mask, 2, **kw)
+    assert not torch.allclose(grad, ref_grad, atol=1e-4)
+
+
+# ---------------------------------------------------------------- K < V: a direct computation
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_topk_divergence_equals_a_direct_float64_computation(k):
+    s, t, *_ = _batch()
+    torch.testing.assert_close(per_token_divergence(s, t, "forward", topk=k), _direct_divergence(s, t, k),
+                               atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("path", ["plain", "chunked", "head"])
+@pytest.mark.parametrize("k", [1, 4])
+def test_topk_loss_and_gradient_equal_the_direct_computation(path, k):
+    """sequence_mean of the importance-weighted D^K over the loss tokens (padding and the first two removed), its
+    gradient by autograd through the direct computation."""
+    s, t, ids, mask, w = _batch()
+    skip = 2
+    loss, div, grad = _loss_and_grad(path, s, t, ids, mask, k, estimator="analytic", skip_first=skip, is_weights=w)
+    leaf = s.clone().requires_grad_(True)
+    d = _direct_divergence(leaf, t, k)
+    m = mask.double().clone()
+    m[:, :skip] = 0
+    expected = ((d * w * m).sum(-1) / m.sum(-1)).mean()
+    expected.backward()
+    torch.testing.assert_close(loss, expected.detach(), atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(div, d.detach(), atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(grad, leaf.grad, atol=1e-10, rtol=1e-10)
+    assert torch.count_nonzero(grad[:, :skip]) == 0 and torch.count_nonzero(grad[mask == 0]) == 0
+
+
+def test_topk_grows_with_k_to_the_full_forward_kl():
+    """Coarse-graining loses information: D^K <= D^(K+1) <= ... <= D^V = KL(teacher || student)."""
+    s, t, *_ = _batch(V=9)
+    ds = [per_token_divergence(s, t, "forward", topk=k) for k in range(1, 10)]
+    for a, b in zip(ds, ds[1:]):
+        assert (a <= b + 1e-12).all()
+    assert (ds[0] < ds[-1] - 1e-3).any()
+    torch.testing.assert_close(ds[-1], per_token_divergence(s, t, "forward"), atol=1e-12, rtol=0)
+
+
+def test_student_tail_is_exact_where_one_minus_the_sum_rounds_to_zero():
+    """float32 logits: the student puts all but ~4e-12 of its mass on the teacher's top 3, so 1 - sum q is 0 in
+    float32 and log1p(-sum) would give an infinite loss; the logsumexp over the complement is exact."""
+    V, k = 50, 3
+    t = torch.zeros(1, 1, V)
+    t[..., :k] = 3.0  # the teacher's top 3 hold 0.56 of its mass, its tail 0.44
+    s = torch.full((1, 1, V), -30.0)
+    s[..., :k] = 0.0
+    q = torch.softmax(s, -1)
+    assert (1.0 - q[..., :k].sum(-1)).item() <= 0.0  # the cancellation is real in float32
+    leaf = s.clone().requires_grad_(True)
+    d = per_token_divergence(leaf, t, "forward", topk=k)
+    d.sum().backward()
+    ref = _direct_divergence(s.double(), t.double(), k)
+    assert torch.isfinite(d).all() and torch.isfinite(leaf.grad).all()
+    torch.testing.assert_close(d.double(), ref, atol=0, rtol=1e-5)
+
+
+def test_teacher_reduction_given_once_equals_topk_on_the_fly():
+    """The trainer hands the loss a TeacherTopK (selected once); the loss with topk=K on the teacher's logits is the
+    same, and the reduction made chunk by chunk from an output head equals the one of its whole logits."""
+    s, t, ids, mask, w = _batch()
+    reduced = teacher_top_k(t, 4, ids, chunk_size=2)
+    assert isinstance(reduced, TeacherTopK) and reduced.ids.shape == (*ids.shape, 4)
+    torch.testing.assert_close(reduced.token_logprobs, torch.log_softmax(t, -1).gather(-1, ids[..., None])[..., 0])
+    a, b = s.clone().requires_grad_(True), s.clone().requires_grad_(True)
+    kw = dict(divergence="forward", estimator="rao_blackwell", is_weights=w, skip_first=1)
+    la = self_distillation_loss(a, reduced, ids, mask, chunk_size=3, **kw)
+    lb = self_distillation_loss(b, t, ids, mask, topk=4, **kw)
+    la.backward()
+    lb.backward()
+    torch.testing.assert_close(la, lb, atol=1e-12, rtol=0)
+    torch.testing.assert_close(a.grad, b.grad, atol=1e-12, rtol=0)
+
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(3, 9, 5, generator=g, dtype=torch.float64)
+    weight = torch.randn(13, 5, generator=g, dtype=torch.float64)
+    bias = torch.randn(13, generator=g, dtype=torch.float64)
+    from_head = head_top_k(hidden, weight, bias, 4, ids, chunk_size=2, temperature=0.7)
+    whole = teacher_top_k(torch.nn.functional.linear(hidden, weight, bias) / 0.7, 4, ids)
+    assert torch.equal(from_head.ids, whole.ids)
+    for name in ("logprobs", "tail_logprob", "token_logprobs"):
+        torch.testing.assert_close(getattr(from_head, name), getattr(whole, name), atol=1e-12, rtol=0)
+
+
+def test_topk_terms_accept_a_teacher_reduced_under_inference_mode():
+    s, t, ids, mask, _ = _batch(dtype=torch.float32)
+    with torch.inference_mode():
+        reduced = teacher_top_k(t, 3, ids)
+    for chunk in (None, 4):
+        leaf = s.clone().requires_grad_(True)
+        div, lp, _ = token_terms(leaf, reduced, ids, "forward", chunk_size=chunk)
+        (div.sum() + lp.sum()).backward()
+        ref = s.clone().requires_grad_(True)
+        d2, lp2, _ = token_terms(ref, t, ids, "forward", topk=3)
+        (d2.sum() + lp2.sum()).backward()
+        torch.testing.assert_close(leaf.grad, ref.grad, atol=1e-6, rtol=0)
+
+
+def test_topk_loss_refuses_what_it_cannot_serve():
+    s, t, ids, mask, _ = _batch()
+    with pytest.raises(ValueError, match="forward"):
+        self_distillation_loss(s, t, ids, mask, divergence="reverse", topk=3)
+    with pytest.raises(ValueError, match="forward"):
+        self_distillation_loss(s, teacher_top_k(t, 3, ids), ids, mask, divergence=0.5)
+    with pytest.raises(ValueError, match="token"):
+        self_distillation_loss(s, t, ids, mask, divergence="forward", estimator="token", topk=3)
+    with pytest.raises(ValueError, match=">= 0"):
+        self_distillation_loss(s, t, ids, mask, divergence="forward", topk=-1)
+
+
+# ---------------------------------------------------------------- rao_blackwell: exact enumeration
+V_E, T_E, K_E = 4, 3, 2
+PREFIXES = [p for n in range(T_E) for p in itertools.product(range(V_E), repeat=n)]
+ROW = {p: i for i, p in enumerate(PREFIXES)}
+
+
+def _seq_logits(table, y):
+    return torch.stack([table[ROW[tuple(y[:i])]] for i in range(T_E)])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rao_blackwell_with_topk_is_unbiased_for_the_expected_summed_topk_kl(seed):
+    """D^K_t is a function of the student's next-token distribution after y_<t (the teacher's top K are constants),
+    so the Rao-Blackwellized estimator's expectation over y ~ pi_theta is grad E_y sum_t D^K_t. Checked against
+    autograd of that expectation, enumerated with the direct D^K; the analytic estimator is biased for it."""
+    g = torch.Generator().manual_seed(seed)
+    student = (torch.randn(len(PREFIXES), V_E, generator=g, dtype=torch.float64) * 1.5).requires_grad_(True)
+    teacher = torch.randn(len(PREFIXES), V_E, generator=g, dtype=torch.float64) * 1.5
+    sequences = list(itertools.product(range(V_E), repeat=T_E))
+
+    def log_prob(y):
+        return sum(torch.log_softmax(student[ROW[tuple(y[:i])]], -1)[y[i]] for i in range(T_E))
+
+    objective = sum(log_prob(y).exp() * sum(_direct_topk_kl(student[ROW[y[:i]]], teacher[ROW[y[:i]]], K_E)
+                                            for i in range(T_E)) for y in sequences)
+    (exact,) = torch.autograd.grad(objective, student)
+
+    def expected(estimator):
+        total = 0.0
+        for y in sequences:
+            surrogate = self_distillation_loss(
+                _seq_logits(student, y)[None], _seq_logits(teacher, y)[None], torch.tensor([y]),
+                torch.ones(1, T_E, dtype=torch.float64), divergence="forward", estimator=estimator, reduction="sum",
+                topk=K_E)
+            total = total + log_prob(y).exp().detach() * surrogate
+        (grad,) = torch.autograd.grad(total, student)
+        return grad
+
+    torch.testing.assert_close(expected("rao_blackwell"), exact, atol=1e-10, rtol=1e-10)
+    assert (expected("analytic") - exact).norm() > 1e-2 * exact.norm()
