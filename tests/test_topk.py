@@ -4,6 +4,7 @@ autograd gradients, reductions, first-k masking, importance weights), exact enum
 trainer's switches, and a short run."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -239,3 +240,149 @@ def test_rao_blackwell_with_topk_is_unbiased_for_the_expected_summed_topk_kl(see
 
     torch.testing.assert_close(expected("rao_blackwell"), exact, atol=1e-10, rtol=1e-10)
     assert (expected("analytic") - exact).norm() > 1e-2 * exact.norm()
+
+
+# ---------------------------------------------------------------- the config and the trainer
+def test_config_refuses_what_topk_cannot_serve():
+    from sdft.trainer import SelfDistillationConfig
+
+    def cfg(**kw):
+        return SelfDistillationConfig(output_dir="/tmp/x", report_to=[], use_cpu=True, bf16=False, **kw)
+
+    assert cfg().distillation_topk == 0  # the paper's full vocabulary by default
+    assert cfg(distillation_topk=20, estimator="rao_blackwell").distillation_topk == 20
+    for bad in (dict(divergence="reverse"), dict(divergence="0.5"), dict(estimator="token", divergence="reverse"),
+                dict(estimator="token")):
+        with pytest.raises(ValueError, match="distillation_topk"):
+            cfg(distillation_topk=20, **bad)
+    with pytest.raises(ValueError, match="distillation_topk"):
+        cfg(distillation_topk=-1)
+
+
+def _topk_trainer(tiny_model_path, tmp_path, **overrides):
+    from data_prep import load_task
+    from sdft.config import build_config
+    from sdft.method import build_sdft_trainer
+
+    values = dict(model=tiny_model_path, output_dir=str(tmp_path), save_steps=1000, save_model=False,
+                  distillation_topk=4, per_device_train_batch_size=3)
+    values.update(overrides)
+    cfg = build_config("smoke", "sdft", overrides=values)
+    recs = load_task("embedded_tool", "train", n=3)
+    return build_sdft_trainer(cfg, recs, tmp_path), [{"prompt": r["prompt"], "privileged_context": r["demonstration"]}
+                                                     for r in recs]
+
+
+@pytest.mark.parametrize("estimator", ["analytic", "rao_blackwell"])
+def test_trainer_topk_loss_is_the_same_through_every_switch_and_equals_the_loss_function(estimator, tiny_model_path,
+                                                                                          tmp_path):
+    """distillation_topk=4 through the trainer: TRL's hook path (whole logits, second pass for the log), the chunked
+    lean path, the fused head (the teacher's top K made from its hidden states) and one rollout at a time, teacher
+    under no_grad or inference mode, with padding and first-k masking, all give one loss and gradient, equal to
+    sdft.losses of the student's logits and the teacher's logits from a plain forward."""
+    trainer, inputs = _topk_trainer(tiny_model_path, tmp_path, estimator=estimator, num_loss_tokens_to_skip=1)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    torch.manual_seed(0)
+    batch = trainer._prepare_training_batch(inputs)
+    n = batch["completion_ids"].size(1)
+    batch["completion_mask"][1, 5:] = 0  # a shorter rollout: padding inside the batch
+    batch["completion_ids"][1, 5:] = trainer._tokenizer.pad_token_id
+    batch["teacher_attention_mask"][1, -n + 5:] = 0
+    with torch.no_grad():  # a teacher different from the student
+        for p in trainer.teacher_model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    trainer._prepare_inputs = lambda _inputs: batch
+
+    # the reference: both models' plain forwards, the loss function given the teacher's whole logits
+    ids = batch["completion_ids"]
+    with torch.no_grad():
+        t_logits = trainer.teacher_model(input_ids=batch["teacher_input_ids"],
+                                         attention_mask=batch["teacher_attention_mask"]).logits[:, -n - 1:-1]
+    trainer.model.zero_grad()
+    s_logits = trainer.model(input_ids=torch.cat([batch["prompt_ids"], ids], 1),
+                             attention_mask=torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+                             ).logits[:, -n - 1:-1]
+    ref_loss = self_distillation_loss(s_logits, t_logits, ids, batch["completion_mask"], divergence="forward",
+                                      estimator=estimator, skip_first=1, topk=4)
+    ref_loss.backward()
+    ref_grads = {k: p.grad.clone() for k, p in trainer.model.named_parameters()}
+    full = self_distillation_loss(s_logits.detach(), t_logits, ids, batch["completion_mask"], divergence="forward",
+                                  estimator=estimator, skip_first=1)
+    assert not torch.allclose(full, ref_loss)  # K = 4 of V = 497 is another loss
+
+    seen = []
+    teacher_logits = trainer._teacher_logits
+    trainer._teacher_logits = lambda *a: seen.append(teacher_logits(*a)) or seen[-1]
+    for switches in (dict(loss_chunk_size=0, teacher_inference_mode=False, lean_logits=False, fused_lm_head=False),
+                     dict(loss_chunk_size=3, teacher_inference_mode=True, lean_logits=True, fused_lm_head=False),
+                     dict(loss_chunk_size=3, teacher_inference_mode=True, lean_logits=True, fused_lm_head=True,
+                          sequence_microbatches=False),
+                     dict(loss_chunk_size=3, teacher_inference_mode=False, lean_logits=True, fused_lm_head=True,
+                          sequence_microbatches=True)):
+        for k, v in switches.items():
+            setattr(trainer.args, k, v)
+        trainer.model.zero_grad()
+        if switches.get("sequence_microbatches"):
+            loss = trainer.training_step(trainer.model, [{}] * 3)
+        else:
+            loss = trainer.compute_loss(trainer.model, batch)
+            loss.backward()
+        torch.testing.assert_close(loss.detach(), ref_loss.detach(), atol=1e-5, rtol=1e-5)
+        for k, p in trainer.model.named_parameters():
+            torch.testing.assert_close(p.grad, ref_grads[k], atol=1e-5, rtol=1e-4, msg=lambda m, k=k, sw=switches: f"{sw} {k}: {m}")
+    assert seen and all(isinstance(x, TeacherTopK) and x.k == 4 for x in seen)
+
+
+def test_bf16_teacher_topk_equals_the_float32_reduction_up_to_rounding(tiny_model_path, tmp_path):
+    trainer, inputs = _topk_trainer(tiny_model_path, tmp_path)
+    torch.manual_seed(0)
+    batch = trainer._prepare_training_batch(inputs)
+    n = batch["completion_ids"].size(1)
+    with torch.no_grad():
+        ref_logits = trainer.teacher_model(input_ids=batch["teacher_input_ids"],
+                                           attention_mask=batch["teacher_attention_mask"]).logits[:, -n - 1:-1]
+    ref = teacher_top_k(ref_logits, 4, batch["completion_ids"])
+    for lean in (True, False):
+        trainer.args.lean_logits = lean
+        trainer.args.teacher_dtype = None
+        got = trainer._teacher_logits(trainer.teacher_model, batch, n)
+        assert torch.equal(got.ids, ref.ids)
+        torch.testing.assert_close(got.logprobs, ref.logprobs, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got.tail_logprob, ref.tail_logprob, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got.token_logprobs, ref.token_logprobs, atol=1e-5, rtol=1e-5)
+        trainer.args.teacher_dtype = "bfloat16"
+        low = trainer._teacher_logits(trainer.teacher_model, batch, n)
+        assert low.logprobs.dtype == torch.float32 and low.ids.shape == ref.ids.shape
+        # rounded, and aligned (a shift by one position would be far off)
+        m = batch["completion_mask"].bool()
+        gap = (low.token_logprobs - ref.token_logprobs)[m].abs()
+        assert 0 < gap.max() < 0.05
+
+
+def test_smoke_run_with_topk_trains(tiny_model_path, tmp_path):
+    """The smoke preset with distillation_topk=4 for two optimizer steps through the repository's API: the teacher
+    reaches the loss as its top-4 reduction, the logged losses are finite and the student's weights move."""
+    import json
+
+    from data_prep import load_task
+    from sdft.config import build_config
+    from sdft.method import build_sdft_trainer
+
+    cfg = build_config("smoke", "sdft", overrides=dict(model=tiny_model_path, output_dir=str(tmp_path), save_steps=1000,
+                                                       save_model=False, max_steps=2, distillation_topk=4,
+                                                       learning_rate=1e-2))
+    assert cfg.distillation_topk == 4
+    trainer = build_sdft_trainer(cfg, load_task("embedded_tool", "train", n=4), tmp_path)
+    seen = []
+    teacher_logits = trainer._teacher_logits
+    trainer._teacher_logits = lambda *a: seen.append(teacher_logits(*a)) or seen[-1]
+    before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+    trainer.train()
+    assert seen and all(isinstance(x, TeacherTopK) and x.k == 4 for x in seen)
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.named_parameters())
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    assert all(math.isfinite(r["sdft/distillation_loss"]) and r["sdft/distillation_loss"] >= 0 for r in rows
+               if "loss" in r)
