@@ -30,9 +30,10 @@ Top-K forward KL (``topk=K > 0``; the trainer's ``distillation_topk``). :math:`D
 two distributions coarse-grained to :math:`K+1` outcomes: the teacher's :math:`K` most probable tokens :math:`S_t`
 at that position, each its own outcome, and one tail bucket for everything else,
 :math:`D^K_t=\sum_{v\in S_t}\pi(v)\log\frac{\pi(v)}{\pi_\theta(v)}+\pi(\bar S_t)\log\frac{\pi(\bar S_t)}{\pi_\theta(\bar S_t)}`,
-with :math:`\pi(\bar S_t)=1-\sum_{v\in S_t}\pi(v)` and both tails computed in log space (a logsumexp over the
-complement of :math:`S_t`, never ``log(1 - sum)``). It is a lower bound of the full forward KL (data processing),
-equal to it when :math:`K=V`, and zero iff the student gives each of the :math:`K` tokens the teacher's probability.
+with :math:`\pi(\bar S_t)=1-\sum_{v\in S_t}\pi(v)`, both tails summed over the complement of :math:`S_t` (never
+``1 - sum``, which cancels when the K tokens hold nearly all the mass; ``_tail_log_mass``). It is a lower bound of
+the full forward KL (data processing), equal to it when :math:`K=V`, nondecreasing in :math:`K`, and zero iff the
+student gives each of the :math:`K` tokens the teacher's probability.
 The teacher enters only as ``TeacherTopK`` (``teacher_top_k``: its top-K log-probabilities and indices, its tail's
 log-mass and the log-probability of each sampled token), selected once from its logits; the student's side still
 needs its full-vocabulary log-normalizer and tail, chunk by chunk like everything else here. Forward KL only.
@@ -133,9 +134,22 @@ class TeacherTopK:
 
 
 def _tail_log_mass(log_probs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """log of the probability mass outside ``ids`` ``[..., K]``: a logsumexp over the complement (exact where
-    ``log1p(-sum)`` would cancel to -inf when the K tokens hold nearly all the mass)."""
-    return torch.logsumexp(log_probs.scatter(-1, ids, float("-inf")), dim=-1)
+    """log of the probability mass outside ``ids`` ``[..., K]``, from normalized log-probabilities ``[..., V]``.
+
+    The complement's probabilities summed directly (never ``1 - sum`` of the K, which cancels to 0 when they hold
+    nearly all the mass): exact down to sums of ``sqrt(tiny)`` (~1e-19 in float32); below that, where its terms may
+    underflow, a logsumexp over the complement (about twice the cost on CPU, so only on those rows).
+    """
+    probs = log_probs.exp()
+    probs = probs.scatter(-1, ids, 0.0) if probs.requires_grad else probs.scatter_(-1, ids, 0.0)
+    tiny = torch.finfo(probs.dtype).tiny ** 0.5
+    total = probs.sum(-1)
+    tail = total.clamp(min=tiny).log()  # clamped: no 1/0 in the backward of the rows replaced below
+    small = total < tiny
+    if small.any():
+        exact = torch.logsumexp(log_probs[small].scatter(-1, ids[small], float("-inf")), dim=-1)
+        tail = tail.index_put((small,), exact)
+    return tail
 
 
 @torch.no_grad()
