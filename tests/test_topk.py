@@ -391,3 +391,23 @@ def test_smoke_run_with_topk_trains(tiny_model_path, tmp_path):
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     assert all(math.isfinite(r["sdft/distillation_loss"]) and r["sdft/distillation_loss"] >= 0 for r in rows
                if "loss" in r)
+
+
+def test_paper_and_mini_presets_keep_the_full_vocabulary():
+    from sdft.config import build_config
+
+    for preset in ("paper", "mini", "smoke"):
+        assert build_config(preset, "sdft").distillation_topk == 0, preset
+
+
+@pytest.mark.slow
+def test_bench_topk_loss_runs_at_a_tiny_size():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "experiments.bench_topk_loss", "--batch", "2", "--length", "8",
+                           "--vocab", "300", "--hidden", "16", "--k", "5", "--chunk", "4", "--reps", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| logits") or line.startswith("| head")]
+    assert len(table) == 4 and sum("top 5 + tail" in line for line in table) == 2
