@@ -26,6 +26,20 @@ Gradient estimators (``self_distillation_loss``; each returns a surrogate whose 
     over :math:`y\sim\pi_\theta` is exactly the gradient of the sequence-level
     :math:`\mathrm{KL}(\pi_\theta(\cdot|x)\|\pi(\cdot|x,c))`; with another divergence, of :math:`E_{y\sim\pi_\theta}\sum_t D_t`.
 
+Top-K forward KL (``topk=K > 0``; the trainer's ``distillation_topk``). :math:`D_t` is the forward KL between the
+two distributions coarse-grained to :math:`K+1` outcomes: the teacher's :math:`K` most probable tokens :math:`S_t`
+at that position, each its own outcome, and one tail bucket for everything else,
+:math:`D^K_t=\sum_{v\in S_t}\pi(v)\log\frac{\pi(v)}{\pi_\theta(v)}+\pi(\bar S_t)\log\frac{\pi(\bar S_t)}{\pi_\theta(\bar S_t)}`,
+with :math:`\pi(\bar S_t)=1-\sum_{v\in S_t}\pi(v)`, both tails summed over the complement of :math:`S_t` (never
+``1 - sum``, which cancels when the K tokens hold nearly all the mass; ``_tail_log_mass``). It is a lower bound of
+the full forward KL (data processing), equal to it when :math:`K=V`, nondecreasing in :math:`K`, and zero iff the
+student gives each of the :math:`K` tokens the teacher's probability.
+The teacher enters only as ``TeacherTopK`` (``teacher_top_k``: its top-K log-probabilities and indices, its tail's
+log-mass and the log-probability of each sampled token), selected once from its logits; the student's side still
+needs its full-vocabulary log-normalizer and tail, chunk by chunk like everything else here. Forward KL only.
+With ``rao_blackwell`` the estimator is that of :math:`\nabla E_{y\sim\pi_\theta}\sum_t D^K_t`, as for any
+:math:`D_t`.
+
 Averaging (``reduction``). ``"sequence_mean"`` (default) is TRL's: each sequence's summed surrogate divided by
 its number of loss tokens, then the mean over sequences. ``"token_mean"`` divides the batch total by the batch's
 loss tokens; ``"sum"`` returns the plain total (used by the tests against exact gradients).
@@ -33,6 +47,7 @@ loss tokens; ``"sum"`` returns the plain total (used by the tests against exact 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -82,8 +97,148 @@ def divergence_from_log_probs(student_log_probs: torch.Tensor, teacher_log_probs
     return alpha * _kl(t, log_mix) + (1.0 - alpha) * _kl(s, log_mix)
 
 
-def per_token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, divergence: Any = "forward") -> torch.Tensor:
-    """``[B, T]`` full-vocabulary divergence at every position; gradient flows into the student only."""
+@dataclass(frozen=True)
+class TeacherTopK:
+    """The teacher's distribution at each position reduced to what the top-K forward KL needs (``teacher_top_k``).
+
+    The leading dimensions ``[...]`` are positions (``[B, T]`` for a batch) and indexing them (``teacher[b, t0:t1]``)
+    indexes every field, so the chunked functions below take it wherever they take the teacher's logits. A constant:
+    no gradient flows into it. ``[B, T, K]`` indices and values instead of ``[B, T, V]`` logits.
+    """
+
+    logprobs: torch.Tensor  # [..., K] log pi(v) of its K most probable tokens v (normalized over the vocabulary)
+    ids: torch.Tensor  # [..., K] those tokens
+    tail_logprob: torch.Tensor  # [...] log pi(the other V - K tokens) = log(1 - sum_k pi(v_k)); -inf when K = V
+    token_logprobs: torch.Tensor  # [...] log pi(y_t) of the sampled tokens (over the whole vocabulary)
+    vocab_size: int
+
+    @property
+    def k(self) -> int:
+        return self.ids.size(-1)
+
+    @property
+    def has_tail(self) -> bool:
+        return self.k < self.vocab_size
+
+    def __getitem__(self, index) -> TeacherTopK:
+        return TeacherTopK(self.logprobs[index], self.ids[index], self.tail_logprob[index], self.token_logprobs[index],
+                           self.vocab_size)
+
+    def detach(self) -> TeacherTopK:
+        """Detached, and cloned out of inference mode if made there (autograd may save the indices for backward)."""
+        def const(x):
+            x = x.detach()
+            return x.clone() if x.is_inference() else x
+        return TeacherTopK(const(self.logprobs), const(self.ids), const(self.tail_logprob),
+                           const(self.token_logprobs), self.vocab_size)
+
+
+def _tail_log_mass(log_probs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log of the probability mass outside ``ids`` ``[..., K]``, from normalized log-probabilities ``[..., V]``.
+
+    The complement's probabilities summed directly (never ``1 - sum`` of the K, which cancels to 0 when they hold
+    nearly all the mass): exact down to sums of ``sqrt(tiny)`` (~1e-19 in float32); below that, where its terms may
+    underflow, a logsumexp over the complement (about twice the cost on CPU, so only on those rows).
+    """
+    probs = log_probs.exp()
+    probs = probs.scatter(-1, ids, 0.0) if probs.requires_grad else probs.scatter_(-1, ids, 0.0)
+    tiny = torch.finfo(probs.dtype).tiny ** 0.5
+    total = probs.sum(-1)
+    tail = total.clamp(min=tiny).log()  # clamped: no 1/0 in the backward of the rows replaced below
+    small = total < tiny
+    if small.any():
+        exact = torch.logsumexp(log_probs[small].scatter(-1, ids[small], float("-inf")), dim=-1)
+        tail = tail.index_put((small,), exact)
+    return tail
+
+
+@torch.no_grad()
+def teacher_top_k(teacher_logits: torch.Tensor, k: int, completion_ids: torch.Tensor | None,
+                  chunk_size: int | None = 64) -> TeacherTopK:
+    """The teacher's ``[B, T, V]`` logits reduced to its top ``k`` tokens at each position (``k > V`` means ``V``),
+    its tail's log-mass and the log-probabilities of the sampled ``completion_ids`` ``[B, T]`` (NaN without them).
+
+    Made ``chunk_size`` positions at a time: besides the logits it was given, one chunk's log-softmax exists at a
+    time; the result holds ``[B, T, k]`` values and indices. Half-precision logits give float32 log-probabilities.
+    Called outside inference mode on logits made inside it, the result is an ordinary tensor (usable by autograd).
+    """
+    B, T, V = teacher_logits.shape
+    return _top_k_by_chunks(lambda b, sl: teacher_logits[b, sl], B, T, V, teacher_logits.dtype, teacher_logits.device,
+                            k, completion_ids, chunk_size)
+
+
+@torch.no_grad()
+def head_top_k(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k: int,
+               completion_ids: torch.Tensor | None, chunk_size: int | None = 64,
+               temperature: float = 1.0) -> TeacherTopK:
+    """``teacher_top_k`` of the logits ``(hidden @ weight.T + bias) / temperature`` (``hidden`` ``[B, T, H]``),
+    made ``chunk_size`` positions at a time: the ``[B, T, V]`` logits never exist whole."""
+    B, T, _ = hidden.shape
+    V = weight.size(0)
+    dtype = torch.result_type(hidden[:0], weight[:0])
+    return _top_k_by_chunks(lambda b, sl: _head(hidden[b, sl], weight, bias, temperature), B, T, V, dtype,
+                            hidden.device, k, completion_ids, chunk_size)
+
+
+def _top_k_by_chunks(logits_of, B: int, T: int, V: int, logits_dtype: torch.dtype, device, k: int,
+                     completion_ids: torch.Tensor | None, chunk_size: int | None) -> TeacherTopK:
+    if int(k) < 1:
+        raise ValueError(f"top-K needs k >= 1, got {k}")
+    k = min(int(k), V)
+    chunk = T if not chunk_size or chunk_size <= 0 else int(chunk_size)
+    dtype = torch.float32 if logits_dtype in (torch.float16, torch.bfloat16) else logits_dtype
+    logprobs = torch.empty((B, T, k), dtype=dtype, device=device)
+    ids = torch.empty((B, T, k), dtype=torch.long, device=device)
+    tail = torch.full((B, T), float("-inf"), dtype=dtype, device=device)
+    token = torch.full((B, T), float("nan"), dtype=dtype, device=device)
+    for b in range(B):
+        for t0 in range(0, T, chunk):
+            sl = slice(t0, t0 + chunk)
+            lp = _log_softmax(logits_of(b, sl))
+            top, idx = lp.topk(k, dim=-1)
+            logprobs[b, sl], ids[b, sl] = top, idx
+            if completion_ids is not None:
+                token[b, sl] = lp.gather(-1, completion_ids[b, sl].unsqueeze(-1)).squeeze(-1)
+            if k < V:
+                tail[b, sl] = _tail_log_mass(lp, idx)
+    return TeacherTopK(logprobs, ids, tail, token, V)
+
+
+def topk_forward_kl(student_log_probs: torch.Tensor, teacher: TeacherTopK) -> torch.Tensor:
+    """``[...]`` forward KL over the teacher's top K tokens and one tail bucket (the module docstring's
+    :math:`D^K_t`), from the student's full-vocabulary log-probabilities ``[..., V]``."""
+    student_top = student_log_probs.gather(-1, teacher.ids)
+    div = _kl(teacher.logprobs, student_top)
+    if teacher.has_tail:
+        student_tail = _tail_log_mass(student_log_probs, teacher.ids)
+        p_tail = teacher.tail_logprob.exp()
+        div = div + torch.where(p_tail > 0, p_tail * (teacher.tail_logprob - student_tail), 0.0)
+    return div
+
+
+def _constant_teacher(teacher, topk: int, completion_ids: torch.Tensor | None):
+    """The teacher as the loss uses it: its detached logits, or their top-K reduction (given, or made here)."""
+    if isinstance(teacher, TeacherTopK):
+        return teacher.detach()
+    if topk and topk > 0:
+        return teacher_top_k(teacher, topk, completion_ids)
+    return teacher.detach()
+
+
+def _check_topk(teacher, topk: int, divergence: Any) -> None:
+    if topk < 0:
+        raise ValueError(f"topk must be >= 0 (0: the full vocabulary), got {topk}")
+    if (isinstance(teacher, TeacherTopK) or topk > 0) and divergence_alpha(divergence) != 0.0:
+        raise ValueError("the top-K divergence is the forward KL only (divergence='forward')")
+
+
+def per_token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor | TeacherTopK,
+                         divergence: Any = "forward", topk: int = 0) -> torch.Tensor:
+    """``[B, T]`` divergence at every position; gradient flows into the student only. Over the full vocabulary, or,
+    given ``topk > 0`` or a ``TeacherTopK``, the top-K forward KL (``completion_ids`` are not needed for it)."""
+    _check_topk(teacher_logits, topk, divergence)
+    if isinstance(teacher_logits, TeacherTopK) or topk > 0:
+        return topk_forward_kl(_log_softmax(student_logits), _constant_teacher(teacher_logits, topk, None))
     return divergence_from_log_probs(_log_softmax(student_logits), _log_softmax(teacher_logits.detach()), divergence)
 
 
@@ -108,11 +263,18 @@ def _reduce(per_sequence_sum: torch.Tensor, loss_mask: torch.Tensor, reduction: 
 
 def _token_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, completion_ids: torch.Tensor,
                  divergence: Any, need_div: bool = True):
-    """``(D_t, log pi_theta(y_t), log pi(y_t))`` at every position: the only full-vocabulary work of the loss."""
+    """``(D_t, log pi_theta(y_t), log pi(y_t))`` at every position: the only full-vocabulary work of the loss.
+    ``teacher_logits`` may be a ``TeacherTopK`` (then ``D_t`` is the top-K forward KL)."""
     student_lp = _log_softmax(student_logits)
-    teacher_lp = _log_softmax(teacher_logits.detach())
     ids = completion_ids.unsqueeze(-1)
     s_tok = student_lp.gather(-1, ids).squeeze(-1)
+    if isinstance(teacher_logits, TeacherTopK):
+        if divergence_alpha(divergence) != 0.0:
+            raise ValueError("the top-K divergence is the forward KL only (divergence='forward')")
+        t_tok = teacher_logits.token_logprobs
+        div = topk_forward_kl(student_lp, teacher_logits) if need_div else torch.zeros_like(s_tok)
+        return div, s_tok, t_tok
+    teacher_lp = _log_softmax(teacher_logits.detach())
     t_tok = teacher_lp.gather(-1, ids).squeeze(-1)
     div = divergence_from_log_probs(student_lp, teacher_lp, divergence) if need_div else torch.zeros_like(s_tok)
     return div, s_tok, t_tok
@@ -251,28 +413,35 @@ def _head(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
 
 
 def head_token_terms(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                     teacher_logits: torch.Tensor, completion_ids: torch.Tensor, divergence: Any = "forward",
-                     chunk_size: int = 64, need_div: bool = True, temperature: float = 1.0):
+                     teacher_logits: torch.Tensor | TeacherTopK, completion_ids: torch.Tensor,
+                     divergence: Any = "forward", chunk_size: int = 64, need_div: bool = True,
+                     temperature: float = 1.0, topk: int = 0):
     """``token_terms`` of the student logits ``(hidden @ weight.T + bias) / temperature`` without ever holding
     them (nor their gradient) for the whole sequence: ``chunk_size`` positions at a time, recomputed in backward.
-    Gradients flow into ``hidden``, ``weight`` and ``bias``.
+    Gradients flow into ``hidden``, ``weight`` and ``bias``. ``topk`` / a ``TeacherTopK`` as in ``token_terms``.
     """
+    _check_topk(teacher_logits, topk, divergence)
     alpha = divergence_alpha(divergence)
-    return _ChunkedHeadTokenTerms.apply(hidden, weight, bias, teacher_logits.detach(), completion_ids, alpha,
+    teacher = _constant_teacher(teacher_logits, topk, completion_ids)
+    return _ChunkedHeadTokenTerms.apply(hidden, weight, bias, teacher, completion_ids, alpha,
                                         need_div, max(1, int(chunk_size)), float(temperature))
 
 
-def token_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, completion_ids: torch.Tensor,
-                divergence: Any = "forward", chunk_size: int | None = None, need_div: bool = True):
+def token_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor | TeacherTopK,
+                completion_ids: torch.Tensor, divergence: Any = "forward", chunk_size: int | None = None,
+                need_div: bool = True, topk: int = 0):
     """``(D_t, log pi_theta(y_t), log pi(y_t))``, each ``[B, T]``; ``chunk_size`` positions at a time if given.
 
-    Gradient flows into ``student_logits`` through the first two; the teacher's are constants.
+    Gradient flows into ``student_logits`` through the first two; the teacher's are constants. With ``topk > 0``
+    (the teacher's top-K indices selected once from ``teacher_logits``) or a ``TeacherTopK`` teacher, ``D_t`` is the
+    top-K forward KL (module docstring) and ``log pi(y_t)`` the teacher's full-vocabulary one.
     """
+    _check_topk(teacher_logits, topk, divergence)
+    teacher = _constant_teacher(teacher_logits, topk, completion_ids)
     if chunk_size is None or chunk_size <= 0 or chunk_size >= student_logits.size(1):
-        return _token_terms(student_logits, teacher_logits, completion_ids, divergence, need_div)
+        return _token_terms(student_logits, teacher, completion_ids, divergence, need_div)
     alpha = divergence_alpha(divergence)
-    return _ChunkedTokenTerms.apply(student_logits, teacher_logits.detach(), completion_ids, alpha, need_div,
-                                    int(chunk_size))
+    return _ChunkedTokenTerms.apply(student_logits, teacher, completion_ids, alpha, need_div, int(chunk_size))
 
 
 def self_distillation_loss(
@@ -287,6 +456,7 @@ def self_distillation_loss(
     reduction: str = "sequence_mean",
     chunk_size: int | None = None,
     return_divergence: bool = False,
+    topk: int = 0,
 ):
     """Scalar surrogate whose gradient w.r.t. ``student_logits`` is the chosen estimator (module docstring).
 
@@ -303,14 +473,20 @@ def self_distillation_loss(
             in backward (``token_terms``): same values and gradients, a fraction of the peak memory.
         return_divergence: also return the detached per-token divergence ``[B, T]`` (for logging, so that
             it need not be computed a second time).
+        topk: ``K > 0``: the top-K forward KL (module docstring), the teacher's top-K selected once from
+            ``teacher_logits`` (which may also be given as a ``TeacherTopK``); ``analytic`` and ``rao_blackwell``.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    _check_topk(teacher_logits, topk, divergence)
+    if estimator == "token" and (topk > 0 or isinstance(teacher_logits, TeacherTopK)):
+        raise ValueError("the token-level estimator has no top-K form (it is reverse KL only); use analytic or "
+                         "rao_blackwell")
     alpha = divergence_alpha(divergence)
     if estimator == "token" and alpha != 1.0:
         raise ValueError("the token-level estimator is defined for the reverse KL only (divergence='reverse')")
     need_div = estimator != "token" or return_divergence
-    div, s_tok, t_tok = token_terms(student_logits, teacher_logits, completion_ids, alpha, chunk_size, need_div)
+    div, s_tok, t_tok = token_terms(student_logits, teacher_logits, completion_ids, alpha, chunk_size, need_div, topk)
     loss = loss_from_terms(div, s_tok, t_tok, completion_mask, estimator, skip_first, is_weights, reduction)
     return (loss, div.detach()) if return_divergence else loss
 

@@ -29,6 +29,7 @@ Which switches act where (defaults; tests/test_multiprocess.py runs both):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ import torch
 from accelerate.utils import is_peft_model
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from sdft.losses import head_top_k, teacher_top_k
 from sdft.sampling import plain_sampling, sample_with_logprobs
 from sdft.sequences import lengths_to_first_eos, pad_sequences
 
@@ -230,10 +232,44 @@ class FastPaths:
 
     def _teacher_logits(self, teacher_model, inputs, logits_to_keep):
         """The teacher's logits of the completion positions: constants, computed without autograd bookkeeping
-        (``teacher_inference_mode``), optionally with its body under low-precision autocast (``teacher_dtype``)."""
-        no_graph = torch.inference_mode() if self.args.teacher_inference_mode else torch.no_grad()
+        (``teacher_inference_mode``), optionally with its body under low-precision autocast (``teacher_dtype``).
+
+        With ``distillation_topk = K > 0``: only their top-K reduction (``sdft.losses.TeacherTopK``, ``[B, T, K]``
+        values and indices, the tail's log-mass, the sampled tokens' log-probabilities). With ``lean_logits`` and a
+        plain ``nn.Linear`` output head it is made from the teacher's hidden states ``loss_chunk_size`` positions at a
+        time (``sdft.losses.head_top_k``), so the teacher's ``[B, T, V]`` logits never exist whole; otherwise they
+        come whole from its forward and are reduced at once (``sdft.losses.teacher_top_k``) and freed.
+        """
+        k = getattr(self.args, "distillation_topk", 0) or 0
+        chunk = self.args.loss_chunk_size or None
+        ids = inputs["completion_ids"]
+        if k > 0 and self.args.lean_logits and _linear_head(teacher_model) is not None:
+            with self._teacher_no_graph():
+                hidden = self._teacher_hidden(teacher_model, inputs, logits_to_keep)
+            head = _linear_head(teacher_model)
+            if self.args.teacher_dtype is not None:
+                hidden = hidden.float()  # the head in float32, as for the full logits below
+            # outside inference mode: the reduction is made of ordinary tensors, which autograd may save
+            return head_top_k(hidden, head.weight, head.bias, k, ids, chunk, self.temperature)
+        logits = self._teacher_full_logits(teacher_model, inputs, logits_to_keep)
+        return logits if k == 0 else teacher_top_k(logits, k, ids, chunk)
+
+    def _teacher_no_graph(self):
+        return torch.inference_mode() if self.args.teacher_inference_mode else torch.no_grad()
+
+    def _teacher_hidden(self, teacher_model, inputs, logits_to_keep):
+        """The teacher body's last hidden states of the completion positions (under ``teacher_dtype`` autocast when
+        set); the last position predicts past the completion and is not computed."""
         ids, mask = inputs["teacher_input_ids"], inputs["teacher_attention_mask"]
-        with no_graph, self._get_teacher_context_for_self_distillation():
+        autocast = (torch.autocast(ids.device.type, dtype=getattr(torch, self.args.teacher_dtype))
+                    if self.args.teacher_dtype is not None else contextlib.nullcontext())
+        with self._get_teacher_context_for_self_distillation(), autocast:
+            return teacher_model.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
+                                       use_cache=False).last_hidden_state[:, -logits_to_keep:]
+
+    def _teacher_full_logits(self, teacher_model, inputs, logits_to_keep):
+        ids, mask = inputs["teacher_input_ids"], inputs["teacher_attention_mask"]
+        with self._teacher_no_graph(), self._get_teacher_context_for_self_distillation():
             if self.args.teacher_dtype is None:
                 return self._forward_logits(teacher_model, ids, mask, logits_to_keep)
             autocast = torch.autocast(ids.device.type, dtype=getattr(torch, self.args.teacher_dtype))

@@ -3,7 +3,9 @@
 What this adds to TRL 1.16's trainer:
   * The loss is ours (``sdft.losses``): full-vocabulary per-token divergence (forward, reverse or generalized JSD)
     with all three gradient estimators of Appendix A.1 (TRL has the analytic and sampled-token ones, not the
-    Rao-Blackwellized one) and first-k masking.
+    Rao-Blackwellized one) and first-k masking; or, with ``distillation_topk = K``, the forward KL over the
+    teacher's top K tokens and a tail bucket, the teacher's logits reduced to their top K right after its forward
+    (``FastPaths._teacher_logits``).
   * When the rollouts come from another copy of the weights (vLLM, or the low-precision sampler copy of
     ``sdft.speedups``), the sampler's token log-probabilities are kept and the loss is reweighted by the truncated
     ratios pi_train(y_t) / pi_sampler(y_t) (Algorithm 1, line 17): one weight per rollout, their mean over its loss
@@ -70,8 +72,10 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
     """TRL's ``SDFTConfig`` with the paper's defaults where TRL's differ, the knobs of the paper that TRL lacks, and
     the speed switches (``sdft.speedups.SpeedSwitches``: the one list of them, with what each does).
 
-    The divergence is always computed over the full vocabulary (``distillation_mode="full_logits"``); ``divergence``
-    names it and sets TRL's ``distillation_alpha`` (0 forward, 1 reverse, between: generalized JSD).
+    The divergence is computed over the full vocabulary (``distillation_mode="full_logits"``), or with
+    ``distillation_topk = K > 0`` over the teacher's top K tokens and a tail bucket (forward KL only; our loss, not
+    TRL's ``topk_logits`` mode); ``divergence`` names it and sets TRL's ``distillation_alpha`` (0 forward, 1 reverse,
+    between: generalized JSD).
     ``teacher_template`` names the teacher's context (``sdft.prompts.TEACHER_TEMPLATES``) and sets TRL's
     ``teacher_prompt_template``.
     """
@@ -126,6 +130,16 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
         metadata={"help": "form of the sampler correction: per_sequence (the authors' code: one weight per rollout, "
                   "the mean of its truncated per-token ratios over the loss tokens, on every token) or per_token "
                   "(TRL's: each token's own truncated ratio)"})
+    distillation_topk: int = field(
+        default=0,
+        metadata={"help": "0 (the paper's): the per-token divergence over the full vocabulary. K > 0: the forward KL "
+                  "between teacher and student coarse-grained to K + 1 outcomes, the teacher's K most probable "
+                  "tokens at each position and one tail bucket for the rest (sdft.losses.topk_forward_kl; equal to "
+                  "the full forward KL at K = V). The teacher's logits are reduced to their top K right after its "
+                  "forward. divergence=forward and estimator analytic or rao_blackwell only. Replaces TRL's field "
+                  "of this name, which only its own topk_logits mode (student's top K, never used here) reads. "
+                  "tinker-cookbook's SDFT recipe uses the teacher's top 20 (renormalized, without a tail bucket)."},
+    )
 
     def __post_init__(self):
         from sdft.losses import divergence_alpha
@@ -136,6 +150,15 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
         self.teacher_prompt_template = to_trl_template(get_template(self.teacher_template))
         if self.estimator not in ESTIMATORS:  # (the command line checks choices itself; direct construction here)
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if not isinstance(self.distillation_topk, int) or self.distillation_topk < 0:
+            raise ValueError(f"distillation_topk must be an integer >= 0 (0: full vocabulary), got "
+                             f"{self.distillation_topk!r}")
+        if self.distillation_topk > 0 and self.distillation_alpha != 0.0:
+            raise ValueError(f"distillation_topk > 0 is the forward KL over the teacher's top K only: set "
+                             f"divergence=forward (got divergence={self.divergence!r})")
+        if self.distillation_topk > 0 and self.estimator not in ("analytic", "rao_blackwell"):
+            raise ValueError(f"distillation_topk > 0 serves the analytic and rao_blackwell estimators only, got "
+                             f"estimator={self.estimator!r}")
         if self.estimator == "token" and self.distillation_alpha != 1.0:
             raise ValueError("the token-level estimator is defined for the reverse KL only (set divergence=reverse)")
         if not 0.0 < self.teacher_update_rate <= 1.0:
@@ -313,20 +336,23 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
         """The loss of a batch and its detached per-token divergence ``[B, T]`` (the module docstring's path).
 
         ``student``: the student's logits of the completion positions, or its hidden states and output head.
+        ``teacher_logits``: the teacher's logits, or with ``distillation_topk > 0`` their top-K reduction
+        (``sdft.losses.TeacherTopK``; full logits would be reduced here).
         """
         args, ids = self.args, inputs["completion_ids"]
+        topk = args.distillation_topk
         # With lean_logits (which the fused head requires) the logged divergence is D_t of these terms, whatever
         # the estimator; without it, a second pass below.
         need_div = args.estimator != "token" or args.lean_logits
         if isinstance(student, StudentHead):
             div, s_tok, t_tok = head_token_terms(
                 student.hidden, student.head.weight, student.head.bias, teacher_logits, ids, args.distillation_alpha,
-                chunk_size=args.loss_chunk_size, need_div=need_div, temperature=self.temperature,
+                chunk_size=args.loss_chunk_size, need_div=need_div, temperature=self.temperature, topk=topk,
             )
             sampled_logps = s_tok
         else:
             div, s_tok, t_tok = token_terms(student, teacher_logits, ids, args.distillation_alpha,
-                                            args.loss_chunk_size or None, need_div)
+                                            args.loss_chunk_size or None, need_div, topk)
             # TRL's log-probabilities of the sampled tokens, the function of its old_per_token_logps (so that an
             # unchanged policy has a ratio of exactly 1); computed only when a ratio is taken
             sampled_logps = selective_log_softmax(student, ids) if self._reweighted(inputs) else None
@@ -335,7 +361,7 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
                                self.num_loss_tokens_to_skip, is_weights, "sequence_mean")
         if not args.lean_logits:  # TRL's way: a second full-vocabulary pass for the logged value
             with torch.no_grad():
-                div = per_token_divergence(student.detach(), teacher_logits, args.distillation_alpha)
+                div = per_token_divergence(student.detach(), teacher_logits, args.distillation_alpha, topk)
         return loss, div.detach()
 
     def _reweighted(self, inputs) -> bool:
