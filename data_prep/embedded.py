@@ -6,11 +6,91 @@ given its seed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 
-_CITIES = ["Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Delhi", "Rome", "Quito", "Seoul", "Accra", "Hanoi", "Dakar"]
-_UNITS = ["celsius", "fahrenheit"]
+# --------------------------------------------------------------------------------------------------
+# Splits: every record is drawn at random, and its question decides its split, so no question of the test or
+# validation split is ever a training question, whatever the sizes asked for.
+# --------------------------------------------------------------------------------------------------
+
+SPLIT_BUCKETS = {"train": range(0, 7), "val": range(7, 8), "test": range(8, 10)}  # of 10, by question hash
+
+
+def split_of(question: str) -> str:
+    """The split a question belongs to (a stable hash of its text: 70% train, 10% val, 20% test)."""
+    bucket = int(hashlib.sha256(question.encode()).hexdigest(), 16) % 10
+    return next(name for name, buckets in SPLIT_BUCKETS.items() if bucket in buckets)
+
+
+def draw_split(draw, n: int, split: str, seed: int, task: str, max_tries: int = 200_000) -> list[dict]:
+    """``n`` records of ``split`` with distinct questions: ``draw(rng, i)`` makes a candidate record (its
+    ``meta.question`` decides the split) until ``n`` are kept. Deterministic given (task, seed, split)."""
+    if split not in SPLIT_BUCKETS:
+        raise ValueError(f"split must be one of {sorted(SPLIT_BUCKETS)}, got {split!r}")
+    rng = random.Random(f"{task}:{seed}:{split}")
+    records, seen = [], set()
+    for _ in range(max_tries):
+        if len(records) == n:
+            return records
+        record = draw(rng, len(records))
+        question = record["meta"]["question"]
+        if question in seen or split_of(question) != split:
+            continue
+        seen.add(question)
+        records.append(record)
+    raise ValueError(f"{task}: only {len(records)} distinct {split} questions found in {max_tries} draws, "
+                     f"{n} asked for")
+
+
+# --------------------------------------------------------------------------------------------------
+# Tool use: one tool per query, described in the prompt; the answer is its call in the ReAct format of
+# ToolAlpaca (Action / Action Input). Six tools, their arguments drawn from lists.
+# --------------------------------------------------------------------------------------------------
+
+_CITIES = ["Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Delhi", "Rome", "Quito", "Seoul", "Accra", "Hanoi", "Dakar",
+           "Berlin", "Nairobi", "Madrid", "Toronto", "Sydney", "Bogota", "Lisbon", "Manila"]
+_CURRENCIES = ["USD", "EUR", "JPY", "GBP", "INR", "BRL", "CAD", "CHF"]
+_LANGUAGES = ["French", "Spanish", "German", "Italian", "Japanese", "Korean", "Swahili", "Portuguese", "Dutch",
+              "Greek", "Turkish", "Polish"]
+_PHRASES = ["good morning", "thank you very much", "where is the station", "see you tomorrow", "happy birthday",
+            "the bill, please", "I am lost", "how much is this", "good night", "I like this song", "open the window",
+            "it is raining", "call a doctor", "where is the museum", "welcome home", "the food is delicious"]
+_LABELS = ["tea", "laundry", "meeting", "pasta", "rice", "eggs", "oven", "bus", "bread", "nap", "soup", "cake",
+           "yoga", "homework", "pizza", "coffee"]
+_RESTAURANTS = ["Blue Fig", "Casa Luna", "The Old Mill", "Saffron", "Harbor Grill", "Kumo", "Olive Tree"]
+_DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+# name: (signature shown in the prompt, question from the arguments, argument drawer)
+_TOOLS = {
+    "get_weather": (
+        "get_weather(city: string, day: string, unit: 'celsius' | 'fahrenheit') -- weather forecast of a city",
+        lambda a: f"What is the weather in {a['city']} on {a['day']} in {a['unit']}?",
+        lambda rng: {"city": rng.choice(_CITIES), "day": rng.choice(_DAYS),
+                     "unit": rng.choice(["celsius", "fahrenheit"])}),
+    "convert_currency": (
+        "convert_currency(amount: number, source: string, target: string) -- convert money between currencies",
+        lambda a: f"How much is {a['amount']} {a['source']} in {a['target']}?",
+        lambda rng: dict(zip(("amount", "source", "target"),
+                             (rng.choice([5, 10, 20, 50, 75, 100, 250, 500]), *rng.sample(_CURRENCIES, 2))))),
+    "translate": (
+        "translate(text: string, language: string) -- translate a short text",
+        lambda a: f"Translate \"{a['text']}\" into {a['language']}.",
+        lambda rng: {"text": rng.choice(_PHRASES), "language": rng.choice(_LANGUAGES)}),
+    "set_timer": (
+        "set_timer(minutes: integer, label: string) -- start a kitchen timer",
+        lambda a: f"Set a {a['minutes']}-minute timer for {a['label']}.",
+        lambda rng: {"minutes": rng.choice([1, 2, 3, 5, 8, 10, 12, 15, 20, 25, 30, 45]), "label": rng.choice(_LABELS)}),
+    "book_table": (
+        "book_table(restaurant: string, people: integer, day: string) -- reserve a table",
+        lambda a: f"Book a table for {a['people']} at {a['restaurant']} on {a['day']}.",
+        lambda rng: {"restaurant": rng.choice(_RESTAURANTS), "people": rng.randint(1, 8), "day": rng.choice(_DAYS)}),
+    "find_flights": (
+        "find_flights(origin: string, destination: string) -- list direct flights between two cities",
+        lambda a: f"Find flights from {a['origin']} to {a['destination']}.",
+        lambda rng: dict(zip(("origin", "destination"), rng.sample(_CITIES, 2)))),
+}
 
 TOOL_SYSTEM = (
     "You can call one tool. Answer with exactly two lines:\n"
@@ -18,29 +98,25 @@ TOOL_SYSTEM = (
 )
 
 
-def _tool_record(i: int, rng: random.Random) -> dict:
-    city, unit = rng.choice(_CITIES), rng.choice(_UNITS)
-    call = {"name": "get_weather", "arguments": {"city": city, "unit": unit}}
-    question = f"What is the weather in {city} in {unit}?"
-    user = (
-        "Tool: get_weather(city: string, unit: 'celsius' | 'fahrenheit') -- current weather of a city.\n"
-        f"Question: {question}"
-    )
-    demo = f"Action: get_weather\nAction Input: {json.dumps(call['arguments'])}"
+def _tool_record(rng: random.Random, i: int) -> dict:
+    name = sorted(_TOOLS)[i % len(_TOOLS)]  # balanced: the tools in turn
+    signature, ask, draw_args = _TOOLS[name]
+    arguments = draw_args(rng)
+    question = ask(arguments)
     return {
         "id": f"embedded_tool-{i:04d}",
         "task": "embedded_tool",
-        "prompt": [{"role": "system", "content": TOOL_SYSTEM}, {"role": "user", "content": user}],
-        "demonstration": demo,
-        "reference": [call],
+        "prompt": [{"role": "system", "content": TOOL_SYSTEM},
+                   {"role": "user", "content": f"Tool: {signature}.\nQuestion: {question}"}],
+        "demonstration": f"Action: {name}\nAction Input: {json.dumps(arguments)}",
+        "reference": [{"name": name, "arguments": arguments}],
         "meta": {"question": question},
     }
 
 
-def tool_calls(n: int, seed: int = 0) -> list[dict]:
-    """A tool-call task in the ReAct answer format of ToolAlpaca (Action / Action Input)."""
-    rng = random.Random(f"embedded_tool:{seed}")
-    return [_tool_record(i, rng) for i in range(n)]
+def tool_calls(n: int, seed: int = 0, split: str = "train") -> list[dict]:
+    """Tool calls in the ReAct answer format of ToolAlpaca (Action / Action Input), six tools."""
+    return draw_split(_tool_record, n, split, seed, "embedded_tool")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -95,26 +171,28 @@ def _science_question(rng: random.Random) -> tuple[str, list[str], int, str]:
     return question, [options[i] for i in order], order.index(0), reason
 
 
-def science_mcq(n: int, seed: int = 0) -> list[dict]:
+def _science_record(rng: random.Random, i: int) -> dict:
+    stem, options, correct, reason = _science_question(rng)
+    letter = _LETTERS[correct]
+    user = stem + "\n" + "\n".join(f"{_LETTERS[j]}. {o}" for j, o in enumerate(options))
+    return {
+        "id": f"embedded_science-{i:04d}",
+        "task": "embedded_science",
+        "prompt": [{"role": "system", "content": SCIENCE_SYSTEM}, {"role": "user", "content": user}],
+        # the tag on the reason's line: SmolLM2-135M given "... So the answer is D.\n<answer>D</answer>" as
+        # its demonstration stops after the sentence (teacher 0 / 16 on val); with the tag inline it copies
+        # it (7 / 16; the student without it: 0 / 16) -- experiments/results/teacher_view
+        "demonstration": f"{reason} <answer>{letter}</answer>",
+        "reference": letter,
+        # the question as shown (stem and options) decides the split: a stem can recur across splits with
+        # other options, so the element facts are shared; the skill measured is the answer format
+        "meta": {"question": user, "stem": stem, "options": options},
+    }
+
+
+def science_mcq(n: int, seed: int = 0, split: str = "train") -> list[dict]:
     """Four-choice chemistry questions (symbols, names, families): one sentence of reasoning, then <answer> tags."""
-    rng = random.Random(f"embedded_science:{seed}")
-    records = []
-    for i in range(n):
-        question, options, correct, reason = _science_question(rng)
-        letter = _LETTERS[correct]
-        user = question + "\n" + "\n".join(f"{_LETTERS[j]}. {o}" for j, o in enumerate(options))
-        records.append({
-            "id": f"embedded_science-{i:04d}",
-            "task": "embedded_science",
-            "prompt": [{"role": "system", "content": SCIENCE_SYSTEM}, {"role": "user", "content": user}],
-            # the tag on the reason's line: SmolLM2-135M given "... So the answer is D.\n<answer>D</answer>" as
-            # its demonstration stops after the sentence (teacher 0 / 16 on val); with the tag inline it copies
-            # it (7 / 16; the student without it: 0 / 16) -- experiments/results/teacher_view
-            "demonstration": f"{reason} <answer>{letter}</answer>",
-            "reference": letter,
-            "meta": {"question": question, "options": options},
-        })
-    return records
+    return draw_split(_science_record, n, split, seed, "embedded_science")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -153,23 +231,24 @@ _MEDICAL_FACTS = [
 _PATIENTS = ["man", "woman", "boy", "girl"]
 
 
-def medical_qa(n: int, seed: int = 0) -> list[dict]:
+def _medical_record(rng: random.Random, i: int) -> dict:
+    question, answer, explanation = rng.choice(_MEDICAL_FACTS)
+    age = rng.randint(8, 15) if (who := rng.choice(_PATIENTS)) in ("boy", "girl") else rng.randint(20, 80)
+    user = f"A {age}-year-old {who} is seen in clinic. {question}"
+    return {
+        "id": f"embedded_medical-{i:04d}",
+        "task": "embedded_medical",
+        "prompt": [{"role": "system", "content": MEDICAL_SYSTEM}, {"role": "user", "content": user}],
+        "demonstration": f"{explanation}\nAnswer: {answer}",
+        "reference": answer,
+        # the vignette decides the split; its clinical question (one of the facts above) recurs across splits
+        "meta": {"question": user, "fact": question},
+    }
+
+
+def medical_qa(n: int, seed: int = 0, split: str = "train") -> list[dict]:
     """Short-answer clinical questions (deficiencies, antidotes, organs) inside a seeded patient vignette."""
-    rng = random.Random(f"embedded_medical:{seed}")
-    records = []
-    for i in range(n):
-        question, answer, explanation = rng.choice(_MEDICAL_FACTS)
-        age = rng.randint(8, 15) if (who := rng.choice(_PATIENTS)) in ("boy", "girl") else rng.randint(20, 80)
-        user = f"A {age}-year-old {who} is seen in clinic. {question}"
-        records.append({
-            "id": f"embedded_medical-{i:04d}",
-            "task": "embedded_medical",
-            "prompt": [{"role": "system", "content": MEDICAL_SYSTEM}, {"role": "user", "content": user}],
-            "demonstration": f"{explanation}\nAnswer: {answer}",
-            "reference": answer,
-            "meta": {"question": question},
-        })
-    return records
+    return draw_split(_medical_record, n, split, seed, "embedded_medical")
 
 
 # --------------------------------------------------------------------------------------------------

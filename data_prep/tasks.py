@@ -19,16 +19,16 @@ from eval.scorers import score_letter, score_short_answer, score_tool_call
 SPLITS = ("train", "val", "test")
 
 
-def _embedded_split(generate: Callable[[int, int], list[dict]], sizes: dict[str, int]):
-    """Disjoint seeded splits of a generated task: train, val and test use different generator seeds. Generated
-    records are valid and distinct, so ``skip_invalid`` has nothing to skip."""
+def _embedded_split(generate: Callable[[int, int, str], list[dict]], sizes: dict[str, int]):
+    """Disjoint splits of a generated task: a record's question decides its split (``embedded.split_of``), so no
+    validation or test question is a training question. Generated records are valid and distinct, so
+    ``skip_invalid`` has nothing to skip."""
 
     def load(split: str, seed: int = 0, n: int | None = None, data_dir=None, skip_invalid: bool = False,
              report: SplitReport | None = None) -> list[dict]:
-        offset = {"train": 0, "val": 1000, "test": 2000}[split]
         if report is not None:
-            report.add_source(f"generated: data_prep.embedded.{generate.__name__}(seed={seed + offset})")
-        records = generate(n if n is not None else sizes[split], seed + offset)
+            report.add_source(f"generated: data_prep.embedded.{generate.__name__}(seed={seed}, split={split!r})")
+        records = generate(n if n is not None else sizes[split], seed, split)
         return [{**r, "id": f"{r['id']}-{split}"} for r in records]
 
     return load
@@ -43,7 +43,9 @@ def _knowledge_split(split: str, seed: int = 0, n: int | None = None, data_dir=N
     return records if n is None else random.Random(f"subsample:{seed}").sample(records, min(n, len(records)))
 
 
-_GENERATED = "generated in code; train, val and test from disjoint generator seeds (64 / 16 / 32 records)"
+_EMBEDDED_SIZES = {"train": 256, "val": 50, "test": 100}
+_GENERATED = ("generated in code; the question decides the split (a stable hash: no val or test question is a "
+              "training question); 256 / 50 / 100 records")
 _FIXED = "a fixed seeded partition of the source (data_prep.sources.SPLIT_SEED); `seed` only picks a subsample"
 # Appendix B: knowledge acquisition generates at most 1024 tokens (Table 4); SDFT's typical choice there is 4 epochs
 # (2 for skills)
@@ -64,13 +66,13 @@ for _task in (
     Task("knowledge_ood", load_real_task("knowledge_ood"), judge="knowledge", metric="judge_strict_accuracy",
          title="Knowledge acquisition (indirect questions)", split_rule=_FIXED, preset_values=_KNOWLEDGE_PAPER),
     # --- embedded stand-ins ---------------------------------------------------------------------------------
-    Task("embedded_tool", _embedded_split(embedded.tool_calls, {"train": 64, "val": 16, "test": 32}),
+    Task("embedded_tool", _embedded_split(embedded.tool_calls, _EMBEDDED_SIZES),
          score=score_tool_call, metric="tool_call_match", title="Embedded tool calls", paper_task="tooluse",
          split_rule=_GENERATED),
-    Task("embedded_science", _embedded_split(embedded.science_mcq, {"train": 64, "val": 16, "test": 32}),
+    Task("embedded_science", _embedded_split(embedded.science_mcq, _EMBEDDED_SIZES),
          score=score_letter, metric="answer_letter_exact", title="Embedded science MCQ", paper_task="science",
          split_rule=_GENERATED),
-    Task("embedded_medical", _embedded_split(embedded.medical_qa, {"train": 64, "val": 16, "test": 32}),
+    Task("embedded_medical", _embedded_split(embedded.medical_qa, _EMBEDDED_SIZES),
          score=score_short_answer, metric="normalized_containment", title="Embedded medical QA",
          paper_task="medical", split_rule=_GENERATED),
     Task("embedded_knowledge", _knowledge_split, score=score_short_answer, metric="normalized_containment",

@@ -34,6 +34,30 @@ def test_split_ids_are_unique_and_disjoint(task):
     assert not set(ids["train"]) & set(ids["test"]) and not set(ids["val"]) & set(ids["test"])
 
 
+@pytest.mark.parametrize("task", ["embedded_tool", "embedded_science", "embedded_medical"])
+def test_no_validation_or_test_question_is_a_training_question(task):
+    """The question decides the split, so asking for more training records never moves one into val or test."""
+    train = {r["meta"]["question"] for r in load_task(task, "train", n=600)}
+    held_out = {s: [r["meta"]["question"] for r in load_task(task, s)] for s in ("val", "test")}
+    assert len(held_out["test"]) >= 100  # one item is at most one point
+    for split, questions in held_out.items():
+        assert len(set(questions)) == len(questions), split
+        assert not train & set(questions), split
+        assert all(embedded.split_of(q) == split for q in questions)
+    assert not set(held_out["val"]) & set(held_out["test"])
+
+
+def test_tool_task_uses_every_tool_in_turn_and_quotes_the_signature():
+    records = load_task("embedded_tool", "test")
+    names = [r["reference"][0]["name"] for r in records]
+    counts = {n: names.count(n) for n in set(names)}
+    assert set(counts) == set(embedded._TOOLS) and max(counts.values()) - min(counts.values()) <= 1
+    for r in records:
+        name = r["reference"][0]["name"]
+        assert f"Tool: {name}(" in r["prompt"][-1]["content"]
+        assert all(f"{arg}:" in r["prompt"][-1]["content"] for arg in r["reference"][0]["arguments"])
+
+
 def test_science_answers_are_balanced_letters_with_four_options():
     records = load_task("embedded_science", "train")
     assert all(len(r["meta"]["options"]) == 4 for r in records)
