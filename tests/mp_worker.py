@@ -26,7 +26,9 @@ from pathlib import Path
 # then one optimizer step of batch 2 per process, compared with one process of batch 4 in the test. SDFT's
 # rollouts are greedy there, so both sides train on the same rollouts.
 COMMON = ["use_cpu=true", "max_steps=2", "save_steps=2", "keep_checkpoints=true"]
-ONE_STEP = ["use_cpu=true", "max_steps=1", "save_steps=1000", "per_device_train_batch_size=2"]
+# SGD at lr 1 for the equivalence step (see tests/test_multiprocess.py: EQUIVALENCE_STEP)
+ONE_STEP = ["use_cpu=true", "max_steps=1", "save_steps=1000", "per_device_train_batch_size=2", "optim=sgd",
+            "learning_rate=1.0", "warmup_steps=0"]
 GREEDY = ["generation_kwargs={do_sample: false}"]
 RUNS = [
     ("sdft", "sdft", COMMON),
