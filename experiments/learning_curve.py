@@ -1,0 +1,140 @@
+"""Learning curves: new-task accuracy (and optionally the prior suite) of each method every N optimizer steps.
+
+To choose a preset's step budget by measurement: where has SDFT learned the task, where has SFT started to forget?
+Each method trains once with a checkpoint every ``--every`` steps (all kept); every checkpoint, and the base model
+at step 0, is evaluated greedily on ``--split`` (val by default: the test split stays for the tables).
+
+    python -m experiments.learning_curve [--preset mini] [--task embedded_tool] [--methods sdft,sft]
+        [--steps 64] [--every 16] [--split val] [--n N] [--prior-suite embedded|none] [--seed 0]
+        [--output experiments/results/curves/<task>] [key=value ...]
+
+Writes ``curves.csv`` / ``curves.md`` (method, step, metric, value %, Wilson 95% interval, n), ``curves.png`` /
+``.pdf``, ``manifest.json`` (command, wall-clock), and keeps each method's run directory under ``runs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+CURVE_METHODS = ("sdft", "sft", "dft")  # single-stage methods: one optimizer-step axis
+
+
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every kept checkpoint of a run, in step order."""
+    found = []
+    for path in (Path(run_dir) / "checkpoints").glob("checkpoint-*"):
+        if path.is_dir() and path.name.split("-")[-1].isdigit():
+            found.append((int(path.name.split("-")[-1]), path))
+    return sorted(found)
+
+
+def _point(model, task: str, split: str, n: int | None, preset: str, seed: int, prior_suite: str) -> list[dict]:
+    """Rows of one evaluated point: the task's headline metric and, with a prior suite, its average."""
+    from eval import evaluate
+    from eval.stats import proportion_ci
+
+    result = evaluate(model, task, split=split, n=n, preset=preset, seed=seed, prior_suite=prior_suite)
+    head = result["evaluations"]["student"]["scores"][0]
+    ci = proportion_ci(round(head["value"] * head["n"] / 100), head["n"])
+    rows = [{"metric": head["metric"], "value": head["value"], "ci_low": 100 * ci["ci_low"],
+             "ci_high": 100 * ci["ci_high"], "n": head["n"]}]
+    if prior_suite != "none":
+        rows.append({"metric": "prior_avg", "value": result["prior"][prior_suite]["average"], "ci_low": None,
+                     "ci_high": None, "n": None})
+    return rows
+
+
+def plot(table: pd.DataFrame, out_base: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(table["metric"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for method, rows in table[table["metric"] == metric].groupby("method", sort=False):
+            rows = rows.sort_values("step")
+            ax.plot(rows["step"], rows["value"], marker="o", label=method)
+            if rows["ci_low"].notna().all():
+                ax.fill_between(rows["step"], rows["ci_low"], rows["ci_high"], alpha=0.15)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    for suffix in (".png", ".pdf"):
+        fig.savefig(str(out_base) + suffix, dpi=150)
+    plt.close(fig)
+
+
+def to_markdown(table: pd.DataFrame, title: str) -> str:
+    lines = [f"# {title}", "", "| method | step | metric | value % [95% CI] | n |", "|---|---|---|---|---|"]
+    for r in table.itertuples():
+        ci = "" if pd.isna(r.ci_low) else f" [{r.ci_low:.1f}, {r.ci_high:.1f}]"
+        lines.append(f"| {r.method} | {r.step} | {r.metric} | {r.value:.1f}{ci} | {'' if pd.isna(r.n) else int(r.n)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    from sdft.config import build_config, parse_overrides
+    from sdft.run_io import write_json_atomic, write_text_atomic
+    from sdft.train import run_training
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="mini", choices=["smoke", "mini", "paper"])
+    ap.add_argument("--task", default="embedded_tool")
+    ap.add_argument("--methods", default="sdft,sft", help=f"comma-separated subset of {','.join(CURVE_METHODS)}")
+    ap.add_argument("--steps", type=int, default=64)
+    ap.add_argument("--every", type=int, default=16)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--n", type=int, help="records evaluated per point (default: the whole split)")
+    ap.add_argument("--prior-suite", default="none", choices=["embedded", "paper", "none"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--output", type=Path)
+    ap.add_argument("--force", action="store_true", help="retrain runs that already exist")
+    ap.add_argument("overrides", nargs="*", metavar="key=value")
+    args = ap.parse_args(argv)
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(CURVE_METHODS))
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; curves are drawn for {list(CURVE_METHODS)}")
+    out = args.output or Path("experiments/results/curves") / args.task
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    overrides = {**parse_overrides(args.overrides), "task": args.task, "seed": args.seed, "max_steps": args.steps,
+                 "save_steps": args.every, "save_total_limit": None, "keep_checkpoints": True}
+    base_model = build_config(args.preset, methods[0], overrides=dict(overrides)).model
+    rows = [{"method": m, "step": 0, **r} for r in _point(base_model, args.task, args.split, args.n, args.preset,
+                                                           args.seed, args.prior_suite) for m in methods]
+    for method in methods:
+        run_dir = out / "runs" / method
+        cfg = build_config(args.preset, method, overrides={**overrides, "output_dir": str(run_dir)})
+        run_training(cfg, force=args.force)
+        for step, folder in checkpoints(run_dir):
+            point = _point(str(folder), args.task, args.split, args.n, args.preset, args.seed, args.prior_suite)
+            rows += [{"method": method, "step": step, **r} for r in point]
+            print(json.dumps(rows[-1]), flush=True)
+    table = pd.DataFrame(rows).sort_values(["metric", "method", "step"], kind="stable")
+    table.to_csv(out / "curves.csv", index=False)
+    title = f"{args.task}, {args.preset} preset, {args.split} split, seed {args.seed}"
+    write_text_atomic(out / "curves.md", to_markdown(table, title))
+    plot(table, out / "curves", title)
+    write_json_atomic(out / "manifest.json", {
+        "command": "python -m experiments.learning_curve " + " ".join(sys.argv[1:] if argv is None else argv),
+        "preset": args.preset, "task": args.task, "methods": methods, "steps": args.steps, "every": args.every,
+        "split": args.split, "n": args.n, "prior_suite": args.prior_suite, "seed": args.seed,
+        "wall_clock_s": round(time.time() - started, 1)})
+    print(f"wrote {out / 'curves.md'}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
