@@ -84,7 +84,7 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from sdft.config import build_config, parse_overrides
+    from sdft.config import build_config, config_keys, parse_overrides
     from sdft.run_io import write_json_atomic, write_text_atomic
     from sdft.train import run_training
 
@@ -111,12 +111,21 @@ def main(argv: list[str] | None = None) -> Path:
     started = time.time()
     overrides = {**parse_overrides(args.overrides), "task": args.task, "seed": args.seed, "max_steps": args.steps,
                  "save_steps": args.every, "save_total_limit": None, "keep_checkpoints": True}
-    base_model = build_config(args.preset, methods[0], overrides=dict(overrides)).model
+    given = parse_overrides(args.overrides)
+    unused = sorted(k for k in given if not any(k in config_keys(m) for m in methods))
+    if unused:
+        raise SystemExit(f"no method of {methods} has the config keys {unused}")
+
+    def for_method(method: str) -> dict:  # a key=value applies to the methods that have the key
+        keys = config_keys(method)
+        return {k: v for k, v in overrides.items() if k in keys}
+
+    base_model = build_config(args.preset, methods[0], overrides=for_method(methods[0])).model
     rows = [{"method": m, "step": 0, **r} for r in _point(base_model, args.task, args.split, args.n, args.preset,
                                                            args.seed, args.prior_suite) for m in methods]
     for method in methods:
         run_dir = out / "runs" / method
-        cfg = build_config(args.preset, method, overrides={**overrides, "output_dir": str(run_dir)})
+        cfg = build_config(args.preset, method, overrides={**for_method(method), "output_dir": str(run_dir)})
         run_training(cfg, force=args.force)
         for step, folder in checkpoints(run_dir):
             point = _point(str(folder), args.task, args.split, args.n, args.preset, args.seed, args.prior_suite)
