@@ -5,7 +5,7 @@ Two suites:
 * ``paper`` -- the paper's six benchmarks (hellaswag, mmlu, truthfulqa, winogrande, humaneval, ifeval), one
   headline metric each, chosen to match the paper's Qwen2.5-7B-Instruct base row (see eval/README.md for the
   reasoning). Needs the Hugging Face hub or the data sets in the local HF cache.
-* ``embedded`` -- tasks written for this repository (``eval/lm_eval_tasks``, 108-196 items each) that STAND IN
+* ``embedded`` -- tasks written for this repository (``eval/lm_eval_tasks``, 112-196 items each) that STAND IN
   for the six benchmarks on a CPU, offline, one stand-in per benchmark (and ``arithmetic``, an extra that runs
   only when named and is left out of the average). Their numbers are not comparable with the paper's.
 

@@ -55,6 +55,24 @@ def test_evaluate_prior_suite_only(tmp_path):
     assert json.loads((tmp_path / "eval.json").read_text()) == _on_disk(result)
 
 
+def test_prior_suite_batch_size(monkeypatch):
+    # the preset's prior_batch_size unless --batch-size is given (then it applies to the prior suite too)
+    import eval.prior
+
+    seen = []
+
+    def fake_prior(model, tokenizer, suite, limit, **kw):
+        seen.append(kw["batch_size"])
+        return {"benchmarks": {}, "average": None}
+
+    monkeypatch.setattr(eval.prior, "evaluate_prior", fake_prior)
+    evaluate(MODEL, skip_task=True, prior_suite="embedded", preset="mini")
+    evaluate(MODEL, skip_task=True, prior_suite="embedded", preset="mini", batch_size=4)
+    from eval.evaluation import PRESET_EVAL
+
+    assert seen == [PRESET_EVAL["mini"]["prior_batch_size"], 4] and seen[0] == 32
+
+
 def test_evaluate_argument_errors(tmp_path):
     with pytest.raises(EvaluationError, match="task is required"):
         evaluate(MODEL)
