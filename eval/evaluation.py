@@ -220,5 +220,6 @@ def flatten_scores(result: dict) -> list[dict]:
                                                    "num_fewshot": b["num_fewshot"], "limit": prior["limit"]}})
         if prior.get("average") is not None:
             flat.append({"source": f"prior:{suite}", "metric": "average", "value": prior["average"], "unit": "percent",
-                         "n": len(prior["benchmarks"]), "settings": {"skipped": sorted(prior["skipped"])}})
+                         "n": len(prior.get("average_of", prior["benchmarks"])),
+                         "settings": {"skipped": sorted(prior["skipped"]), "average_of": prior.get("average_of")}})
     return flat

@@ -46,12 +46,16 @@ def test_evaluate_returns_the_eval_json_and_writes_it(tmp_path):
 
 
 def test_evaluate_prior_suite_only(tmp_path):
-    result = evaluate(MODEL, skip_task=True, prior_suite="embedded", prior_benchmarks=["facts"], limit=2,
+    result = evaluate(MODEL, skip_task=True, prior_suite="embedded", prior_benchmarks=["facts", "arithmetic"], limit=2,
                       batch_size=2, output_dir=tmp_path)
     assert result["evaluations"] == {}
     facts = result["prior"]["embedded"]["benchmarks"]["facts"]
     assert facts["n"] == 2 and 0 <= facts["value"] <= 100
-    assert {s["source"] for s in result["scores"]} == {"prior:embedded:facts", "prior:embedded"}
+    assert {s["source"] for s in result["scores"]} == {"prior:embedded:facts", "prior:embedded:arithmetic",
+                                                       "prior:embedded"}
+    # arithmetic (an extra) is reported but not averaged
+    average = next(s for s in result["scores"] if s["source"] == "prior:embedded")
+    assert average["value"] == facts["value"] and average["n"] == 1 and average["settings"]["average_of"] == ["facts"]
     assert json.loads((tmp_path / "eval.json").read_text()) == _on_disk(result)
 
 
