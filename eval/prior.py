@@ -200,6 +200,19 @@ def _n_samples(results: dict, task: str) -> int | None:
     return sum(vals) if all(v is not None for v in vals) else None
 
 
+def suite_fingerprint(suite: str) -> str | None:
+    """sha256 (16 hex digits) of the embedded suite's task files and data (``None`` for the paper suite): two
+    results with the same fingerprint were scored on the same items with the same task definitions."""
+    if suite != "embedded":
+        return None
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted([*TASKS_DIR.glob("sdft_*.yaml"), TASKS_DIR / "utils.py", *(TASKS_DIR / "data").glob("*.jsonl")]):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def select_benchmarks(suite: str, benchmarks: list[str] | None = None,
                       allow_code_execution: bool = False) -> tuple[dict[str, Benchmark], dict[str, str]]:
     """The benchmarks of ``suite`` that run, and ``{name: why}`` for those skipped.
@@ -281,6 +294,7 @@ def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | 
         "benchmarks": out, "average": sum(values) / len(values) if values else None, "average_of": averaged,
         "skipped": skipped,
         "limit": limit, "lm_eval_version": _lm_eval_version(), "backend": backend, "wall_s": round(time.time() - t0, 1),
+        "tasks_fingerprint": suite_fingerprint(suite),
         **extra,
     }
 

@@ -31,6 +31,10 @@ def test_embedded_suite_runs_through_lm_eval():
     assert res["average_of"] == ["commonsense", "winograd", "facts", "truthful"]
     vals = [res["benchmarks"][k]["value"] for k in res["average_of"]]
     assert res["average"] == pytest.approx(sum(vals) / len(vals))
+    from eval.prior import suite_fingerprint
+
+    assert res["tasks_fingerprint"] == suite_fingerprint("embedded") and len(res["tasks_fingerprint"]) == 16
+    assert suite_fingerprint("paper") is None
 
 
 def test_embedded_suite_selection():
