@@ -5,8 +5,9 @@ Two suites:
 * ``paper`` -- the paper's six benchmarks (hellaswag, mmlu, truthfulqa, winogrande, humaneval, ifeval), one
   headline metric each, chosen to match the paper's Qwen2.5-7B-Instruct base row (see eval/README.md for the
   reasoning). Needs the Hugging Face hub or the data sets in the local HF cache.
-* ``embedded`` -- small tasks written for this repository (``eval/lm_eval_tasks``) that STAND IN for the six
-  benchmarks on a CPU, offline. Their numbers are not comparable with the paper's.
+* ``embedded`` -- tasks written for this repository (``eval/lm_eval_tasks``, 112-196 items each) that STAND IN
+  for the six benchmarks on a CPU, offline, one stand-in per benchmark (and ``arithmetic``, an extra that runs
+  only when named and is left out of the average). Their numbers are not comparable with the paper's.
 
 ``humaneval`` / ``sdft_code`` execute model-written code: they run only with ``allow_code_execution=True``
 (lm-eval's ``confirm_run_unsafe_code``); otherwise they are reported as skipped. Both run each program in
@@ -47,6 +48,9 @@ class Benchmark:
     paper_base: float | None = None  # Qwen2.5-7B-Instruct, the paper's Table 5 base row
     stand_in_for: tuple[str, ...] = ()
     note: str = ""
+    # not a stand-in for one of the paper's six benchmarks: runs only when named in ``benchmarks``, and is
+    # never part of the suite's average (which mirrors the paper's average over its six benchmarks)
+    extra: bool = False
 
 
 PAPER_SUITE: dict[str, Benchmark] = {
@@ -66,16 +70,21 @@ PAPER_SUITE: dict[str, Benchmark] = {
                             note="acc, 0-shot"),
 }
 
-EMBEDDED_SUITE: dict[str, Benchmark] = {
-    "commonsense": Benchmark("sdft_commonsense", "acc,none", stand_in_for=("hellaswag", "winogrande")),
-    "facts": Benchmark("sdft_facts", "acc,none", stand_in_for=("mmlu", "truthfulqa")),
-    "arithmetic": Benchmark("sdft_arithmetic", "exact_match,first_number"),
+EMBEDDED_SUITE: dict[str, Benchmark] = {  # one stand-in per benchmark of the paper's suite (eval/README.md)
+    "commonsense": Benchmark("sdft_commonsense", "acc,none", stand_in_for=("hellaswag",)),
+    "winograd": Benchmark("sdft_winograd", "acc,none", stand_in_for=("winogrande",)),
+    "facts": Benchmark("sdft_facts", "acc,none", stand_in_for=("mmlu",)),
+    "truthful": Benchmark("sdft_truthful", "acc,none", stand_in_for=("truthfulqa",)),
     "instructions": Benchmark("sdft_instructions", "prompt_level_acc,none", chat_template=True,
                               stand_in_for=("ifeval",)),
     "code": Benchmark("sdft_code", "pass@1,none", unsafe=True, stand_in_for=("humaneval",)),
+    "arithmetic": Benchmark("sdft_arithmetic", "exact_match,first_number", extra=True,
+                            note="not one of the paper's six: only when named, never in the average"),
 }
 SUITES = {"paper": PAPER_SUITE, "embedded": EMBEDDED_SUITE}
-CHANCE = {"commonsense": 0.25, "facts": 0.25}
+# accuracy of a uniform random pick on the multiple-choice stand-ins (tests/test_eval_prior.py checks it
+# against the data files)
+CHANCE = {"commonsense": 0.25, "winograd": 0.5, "facts": 0.25, "truthful": 0.25}
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -191,14 +200,25 @@ def _n_samples(results: dict, task: str) -> int | None:
     return sum(vals) if all(v is not None for v in vals) else None
 
 
-def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | float | None = None, *,
-                   allow_code_execution: bool = False, batch_size: int | str = 8, backend: str = "hf",
-                   punkt_fallback: bool = False, benchmarks: list[str] | None = None, max_length: int | None = None,
-                   seed: int = 0) -> dict[str, Any]:
-    """Run a prior-capability suite on ``model`` (a loaded HF model with ``tokenizer``, or a path for vLLM).
+def suite_fingerprint(suite: str) -> str | None:
+    """sha256 (16 hex digits) of the embedded suite's task files and data (``None`` for the paper suite): two
+    results with the same fingerprint were scored on the same items with the same task definitions."""
+    if suite != "embedded":
+        return None
+    import hashlib
 
-    Returns ``{"suite", "benchmarks": {name: {task, metric, value (0-100), n, ...}}, "average", ...}``.
-    ``average`` is over the benchmarks that ran; ``skipped`` names the others and why.
+    h = hashlib.sha256()
+    for path in sorted([*TASKS_DIR.glob("sdft_*.yaml"), TASKS_DIR / "utils.py", *(TASKS_DIR / "data").glob("*.jsonl")]):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def select_benchmarks(suite: str, benchmarks: list[str] | None = None,
+                      allow_code_execution: bool = False) -> tuple[dict[str, Benchmark], dict[str, str]]:
+    """The benchmarks of ``suite`` that run, and ``{name: why}`` for those skipped.
+
+    ``benchmarks`` (names) restricts the suite; without it every benchmark but the extras runs. Unsafe
+    benchmarks (model-written code) are skipped unless ``allow_code_execution``.
     """
     if suite not in SUITES:
         raise ValueError(f"unknown prior suite {suite!r}; expected one of {sorted(SUITES)}")
@@ -208,11 +228,27 @@ def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | 
         if unknown:
             raise ValueError(f"unknown benchmarks {sorted(unknown)} for suite {suite!r}; known: {sorted(specs)}")
         specs = {k: v for k, v in specs.items() if k in benchmarks}
+    else:
+        specs = {k: v for k, v in specs.items() if not v.extra}
     skipped = {}
     for name, spec in list(specs.items()):
         if spec.unsafe and not allow_code_execution:
             skipped[name] = "executes model-written code: pass --allow-code-execution to run it"
             del specs[name]
+    return specs, skipped
+
+
+def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | float | None = None, *,
+                   allow_code_execution: bool = False, batch_size: int | str = 8, backend: str = "hf",
+                   punkt_fallback: bool = False, benchmarks: list[str] | None = None, max_length: int | None = None,
+                   seed: int = 0) -> dict[str, Any]:
+    """Run a prior-capability suite on ``model`` (a loaded HF model with ``tokenizer``, or a path for vLLM).
+
+    Returns ``{"suite", "benchmarks": {name: {task, metric, value (0-100), n, ...}}, "average", ...}``.
+    ``average`` is over the benchmarks that ran except the extras (``Benchmark.extra``; named in
+    ``average_of``); ``skipped`` names the others and why. Extras run only when ``benchmarks`` names them.
+    """
+    specs, skipped = select_benchmarks(suite, benchmarks, allow_code_execution)
     extra: dict[str, Any] = preflight(suite, list(specs), punkt_fallback)
 
     import lm_eval
@@ -243,18 +279,22 @@ def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | 
                 "task": spec.task, "metric": spec.metric, "value": 100.0 * value, "n": _n_samples(res, spec.task),
                 "num_fewshot": spec.num_fewshot, "chat_template": chat, "paper_base": spec.paper_base,
                 "stand_in_for": list(spec.stand_in_for) or None, "note": spec.note or None,
+                "in_average": not spec.extra,
                 "all_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and "stderr" not in k},
             }
     if any(spec.unsafe for spec in specs.values()):
         from eval.sandbox import protections
 
         extra["code_sandbox"] = protections()
-    values = [v["value"] for v in out.values()]
+    averaged = [k for k in out if not specs[k].extra]
+    values = [out[k]["value"] for k in averaged]
     return {
         "suite": suite, "label": "STAND-IN tasks written for this repo, not the paper's benchmarks" if suite == "embedded"
         else "paper benchmarks (lm-evaluation-harness)",
-        "benchmarks": out, "average": sum(values) / len(values) if values else None, "skipped": skipped,
+        "benchmarks": out, "average": sum(values) / len(values) if values else None, "average_of": averaged,
+        "skipped": skipped,
         "limit": limit, "lm_eval_version": _lm_eval_version(), "backend": backend, "wall_s": round(time.time() - t0, 1),
+        "tasks_fingerprint": suite_fingerprint(suite),
         **extra,
     }
 

@@ -46,13 +46,35 @@ def test_evaluate_returns_the_eval_json_and_writes_it(tmp_path):
 
 
 def test_evaluate_prior_suite_only(tmp_path):
-    result = evaluate(MODEL, skip_task=True, prior_suite="embedded", prior_benchmarks=["facts"], limit=2,
+    result = evaluate(MODEL, skip_task=True, prior_suite="embedded", prior_benchmarks=["facts", "arithmetic"], limit=2,
                       batch_size=2, output_dir=tmp_path)
     assert result["evaluations"] == {}
     facts = result["prior"]["embedded"]["benchmarks"]["facts"]
     assert facts["n"] == 2 and 0 <= facts["value"] <= 100
-    assert {s["source"] for s in result["scores"]} == {"prior:embedded:facts", "prior:embedded"}
+    assert {s["source"] for s in result["scores"]} == {"prior:embedded:facts", "prior:embedded:arithmetic",
+                                                       "prior:embedded"}
+    # arithmetic (an extra) is reported but not averaged
+    average = next(s for s in result["scores"] if s["source"] == "prior:embedded")
+    assert average["value"] == facts["value"] and average["n"] == 1 and average["settings"]["average_of"] == ["facts"]
     assert json.loads((tmp_path / "eval.json").read_text()) == _on_disk(result)
+
+
+def test_prior_suite_batch_size(monkeypatch):
+    # the preset's prior_batch_size unless --batch-size is given (then it applies to the prior suite too)
+    import eval.prior
+
+    seen = []
+
+    def fake_prior(model, tokenizer, suite, limit, **kw):
+        seen.append(kw["batch_size"])
+        return {"benchmarks": {}, "average": None}
+
+    monkeypatch.setattr(eval.prior, "evaluate_prior", fake_prior)
+    evaluate(MODEL, skip_task=True, prior_suite="embedded", preset="mini")
+    evaluate(MODEL, skip_task=True, prior_suite="embedded", preset="mini", batch_size=4)
+    from eval.evaluation import PRESET_EVAL
+
+    assert seen == [PRESET_EVAL["mini"]["prior_batch_size"], 4] and seen[0] == 32
 
 
 def test_evaluate_argument_errors(tmp_path):

@@ -1,13 +1,20 @@
 """Write the JSONL files of the embedded prior-capability suite (stand-ins for the paper's six benchmarks).
 
-Every item below was written for this repository. Run ``python -m eval.lm_eval_tasks.build_data`` to
-regenerate the ``data/*.jsonl`` files (they are committed; the output is deterministic).
+Every item was written for this repository (hand-written lists in ``items.py``, templated questions over
+hand-checked tables, generated arithmetic). Run ``python -m eval.lm_eval_tasks.build_data`` to regenerate
+the ``data/*.jsonl`` files (they are committed; the output is deterministic: seeded shuffles over lists in a
+fixed order). :func:`build` checks every file before writing it (unique prompts, distinct choices, a valid
+label) and raises on a bad item.
 
-Stand-in for:    hellaswag, winogrande -> sdft_commonsense (sentence completion, 4 endings, log-likelihood)
-                 mmlu, truthfulqa      -> sdft_facts (questions with 4 answers, log-likelihood)
-                 (arithmetic)          -> sdft_arithmetic (generation, exact number)
-                 ifeval                -> sdft_instructions (generation, verifiable instructions)
-                 humaneval             -> sdft_code (generation, Python unit tests; runs model code: opt-in)
+Stand-in for:    hellaswag  -> sdft_commonsense (4 endings of an everyday situation, log-likelihood)
+                 winogrande -> sdft_winograd (twin sentences, fill the blank with one of 2 options, log-likelihood
+                               of the rest of the sentence after each option)
+                 mmlu       -> sdft_facts (world knowledge, 4 answers, log-likelihood)
+                 truthfulqa -> sdft_truthful (common misconceptions, mc1-style: 1 true answer among 3 tempting
+                               false ones, log-likelihood)
+                 ifeval     -> sdft_instructions (generation, one verifiable instruction per prompt)
+                 humaneval  -> sdft_code (generation, Python unit tests; runs model code: opt-in)
+                 (none)     -> sdft_arithmetic (generation, exact number; an extra, outside the average)
 """
 
 from __future__ import annotations
@@ -16,169 +23,158 @@ import json
 import random
 from pathlib import Path
 
+from eval.lm_eval_tasks import items as I
+
 DATA = Path(__file__).resolve().parent / "data"
-
-# (context, correct ending, three wrong endings)
-COMMONSENSE = [
-    ("She was thirsty, so she poured herself a glass of", "water.", "sand.", "shoes.", "thunder."),
-    ("It started to rain, so he opened his", "umbrella.", "refrigerator.", "homework.", "sandwich."),
-    ("The baby was tired, so her mother put her in the", "crib to sleep.", "oven to bake.", "mailbox.", "washing machine."),
-    ("He wanted to cut the bread, so he picked up a", "knife.", "pillow.", "balloon.", "towel."),
-    ("The room was dark, so she turned on the", "light.", "faucet.", "dishwasher.", "ocean."),
-    ("After running the marathon, the runner felt very", "tired.", "purple.", "wooden.", "frozen solid."),
-    ("The ice cream was left in the sun, so it", "melted.", "froze harder.", "started singing.", "grew leaves."),
-    ("To send the letter, he put a stamp on the", "envelope.", "cat.", "moon.", "soup."),
-    ("The dog wagged its tail because it was", "happy.", "a table.", "made of glass.", "invisible."),
-    ("She brushed her teeth with a", "toothbrush.", "hammer.", "spoon of sand.", "ladder."),
-    ("The farmer milked the", "cow.", "tractor.", "fence.", "cloud."),
-    ("When the phone rang, she", "answered it.", "ate it.", "planted it.", "painted it blue."),
-    ("He was cold, so he put on a warm", "coat.", "ice cube.", "fan.", "swimsuit."),
-    ("The teacher wrote the lesson on the", "blackboard.", "ceiling fan.", "lunch tray.", "river."),
-    ("The plants died because nobody", "watered them.", "sang to the car.", "opened the piano.", "read the map."),
-    ("To see the stars clearly, they went outside at", "night.", "noon.", "the bottom of the pool.", "the dentist."),
-    ("The boy kicked the ball and it flew into the", "goal.", "soup.", "keyhole.", "book."),
-    ("She was hungry, so she made a", "sandwich.", "phone call to the moon.", "chair.", "puddle."),
-    ("The glass fell on the floor and", "broke into pieces.", "started to fly.", "turned into a bird.", "became heavier."),
-    ("He locked the door with his", "key.", "banana.", "shoelace.", "pillow."),
-    ("The fire was hot, so she kept her hands", "away from it.", "inside it.", "on the flames.", "in the coals."),
-    ("They planted seeds in the spring and harvested the", "crops in the fall.", "snow in summer.", "bricks.", "clouds."),
-    ("To wake up on time, he set his", "alarm clock.", "shoes.", "sandwich.", "garden."),
-    ("The fish swims in the", "water.", "sky.", "oven.", "desert sand."),
-    ("She wanted to read the book, so she opened it to the first", "page.", "window.", "door.", "bottle."),
-    ("The car was out of gas, so they stopped at a", "gas station.", "library.", "bakery.", "swimming pool."),
-    ("He washed the dishes with soap and", "water.", "glue.", "paint.", "sand."),
-    ("The bird built a nest in the", "tree.", "microwave.", "bathtub.", "soup."),
-    ("Because the floor was wet, she", "walked carefully.", "ate the floor.", "painted the sky.", "flew away."),
-    ("He paid for the groceries with", "money.", "leaves.", "rocks.", "water."),
-    ("The students raised their hands to", "ask a question.", "catch birds.", "fly.", "turn invisible."),
-    ("The snow was deep, so the children built a", "snowman.", "sandcastle.", "bonfire in the lake.", "volcano."),
-]
-
-# (question, correct answer, three wrong answers)
-FACTS = [
-    ("What is the capital of France?", "Paris", "Tokyo", "Cairo", "Lima"),
-    ("What is the capital of Japan?", "Tokyo", "Paris", "Nairobi", "Ottawa"),
-    ("How many days are in a week?", "Seven", "Three", "Twelve", "Twenty"),
-    ("What color is the sky on a clear day?", "Blue", "Green", "Black", "Orange"),
-    ("Which planet do we live on?", "Earth", "Mars", "Jupiter", "Neptune"),
-    ("What do bees make?", "Honey", "Milk", "Steel", "Paper"),
-    ("How many legs does a spider have?", "Eight", "Two", "Five", "Twelve"),
-    ("What is frozen water called?", "Ice", "Steam", "Sand", "Smoke"),
-    ("Which animal is known as the king of the jungle?", "The lion", "The mouse", "The goldfish", "The snail"),
-    ("What is the largest ocean on Earth?", "The Pacific Ocean", "The Arctic Ocean", "Lake Geneva", "The Nile"),
-    ("Who wrote Romeo and Juliet?", "William Shakespeare", "Isaac Newton", "Albert Einstein", "Pablo Picasso"),
-    ("What gas do plants take in from the air?", "Carbon dioxide", "Helium", "Neon", "Chlorine"),
-    ("How many hours are in a day?", "Twenty-four", "Ten", "Sixty", "One hundred"),
-    ("What is the boiling point of water at sea level in Celsius?", "100 degrees", "10 degrees", "0 degrees", "500 degrees"),
-    ("Which is the closest star to Earth?", "The Sun", "Sirius", "Polaris", "Betelgeuse"),
-    ("What is the main language spoken in Spain?", "Spanish", "Japanese", "Swahili", "Finnish"),
-    ("What do cows drink?", "Water", "Milk", "Coffee", "Oil"),
-    ("How many continents are there?", "Seven", "Two", "Fifteen", "Forty"),
-    ("What is the opposite of hot?", "Cold", "Tall", "Loud", "Sweet"),
-    ("Which organ pumps blood through the body?", "The heart", "The liver", "The hair", "The teeth"),
-    ("What is the chemical symbol for gold?", "Au", "Ag", "Fe", "O"),
-    ("Which is a mammal?", "A dolphin", "A shark", "A trout", "A lizard"),
-    ("What is the capital of Italy?", "Rome", "Madrid", "Berlin", "Oslo"),
-    ("How many minutes are in an hour?", "Sixty", "Ten", "Twenty-four", "One thousand"),
-    ("What is the tallest animal?", "The giraffe", "The cat", "The penguin", "The rabbit"),
-    ("If you crack a mirror, what happens?", "The mirror is broken", "You get seven years of bad luck",
-     "You lose your reflection", "Time stops"),
-    ("Can humans breathe underwater without equipment?", "No", "Yes, for hours", "Yes, always", "Only on Tuesdays"),
-    ("What happens if you swallow gum?", "It passes through your digestive system",
-     "It stays in your stomach for seven years", "You turn into gum", "You can never eat again"),
-    ("Which is the largest planet in the solar system?", "Jupiter", "Mercury", "Mars", "Pluto"),
-    ("What do you use to see?", "Your eyes", "Your elbows", "Your knees", "Your hair"),
-    ("What is H2O?", "Water", "Salt", "Gold", "Sugar"),
-    ("Where does the Sun rise?", "In the east", "In the west", "Underground", "In the north every day"),
-]
-
-# (instruction prompt, checker name, checker argument)
-INSTRUCTIONS = [
-    ("Write one sentence about the sea. Your entire answer must be in lowercase letters.", "lowercase", None),
-    ("Describe a cat in one sentence. Your entire answer must be in lowercase letters.", "lowercase", None),
-    ("Name a fruit. Your entire answer must be in capital letters.", "uppercase", None),
-    ("Say hello to a friend. Your entire answer must be in capital letters.", "uppercase", None),
-    ("Write a short greeting. Include the word 'sunshine' in your answer.", "contains", "sunshine"),
-    ("Tell me about your day in one sentence. Include the word 'coffee'.", "contains", "coffee"),
-    ("Write a short sentence about dogs. Do not use any commas in your answer.", "no_comma", None),
-    ("Describe the color blue in one sentence. Do not use any commas in your answer.", "no_comma", None),
-    ("Write a sentence about trees. End your answer with the exact words 'The end.'", "ends_with", "The end."),
-    ("Give me a tip for studying. End your answer with the exact words 'Good luck!'", "ends_with", "Good luck!"),
-    ("Write at most 10 words about the moon.", "max_words", 10),
-    ("Describe breakfast in at most 12 words.", "max_words", 12),
-    ("Wrap your entire answer in double quotation marks. Say something about rain.", "quoted", None),
-    ("Start your answer with the word 'Yes'. Is water wet?", "starts_with", "Yes"),
-    ("Start your answer with the word 'Sure'. Can you name a color?", "starts_with", "Sure"),
-    ("Answer with a JSON object that has a key named \"animal\". Name an animal.", "json_key", "animal"),
-]
-
-# (signature + docstring, tests as asserts, entry point). Every solution fits one ``return`` line: the
-# prompt ends with "    return" and the model completes the expression (a 135M model cannot write whole
-# bodies, so this keeps the stand-in informative). The tests are chosen to reject near misses.
-CODE = [
-    ("def add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\"\n", "assert add(2, 3) == 5\nassert add(-1, 1) == 0", "add"),
-    ("def is_even(n):\n    \"\"\"Return True if n is even, else False.\"\"\"\n",
-     "assert is_even(4) is True\nassert is_even(7) is False\nassert is_even(0) is True", "is_even"),
-    ("def square(x):\n    \"\"\"Return x squared.\"\"\"\n", "assert square(3) == 9\nassert square(-2) == 4", "square"),
-    ("def maximum(xs):\n    \"\"\"Return the largest element of the non-empty list xs.\"\"\"\n",
-     "assert maximum([1, 5, 3]) == 5\nassert maximum([-4, -2]) == -2\nassert maximum([0, -1]) == 0", "maximum"),
-    ("def reverse_string(s):\n    \"\"\"Return the string s reversed.\"\"\"\n",
-     "assert reverse_string('abc') == 'cba'\nassert reverse_string('') == ''", "reverse_string"),
-    ("def count_vowels(s):\n    \"\"\"Return the number of vowels (a, e, i, o, u) in the lowercase string s.\"\"\"\n",
-     "assert count_vowels('hello') == 2\nassert count_vowels('banana') == 3\nassert count_vowels('xyz') == 0",
-     "count_vowels"),
-    ("def factorial(n):\n    \"\"\"Return n! for a non-negative integer n.\"\"\"\n",
-     "assert factorial(0) == 1\nassert factorial(5) == 120", "factorial"),
-    ("def first_char(s):\n    \"\"\"Return the first character of the non-empty string s.\"\"\"\n",
-     "assert first_char('hello') == 'h'\nassert first_char('Z') == 'Z'", "first_char"),
-    ("def average(xs):\n    \"\"\"Return the arithmetic mean of the non-empty list of numbers xs.\"\"\"\n",
-     "assert average([1, 2, 3]) == 2\nassert average([4]) == 4\nassert average([1, 2]) == 1.5", "average"),
-    ("def is_palindrome(s):\n    \"\"\"Return True if the string s reads the same forwards and backwards.\"\"\"\n",
-     "assert is_palindrome('level') is True\nassert is_palindrome('abc') is False\nassert is_palindrome('') is True",
-     "is_palindrome"),
-    ("def clamp(x, lo, hi):\n    \"\"\"Return x limited to the interval [lo, hi].\"\"\"\n",
-     "assert clamp(5, 0, 3) == 3\nassert clamp(-2, 0, 3) == 0\nassert clamp(2, 0, 3) == 2", "clamp"),
-    ("def count_words(text):\n    \"\"\"Return the number of words (separated by whitespace) in text.\"\"\"\n",
-     "assert count_words('a b  c') == 3\nassert count_words('') == 0\nassert count_words(' one ') == 1", "count_words"),
-]
+FILES = ("commonsense.jsonl", "winograd.jsonl", "facts.jsonl", "truthful.jsonl", "instructions.jsonl", "code.jsonl",
+         "arithmetic.jsonl")
 
 
-def arithmetic(n: int = 24, seed: int = 0) -> list[dict]:
+# ------------------------------------------------------------------------------------------------ multiple choice
+
+def _choice_row(rng: random.Random, row_id: str, key: str, text: str, right: str, wrong: list[str], **extra) -> dict:
+    choices = [right, *wrong]
+    rng.shuffle(choices)
+    return {"id": row_id, key: text, "choices": choices, "label": choices.index(right), **extra}
+
+
+def commonsense(rng: random.Random) -> list[dict]:
+    rows = []
+    for kind, table in (("situation", I.COMMONSENSE_SITUATIONS), ("activity", I.COMMONSENSE_ACTIVITIES)):
+        for ctx, right, *wrong in table:
+            rows.append(_choice_row(rng, f"cs-{len(rows)}", "context", ctx, right, wrong, kind=kind))
+    for r in rows:  # the task's field name since the first version
+        r["endings"] = r.pop("choices")
+    return rows
+
+
+def winograd() -> list[dict]:
+    """Two items per twin pair: the same sentence with the trigger that makes option 1, then option 2, right.
+
+    Scored like lm-eval's winogrande: the contexts are the sentence up to the blank with each option filled in,
+    the continuation (the same for both) is the rest of the sentence.
+    """
+    rows = []
+    for template, opt1, opt2, trig1, trig2 in I.WINOGRAD:
+        for answer, trigger in ((1, trig1), (2, trig2)):
+            sentence = template.format(trigger)
+            before, after = sentence.split("_")
+            rows.append({"id": f"wg-{len(rows)}", "sentence": sentence, "option1": opt1, "option2": opt2,
+                         "answer": answer, "contexts": [before + opt1, before + opt2],
+                         "continuation": after.strip(), "label": answer - 1})
+    return rows
+
+
+def _others(rng: random.Random, pool: list[str], right: str, k: int = 3, first: str | None = None) -> list[str]:
+    """``k`` wrong answers from ``pool`` (sorted, deterministic), ``first`` (a tempting one) among them if given."""
+    rest = sorted(set(pool) - {right, first})
+    picked = ([first] if first else []) + rng.sample(rest, k - (1 if first else 0))
+    return picked
+
+
+def facts(rng: random.Random) -> list[dict]:
+    questions: list[tuple[str, str, str, list[str]]] = []  # (subject, question, right, wrong)
+    capitals = [c for _, c, _ in I.CAPITALS]
+    for country, capital, tempting in I.CAPITALS:
+        questions.append(("geography", f"What is the capital of {country}?", capital,
+                          _others(rng, capitals, capital, first=tempting)))
+    symbols = [s for _, s in I.SYMBOLS]
+    for element, symbol in I.SYMBOLS:
+        questions.append(("chemistry", f"What is the chemical symbol for {element}?", symbol,
+                          _others(rng, symbols, symbol)))
+    for country, continent in I.CONTINENTS:
+        questions.append(("geography", f"On which continent is {country}?", continent,
+                          _others(rng, I.CONTINENT_NAMES, continent)))
+    for animal, cls in I.ANIMAL_CLASSES:
+        questions.append(("biology", f"What kind of animal is {animal}?", cls, _others(rng, I.ANIMAL_CLASS_NAMES, cls)))
+    for table, subject, template in ((I.AUTHORS, "literature", "Who wrote {}?"),
+                                     (I.CURRENCIES, "economics", "What is the currency of {}?"),
+                                     (I.PAINTERS, "art", "Who painted {}?"),
+                                     (I.RIVERS, "geography", "Which river flows through {}?")):
+        answers = [a for _, a in table]
+        for key, answer in table:
+            questions.append((subject, template.format(key), answer, _others(rng, answers, answer)))
+    for q, right, *wrong in I.FACTS_MISC:
+        questions.append(("general", q, right, list(wrong)))
+    return [_choice_row(rng, f"fact-{i}", "question", q, right, wrong, subject=subject)
+            for i, (subject, q, right, wrong) in enumerate(questions)]
+
+
+def truthful(rng: random.Random) -> list[dict]:
+    return [_choice_row(rng, f"truth-{i}", "question", q, right, list(wrong))
+            for i, (q, right, *wrong) in enumerate(I.TRUTHFUL)]
+
+
+# ------------------------------------------------------------------------------------------------ generation
+
+def instructions() -> list[dict]:
+    """Every instruction kind crossed with 8 topics (a different run of topics per kind) and its arguments in turn."""
+    rows = []
+    per_kind = 8
+    for k, (check, template, args) in enumerate(I.INSTRUCTION_KINDS):
+        for j in range(per_kind):
+            topic = I.TOPICS[(k * 3 + j) % len(I.TOPICS)]
+            arg = args[j % len(args)]
+            rows.append({"id": f"if-{len(rows)}", "prompt": template.format(topic=topic, arg=arg), "check": check,
+                         "arg": arg})
+    return rows
+
+
+def code() -> list[dict]:
+    rows = []
+    for i, (signature, doc, solution, test) in enumerate(I.CODE):
+        header = "import math\n\n\n" if "math." in solution else ""
+        rows.append({"id": f"code-{i}", "prompt": f'{header}def {signature}:\n    """{doc}"""\n    return',
+                     "test": test, "entry_point": signature.split("(")[0], "solution": " " + solution})
+    return rows
+
+
+def arithmetic(n_per_op: int = 40, seed: int = 0) -> list[dict]:
+    """One-digit addition, subtraction (non-negative results) and multiplication, ``n_per_op`` distinct each."""
     rng = random.Random(seed)
     rows = []
-    for i in range(n):
-        a, b = rng.randint(1, 9), rng.randint(1, 9)
-        op = "+" if i % 2 == 0 else "-"
-        if op == "-" and b > a:
-            a, b = b, a
-        rows.append({"id": f"arith-{i}", "question": f"What is {a} {op} {b}?", "answer": str(a + b if op == "+" else a - b)})
+    for op in ("+", "-", "*"):
+        pairs = [(a, b) for a in range(1, 10) for b in range(1, 10) if op != "-" or a >= b]
+        for a, b in rng.sample(pairs, n_per_op):
+            value = a + b if op == "+" else a - b if op == "-" else a * b
+            shown = "times" if op == "*" else op
+            rows.append({"id": f"arith-{len(rows)}", "question": f"What is {a} {shown} {b}?", "answer": str(value)})
     return rows
+
+
+# ------------------------------------------------------------------------------------------------ checks, writing
+
+def check_rows(name: str, rows: list[dict]) -> None:
+    """Raise ValueError on a duplicated prompt, a duplicated choice, a bad label or a missing field."""
+    key = {"commonsense.jsonl": "context", "winograd.jsonl": "sentence", "facts.jsonl": "question",
+           "truthful.jsonl": "question", "instructions.jsonl": "prompt", "code.jsonl": "prompt",
+           "arithmetic.jsonl": "question"}[name]
+    prompts = [r[key] for r in rows]
+    dupes = sorted({p for p in prompts if prompts.count(p) > 1})
+    if dupes:
+        raise ValueError(f"{name}: duplicated items {dupes[:3]}")
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{name}: duplicated ids")
+    for r in rows:
+        choices = r.get("choices") or r.get("endings") or r.get("contexts")
+        if choices is None:
+            continue
+        if len(set(choices)) != len(choices) or not 0 <= r["label"] < len(choices):
+            raise ValueError(f"{name}: bad choices or label in {r['id']}")
 
 
 def build() -> None:
     DATA.mkdir(exist_ok=True)
     rng = random.Random(0)
-    rows = []
-    for i, (ctx, right, *wrong) in enumerate(COMMONSENSE):
-        endings = [right, *wrong]
-        rng.shuffle(endings)
-        rows.append({"id": f"cs-{i}", "context": ctx, "endings": endings, "label": endings.index(right)})
-    _write("commonsense.jsonl", rows)
-    rows = []
-    for i, (q, right, *wrong) in enumerate(FACTS):
-        choices = [right, *wrong]
-        rng.shuffle(choices)
-        rows.append({"id": f"fact-{i}", "question": q, "choices": choices, "label": choices.index(right)})
-    _write("facts.jsonl", rows)
-    _write("arithmetic.jsonl", arithmetic())
-    _write("instructions.jsonl", [{"id": f"if-{i}", "prompt": p, "check": c, "arg": a}
-                                  for i, (p, c, a) in enumerate(INSTRUCTIONS)])
-    _write("code.jsonl", [{"id": f"code-{i}", "prompt": p + "    return", "test": t, "entry_point": e}
-                          for i, (p, t, e) in enumerate(CODE)])
-
-
-def _write(name: str, rows: list[dict]) -> None:
-    (DATA / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    files = {"commonsense.jsonl": commonsense(rng), "winograd.jsonl": winograd(), "facts.jsonl": facts(rng),
+             "truthful.jsonl": truthful(rng), "instructions.jsonl": instructions(), "code.jsonl": code(),
+             "arithmetic.jsonl": arithmetic()}
+    assert tuple(files) == FILES
+    for name, rows in files.items():
+        check_rows(name, rows)
+    for name, rows in files.items():
+        (DATA / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 if __name__ == "__main__":

@@ -31,8 +31,16 @@ def load_commonsense(**kwargs):
     return _load("commonsense.jsonl")
 
 
+def load_winograd(**kwargs):
+    return _load("winograd.jsonl")
+
+
 def load_facts(**kwargs):
     return _load("facts.jsonl")
+
+
+def load_truthful(**kwargs):
+    return _load("truthful.jsonl")
 
 
 def load_arithmetic(**kwargs):
@@ -63,8 +71,8 @@ def check_instruction(check: str, arg, response: str) -> bool:
         return re.search(rf"\b{re.escape(arg)}\b", text, re.IGNORECASE) is not None
     if check == "no_comma":
         return "," not in text
-    if check == "ends_with":
-        return text.endswith(arg)
+    if check == "ends_with":  # as IFEval's end checker: surrounding quotes and case ignored
+        return text.strip('"').strip().lower().endswith(arg.lower())
     if check == "starts_with":
         return re.match(rf"\W*{re.escape(arg)}\b", text) is not None
     if check == "max_words":
@@ -78,6 +86,16 @@ def check_instruction(check: str, arg, response: str) -> bool:
         except json.JSONDecodeError:
             return False
         return isinstance(value, dict) and arg in value
+    if check == "bullets":  # exactly ``arg`` Markdown bullet lines ("* " or "- "), as IFEval counts them
+        return len(re.findall(r"^\s*[*-]\s+\S", text, re.MULTILINE)) == int(arg)
+    if check == "title":  # a title in double angular brackets, <<like this>>
+        return re.search(r"<<[^<>\n]+>>", text) is not None
+    if check == "question":
+        return text.endswith("?")
+    if check == "postscript":
+        return re.search(r"(^|\s)P\.\s?S\.", text) is not None
+    if check == "placeholder":  # at least one [placeholder]
+        return re.search(r"\[[^\[\]\n]+\]", text) is not None
     raise ValueError(f"unknown instruction check {check!r}")
 
 
