@@ -50,7 +50,11 @@ def evaluate_run(spec: RunSpec, cfg, model: str, with_validation: bool = False,
         run("val", run_dir / "val", "none")
     cache = None
     if not trains(spec.method):  # an untrained model's prior suite does not depend on the task
-        key = hashlib.sha256(json.dumps([model, suite, spec.preset, spec.seed, extra_args or []]).encode()).hexdigest()[:16]
+        from eval.prior import suite_fingerprint
+
+        # the suite's items are part of the key: a cache made on other items is never merged into new results
+        key = hashlib.sha256(json.dumps([model, suite, suite_fingerprint(suite), spec.preset, spec.seed,
+                                         extra_args or []]).encode()).hexdigest()[:16]
         cache = _results_root(spec) / "_prior_cache" / f"{key}.json"
     if cache is not None and cache.exists():
         result = run("test", run_dir, "none")
