@@ -10,10 +10,8 @@ RUNS = [
     ("sdft", []),
     # the mini preset's path: rollouts from a bf16 copy of the student, the teacher's forward under bf16 autocast
     ("sdft", ["rollout_dtype=bfloat16", "teacher_dtype=bfloat16"]),
-    ("sft", []),
-    ("dft", []),
+    ("sft", []),  # also the trainer of dft and cpt, which sample nothing
     ("reinvoke", ["rollout_dtype=bfloat16"]),
-    ("cpt", []),
     ("offline_distill", []),
     ("sft_from_teacher", []),
 ]
