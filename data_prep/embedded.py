@@ -44,6 +44,13 @@ def draw_split(draw, n: int, split: str, seed: int, task: str, max_tries: int = 
                      f"{n} asked for")
 
 
+def _record(task: str, i: int, system: str, user: str, demonstration: str, reference, meta: dict) -> dict:
+    """A record of the repository's schema (``data_prep.schema``): a system and a user message."""
+    return {"id": f"{task}-{i:04d}", "task": task,
+            "prompt": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            "demonstration": demonstration, "reference": reference, "meta": meta}
+
+
 # --------------------------------------------------------------------------------------------------
 # Tool use: one tool per query, described in the prompt; the answer is its call in the ReAct format of
 # ToolAlpaca (Action / Action Input). Six tools, their arguments drawn from lists.
@@ -103,15 +110,9 @@ def _tool_record(rng: random.Random, i: int) -> dict:
     signature, ask, draw_args = _TOOLS[name]
     arguments = draw_args(rng)
     question = ask(arguments)
-    return {
-        "id": f"embedded_tool-{i:04d}",
-        "task": "embedded_tool",
-        "prompt": [{"role": "system", "content": TOOL_SYSTEM},
-                   {"role": "user", "content": f"Tool: {signature}.\nQuestion: {question}"}],
-        "demonstration": f"Action: {name}\nAction Input: {json.dumps(arguments)}",
-        "reference": [{"name": name, "arguments": arguments}],
-        "meta": {"question": question},
-    }
+    return _record("embedded_tool", i, TOOL_SYSTEM, f"Tool: {signature}.\nQuestion: {question}",
+                   f"Action: {name}\nAction Input: {json.dumps(arguments)}", [{"name": name, "arguments": arguments}],
+                   {"question": question})
 
 
 def tool_calls(n: int, seed: int = 0, split: str = "train") -> list[dict]:
@@ -175,19 +176,13 @@ def _science_record(rng: random.Random, i: int) -> dict:
     stem, options, correct, reason = _science_question(rng)
     letter = _LETTERS[correct]
     user = stem + "\n" + "\n".join(f"{_LETTERS[j]}. {o}" for j, o in enumerate(options))
-    return {
-        "id": f"embedded_science-{i:04d}",
-        "task": "embedded_science",
-        "prompt": [{"role": "system", "content": SCIENCE_SYSTEM}, {"role": "user", "content": user}],
-        # the tag on the reason's line: SmolLM2-135M given "... So the answer is D.\n<answer>D</answer>" as
-        # its demonstration stops after the sentence (teacher 0 / 16 on val); with the tag inline it copies
-        # it (7 / 16; the student without it: 0 / 16) -- experiments/results/teacher_view
-        "demonstration": f"{reason} <answer>{letter}</answer>",
-        "reference": letter,
-        # the question as shown (stem and options) decides the split: a stem can recur across splits with
-        # other options, so the element facts are shared; the skill measured is the answer format
-        "meta": {"question": user, "stem": stem, "options": options},
-    }
+    # The tag on the reason's line: SmolLM2-135M given "... So the answer is D.\n<answer>D</answer>" as its
+    # demonstration stops after the sentence (teacher 0 / 16 on val); with the tag inline it copies it (7 / 16; the
+    # student without it: 0 / 16; experiments/teacher_view.py). The question as shown (stem and options) decides the
+    # split: a stem can recur across splits with other options, so the element facts are shared; the skill
+    # measured is the answer format.
+    return _record("embedded_science", i, SCIENCE_SYSTEM, user, f"{reason} <answer>{letter}</answer>", letter,
+                   {"question": user, "stem": stem, "options": options})
 
 
 def science_mcq(n: int, seed: int = 0, split: str = "train") -> list[dict]:
@@ -235,15 +230,9 @@ def _medical_record(rng: random.Random, i: int) -> dict:
     question, answer, explanation = rng.choice(_MEDICAL_FACTS)
     age = rng.randint(8, 15) if (who := rng.choice(_PATIENTS)) in ("boy", "girl") else rng.randint(20, 80)
     user = f"A {age}-year-old {who} is seen in clinic. {question}"
-    return {
-        "id": f"embedded_medical-{i:04d}",
-        "task": "embedded_medical",
-        "prompt": [{"role": "system", "content": MEDICAL_SYSTEM}, {"role": "user", "content": user}],
-        "demonstration": f"{explanation}\nAnswer: {answer}",
-        "reference": answer,
-        # the vignette decides the split; its clinical question (one of the facts above) recurs across splits
-        "meta": {"question": user, "fact": question},
-    }
+    # the vignette decides the split; its clinical question (one of the facts above) recurs across splits
+    return _record("embedded_medical", i, MEDICAL_SYSTEM, user, f"{explanation}\nAnswer: {answer}", answer,
+                   {"question": user, "fact": question})
 
 
 def medical_qa(n: int, seed: int = 0, split: str = "train") -> list[dict]:
