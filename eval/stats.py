@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import Sequence
 
 
@@ -104,7 +105,7 @@ def proportion_ci(successes: int, n: int, confidence: float = 0.95) -> dict:
         raise ValueError("n must be positive")
     if not 0 <= successes <= n:
         raise ValueError(f"successes must lie in [0, {n}], got {successes}")
-    z = _normal_quantile(0.5 + confidence / 2)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
@@ -112,14 +113,3 @@ def proportion_ci(successes: int, n: int, confidence: float = 0.95) -> dict:
     high = 1.0 if successes == n else min(1.0, centre + half)
     return {"p": p, "ci_low": low, "ci_high": high, "n": n}
 
-
-def _normal_quantile(p: float) -> float:
-    """Inverse of the standard normal CDF, by bisection on ``math.erf``."""
-    lo, hi = -10.0, 10.0
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2

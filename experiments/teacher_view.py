@@ -43,8 +43,7 @@ def measure(model, tokenizer, task: str, split: str, n: int | None, templates: l
                                seed=seed, backend="hf")
         head = result["scores"][0]
         tokens = next(s for s in result["scores"] if s["metric"] == "mean_generated_tokens")
-        correct = round(head["value"] * head["n"] / 100)
-        ci = proportion_ci(correct, head["n"])
+        ci = proportion_ci(int(sum(p["score"] for p in result["predictions"])), head["n"])
         value = 100 * ci["p"]
         student = value if variant == "student" else student
         rows.append({"task": task, "prompt": "student" if template is None else f"teacher ({template})",
