@@ -304,9 +304,9 @@ def _build_gemma3(path: Path) -> None:
     import hashlib
     import tempfile
 
+    chunks = _gemma3_chunks()  # before importing transformers: a missing package is reported at once
     from transformers import AutoModelForCausalLM, GgufConfig
 
-    chunks = _gemma3_chunks()
     path.parent.mkdir(parents=True, exist_ok=True)
     print(f"[sdft.models] joining {len(chunks)} chunks of {_GEMMA_GGUF} and dequantizing to {path} (once, ~1 min)",
           flush=True)
@@ -328,7 +328,7 @@ def _build_gemma3(path: Path) -> None:
         )
     eos_ids = [tok.convert_tokens_to_ids(_GEMMA_EOS), special["eos_token_id"]]  # <end_of_turn>, <eos>
     model.config.bos_token_id = tok.bos_token_id
-    model.config.eos_token_id = eos_ids
+    model.config.eos_token_id = eos_ids[0]  # an int equal to the tokenizer's, which transformers' Trainer expects
     model.config.pad_token_id = tok.pad_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
     model.generation_config.eos_token_id = eos_ids
