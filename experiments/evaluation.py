@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -63,7 +64,9 @@ def evaluate_run(spec: RunSpec, cfg, model: str, with_validation: bool = False,
         run("test", run_dir, suite)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(run_dir / "eval.json", cache)
+            partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")  # runs in parallel read whole files
+            shutil.copyfile(run_dir / "eval.json", partial)
+            os.replace(partial, cache)
     return run_dir / "eval.json"
 
 

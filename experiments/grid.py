@@ -61,14 +61,14 @@ def expand(experiment: str, preset: str, tasks: list[str], methods: list[str], s
            results_dir: str | Path, recipe_for: Callable[[str, str], str | None] | None = None,
            sweep: bool = False, overrides: dict[str, Any] | None = None,
            eval_args: list[str] | None = None) -> list[RunSpec]:
-    """Every (task, method, seed, sweep point) of an experiment, in a stable order.
+    """Every (seed, task, method, sweep point) of an experiment, in a stable order (seed-major).
 
     ``overrides`` apply to every run whose method has those keys (``divergence=reverse`` reaches the distilling
     methods, not SFT); a key that no method of the grid has is an error, and which methods skip which key is printed.
     """
     check_overrides(overrides or {}, methods)
     specs = []
-    for task, method, seed in itertools.product(tasks, methods, seeds):
+    for seed, task, method in itertools.product(seeds, tasks, methods):  # seed-major: a partial grid holds whole seeds
         recipe = recipe_for(task, method) if (recipe_for and trains(method)) else None
         grid = load_recipe(recipe)[1] if (recipe and sweep) else {}
         keys = list(grid)
@@ -168,6 +168,54 @@ def run_local(specs: list[RunSpec], execute: Callable[[RunSpec], None], force: b
         t = time.time()
         execute(spec)
         print(progress_line(i, len(specs), spec, f"finished in {time.time() - t:.0f}s", t0), flush=True)
+
+
+def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: bool = False,
+                 cpus: int | None = None) -> None:
+    """Run the specs ``jobs`` at a time, each in its own ``python -m experiments.run_one`` process.
+
+    On a CPU machine small models use few cores well: two one-thread runs finish more work per minute than one
+    two-thread run (``experiments/results/table5_mini/README.md`` measures it). Each process gets
+    ``OMP_NUM_THREADS = cpus // jobs`` (at least 1) and writes its output to ``<run_dir>/run.log``. Runs are started
+    in grid order; a failed run is reported with its log and the others go on; the call raises at the end if any
+    failed. Thread counts change floating-point reduction order: results match ``jobs=1`` up to that (README).
+    """
+    import os
+    import sys
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    write_grid(specs, grid_path)
+    threads = max(1, (cpus or os.cpu_count() or 1) // jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    t0 = time.time()
+    todo = []
+    for i, spec in enumerate(specs):
+        if is_done(spec) and not force:
+            print(progress_line(i, len(specs), spec, "done before, skipped", t0), flush=True)
+        else:
+            todo.append(i)
+
+    def launch(i: int) -> tuple[int, int, float]:
+        log = Path(specs[i].run_dir) / "run.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print(progress_line(i, len(specs), specs[i], f"running ({threads} thread(s), log {log})", t0), flush=True)
+        started = time.time()
+        cmd = [sys.executable, "-m", "experiments.run_one", "--grid", str(grid_path), "--index", str(i)]
+        with open(log, "w") as out:
+            code = subprocess.run(cmd + (["--force"] if force else []), stdout=out, stderr=subprocess.STDOUT,
+                                  env=env).returncode
+        return i, code, time.time() - started
+
+    failed = []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in as_completed([pool.submit(launch, i) for i in todo]):
+            i, code, took = future.result()
+            status = f"finished in {took:.0f}s" if code == 0 else f"FAILED (exit {code}; see {specs[i].run_dir}/run.log)"
+            print(progress_line(i, len(specs), specs[i], status, t0), flush=True)
+            if code != 0:
+                failed.append(f"{specs[i].label} ({specs[i].run_dir}/run.log)")
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(todo)} runs failed: {', '.join(failed)}")
 
 
 def write_grid(specs: list[RunSpec], path: str | Path) -> None:

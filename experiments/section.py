@@ -52,6 +52,9 @@ def build_parser(doc: str | None, experiment: str, methods: Sequence[str]) -> ar
     parser.add_argument("--methods", help=f"comma-separated subset of {','.join(methods)}")
     parser.add_argument("--sweep", action="store_true", help="expand the recipes' sweep grid (paper preset)")
     parser.add_argument("--launcher", choices=["local", "slurm"], default="local")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="local launcher: runs at a time, each its own process with cores/jobs threads "
+                             "(default 1: every run in this process)")
     parser.add_argument("--dry-run", action="store_true", help="print the grid (and the sbatch script) only")
     parser.add_argument("--aggregate-only", action="store_true", help="only rebuild the tables and figure")
     parser.add_argument("--results-dir", default=f"results/{experiment}")
@@ -115,7 +118,15 @@ def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dic
             print(f"  {spec.label} -> {spec.run_dir}")
         return
     t0 = time.time()
-    G.run_local(specs, execute, force=args.force)
+    if args.jobs < 1:
+        raise SystemExit(f"error: --jobs must be at least 1, got {args.jobs}")
+    if args.jobs == 1:
+        G.run_local(specs, execute, force=args.force)
+    else:
+        try:
+            G.run_parallel(specs, results_dir / "grid.json", args.jobs, force=args.force)
+        except RuntimeError as err:
+            raise SystemExit(f"error: {err}") from None
     aggregate(results_dir)
     listed = "".join(f"\n  {results_dir / name}" for name in outputs)
     print(f"[{experiment}] finished in {time.time() - t0:.0f}s. Outputs:{listed}", flush=True)

@@ -10,7 +10,10 @@ expert demonstration through the paper's template (Section 3):
 
 Templates are named so every result records which one ran. ``paper`` is the verbatim template and
 the default of the ``paper`` preset. ``same_format`` changes only the last sentence; SmolLM2-135M
-follows the paper's wording poorly, so the ``mini`` preset uses it.
+follows the paper's wording poorly. ``strict_format`` (the ``mini`` preset's) also rewords the sentence before the
+demonstration and asks for nothing after the answer: with ``same_format``, SmolLM2's teacher finishes the answer and
+then repeats "This is an example for a response to the question:" and the demonstration, which SDFT teaches the
+student to copy (the teacher-view table in ``experiments/results/table5_mini/`` measures the three).
 ``none`` is the question alone: with an empty demonstration the teacher's context equals the student's.
 It is the context of the frozen-base teacher of the SFT + re-invoke baseline (``sdft.baselines.reinvoke``);
 TRL requires both placeholders in a template, so it keeps ``{demonstration}`` and is meant for empty ones.
@@ -37,6 +40,12 @@ TEACHER_TEMPLATES: dict[str, str] = {
         "This is an example for a response to the question:\n"
         "{demonstration}\n\n"
         "Now answer with a response of your own, in exactly the same format as the example:"
+    ),
+    "strict_format": (
+        "{question}\n\n"
+        "Here is an example of a correct response:\n"
+        "{demonstration}\n\n"
+        "Now give your own response in exactly the same format, and nothing else:"
     ),
     "none": "{question}{demonstration}",
 }

@@ -29,7 +29,7 @@ def test_layers_later_wins_and_both_command_line_forms_reach_the_trainer_config(
     assert cfg.max_steps == 9  # --key value over key=value
     assert cfg.fused_lm_head is False and cfg.training.fused_lm_head is False
     assert cfg.max_grad_norm == 0.5 and cfg.rollout_dtype == "bfloat16"  # recipe; mini preset's sdft block
-    assert cfg.n_train == 64 and cfg.model == "embedded:smollm2-135m-instruct"  # mini's common block
+    assert cfg.n_train == 128 and cfg.model == "embedded:smollm2-135m-instruct"  # mini's common block
 
 
 def test_warmup_ratio_is_an_alias_of_transformers_5_warmup_steps():

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_run_table5_smoke_writes_the_table_and_figure(tmp_path):
     out = tmp_path / "table5"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run(["bash", str(ROOT / "experiments" / "run_table5.sh"), "--preset", "smoke",
+    # --jobs 2: two runs at a time, each its own process (the parallel launcher end to end)
+    proc = subprocess.run(["bash", str(ROOT / "experiments" / "run_table5.sh"), "--preset", "smoke", "--jobs", "2",
                            "--results-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ("table5.md", "table5.csv", "figure4_pareto.png", "figure4_pareto.pdf"):
@@ -26,6 +27,7 @@ def test_run_table5_smoke_writes_the_table_and_figure(tmp_path):
     assert table["new_task"].notna().all() and table["prior_avg"].notna().all()
     assert len(list(out.glob("*/*/*/eval.json"))) == 15
     assert "[15/15]" in proc.stdout and "table5.md" in proc.stdout  # one progress line per run, outputs printed
+    assert proc.stdout.count("finished in") >= 15 and len(list(out.glob("*/*/*/run.log"))) == 15  # a log per run
 
     # A second invocation skips every run whose eval.json exists and only re-aggregates.
     proc2 = subprocess.run(["bash", str(ROOT / "experiments" / "run_table5.sh"), "--preset", "smoke",
