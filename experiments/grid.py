@@ -170,13 +170,19 @@ def run_local(specs: list[RunSpec], execute: Callable[[RunSpec], None], force: b
         print(progress_line(i, len(specs), spec, f"finished in {time.time() - t:.0f}s", t0), flush=True)
 
 
+def run_log(spec: RunSpec) -> Path:
+    """Where :func:`run_parallel` writes a run's output: ``<method>/<run_id>.log`` beside its run directory."""
+    return Path(spec.run_dir).with_name(Path(spec.run_dir).name + ".log")
+
+
 def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: bool = False,
                  cpus: int | None = None) -> None:
     """Run the specs ``jobs`` at a time, each in its own ``python -m experiments.run_one`` process.
 
     On a CPU machine small models use few cores well: two one-thread runs finish more work per minute than one
     two-thread run (``experiments/results/table5_mini/README.md`` measures it). Each process gets
-    ``OMP_NUM_THREADS = cpus // jobs`` (at least 1) and writes its output to ``<run_dir>/run.log``. Runs are started
+    ``OMP_NUM_THREADS = cpus // jobs`` (at least 1) and writes its output to :func:`run_log` (beside the run
+    directory: ``sdft.train`` refuses a run directory holding files it did not create). Runs are started
     in grid order; a failed run is reported with its log and the others go on; the call raises at the end if any
     failed. Thread counts change floating-point reduction order: results match ``jobs=1`` up to that (README).
     """
@@ -196,7 +202,7 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
             todo.append(i)
 
     def launch(i: int) -> tuple[int, int, float]:
-        log = Path(specs[i].run_dir) / "run.log"
+        log = run_log(specs[i])
         log.parent.mkdir(parents=True, exist_ok=True)
         print(progress_line(i, len(specs), specs[i], f"running ({threads} thread(s), log {log})", t0), flush=True)
         started = time.time()
@@ -210,10 +216,10 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for future in as_completed([pool.submit(launch, i) for i in todo]):
             i, code, took = future.result()
-            status = f"finished in {took:.0f}s" if code == 0 else f"FAILED (exit {code}; see {specs[i].run_dir}/run.log)"
+            status = f"finished in {took:.0f}s" if code == 0 else f"FAILED (exit {code}; see {run_log(specs[i])})"
             print(progress_line(i, len(specs), specs[i], status, t0), flush=True)
             if code != 0:
-                failed.append(f"{specs[i].label} ({specs[i].run_dir}/run.log)")
+                failed.append(f"{specs[i].label} ({run_log(specs[i])})")
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(todo)} runs failed: {', '.join(failed)}")
 

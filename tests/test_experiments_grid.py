@@ -42,14 +42,15 @@ def test_slurm_dry_run_prints_the_array_and_grid_size(tmp_path):
 
 def test_run_parallel_reports_a_failed_run_with_its_log_and_runs_the_others(tmp_path, capsys):
     """A run that fails (here: its experiment module does not exist) is named with its log; the others still run."""
-    from experiments.grid import RunSpec, run_parallel
+    from experiments.grid import RunSpec, run_log, run_parallel
 
     specs = [RunSpec(experiment=name, task="embedded_tool", method="base", seed=0, preset="smoke",
                      run_dir=str(tmp_path / name)) for name in ("no_such_section_a", "no_such_section_b")]
     with pytest.raises(RuntimeError, match="2 of 2 runs failed: .*no_such_section"):
         run_parallel(specs, tmp_path / "grid.json", jobs=2)
     out = capsys.readouterr().out
-    assert out.count("FAILED") == 2 and "run.log" in out
-    for spec in specs:  # each process wrote its own log, which holds the error
-        assert "no_such_section" in (Path(spec.run_dir) / "run.log").read_text()
+    assert out.count("FAILED") == 2 and str(run_log(specs[0])) in out
+    for spec in specs:  # each process wrote its own log, beside its run directory, which holds the error
+        assert run_log(spec).parent == Path(spec.run_dir).parent
+        assert "no_such_section" in run_log(spec).read_text()
     assert len(json.loads((tmp_path / "grid.json").read_text())) == 2

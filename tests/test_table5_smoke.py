@@ -27,7 +27,7 @@ def test_run_table5_smoke_writes_the_table_and_figure(tmp_path):
     assert table["new_task"].notna().all() and table["prior_avg"].notna().all()
     assert len(list(out.glob("*/*/*/eval.json"))) == 15
     assert "[15/15]" in proc.stdout and "table5.md" in proc.stdout  # one progress line per run, outputs printed
-    assert proc.stdout.count("finished in") >= 15 and len(list(out.glob("*/*/*/run.log"))) == 15  # a log per run
+    assert proc.stdout.count("finished in") >= 15 and len(list(out.glob("*/*/seed0.log"))) == 15  # a log per run
 
     # A second invocation skips every run whose eval.json exists and only re-aggregates.
     proc2 = subprocess.run(["bash", str(ROOT / "experiments" / "run_table5.sh"), "--preset", "smoke",
