@@ -179,9 +179,7 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
                  cpus: int | None = None) -> None:
     """Run the specs ``jobs`` at a time, each in its own ``python -m experiments.run_one`` process.
 
-    On a CPU machine small models use few cores well: two one-thread runs finish more work per minute than one
-    two-thread run (``experiments/results/table5_mini/README.md`` measures it). Each process gets
-    ``OMP_NUM_THREADS = cpus // jobs`` (at least 1) and writes its output to :func:`run_log` (beside the run
+    Each process gets ``OMP_NUM_THREADS = cpus // jobs`` (at least 1) and writes its output to :func:`run_log` (beside the run
     directory: ``sdft.train`` refuses a run directory holding files it did not create). Runs are started
     in grid order; a failed run is reported with its log and the others go on; the call raises at the end if any
     failed. Thread counts change floating-point reduction order: results match ``jobs=1`` up to that (README).
