@@ -7,6 +7,13 @@ at step 0, is evaluated greedily on ``--split`` (val by default: the test split 
     python -m experiments.learning_curve [--preset mini] [--task embedded_tool] [--methods sdft,sft]
         [--steps 64] [--every 16] [--split val] [--n N] [--prior-suite embedded|none] [--seed 0]
         [--output experiments/results/curves/<task>] [key=value ...]
+    python -m experiments.learning_curve --from-runs RUN_DIR [RUN_DIR ...] [--split val] [--prior-suite embedded]
+        --output OUT
+
+``--from-runs`` trains nothing: it evaluates the kept checkpoints of finished runs (a grid run with
+``save_total_limit=null keep_checkpoints=true``, e.g. Table 5's), so the curves of several seeds cost only their
+evaluation; task, method and seed come from each run's ``config.yaml``, and the base model is evaluated once per task
+as step 0. The plotted line is the mean over seeds, each seed a faint marker.
 
 Writes ``curves.csv`` / ``curves.md`` (method, step, metric, value %, Wilson 95% interval, n), ``curves.png`` /
 ``.pdf``, ``manifest.json`` (command, wall-clock), and keeps each method's run directory under ``runs/``.
@@ -60,6 +67,15 @@ def plot(table: pd.DataFrame, out_base: Path, title: str) -> None:
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for method, rows in table[table["metric"] == metric].groupby("method", sort=False):
+            if method == "base":  # --from-runs: the untrained model, one value per task
+                ax.axhline(rows["value"].iloc[0], color="gray", linestyle="--", label="base (step 0)")
+                continue
+            seeds = rows["seed"].nunique() if "seed" in rows else 1
+            if seeds > 1:  # the mean over seeds, each seed's points faint
+                mean = rows.groupby("step", as_index=False)["value"].mean()
+                line, = ax.plot(mean["step"], mean["value"], marker="o", label=f"{method} (mean of {seeds} seeds)")
+                ax.scatter(rows["step"], rows["value"], color=line.get_color(), alpha=0.3, s=12)
+                continue
             rows = rows.sort_values("step")
             ax.plot(rows["step"], rows["value"], marker="o", label=method)
             if rows["ci_low"].notna().all():
@@ -76,11 +92,43 @@ def plot(table: pd.DataFrame, out_base: Path, title: str) -> None:
 
 
 def to_markdown(table: pd.DataFrame, title: str) -> str:
-    lines = [f"# {title}", "", "| method | step | metric | value % [95% CI] | n |", "|---|---|---|---|---|"]
+    seeded = "seed" in table
+    lines = [f"# {title}", "", f"| method |{' seed |' if seeded else ''} step | metric | value % [95% CI] | n |",
+             f"|---|{'---|' if seeded else ''}---|---|---|---|"]
     for r in table.itertuples():
         ci = "" if pd.isna(r.ci_low) else f" [{r.ci_low:.1f}, {r.ci_high:.1f}]"
-        lines.append(f"| {r.method} | {r.step} | {r.metric} | {r.value:.1f}{ci} | {'' if pd.isna(r.n) else int(r.n)} |")
+        seed = f" {'base' if pd.isna(r.seed) else int(r.seed)} |" if seeded else ""
+        lines.append(f"| {r.method} |{seed} {r.step} | {r.metric} | {r.value:.1f}{ci} | "
+                     f"{'' if pd.isna(r.n) else int(r.n)} |")
     return "\n".join(lines) + "\n"
+
+
+def from_runs(run_dirs: list[Path], split: str, n: int | None, prior_suite: str) -> pd.DataFrame:
+    """Rows of every kept checkpoint of finished runs, and of each task's base model (step 0, ``seed`` empty)."""
+    import yaml
+
+    rows, based = [], set()
+    for run_dir in run_dirs:
+        config_path = Path(run_dir) / "config.yaml"
+        if not config_path.exists():
+            raise SystemExit(f"{run_dir}: no config.yaml -- not a run directory")
+        cfg = yaml.safe_load(config_path.read_text()) or {}
+        missing = [k for k in ("task", "method", "seed", "model", "preset") if k not in cfg]
+        if missing:
+            raise SystemExit(f"{config_path}: no field(s) {missing}")
+        found = checkpoints(Path(run_dir))
+        if not found:
+            raise SystemExit(f"{run_dir}: no kept checkpoints (train with save_total_limit=null keep_checkpoints=true)")
+        task, method, seed, preset = cfg["task"], cfg["method"], cfg["seed"], cfg["preset"]
+        if task not in based:
+            based.add(task)
+            rows += [{"task": task, "method": "base", "seed": None, "step": 0, **r}
+                     for r in _point(cfg["model"], task, split, n, preset, seed, prior_suite)]
+        for step, folder in found:
+            rows += [{"task": task, "method": method, "seed": seed, "step": step, **r}
+                     for r in _point(str(folder), task, split, n, preset, seed, prior_suite)]
+            print(json.dumps(rows[-1]), flush=True)
+    return pd.DataFrame(rows)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -100,8 +148,12 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output", type=Path)
     ap.add_argument("--force", action="store_true", help="retrain runs that already exist")
+    ap.add_argument("--from-runs", nargs="+", type=Path, metavar="RUN_DIR",
+                    help="evaluate the kept checkpoints of these finished runs instead of training")
     ap.add_argument("overrides", nargs="*", metavar="key=value")
     args = ap.parse_args(argv)
+    if args.from_runs:
+        return _main_from_runs(args, argv)
     methods = args.methods.split(",")
     unknown = sorted(set(methods) - set(CURVE_METHODS))
     if unknown:
@@ -143,6 +195,30 @@ def main(argv: list[str] | None = None) -> Path:
         "wall_clock_s": round(time.time() - started, 1)})
     print(f"wrote {out / 'curves.md'}")
     return out
+
+
+def _main_from_runs(args: argparse.Namespace, argv: list[str] | None) -> Path:
+    from sdft.run_io import write_json_atomic, write_text_atomic
+
+    if args.output is None:
+        raise SystemExit("--from-runs needs --output")
+    args.output.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    table = from_runs(args.from_runs, args.split, args.n, args.prior_suite)
+    table = table.sort_values(["task", "metric", "method", "seed", "step"], kind="stable", na_position="first")
+    table.to_csv(args.output / "curves.csv", index=False)
+    for task, rows in table.groupby("task", sort=False):
+        seeds = sorted(int(s) for s in rows["seed"].dropna().unique())
+        title = f"{task}, {args.split} split, seeds {', '.join(map(str, seeds))}"
+        base = args.output / (f"curves_{task}" if table["task"].nunique() > 1 else "curves")
+        write_text_atomic(base.with_suffix(".md"), to_markdown(rows, title))
+        plot(rows, base, title)
+    write_json_atomic(args.output / "manifest.json", {
+        "command": "python -m experiments.learning_curve " + " ".join(sys.argv[1:] if argv is None else argv),
+        "from_runs": [str(p) for p in args.from_runs], "split": args.split, "n": args.n,
+        "prior_suite": args.prior_suite, "wall_clock_s": round(time.time() - started, 1)})
+    print(f"wrote {args.output / 'curves.csv'}")
+    return args.output
 
 
 if __name__ == "__main__":

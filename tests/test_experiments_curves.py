@@ -23,6 +23,21 @@ def test_learning_curve_has_the_base_point_and_every_checkpoint(tmp_path):
     assert sorted(p.name for p in (out / "runs" / "sft" / "checkpoints").glob("checkpoint-*")) == \
         ["checkpoint-1", "checkpoint-2"]
 
+    # --from-runs evaluates the same kept checkpoints without training: the same numbers, the base as step 0
+    again = main(["--from-runs", str(out / "runs" / "sft"), "--n", "2", "--output", str(tmp_path / "again")])
+    redone = pd.read_csv(again / "curves.csv")
+    assert redone["method"].tolist() == ["base", "sft", "sft"] and redone["step"].tolist() == [0, 1, 2]
+    assert redone["seed"].isna().tolist() == [True, False, False] and (redone["task"] == "embedded_tool").all()
+    assert redone["value"].tolist() == pytest.approx(table["value"].tolist())
+    assert (again / "curves.png").exists() and "| base | base | 0 |" in (again / "curves.md").read_text()
+
+
+def test_learning_curve_from_runs_names_a_folder_that_is_not_a_run(tmp_path):
+    from experiments.learning_curve import main
+
+    with pytest.raises(SystemExit, match=f"{tmp_path}: no config.yaml"):
+        main(["--from-runs", str(tmp_path), "--output", str(tmp_path / "out")])
+
 
 def test_learning_curve_refuses_multi_stage_methods():
     from experiments.learning_curve import main
