@@ -6,19 +6,13 @@ the question in the last user turn; system messages are kept.
 
 from __future__ import annotations
 
+from sdft.prompts import source_text
+
 RAG_TEMPLATE = (
     "Answer the question using the following source text.\n\n"
     "[Source]\n{source}\n\n"
     "[Question]\n{question}"
 )
-
-
-def source_text(record: dict) -> str:
-    meta = record.get("meta", {})
-    text = meta.get("article") or meta.get("source")
-    if not text:
-        raise KeyError(f"record {record.get('id')!r}: oracle RAG needs meta['article'] or meta['source']")
-    return text
 
 
 def rag_messages(record: dict, template: str = RAG_TEMPLATE) -> list[dict[str, str]]:

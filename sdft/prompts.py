@@ -14,6 +14,8 @@ follows the paper's wording poorly. ``strict_format`` (the ``mini`` preset's) al
 demonstration and asks for nothing after the answer: with ``same_format``, SmolLM2's teacher finishes the answer and
 then repeats "This is an example for a response to the question:" and the demonstration, which SDFT teaches the
 student to copy (the teacher-view table in ``experiments/results/table5_mini/`` measures the three).
+``reference`` frames the privileged context as reference material rather than as an example response, so that it
+reads right for every teacher context of the knowledge experiment (Figure 7): an answer, the source text, or both.
 ``none`` is the question alone: with an empty demonstration the teacher's context equals the student's.
 It is the context of the frozen-base teacher of the SFT + re-invoke baseline (``sdft.baselines.reinvoke``);
 TRL requires both placeholders in a template, so it keeps ``{demonstration}`` and is meant for empty ones.
@@ -47,8 +49,18 @@ TEACHER_TEMPLATES: dict[str, str] = {
         "{demonstration}\n\n"
         "Now give your own response in exactly the same format, and nothing else:"
     ),
+    "reference": (
+        "{question}\n\n"
+        "Reference material:\n"
+        "{demonstration}\n\n"
+        "Now give your own response, and nothing else:"
+    ),
     "none": "{question}{demonstration}",
 }
+
+# What the teacher is conditioned on (Figure 7): the demonstration (``answer``, every task's default), the record's
+# source text (``meta.article`` / ``meta.source``: the knowledge task's article), or both.
+TEACHER_CONTEXTS = ("answer", "text", "text+answer")
 
 
 def get_template(name_or_text: str) -> str:
@@ -78,6 +90,28 @@ def student_messages(record: dict[str, Any]) -> Messages:
     """CtxS(x): the query exactly as the task states it, no demonstration."""
     _split_query(record["prompt"])
     return [dict(m) for m in record["prompt"]]
+
+
+def source_text(record: dict[str, Any]) -> str:
+    """The raw text a record's question is about: ``meta["article"]``, else ``meta["source"]``."""
+    meta = record.get("meta") or {}
+    text = meta.get("article") or meta.get("source")
+    if not isinstance(text, str) or not text.strip():
+        raise KeyError(f"record {record.get('id')!r}: this teacher context needs the source text in meta.article or "
+                       "meta.source, and the record has neither")
+    return text
+
+
+def teacher_demonstration(record: dict[str, Any], context: str = "answer") -> str:
+    """The privileged context of one record: its demonstration (``answer``), its source text (``text``), or the
+    source text followed by the demonstration (``text+answer``)."""
+    if context == "answer":
+        return record["demonstration"]
+    if context == "text":
+        return source_text(record)
+    if context == "text+answer":
+        return f"{source_text(record)}\n\nA correct response: {record['demonstration']}"
+    raise ValueError(f"teacher context {context!r} is not one of {TEACHER_CONTEXTS}")
 
 
 def teacher_messages(record: dict[str, Any], template: str = "paper", demonstration: str | None = None) -> Messages:
