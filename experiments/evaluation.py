@@ -28,18 +28,26 @@ def _results_root(spec: RunSpec) -> Path:
 
 
 def evaluate_run(spec: RunSpec, cfg, model: str, with_validation: bool = False,
-                 extra_args: list[str] | None = None) -> Path:
+                 extra_args: list[str] | None = None, prior: bool = True,
+                 also_tasks: dict[str, str] | None = None) -> Path:
     """Write ``eval.json`` for one run: test-split accuracy and the prior suite (and ``val/`` for sweeps).
 
-    ``extra_args``: ``python -m eval.run`` options for every evaluation of the run (``RunSpec.eval_args``, e.g.
-    ``["--allow-code-execution"]``); they win over the grid's values, as on a command line.
+    The model is prompted as its method says (``Method.eval_variant``: the query, or the source text and the query
+    for Oracle RAG). ``extra_args``: ``python -m eval.run`` options for every evaluation of the run
+    (``RunSpec.eval_args``, e.g. ``["--allow-code-execution"]``); they win over the grid's values, as on a command
+    line. ``prior=False``: no prior-capability suite (a section that reports none, e.g. Table 1).
+    ``also_tasks``: ``{folder: task}``, other test sets of the same model, each written to
+    ``<run_dir>/<folder>/eval.json`` before the run's own ``eval.json`` (which marks the run done), e.g. the paper
+    preset's indirect knowledge questions, a task of their own (``{"ood": "knowledge_ood"}``).
     """
     from eval import evaluate
     from eval.run import options_from_argv
+    from sdft.registry import get_method
 
     run_dir = Path(spec.run_dir)
-    suite = prior_suite_for(spec.preset)
+    suite = prior_suite_for(spec.preset) if prior else "none"
     common = {"task": spec.task, "preset": spec.preset, "seed": spec.seed,
+              "variant": get_method(spec.method).eval_variant,
               "template": getattr(cfg, "teacher_template", None), "data_dir": getattr(cfg, "data_dir", None)}
     extra = options_from_argv(list(extra_args or []))
 
@@ -49,8 +57,11 @@ def evaluate_run(spec: RunSpec, cfg, model: str, with_validation: bool = False,
 
     if with_validation:
         run("val", run_dir / "val", "none")
+    for folder, other in (also_tasks or {}).items():
+        evaluate(model, **{**common, "task": other, "split": "test", "output_dir": run_dir / folder,
+                           "prior_suite": "none", **extra})
     cache = None
-    if not trains(spec.method):  # an untrained model's prior suite does not depend on the task
+    if prior and not trains(spec.method):  # an untrained model's prior suite does not depend on the task
         from eval.prior import suite_fingerprint
 
         # the suite's items are part of the key: a cache made on other items is never merged into new results

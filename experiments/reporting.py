@@ -17,8 +17,8 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import yaml
 
-RUN_COLUMNS = {"task", "method", "run_id", "seed", "model", "divergence", "teacher_template", "new_task",
-               "new_task_metric", "val", "run_dir", "prior_avg", "prior_suite", "prior_metrics"}
+RUN_COLUMNS = {"task", "method", "run_id", "seed", "model", "divergence", "teacher_template", "teacher_context",
+               "new_task", "new_task_metric", "val", "run_dir", "prior_avg", "prior_suite", "prior_metrics"}
 
 
 # ------------------------------------------------------------------------------------------------ titles
@@ -57,6 +57,13 @@ def method_title(method: str) -> str:
     return _registered(get_method, method, "title", method)
 
 
+def eval_variant(method: str) -> str:
+    """The evaluation a method's scores come from (``student``; ``rag`` for Oracle RAG)."""
+    from sdft.registry import get_method
+
+    return _registered(get_method, method, "eval_variant", "student")
+
+
 # ------------------------------------------------------------------------------------------------ collect
 def primary_score(evaluation: dict | None) -> tuple[float | None, str | None]:
     """The task's headline accuracy: the first percentage score of the student evaluation."""
@@ -90,14 +97,17 @@ def collect_runs(results_dir: str | Path) -> pd.DataFrame:
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
         cfg = cfg or {}
         task, method = run_dir.parts[-3], run_dir.parts[-2]
-        new_task, metric = primary_score(result.get("evaluations", {}).get("student"))
+        variant = eval_variant(method)
+        new_task, metric = primary_score(result.get("evaluations", {}).get(variant))
         val_path = run_dir / "val" / "eval.json"
-        val = primary_score(read_json(val_path).get("evaluations", {}).get("student"))[0] \
+        val = primary_score(read_json(val_path).get("evaluations", {}).get(variant))[0] \
             if val_path.exists() else None
         row: dict[str, Any] = {
             "task": task, "method": method, "run_id": run_dir.name, "seed": cfg.get("seed"),
             "model": cfg.get("model"), "divergence": cfg.get("divergence") if _distils(method) else None,
-            "teacher_template": cfg.get("teacher_template"), "new_task": new_task, "new_task_metric": metric,
+            "teacher_template": cfg.get("teacher_template"),
+            "teacher_context": cfg.get("teacher_context") if _distils(method) else None,
+            "new_task": new_task, "new_task_metric": metric,
             "val": val, "run_dir": str(run_dir),
         }
         for suite, prior in result.get("prior", {}).items():
@@ -118,9 +128,11 @@ def prior_columns(runs: pd.DataFrame, paper_order: Sequence[str] = ()) -> list[s
 
 # ------------------------------------------------------------------------------------------------ select, summarize
 def select_best(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, method, seed): the sweep point with the best validation score (the only run when no sweep)."""
+    """Per (task, method, teacher context, seed): the sweep point with the best validation score (the only run when
+    no sweep). The teacher context (Figure 7's variants of SDFT) is a variable of the experiment, not of the sweep."""
     picked = []
-    for _, group in runs.groupby(["task", "method", "seed"], sort=False, dropna=False):
+    keys = ["task", "method", "teacher_context", "seed"] if "teacher_context" in runs else ["task", "method", "seed"]
+    for _, group in runs.groupby(keys, sort=False, dropna=False):
         if len(group) > 1 and group["val"].notna().any():
             picked.append(group.loc[group["val"].idxmax()])
         else:

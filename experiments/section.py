@@ -7,6 +7,10 @@ that writes its tables and figures (with :mod:`experiments.reporting`), then han
         section.main(argv, experiment="table5", doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
                      outputs=["table5.md", "table5.csv"])
     execute = section.execute  # the run step ``experiments.run_one`` calls for a SLURM array task
+
+A section whose grid is more than task x method x seed (Table 1's teacher contexts) passes hooks: ``add_arguments``
+(its own options), ``adjust_grid`` (the specs, changed), ``describe`` (lines printed with the grid, also on
+``--dry-run``: e.g. a judge-call estimate) and ``preflight`` (run once before the local runs: e.g. the teacher view).
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from typing import Any, Callable, Sequence
 
 from experiments import grid as G
 
+GridHook = Callable[[argparse.Namespace, list], Any]  # (parsed options, the grid's RunSpecs) -> ...
 RECIPES = Path(__file__).resolve().parent / "recipes" / "qwen2.5-7b-instruct"
 
 
-def execute(spec: G.RunSpec) -> None:
-    """Train (unless Base) and evaluate one run; writes eval.json into its directory."""
+def execute(spec: G.RunSpec, prior: bool = True, also_tasks: dict[str, str] | None = None) -> None:
+    """Train (unless the method is evaluated only) and evaluate one run; writes eval.json into its directory.
+    ``prior`` and ``also_tasks``: as :func:`experiments.evaluation.evaluate_run`."""
     from experiments.evaluation import evaluate_run
 
     cfg = spec.config()
@@ -35,7 +41,8 @@ def execute(spec: G.RunSpec) -> None:
 
         run_training(cfg)
         model = str(Path(spec.run_dir) / "model")
-    evaluate_run(spec, cfg, model, with_validation=bool(spec.sweep_point), extra_args=spec.eval_args)
+    evaluate_run(spec, cfg, model, with_validation=bool(spec.sweep_point), extra_args=spec.eval_args, prior=prior,
+                 also_tasks=also_tasks)
 
 
 def recipe_for(task: str, method: str, recipes: Path = RECIPES) -> str | None:
@@ -85,11 +92,16 @@ def build_grid(args, experiment: str, tasks: dict[str, list[str]], methods: Sequ
 
 def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dict[str, list[str]],
          methods: Sequence[str], aggregate: Callable[[Path], Any], outputs: Sequence[str],
-         recipes: Path = RECIPES) -> None:
+         recipes: Path = RECIPES, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+         adjust_grid: GridHook | None = None, describe: GridHook | None = None,
+         preflight: GridHook | None = None) -> None:
     """Parse the section's command line; run its grid (locally or as a SLURM array) and ``aggregate``."""
     from eval.files import InvalidJSONFile
 
-    args = build_parser(doc, experiment, methods).parse_args(argv)
+    parser = build_parser(doc, experiment, methods)
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
     results_dir = Path(args.results_dir)
     if args.aggregate_only:
         try:
@@ -98,6 +110,8 @@ def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dic
             raise SystemExit(f"error: {err}") from None
         return
     specs = build_grid(args, experiment, tasks, methods, recipes)
+    if adjust_grid is not None:
+        specs = adjust_grid(args, specs)
     try:  # every recipe builds and its data sources are valid before the first run trains
         G.validate_grid(specs)
     except ValueError as err:
@@ -105,6 +119,9 @@ def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dic
     aggregate_cmd = G.python_module_cmd(f"experiments.{experiment}", ["--aggregate-only", "--results-dir",
                                                                       str(results_dir)])
     print(f"[{experiment}] preset {args.preset}: {G.grid_summary(specs)} -> {results_dir}", flush=True)
+    if describe is not None:
+        for line in describe(args, specs) or []:
+            print(f"[{experiment}] {line}", flush=True)
     if args.launcher == "slurm":
         script, text = G.write_sbatch(specs, experiment, results_dir, aggregate_cmd)
         if args.dry_run:
@@ -120,6 +137,8 @@ def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dic
     t0 = time.time()
     if args.jobs < 1:
         raise SystemExit(f"error: --jobs must be at least 1, got {args.jobs}")
+    if preflight is not None:
+        preflight(args, specs)
     if args.jobs == 1:
         G.run_local(specs, execute, force=args.force)
     else:

@@ -2,10 +2,12 @@
 
 SDFT can only teach what its teacher -- the same model given the demonstration in context -- already does better
 than the student. This script measures both on each task: greedy answers to the student prompt and to the
-teacher prompt of each template, scored by the task's scorer, with Wilson 95% intervals.
+teacher prompt of each template (and, with ``--contexts``, each teacher context: the demonstration, the record's
+source text, or both -- Figure 7's), scored by the task's scorer, with Wilson 95% intervals.
 
     python -m experiments.teacher_view [--preset mini] [--model M] [--tasks T ...] [--split val] [--n N]
-        [--templates same_format paper] [--output experiments/results/teacher_view]
+        [--templates same_format paper] [--contexts answer text text+answer]
+        [--output experiments/results/teacher_view]
 
 Writes ``teacher_view.md`` / ``.csv`` (one row per task and prompt: accuracy, interval, n, gap to the student,
 mean tokens, share cut at the token cap), ``predictions/<task>_<variant>.jsonl`` and ``manifest.json``.
@@ -26,19 +28,27 @@ DEFAULT_OUTPUT = Path("experiments/results/teacher_view")
 PRECONDITION_POINTS = 30.0  # the teacher should beat the student by at least this much on a skill task
 
 
+def teacher_label(template: str, context: str = "answer") -> str:
+    return f"teacher ({template})" if context == "answer" else f"teacher ({template}, {context})"
+
+
 def measure(model, tokenizer, task: str, split: str, n: int | None, templates: list[str], preset: str,
-            seed: int = 0, predictions_dir: Path | None = None) -> list[dict]:
-    """Rows of the table for one task: the student prompt, then the teacher prompt of each template."""
+            seed: int = 0, predictions_dir: Path | None = None, contexts: tuple[str, ...] = ("answer",)) -> list[dict]:
+    """Rows of the table for one task: the student prompt, then the teacher prompt of each template and context."""
     from data_prep import load_task
     from eval.evaluation import PRESET_EVAL
     from eval.stats import proportion_ci
     from eval.task_eval import evaluate_task, write_predictions
+    from sdft.prompts import teacher_demonstration
 
     records = load_task(task, split, seed=seed, n=n)
     settings = PRESET_EVAL[preset]
     rows, student = [], None
-    for variant, template in [("student", None)] + [("teacher", t) for t in templates]:
-        result = evaluate_task(model, tokenizer, records, task, variant=variant, template=template or "paper",
+    prompts = [("student", None, "answer")] + [("teacher", t, c) for t in templates for c in contexts]
+    for variant, template, context in prompts:
+        shown = records if context == "answer" else \
+            [{**r, "demonstration": teacher_demonstration(r, context)} for r in records]
+        result = evaluate_task(model, tokenizer, shown, task, variant=variant, template=template or "paper",
                                max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"],
                                seed=seed, backend="hf")
         head = result["scores"][0]
@@ -46,13 +56,14 @@ def measure(model, tokenizer, task: str, split: str, n: int | None, templates: l
         ci = proportion_ci(int(sum(p["score"] for p in result["predictions"])), head["n"])
         value = 100 * ci["p"]
         student = value if variant == "student" else student
-        rows.append({"task": task, "prompt": "student" if template is None else f"teacher ({template})",
+        rows.append({"task": task, "prompt": "student" if template is None else teacher_label(template, context),
                      "metric": head["metric"], "accuracy": value, "ci_low": 100 * ci["ci_low"],
                      "ci_high": 100 * ci["ci_high"], "n": head["n"],
                      "gap": None if variant == "student" else value - student,
                      "mean_tokens": tokens["value"], "truncated": tokens["n_truncated"] / tokens["n"]})
         if predictions_dir is not None:
-            write_predictions(predictions_dir / f"{task}_{variant}{'' if template is None else '_' + template}.jsonl",
+            suffix = "" if template is None else f"_{template}" + ("" if context == "answer" else f"_{context}")
+            write_predictions(predictions_dir / f"{task}_{variant}{suffix.replace('+', '-')}.jsonl",
                               result["predictions"])
     return rows
 
@@ -71,6 +82,7 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
 def main(argv: list[str] | None = None) -> Path:
     from sdft.config import build_config
     from sdft.models import load_model_and_tokenizer
+    from sdft.prompts import TEACHER_CONTEXTS
     from sdft.run_io import write_json_atomic, write_text_atomic
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,6 +92,8 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--split", default="val", help="val (default: choose tasks on it, keep test for the tables)")
     ap.add_argument("--n", type=int, help="records per task (default: the whole split)")
     ap.add_argument("--templates", nargs="+", help="teacher templates (default: the preset's SDFT template)")
+    ap.add_argument("--contexts", nargs="+", default=["answer"], choices=list(TEACHER_CONTEXTS),
+                    help="teacher contexts (default: answer, the demonstration)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = ap.parse_args(argv)
@@ -94,7 +108,7 @@ def main(argv: list[str] | None = None) -> Path:
     rows = []
     for task in args.tasks:
         rows += measure(model, tokenizer, task, args.split, args.n, templates, args.preset, args.seed,
-                        args.output / "predictions")
+                        args.output / "predictions", contexts=tuple(args.contexts))
         print(json.dumps(rows[-1]), flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(args.output / "teacher_view.csv", index=False)
@@ -103,7 +117,7 @@ def main(argv: list[str] | None = None) -> Path:
     write_json_atomic(args.output / "manifest.json", {
         "command": "python -m experiments.teacher_view " + " ".join(sys.argv[1:] if argv is None else argv),
         "model": cfg.model, "preset": args.preset, "split": args.split, "n": args.n, "seed": args.seed,
-        "templates": templates, "tasks": args.tasks, "wall_clock_s": round(time.time() - started, 1)})
+        "templates": templates, "contexts": args.contexts, "tasks": args.tasks, "wall_clock_s": round(time.time() - started, 1)})
     print(f"wrote {args.output / 'teacher_view.md'}")
     return args.output
 

@@ -11,11 +11,15 @@ from sdft.registry import Method, register_method
 from sdft.trainer import SelfDistillationConfig, SelfDistillationTrainer
 
 
-def sdft_dataset(records: list[dict], demonstration_key: str = "demonstration"):
-    """TRL's columns: ``prompt`` (chat messages, the student's context) and ``privileged_context``."""
+def sdft_dataset(records: list[dict], teacher_context: str = "answer"):
+    """TRL's columns: ``prompt`` (chat messages, the student's context) and ``privileged_context`` (what the teacher
+    sees besides: :func:`sdft.prompts.teacher_demonstration` of ``teacher_context``)."""
     from datasets import Dataset
 
-    return Dataset.from_list([{"prompt": r["prompt"], "privileged_context": r[demonstration_key]} for r in records])
+    from sdft.prompts import teacher_demonstration
+
+    return Dataset.from_list([{"prompt": r["prompt"], "privileged_context": teacher_demonstration(r, teacher_context)}
+                              for r in records])
 
 
 def build_sdft_trainer(cfg, records, run_dir, model=None, tokenizer=None, callbacks=None, checkpoint_dir=None,
@@ -30,7 +34,7 @@ def build_sdft_trainer(cfg, records, run_dir, model=None, tokenizer=None, callba
     return SelfDistillationTrainer(
         model=model,
         args=args,
-        train_dataset=sdft_dataset(records),
+        train_dataset=sdft_dataset(records, args.teacher_context),
         processing_class=tokenizer,
         callbacks=(callbacks if callbacks is not None else run_callbacks(run_dir)),
     )

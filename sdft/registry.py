@@ -50,6 +50,9 @@ class Method:
     or the training function's ``info["divergence"]``)."""
     style: Mapping[str, Any] = field(default_factory=lambda: {"color": "black", "marker": "x"})
     """Matplotlib style of the method in figures (``color``, ``marker``)."""
+    eval_variant: str = "student"
+    """The prompt the method's model is evaluated with (``eval.evaluation.VARIANTS``): ``student`` (the query
+    alone, every trained method's) or ``rag`` (the question's source text before it: Oracle RAG, Table 1)."""
     description: str = ""
 
 
@@ -90,6 +93,11 @@ def _load_builtin_methods() -> None:
     register_method(Method(
         "base", train=None, config_class=TrainingArguments, title="Base",
         style={"color": "#7f7f7f", "marker": "o"}, description="the untrained model, evaluated only",
+    ))
+    register_method(Method(
+        "rag", train=None, config_class=TrainingArguments, title="Oracle RAG", eval_variant="rag",
+        style={"color": "#17becf", "marker": "P"},
+        description="the untrained model with the question's source text in its prompt, evaluated only (Table 1)",
     ))
     importlib.import_module("sdft.method")
     package = importlib.import_module("sdft.baselines")

@@ -77,7 +77,7 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
     TRL's ``topk_logits`` mode); ``divergence`` names it and sets TRL's ``distillation_alpha`` (0 forward, 1 reverse,
     between: generalized JSD).
     ``teacher_template`` names the teacher's context (``sdft.prompts.TEACHER_TEMPLATES``) and sets TRL's
-    ``teacher_prompt_template``.
+    ``teacher_prompt_template``; ``teacher_context`` says what fills its demonstration slot.
     """
 
     # --- the paper's values where TRL's defaults differ (Appendix B; where the paper is silent, the authors' code)
@@ -116,6 +116,10 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
         default="paper", metadata={"help": "the teacher's context: a name of sdft.prompts.TEACHER_TEMPLATES (paper: "
                                            "the paper's template verbatim) or a template text; sets "
                                            "teacher_prompt_template"})
+    teacher_context: Literal["answer", "text", "text+answer"] = field(
+        default="answer", metadata={"help": "what fills the template's demonstration slot (Figure 7): answer (the "
+                                            "record's demonstration, every task's), text (its source text, "
+                                            "meta.article: the knowledge task's article) or text+answer (both)"})
     estimator: Literal["analytic", "token", "rao_blackwell"] = field(
         default="analytic", metadata={"help": "gradient estimator (Appendix A.1): analytic (full vocabulary per "
                                               "token, the paper's), token (sampled token; reverse KL only), "
