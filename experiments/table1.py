@@ -105,8 +105,10 @@ def judge_calls(specs: list[G.RunSpec]) -> tuple[int, bool]:
     """Judge calls of a grid (test items, indirect items, validation items of sweep points) and whether every
     count was read from the data (else :data:`ESTIMATED_ITEMS` stood in)."""
     from data_prep import load_task
+    from eval.evaluation import PRESET_EVAL
 
     sizes: dict[tuple[str, str], int] = {}
+    cap = PRESET_EVAL[specs[0].preset]["n"] if specs else None  # the preset evaluates at most this many records
     exact = True
 
     def items(task: str, split: str) -> int:
@@ -118,7 +120,7 @@ def judge_calls(specs: list[G.RunSpec]) -> tuple[int, bool]:
                 exact = False
                 test = ESTIMATED_ITEMS.get(task, 100)
                 sizes[(task, split)] = test if split == "test" else max(1, test // 4)
-        return sizes[(task, split)]
+        return sizes[(task, split)] if cap is None else min(cap, sizes[(task, split)])
 
     calls = 0
     for spec in specs:
