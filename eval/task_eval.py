@@ -31,9 +31,9 @@ def _score_responses(records, responses: list[str], task: str, judge) -> tuple[l
         scorer = get_scorer(task)
         return [scorer(resp, r["reference"]) for resp, r in zip(responses, records)], [{} for _ in responses]
     if judge is None:
-        from eval.judge import LLMJudge
+        from eval.judge import judge_for
 
-        judge = LLMJudge()
+        judge = judge_for(task)
     res = judge.judge_records(records, responses, task=task)
     scores = [1.0 if v == "CORRECT" else 0.0 for v in res.verdicts]
     extras = [{"verdict": v, "judge_raw": raw} for v, raw in zip(res.verdicts, res.raw)]
@@ -57,10 +57,14 @@ def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, varia
     gens: Generations = generate(model, tokenizer, convs, greedy=True, max_new_tokens=max_new_tokens,
                                  batch_size=batch_size, seed=seed, backend=backend)
     responses = gens.first
-    scores, extras = _score_responses(records, responses, task, judge)
-    n = len(records)
     spec = get_task(task)
     judged = spec.judge is not None
+    if judge is None and judged:  # chosen once, so its settings are recorded and pass@k reuses it
+        from eval.judge import judge_for
+
+        judge = judge_for(task)
+    scores, extras = _score_responses(records, responses, task, judge)
+    n = len(records)
     out_scores: list[dict[str, Any]] = []
     if spec.judge == "knowledge":
         verdicts = [e["verdict"] for e in extras]
@@ -84,7 +88,7 @@ def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, varia
                             "n_tokens": c[0], "finished": f[0], **e})
     settings: dict[str, Any] = {"task": task, "variant": variant, "template": template if variant == "teacher" else None,
                                 "decoding": gens.settings, "judge": getattr(judge, "settings", lambda: None)()
-                                if judge is not None else ("default" if judged else None)}
+                                if judge is not None else None}
     if passk:
         sg = generate(model, tokenizer, convs, greedy=False, temperature=passk_temperature, top_p=passk_top_p, n=passk,
                       max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, backend=backend)

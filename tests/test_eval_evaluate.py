@@ -96,6 +96,40 @@ def test_options_from_argv_are_the_given_cli_options():
                                                                                "output_dir": "x"}
 
 
+def test_a_judged_task_uses_its_local_judge_unless_a_judge_model_is_named(tmp_path, monkeypatch):
+    from eval.fact_judge import FactJudge
+    from eval.judge import DEFAULT_JUDGE_MODEL, LLMJudge, judge_for
+    from eval.run import options_from_argv
+
+    monkeypatch.setenv("SDFT_CACHE", str(tmp_path))  # where an LLMJudge keeps its cache
+    assert isinstance(judge_for("embedded_knowledge"), FactJudge)
+    named = judge_for("embedded_knowledge", "some-judge", timeout=5, deadline=9)
+    assert isinstance(named, LLMJudge) and named.model == "some-judge" and named.client.deadline == 9
+    default = judge_for("knowledge")  # no local judge: the LLM judge of the default model
+    assert isinstance(default, LLMJudge) and default.model == DEFAULT_JUDGE_MODEL
+    with pytest.raises(KeyError, match="rule-based"):
+        judge_for("embedded_tool")
+    assert options_from_argv(["--judge-model", "some-judge"]) == {"judge_model": "some-judge"}
+
+    offline = evaluate(MODEL, "embedded_knowledge", n=4, max_new_tokens=4)["evaluations"]["student"]
+    assert offline["settings"]["judge"]["judge"] == "facts"
+    assert offline["scores"][0]["metric"] == "judge_strict_accuracy" and offline["scores"][0]["n"] == 4
+
+    class NamedJudge:  # stands in for the LLM judge of a named model (no endpoint in tests)
+        def __init__(self, model, timeout=None, deadline=None):
+            self.model = model
+
+        def settings(self):
+            return {"judge_model": self.model}
+
+        def judge_records(self, records, responses, task=None, progress=None):
+            return FactJudge().judge_records(records, responses)
+
+    monkeypatch.setattr("eval.judge.LLMJudge", NamedJudge)
+    named_run = evaluate(MODEL, "embedded_knowledge", n=4, max_new_tokens=4, judge_model="some-judge")
+    assert named_run["evaluations"]["student"]["settings"]["judge"] == {"judge_model": "some-judge"}
+
+
 def test_evaluate_run_of_a_grid_reuses_the_base_prior_suite(tmp_path):
     """experiments.evaluation: test split + prior suite into the run dir, val/ for sweep points, the base model's
     prior suite computed once per results tree; configs without teacher_template / data_dir are fine."""
