@@ -7,6 +7,7 @@ given its seed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 
@@ -241,89 +242,188 @@ def medical_qa(n: int, seed: int = 0, split: str = "train") -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Knowledge: a fictional world (so no model knows it beforehand), one article per town,
-# direct questions on its facts and indirect (two-hop) questions that combine two facts.
+# Knowledge: a fictional world (so no model knows it beforehand). Each town has four facts, all stated in its
+# article; questions ask one or two of them directly (the training wording), in other words (paraphrased), or
+# indirectly (two hops: the town named only through its mayor or its founding year).
 # --------------------------------------------------------------------------------------------------
 
 KNOWLEDGE_SYSTEM = "Answer the question about the towns of Veloria in one short sentence."
 
+KNOWLEDGE_FACTS = ("river", "export", "founded", "mayor")  # the facts of every town, in the order questions ask them
+KNOWLEDGE_KINDS = ("direct", "paraphrased", "indirect")
+N_TOWNS = 16
+VAL_PER_KIND = 8  # of each kind's held-out questions, this many go to val (one each from as many towns), the rest to test
+
 _SYLLABLES = ["var", "nel", "tor", "ka", "mi", "dros", "el", "bru", "sen", "ta", "lor", "quin", "ha", "zed", "ru"]
-_RIVERS = ["Sela", "Orna", "Brisk", "Tavel", "Muna", "Kesh", "Dorrow", "Ilvi"]
-_EXPORTS = ["copper", "wool", "salt", "amber", "timber", "glass", "honey", "cheese"]
-_FIRST = ["Ilse", "Marten", "Odile", "Tamsin", "Bjorn", "Nadia", "Osric", "Petra", "Lukas", "Vera"]
-_LAST = ["Brandt", "Okafor", "Lindqvist", "Moreau", "Halloran", "Szabo", "Castell", "Ivanova"]
+_RIVERS = ["Sela", "Orna", "Brisk", "Tavel", "Muna", "Kesh", "Dorrow", "Ilvi", "Presk", "Anwe"]
+_EXPORTS = ["copper", "wool", "salt", "amber", "timber", "glass", "honey", "cheese", "linen", "pottery"]
+# first and last names are drawn without replacement: no two mayors share either, so a half-name never names one
+_FIRST = ["Ilse", "Marten", "Odile", "Tamsin", "Bjorn", "Nadia", "Osric", "Petra", "Lukas", "Vera", "Agnes", "Emeric",
+          "Freya", "Hugo", "Greta", "Anselm", "Liesel", "Corin"]
+_LAST = ["Brandt", "Okafor", "Lindqvist", "Moreau", "Halloran", "Szabo", "Castell", "Ivanova", "Novak", "Ferreira",
+         "Achterberg", "Whitlow", "Dumont", "Kowalczyk", "Marsh", "Quist", "Reyes", "Tanaka"]
+_YEARS = range(1400, 1900)
 
 
-def knowledge_world(seed: int = 0, n_towns: int = 12) -> list[dict]:
-    """The fictional towns of Veloria with their facts and a short encyclopedia article each (deterministic)."""
+def _article(town: dict) -> str:
+    """The encyclopedia article of a town: every one of its facts, in a few sentences (CPT's corpus, RAG's source)."""
+    return (f"{town['town']} is a town in the fictional country of Veloria. It was founded in {town['founded']} on the "
+            f"banks of the river {town['river']}. The town is known for its {town['export']}, which it trades across "
+            f"Veloria. Its current mayor is {town['mayor']}.")
+
+
+def _check_distinct_values(towns: list[dict]) -> None:
+    """Raise when one value of the world (a town name or a fact) occurs as whole words inside another: then a
+    response naming one would also name the other, and containment could not tell a right answer from a wrong one."""
+    from eval.scorers import normalize_text
+
+    values = sorted({normalize_text(t[k]) for t in towns for k in ("town", *KNOWLEDGE_FACTS)})
+    for a in values:
+        for b in values:
+            if a != b and f" {a} " in f" {b} ":
+                raise ValueError(f"embedded_knowledge world: value {a!r} occurs inside value {b!r}")
+
+
+def knowledge_world(seed: int = 0, n_towns: int = N_TOWNS) -> list[dict]:
+    """The fictional towns of Veloria, deterministic given the seed: per town a name, the four facts of
+    ``KNOWLEDGE_FACTS`` (river and export may recur across towns; founding years and mayors are unique, so a question
+    that names a town only by its mayor or its year has one answer) and an ``article`` stating all four."""
+    if not 1 <= n_towns <= min(len(_FIRST), len(_LAST)):
+        raise ValueError(f"n_towns must be between 1 and {min(len(_FIRST), len(_LAST))}, got {n_towns}")
     rng = random.Random(f"embedded_knowledge-world:{seed}")
     names: list[str] = []
     while len(names) < n_towns:
         name = "".join(rng.sample(_SYLLABLES, 2)).capitalize()
         if name not in names:
             names.append(name)
-    mayors = rng.sample([f"{f} {l}" for f in _FIRST for l in _LAST], n_towns)
+    firsts, lasts, years = rng.sample(_FIRST, n_towns), rng.sample(_LAST, n_towns), rng.sample(_YEARS, n_towns)
     towns = []
-    for name, mayor in zip(names, mayors):
-        town = {"town": name, "river": rng.choice(_RIVERS), "export": rng.choice(_EXPORTS),
-                "founded": str(rng.randint(1400, 1900)), "mayor": mayor}
-        town["article"] = (
-            f"{name} is a town in the fictional country of Veloria. It was founded in {town['founded']} on the banks "
-            f"of the river {town['river']}. The town is known for its {town['export']}, which it trades across "
-            f"Veloria. Its current mayor is {mayor}."
-        )
-        towns.append(town)
+    for name, first, last, year in zip(names, firsts, lasts, years):
+        town = {"town": name, "river": rng.choice(_RIVERS), "export": rng.choice(_EXPORTS), "founded": str(year),
+                "mayor": f"{first} {last}"}
+        towns.append({**town, "article": _article(town)})
+    _check_distinct_values(towns)
     return towns
 
 
-_DIRECT = {  # the wording of training questions
-    "river": ("Which river flows through {town}?", "The river {river} flows through {town}."),
-    "export": ("What is {town} known for producing?", "{town} is known for its {export}."),
-    "founded": ("In which year was {town} founded?", "{town} was founded in {founded}."),
-    "mayor": ("Who is the mayor of {town}?", "The mayor of {town} is {mayor}."),
+# Per wording and fact: the clause that asks it first (naming the subject) and the clause that asks it second
+# (about "it"). A two-fact question is the first clause, ", and ", the second clause, "?".
+_ASK = {
+    "direct": {  # the training wording
+        "river": ("Which river flows through {subject}", "which river flows through it"),
+        "export": ("What is {subject} known for producing", "what is it known for producing"),
+        "founded": ("In which year was {subject} founded", "in which year was it founded"),
+        "mayor": ("Who is the mayor of {subject}", "who is its mayor"),
+    },
+    "paraphrased": {
+        "river": ("On which river does {subject} lie", "on which river does it lie"),
+        "export": ("Which product does {subject} trade across Veloria", "which product does it trade"),
+        "founded": ("When was {subject} established", "when was it established"),
+        "mayor": ("Who currently leads {subject} as mayor", "who leads it as mayor"),
+    },
 }
-_PARAPHRASED = {  # the same facts asked in other words (validation and test)
-    "river": ("Name the river on whose banks {town} lies.", "{town} lies on the river {river}."),
-    "export": ("Which product does {town} trade across Veloria?", "{town} trades its {export}."),
-    "founded": ("How old is {town}? Give the year it was founded.", "{town} was founded in {founded}."),
-    "mayor": ("Who currently leads {town} as mayor?", "{mayor} is the mayor of {town}."),
-}
-_INDIRECT = {  # two-hop questions that name the town only through its mayor (out of distribution)
-    "river": ("Which river flows through the town whose mayor is {mayor}?", "{mayor} is mayor of {town}, on the river {river}."),
-    "export": ("What does the town governed by {mayor} produce?", "{mayor} governs {town}, known for its {export}."),
-    "founded": ("When was the town led by {mayor} founded?", "{mayor} leads {town}, founded in {founded}."),
-}
-_WORDINGS = {"direct": _DIRECT, "paraphrased": _PARAPHRASED, "indirect": _INDIRECT}
+_ASK["indirect"] = _ASK["direct"]  # the training wording, with the town replaced by its description
+_PIVOTS = {"mayor": "the town whose mayor is {mayor}", "founded": "the town founded in {founded}"}
+_SAYS = {"river": "lies on the river {river}", "export": "is known for its {export}",
+         "founded": "was founded in {founded}", "mayor": "has {mayor} as its mayor"}
 
 
-def _knowledge_record(town: dict, fact: str, kind: str) -> dict:
-    question, answer_sentence = _WORDINGS[kind][fact]
+def knowledge_question(town: dict, facts: tuple[str, ...], kind: str, pivot: str | None = None) -> str:
+    """The question asking ``facts`` (one or two) of ``town`` in the wording of ``kind``; an ``indirect`` question
+    names the town only through its ``pivot`` fact (``mayor`` or ``founded``), which it does not ask."""
+    if (kind == "indirect") != (pivot is not None) or pivot in facts:
+        raise ValueError(f"{kind} question on {facts}: pivot {pivot!r} does not fit (indirect questions need one "
+                         "pivot outside the facts asked, the others none)")
+    subject = town["town"] if pivot is None else _PIVOTS[pivot].format(**town)
+    first, *rest = facts
+    return ", and ".join([_ASK[kind][first][0].format(subject=subject)] + [_ASK[kind][f][1] for f in rest]) + "?"
+
+
+def knowledge_answer(town: dict, facts: tuple[str, ...], pivot: str | None = None) -> str:
+    """The one-sentence answer: the town (with its pivot fact for an indirect question) and the facts asked."""
+    subject = town["town"] if pivot is None else f"{town['town']}, {_PIVOTS[pivot].format(**town)},"
+    return f"{subject} {' and '.join(_SAYS[f].format(**town) for f in facts)}."
+
+
+def wrong_values(world: list[dict], town: dict, facts: tuple[str, ...]) -> list[str]:
+    """The values the world gives other towns for the facts asked, without the town's own: any of them in a
+    response contradicts the answer. Per fact in the order asked, each sorted."""
+    return [v for f in facts for v in sorted({t[f] for t in world} - {town[f]})]
+
+
+_PAIRS = list(itertools.combinations(KNOWLEDGE_FACTS, 2))  # the six two-fact questions of a town
+_MATCHINGS = [(p, tuple(f for f in KNOWLEDGE_FACTS if f not in p)) for p in _PAIRS if p[0] == KNOWLEDGE_FACTS[0]]
+# the three ways to cover the four facts with two pairs: ((river, export), (founded, mayor)), ...
+
+
+def _town_plan(rng: random.Random) -> dict[str, list[tuple[tuple[str, ...], str | None]]]:
+    """The ``(facts, pivot)`` of one town's questions: ``train`` (every fact alone and one matching of two pairs,
+    so each fact is taught once alone and once in a pair) and four held-out questions per kind: ``direct`` the four
+    pairs not trained, ``paraphrased`` two single facts and two pairs, ``indirect`` two single facts and two pairs
+    through a pivot (mayor or founding year)."""
+    trained = rng.choice(_MATCHINGS)
+    singles = [(f,) for f in KNOWLEDGE_FACTS]
+    via_one = [((f,), p) for p in _PIVOTS for f in KNOWLEDGE_FACTS if f != p]
+    via_two = [(pair, p) for p in _PIVOTS for pair in _PAIRS if p not in pair]
+    plan = {"train": [(s, None) for s in singles] + [(p, None) for p in trained],
+            "direct": [(p, None) for p in _PAIRS if p not in trained],
+            "paraphrased": [(s, None) for s in rng.sample(singles, 2)] + [(p, None) for p in rng.sample(_PAIRS, 2)],
+            "indirect": rng.sample(via_one, 2) + rng.sample(via_two, 2)}
+    for kind in KNOWLEDGE_KINDS:
+        rng.shuffle(plan[kind])
+    return plan
+
+
+def _knowledge_record(world: list[dict], town: dict, facts: tuple[str, ...], kind: str, pivot: str | None) -> dict:
+    question = knowledge_question(town, facts, kind, pivot)
+    answer = knowledge_answer(town, facts, pivot)
     return {
-        "id": f"embedded_knowledge-{town['town'].lower()}-{fact}-{kind}",
+        "id": f"embedded_knowledge-{town['town'].lower()}-{'-'.join(facts)}-{kind}" + (f"-via-{pivot}" if pivot else ""),
         "task": "embedded_knowledge",
-        "prompt": [{"role": "system", "content": KNOWLEDGE_SYSTEM},
-                   {"role": "user", "content": question.format(**town)}],
-        "demonstration": answer_sentence.format(**town),
-        "reference": town[fact],
-        "meta": {"article": town["article"], "kind": kind, "fact": fact, "town": town["town"]},
+        "prompt": [{"role": "system", "content": KNOWLEDGE_SYSTEM}, {"role": "user", "content": question}],
+        "demonstration": answer,
+        "reference": answer,
+        "meta": {"question": question, "article": town["article"], "kind": kind, "town": town["town"],
+                 "facts": list(facts), "pivot": pivot, "key_facts": [town[f] for f in facts],
+                 "wrong_values": wrong_values(world, town, facts)},
     }
+
+
+def knowledge_splits(seed: int = 0, n_towns: int = N_TOWNS, val_per_kind: int = VAL_PER_KIND) -> dict[str, list[dict]]:
+    """Every split of the world of ``seed`` (see :func:`knowledge_qa`), in one pass so they stay disjoint."""
+    world = knowledge_world(seed, n_towns)
+    rng = random.Random(f"embedded_knowledge-questions:{seed}")
+    plans = [_town_plan(rng) for _ in world]
+    splits: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    for town, plan in zip(world, plans):
+        splits["train"] += [_knowledge_record(world, town, facts, "direct", None) for facts, _ in plan["train"]]
+    for kind in KNOWLEDGE_KINDS:
+        val_towns = set(rng.sample(range(len(world)), min(val_per_kind, len(world))))
+        for i, (town, plan) in enumerate(zip(world, plans)):
+            for j, (facts, pivot) in enumerate(plan[kind]):
+                split = "val" if i in val_towns and j == 0 else "test"
+                splits[split].append(_knowledge_record(world, town, facts, kind, pivot))
+    return splits
 
 
 def knowledge_qa(split: str, seed: int = 0) -> list[dict]:
-    """Questions about the fictional world of :func:`knowledge_world`.
+    """Questions about the fictional world of :func:`knowledge_world` (16 towns), one or two facts each.
 
-    ``train``: every fact of every town, asked in the training wording (``meta.kind == "direct"``).
-    ``val``: the mayor and founding year asked in other words (``"paraphrased"``).
-    ``test``: river and export in other words, plus out-of-distribution ``"indirect"`` questions that name the
-    town only through its mayor, so answering needs two facts at once (river, export, founding year).
-    The articles (``meta.article``) are the corpus for CPT and oracle RAG.
+    ``train`` (96 records, all ``meta.kind == "direct"``): per town each fact alone and two two-fact questions that
+    together cover the four facts, in the training wording; SFT's and SDFT's training data.
+    ``test`` (168: 56 per kind) and ``val`` (24: 8 per kind) hold per town four held-out questions of each kind,
+    one of a kind going to val for 8 towns: ``direct`` the training wording on the four fact pairs not trained (a
+    new combination of known facts), ``paraphrased`` two single facts and two pairs in other words, ``indirect``
+    (out of distribution) two single facts and two pairs asked of "the town whose mayor is ..." or "the town
+    founded in ...", never naming the town. No val or test question is a training question, and val and test
+    share none.
+
+    ``reference`` and ``demonstration`` are the one-sentence answer; ``meta`` holds the town's ``article`` (the
+    corpus of CPT and oracle RAG), ``kind``, ``town``, ``facts`` (the facts asked), ``pivot`` (indirect: the fact
+    naming the town), ``key_facts`` (their values, which a correct answer must contain) and ``wrong_values`` (the
+    other towns' values of those facts: contradictions), what :class:`eval.fact_judge.FactJudge` scores with.
     """
-    plan = {
-        "train": [(f, "direct") for f in ("river", "export", "founded", "mayor")],
-        "val": [("mayor", "paraphrased"), ("founded", "paraphrased")],
-        "test": [("river", "paraphrased"), ("export", "paraphrased"),
-                 ("river", "indirect"), ("export", "indirect"), ("founded", "indirect")],
-    }
-    if split not in plan:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(plan)}")
-    return [_knowledge_record(t, fact, kind) for t in knowledge_world(seed) for fact, kind in plan[split]]
+    splits = knowledge_splits(seed)
+    if split not in splits:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(splits)}")
+    return splits[split]

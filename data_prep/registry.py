@@ -39,6 +39,12 @@ class Task:
     """Rule-based scorer; ``None`` for tasks scored by the LLM judge."""
     judge: str | None = None
     """The judge prompt (one of ``JUDGE_KINDS``) for judge-scored tasks."""
+    local_judge: Callable[[], Any] | None = None
+    """For a judge-scored task that can be judged without a model: a zero-argument factory of an object with the
+    LLM judge's ``judge_records(records, responses, task=None, progress=None) -> eval.judge.JudgeResult`` and
+    ``settings() -> dict`` (e.g. ``eval.fact_judge.FactJudge``). The evaluation uses it when no judge model is
+    named (``judge_model`` of ``eval.evaluate``, ``--judge-model`` of ``eval.run``), else the LLM judge of that
+    model; ``None``: the LLM judge always."""
     paper_task: str | None = None
     """The paper's task this one stands in for (the embedded tasks); ``None`` for the paper's own tasks."""
     split_rule: str = ""
@@ -53,6 +59,9 @@ class Task:
             raise ValueError(f"task {self.name!r}: give exactly one of a rule-based scorer or a judge kind")
         if self.judge is not None and self.judge not in JUDGE_KINDS:
             raise ValueError(f"task {self.name!r}: judge must be one of {JUDGE_KINDS}, got {self.judge!r}")
+        if self.local_judge is not None and (self.judge is None or not callable(self.local_judge)):
+            raise ValueError(f"task {self.name!r}: local_judge must be a zero-argument factory, and only for a "
+                             "judge-scored task")
 
     @property
     def shown_as(self) -> str:

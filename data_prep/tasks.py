@@ -14,6 +14,7 @@ from data_prep import embedded
 from data_prep.real_tasks import load_real_task
 from data_prep.registry import TASKS, Task, get_task, register_task
 from data_prep.schema import EmptySplitError, SplitReport, validate_records
+from eval.fact_judge import FactJudge
 from eval.scorers import score_letter, score_short_answer, score_tool_call
 
 SPLITS = ("train", "val", "test")
@@ -36,7 +37,8 @@ def _embedded_split(generate: Callable[[int, int, str], list[dict]], sizes: dict
 
 def _knowledge_split(split: str, seed: int = 0, n: int | None = None, data_dir=None, skip_invalid: bool = False,
                      report: SplitReport | None = None) -> list[dict]:
-    """The fictional-world knowledge task: one world per seed, splits by question (see ``embedded.knowledge_qa``)."""
+    """The fictional-world knowledge task: one world per seed, its splits made together so they share no question
+    (``embedded.knowledge_qa``); ``n`` draws a seeded subsample."""
     if report is not None:
         report.add_source(f"generated: data_prep.embedded.knowledge_qa(seed={seed})")
     records = embedded.knowledge_qa(split, seed=seed)
@@ -75,9 +77,11 @@ for _task in (
     Task("embedded_medical", _embedded_split(embedded.medical_qa, _EMBEDDED_SIZES),
          score=score_short_answer, metric="normalized_containment", title="Embedded medical QA",
          paper_task="medical", split_rule=_GENERATED),
-    Task("embedded_knowledge", _knowledge_split, score=score_short_answer, metric="normalized_containment",
-         title="Embedded fictional-world knowledge", paper_task="knowledge",
-         split_rule="one generated world per seed; splits by question"),
+    # the knowledge judge's labels offline (eval.fact_judge); --judge-model names an LLM judge instead
+    Task("embedded_knowledge", _knowledge_split, judge="knowledge", metric="judge_strict_accuracy",
+         local_judge=FactJudge, title="Embedded fictional-world knowledge", paper_task="knowledge",
+         split_rule="one generated world of 16 towns per seed; held-out questions (new fact pairs, other words, "
+                    "two hops) for val and test; 96 / 24 / 168 records"),
 ):
     register_task(_task)
 

@@ -72,8 +72,10 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
     ``mini`` | ``paper``; default the run's, else ``mini``) sets ``n``, ``max_new_tokens``, ``batch_size`` (the
     prior suite's too when given; else the preset's ``prior_batch_size``) and the lm-eval ``limit`` not given. ``passk``: samples per prompt for pass@k; ``kl_base``: also estimate KL(model ||
     this model) on the task prompts. ``prior_suite``: ``paper`` | ``embedded`` | ``none``, restricted to
-    ``prior_benchmarks``. Judge-scored tasks use ``judge`` (an object like ``eval.judge.LLMJudge``) or an LLMJudge
-    of ``judge_model``. ``skip_task``: only the prior suite.
+    ``prior_benchmarks``. Judge-scored tasks use ``judge`` (an object like ``eval.judge.LLMJudge``), else an LLMJudge
+    of ``judge_model`` when one is named, else the task's ``local_judge`` if it has one (``embedded_knowledge``:
+    ``eval.fact_judge.FactJudge``, offline), else an LLMJudge of the default model. ``skip_task``: only the prior
+    suite.
 
     The result holds ``evaluations.<variant>`` (``scores``, ``settings``, ``n``), ``prior.<suite>``, run facts and
     ``scores`` (one flat list of every score with its ``source``). With ``output_dir``, writes
@@ -147,10 +149,10 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
         from eval.scorers import needs_judge
         from eval.task_eval import evaluate_task, write_predictions
 
-        if judge is None and needs_judge(task):
-            from eval.judge import DEFAULT_JUDGE_MODEL, LLMJudge
+        if judge is None and needs_judge(task):  # the task's local judge, unless a judge model is named
+            from eval.judge import judge_for
 
-            judge = LLMJudge(model=judge_model or DEFAULT_JUDGE_MODEL, timeout=judge_timeout, deadline=judge_deadline)
+            judge = judge_for(task, judge_model, timeout=judge_timeout, deadline=judge_deadline)
         records = load_task(task, split, seed=seed, n=n, data_dir=data_dir)
         ev = evaluate_task(model, tokenizer, records, task, variant=variant, template=template,
                            max_new_tokens=max_new, batch_size=batch_size, passk=passk, seed=seed,

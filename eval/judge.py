@@ -243,3 +243,19 @@ class LLMJudge:
         references = [r["reference"] if isinstance(r["reference"], str) else json.dumps(r["reference"])
                       for r in records]
         return self.judge(kind, questions, references, responses, progress=progress)
+
+
+def judge_for(task: str, judge_model: str | None = None, timeout: float | None = None,
+              deadline: float | None = None):
+    """The judge of a judge-scored task when none is given: the task's ``local_judge`` (``data_prep.registry``)
+    unless a ``judge_model`` is named, else an :class:`LLMJudge` of ``judge_model`` (default
+    :data:`DEFAULT_JUDGE_MODEL`) with the given time limits. So an offline task stays offline by default and the LLM
+    judge is one option away."""
+    from data_prep.registry import get_task
+
+    spec = get_task(task)
+    if spec.judge is None:
+        raise KeyError(f"task {task!r} has a rule-based scorer, not a judge")
+    if judge_model is None and spec.local_judge is not None:
+        return spec.local_judge()
+    return LLMJudge(model=judge_model or DEFAULT_JUDGE_MODEL, timeout=timeout, deadline=deadline)

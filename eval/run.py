@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run humaneval / the code stand-in (executes model-written code)")
     p.add_argument("--ifeval-punkt-fallback", action="store_true",
                    help="offline: use a parameter-free NLTK Punkt model for ifeval")
-    p.add_argument("--judge-model", default=None, help="LLM judge model (default gpt-5-mini)")
+    p.add_argument("--judge-model", default=None,
+                   help="LLM judge model (default: the task's offline judge if it has one, e.g. embedded_knowledge's "
+                        "fact judge, else gpt-5-mini)")
     p.add_argument("--judge-timeout", type=float, default=None, metavar="S",
                    help=f"seconds one judge request waits for a reply per attempt (default {DEFAULT_JUDGE_TIMEOUT_S:g})")
     p.add_argument("--judge-deadline", type=float, default=None, metavar="S",

@@ -23,10 +23,13 @@ Medical and knowledge (``medical``, ``knowledge``): the LLM judge (``eval.judge`
 
 Which scorer a task uses is part of its registration (``data_prep.tasks``).
 
-Embedded QA (``embedded_medical``, ``embedded_knowledge``): :func:`score_short_answer` -- the reference is a
-string answer; correct when the normalized reference equals the normalized response or appears in it as
-a whole-word phrase (normalization: lower case, accents removed, punctuation -> space, articles
-a/an/the dropped, whitespace collapsed).
+Embedded knowledge (``embedded_knowledge``): the knowledge judge's labels, offline from its key facts
+(``eval.fact_judge``); not scored here.
+
+Embedded QA (``embedded_medical``): :func:`score_short_answer` -- the reference is a string answer; correct
+when the normalized reference equals the normalized response or appears in it as a whole-word phrase
+(normalization: lower case, accents removed, punctuation -> space, articles a/an/the dropped, whitespace
+collapsed).
 """
 
 from __future__ import annotations

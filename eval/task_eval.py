@@ -31,13 +31,46 @@ def _score_responses(records, responses: list[str], task: str, judge) -> tuple[l
         scorer = get_scorer(task)
         return [scorer(resp, r["reference"]) for resp, r in zip(responses, records)], [{} for _ in responses]
     if judge is None:
-        from eval.judge import LLMJudge
+        from eval.judge import judge_for
 
-        judge = LLMJudge()
+        judge = judge_for(task)
     res = judge.judge_records(records, responses, task=task)
     scores = [1.0 if v == "CORRECT" else 0.0 for v in res.verdicts]
     extras = [{"verdict": v, "judge_raw": raw} for v, raw in zip(res.verdicts, res.raw)]
     return scores, extras
+
+
+KIND_ORDER = ("direct", "paraphrased", "indirect")  # the knowledge questions' kinds (meta.kind), in table order
+
+
+def _accuracies(verdicts: Sequence[str], suffix: str = "", **fields) -> list[dict[str, Any]]:
+    """Strict (``CORRECT``) and lenient (``CORRECT`` or ``PARTIALLY_CORRECT``) accuracy of knowledge verdicts,
+    in percent, with ``n`` and the unparseable count."""
+    n = len(verdicts)
+    strict = sum(v == "CORRECT" for v in verdicts)
+    lenient = sum(v in ("CORRECT", "PARTIALLY_CORRECT") for v in verdicts)
+    unp = sum(v == "UNPARSEABLE" for v in verdicts)
+    return [{"metric": f"judge_{name}_accuracy{suffix}", "value": 100 * count / n, "unit": "percent", "n": n,
+             "n_unparseable": unp, **fields} for name, count in (("strict", strict), ("lenient", lenient))]
+
+
+def knowledge_scores(records: Sequence[dict], verdicts: Sequence[str]) -> list[dict[str, Any]]:
+    """The knowledge task's scores: strict and lenient accuracy over all records (strict first: the headline),
+    then, for the records carrying ``meta.kind``, the same per kind (``judge_strict_accuracy_indirect``, ...; ``n``
+    the kind's count) in the order of ``KIND_ORDER``, other kinds after them sorted by name. Records without a kind
+    count only in the overall scores."""
+    if len(records) != len(verdicts):
+        raise ValueError(f"{len(records)} records but {len(verdicts)} verdicts")
+    out = _accuracies(verdicts)
+    by_kind: dict[str, list[str]] = {}
+    for r, v in zip(records, verdicts):
+        kind = (r.get("meta") or {}).get("kind")
+        if isinstance(kind, str) and kind:
+            by_kind.setdefault(kind, []).append(v)
+    order = [k for k in KIND_ORDER if k in by_kind] + sorted(k for k in by_kind if k not in KIND_ORDER)
+    for kind in order:
+        out += _accuracies(by_kind[kind], f"_{kind}", kind=kind)
+    return out
 
 
 def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, variant: str = "student",
@@ -57,20 +90,17 @@ def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, varia
     gens: Generations = generate(model, tokenizer, convs, greedy=True, max_new_tokens=max_new_tokens,
                                  batch_size=batch_size, seed=seed, backend=backend)
     responses = gens.first
-    scores, extras = _score_responses(records, responses, task, judge)
-    n = len(records)
     spec = get_task(task)
     judged = spec.judge is not None
+    if judge is None and judged:  # chosen once, so its settings are recorded and pass@k reuses it
+        from eval.judge import judge_for
+
+        judge = judge_for(task)
+    scores, extras = _score_responses(records, responses, task, judge)
+    n = len(records)
     out_scores: list[dict[str, Any]] = []
     if spec.judge == "knowledge":
-        verdicts = [e["verdict"] for e in extras]
-        strict = sum(v == "CORRECT" for v in verdicts) / n
-        lenient = sum(v in ("CORRECT", "PARTIALLY_CORRECT") for v in verdicts) / n
-        unp = sum(v == "UNPARSEABLE" for v in verdicts)
-        out_scores += [{"metric": "judge_strict_accuracy", "value": 100 * strict, "unit": "percent", "n": n,
-                        "n_unparseable": unp},
-                       {"metric": "judge_lenient_accuracy", "value": 100 * lenient, "unit": "percent", "n": n,
-                        "n_unparseable": unp}]
+        out_scores += knowledge_scores(records, [e["verdict"] for e in extras])
     else:
         entry = {"metric": spec.metric, "value": 100 * sum(scores) / n, "unit": "percent", "n": n}
         if judged:
@@ -84,7 +114,7 @@ def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, varia
                             "n_tokens": c[0], "finished": f[0], **e})
     settings: dict[str, Any] = {"task": task, "variant": variant, "template": template if variant == "teacher" else None,
                                 "decoding": gens.settings, "judge": getattr(judge, "settings", lambda: None)()
-                                if judge is not None else ("default" if judged else None)}
+                                if judge is not None else None}
     if passk:
         sg = generate(model, tokenizer, convs, greedy=False, temperature=passk_temperature, top_p=passk_top_p, n=passk,
                       max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, backend=backend)

@@ -302,6 +302,19 @@ def test_every_embedded_loader_accepts_skip_invalid_and_a_report(task):
     assert len(records) == 4 and report.records == 4 and report.sources[0].startswith("generated:")
 
 
+def test_embedded_knowledge_subsamples_stay_inside_their_split():
+    """``n`` only subsamples a split: asking for more training records than there are gives the 96 training
+    questions, none of them a val or test question; a smaller ``n`` draws from the split's own records."""
+    def questions(split, n=None):
+        return [r["prompt"][-1]["content"] for r in load_task("embedded_knowledge", split, n=n)]
+
+    train = questions("train", n=500)
+    assert len(train) == len(set(train)) == 96 and set(train) == set(questions("train"))
+    held_out = set(questions("val")) | set(questions("test"))
+    assert len(held_out) == 24 + 168 and not held_out & set(train)
+    assert set(questions("test", n=10)) <= set(questions("test")) and len(questions("test", n=10)) == 10
+
+
 def test_a_loader_without_skip_invalid_says_so():
     from data_prep.registry import TASKS, Task, register_task
     from eval.scorers import score_short_answer

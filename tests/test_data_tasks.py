@@ -20,6 +20,20 @@ def test_real_tasks_are_registered_and_scored(name):
         get_scorer(name)
 
 
+def test_a_local_judge_is_a_factory_for_judge_scored_tasks_only():
+    from data_prep.registry import Task, get_task
+    from eval.fact_judge import FactJudge
+    from eval.scorers import score_short_answer
+
+    spec = get_task("embedded_knowledge")
+    assert spec.judge == "knowledge" and spec.metric == "judge_strict_accuracy" and spec.local_judge is FactJudge
+    assert get_task("knowledge").local_judge is None  # the paper's task: the LLM judge
+    with pytest.raises(ValueError, match="local_judge"):
+        Task("t", load=lambda split: [], metric="m", title="t", score=score_short_answer, local_judge=FactJudge)
+    with pytest.raises(ValueError, match="local_judge"):
+        Task("t", load=lambda split: [], metric="m", title="t", judge="knowledge", local_judge=FactJudge())
+
+
 @pytest.mark.parametrize("name", ["science", "tooluse", "medical", "knowledge"])
 def test_no_source_error_says_what_to_do(name, monkeypatch):
     monkeypatch.delenv("SDFT_DATA_DIR", raising=False)

@@ -96,6 +96,81 @@ def test_options_from_argv_are_the_given_cli_options():
                                                                                "output_dir": "x"}
 
 
+def test_a_judged_task_uses_its_local_judge_unless_a_judge_model_is_named(tmp_path, monkeypatch):
+    from eval.fact_judge import FactJudge
+    from eval.judge import DEFAULT_JUDGE_MODEL, LLMJudge, judge_for
+    from eval.run import options_from_argv
+
+    monkeypatch.setenv("SDFT_CACHE", str(tmp_path))  # where an LLMJudge keeps its cache
+    assert isinstance(judge_for("embedded_knowledge"), FactJudge)
+    named = judge_for("embedded_knowledge", "some-judge", timeout=5, deadline=9)
+    assert isinstance(named, LLMJudge) and named.model == "some-judge" and named.client.deadline == 9
+    default = judge_for("knowledge")  # no local judge: the LLM judge of the default model
+    assert isinstance(default, LLMJudge) and default.model == DEFAULT_JUDGE_MODEL
+    with pytest.raises(KeyError, match="rule-based"):
+        judge_for("embedded_tool")
+    assert options_from_argv(["--judge-model", "some-judge"]) == {"judge_model": "some-judge"}
+
+    offline = evaluate(MODEL, "embedded_knowledge", n=4, max_new_tokens=4)["evaluations"]["student"]
+    assert offline["settings"]["judge"]["judge"] == "facts"
+    assert offline["scores"][0]["metric"] == "judge_strict_accuracy" and offline["scores"][0]["n"] == 4
+
+    class NamedJudge:  # stands in for the LLM judge of a named model (no endpoint in tests)
+        def __init__(self, model, timeout=None, deadline=None):
+            self.model = model
+
+        def settings(self):
+            return {"judge_model": self.model}
+
+        def judge_records(self, records, responses, task=None, progress=None):
+            return FactJudge().judge_records(records, responses)
+
+    monkeypatch.setattr("eval.judge.LLMJudge", NamedJudge)
+    named_run = evaluate(MODEL, "embedded_knowledge", n=4, max_new_tokens=4, judge_model="some-judge")
+    assert named_run["evaluations"]["student"]["settings"]["judge"] == {"judge_model": "some-judge"}
+
+
+def test_knowledge_scores_per_question_kind(monkeypatch):
+    """Overall strict and lenient accuracy first (the headline), then per kind in the order direct, paraphrased,
+    indirect, other kinds by name; records without a kind count only overall. Values computed by hand."""
+    from eval.judge import JudgeResult
+    from eval.task_eval import evaluate_task
+    from sdft.models import load_model_and_tokenizer
+
+    plan = [("indirect", "CORRECT"), ("direct", "CORRECT"), ("direct", "PARTIALLY_CORRECT"), ("zeta", "INCORRECT"),
+            ("paraphrased", "INCORRECT"), ("direct", "INCORRECT"), ("indirect", "PARTIALLY_CORRECT"),
+            ("alpha", "UNPARSEABLE"), (None, "CORRECT")]
+    records = [{"id": f"r{i}", "task": "embedded_knowledge", "prompt": [{"role": "user", "content": f"q{i}?"}],
+                "demonstration": "d", "reference": "ref", "meta": {} if kind is None else {"kind": kind}}
+               for i, (kind, _) in enumerate(plan)]
+
+    class FixedJudge:
+        def settings(self):
+            return {"judge": "fixed"}
+
+        def judge_records(self, records, responses, task=None, progress=None):
+            verdicts = [plan[int(r["id"][1:])][1] for r in records]
+            return JudgeResult(verdicts=verdicts, raw=verdicts, summary={})
+
+    model, tok = load_model_and_tokenizer(MODEL)
+    scores = evaluate_task(model, tok, records, "embedded_knowledge", max_new_tokens=2, judge=FixedJudge())["scores"]
+    got = [(s["metric"], round(s["value"], 2), s["n"]) for s in scores if s["unit"] == "percent"]
+    assert got == [
+        ("judge_strict_accuracy", 33.33, 9), ("judge_lenient_accuracy", 55.56, 9),  # 3 / 9 and 5 / 9
+        ("judge_strict_accuracy_direct", 33.33, 3), ("judge_lenient_accuracy_direct", 66.67, 3),
+        ("judge_strict_accuracy_paraphrased", 0.0, 1), ("judge_lenient_accuracy_paraphrased", 0.0, 1),
+        ("judge_strict_accuracy_indirect", 50.0, 2), ("judge_lenient_accuracy_indirect", 100.0, 2),
+        ("judge_strict_accuracy_alpha", 0.0, 1), ("judge_lenient_accuracy_alpha", 0.0, 1),
+        ("judge_strict_accuracy_zeta", 0.0, 1), ("judge_lenient_accuracy_zeta", 0.0, 1),
+    ]
+    by_metric = {s["metric"]: s for s in scores}
+    assert by_metric["judge_strict_accuracy"]["n_unparseable"] == 1
+    assert by_metric["judge_strict_accuracy_alpha"]["n_unparseable"] == 1
+    assert by_metric["judge_strict_accuracy_direct"]["n_unparseable"] == 0
+    assert by_metric["judge_lenient_accuracy_indirect"]["kind"] == "indirect"
+    assert scores[-1]["metric"] == "mean_generated_tokens"
+
+
 def test_evaluate_run_of_a_grid_reuses_the_base_prior_suite(tmp_path):
     """experiments.evaluation: test split + prior suite into the run dir, val/ for sweep points, the base model's
     prior suite computed once per results tree; configs without teacher_template / data_dir are fine."""
