@@ -51,7 +51,17 @@ _GENERATED = ("generated in code; the question decides the split (a stable hash:
 _FIXED = "a fixed seeded partition of the source (data_prep.sources.SPLIT_SEED); `seed` only picks a subsample"
 # Appendix B: knowledge acquisition generates at most 1024 tokens (Table 4); SDFT's typical choice there is 4 epochs
 # (2 for skills)
-_KNOWLEDGE_PAPER = {"paper": {"common": {"max_completion_length": 1024}, "methods": {"sdft": {"num_train_epochs": 4}}}}
+# SDFT's teacher sees the article and the answer (Table 1; Figure 7 varies it), framed as reference material.
+_KNOWLEDGE_TEACHER = {"teacher_template": "reference", "teacher_context": "text+answer"}
+_KNOWLEDGE_PAPER = {"paper": {"common": {"max_completion_length": 1024},
+                              "methods": {"sdft": {"num_train_epochs": 4, **_KNOWLEDGE_TEACHER}}}}
+# The embedded world on mini: 96 training questions (24 steps an epoch at batch 4), so the facts are seen 3 times
+# (SFT, SDFT) and CPT, whose corpus is 16 short articles (a few blocks), runs 8 epochs (Table 4's largest).
+_KNOWLEDGE_EMBEDDED = {
+    "smoke": {"methods": {"sdft": dict(_KNOWLEDGE_TEACHER)}},
+    "mini": {"common": {"num_train_epochs": 3},
+             "methods": {"sdft": dict(_KNOWLEDGE_TEACHER), "cpt": {"num_train_epochs": 8}}},
+}
 
 for _task in (
     # --- the paper's tasks ------------------------------------------------------------------------------
@@ -81,7 +91,7 @@ for _task in (
     Task("embedded_knowledge", _knowledge_split, judge="knowledge", metric="judge_strict_accuracy",
          local_judge=FactJudge, title="Embedded fictional-world knowledge", paper_task="knowledge",
          split_rule="one generated world of 16 towns per seed; held-out questions (new fact pairs, other words, "
-                    "two hops) for val and test; 96 / 24 / 168 records"),
+                    "two hops) for val and test; 96 / 24 / 168 records", preset_values=_KNOWLEDGE_EMBEDDED),
 ):
     register_task(_task)
 

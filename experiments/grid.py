@@ -32,11 +32,13 @@ class RunSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     sweep_point: dict[str, Any] = field(default_factory=dict)
     eval_args: list[str] = field(default_factory=list)  # extra `python -m eval.run` options, e.g. --allow-code-execution
+    variant: str = ""  # a variable of the experiment besides task, method, seed and sweep (Table 1: teacher context)
 
     @property
     def label(self) -> str:
         point = " ".join(f"{k}={v}" for k, v in self.sweep_point.items())
-        return f"{self.task}/{self.method} seed {self.seed}" + (f" [{point}]" if point else "")
+        name = f"{self.method} ({self.variant})" if self.variant else self.method
+        return f"{self.task}/{name} seed {self.seed}" + (f" [{point}]" if point else "")
 
     def config(self):
         """The RunConfig this spec trains with (the grid's overrides that are keys of this method's config)."""

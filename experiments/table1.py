@@ -97,7 +97,7 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
             out.append(G.RunSpec(spec.experiment, spec.task, spec.method, spec.seed, spec.preset,
                                  str(run_dir.parent / context_run_id(context, run_dir.name)), spec.recipe,
                                  {**spec.overrides, "teacher_context": context}, dict(spec.sweep_point),
-                                 list(spec.eval_args)))
+                                 list(spec.eval_args), variant=f"teacher: {context}"))
     return out
 
 
@@ -151,12 +151,14 @@ def preflight(args, specs: list[G.RunSpec]) -> None:
     if (out / "teacher_view.csv").exists() and not args.force:
         print(f"[{EXPERIMENT}] teacher view: {out / 'teacher_view.md'} (from an earlier run)", flush=True)
         return
-    contexts = sorted({s.overrides.get("teacher_context") for s in specs if s.method == "sdft"} - {None},
-                      key=CONTEXTS.index)
-    if not contexts:
+    sdft = [s for s in specs if s.method == "sdft"]
+    if not sdft:
         return
-    tasks = sorted({s.task for s in specs})
-    argv = ["--preset", specs[0].preset, "--tasks", *tasks, "--contexts", *contexts, "--output", str(out)]
+    contexts = sorted({s.overrides["teacher_context"] for s in sdft}, key=CONTEXTS.index)
+    templates = sorted({s.config().teacher_template for s in sdft})
+    tasks = sorted({s.task for s in sdft})
+    argv = ["--preset", specs[0].preset, "--tasks", *tasks, "--templates", *templates, "--contexts", *contexts,
+            "--output", str(out)]
     argv += ["--judge-model", args.judge_model] if args.judge_model else []
     teacher_view(argv)
     print(f"[{EXPERIMENT}] teacher view: base model as student and as teacher -> {out / 'teacher_view.md'}",

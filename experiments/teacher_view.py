@@ -33,9 +33,11 @@ def teacher_label(template: str, context: str = "answer") -> str:
 
 
 def measure(model, tokenizer, task: str, split: str, n: int | None, templates: list[str], preset: str,
-            seed: int = 0, predictions_dir: Path | None = None, contexts: tuple[str, ...] = ("answer",)) -> list[dict]:
+            seed: int = 0, predictions_dir: Path | None = None, contexts: tuple[str, ...] = ("answer",),
+            judge_model: str | None = None) -> list[dict]:
     """Rows of the table for one task: the student prompt, then the teacher prompt of each template and context."""
     from data_prep import load_task
+    from data_prep.registry import get_task
     from eval.evaluation import PRESET_EVAL
     from eval.stats import proportion_ci
     from eval.task_eval import evaluate_task, write_predictions
@@ -43,6 +45,11 @@ def measure(model, tokenizer, task: str, split: str, n: int | None, templates: l
 
     records = load_task(task, split, seed=seed, n=n)
     settings = PRESET_EVAL[preset]
+    judge = None
+    if get_task(task).judge is not None:  # one judge for every prompt (the task's local one unless a model is named)
+        from eval.judge import judge_for
+
+        judge = judge_for(task, judge_model)
     rows, student = [], None
     prompts = [("student", None, "answer")] + [("teacher", t, c) for t in templates for c in contexts]
     for variant, template, context in prompts:
@@ -50,7 +57,7 @@ def measure(model, tokenizer, task: str, split: str, n: int | None, templates: l
             [{**r, "demonstration": teacher_demonstration(r, context)} for r in records]
         result = evaluate_task(model, tokenizer, shown, task, variant=variant, template=template or "paper",
                                max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"],
-                               seed=seed, backend="hf")
+                               seed=seed, backend="hf", judge=judge)
         head = result["scores"][0]
         tokens = next(s for s in result["scores"] if s["metric"] == "mean_generated_tokens")
         ci = proportion_ci(int(sum(p["score"] for p in result["predictions"])), head["n"])
@@ -94,6 +101,7 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--templates", nargs="+", help="teacher templates (default: the preset's SDFT template)")
     ap.add_argument("--contexts", nargs="+", default=["answer"], choices=list(TEACHER_CONTEXTS),
                     help="teacher contexts (default: answer, the demonstration)")
+    ap.add_argument("--judge-model", help="judge-scored tasks: this LLM judge instead of the task's default")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = ap.parse_args(argv)
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> Path:
     rows = []
     for task in args.tasks:
         rows += measure(model, tokenizer, task, args.split, args.n, templates, args.preset, args.seed,
-                        args.output / "predictions", contexts=tuple(args.contexts))
+                        args.output / "predictions", contexts=tuple(args.contexts), judge_model=args.judge_model)
         print(json.dumps(rows[-1]), flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(args.output / "teacher_view.csv", index=False)
