@@ -41,10 +41,12 @@ def test_run_table1_smoke_writes_the_table_the_figure_and_the_teacher_view(tmp_p
                for p in (out / "embedded_knowledge" / "sdft").glob("*/config.yaml")}
     assert {name: c["teacher_context"] for name, c in configs.items()} == {
         "ctx-answer_seed0": "answer", "ctx-text_seed0": "text", "ctx-text-answer_seed0": "text+answer"}
-    assert all(c["teacher_template"] == "reference" for c in configs.values())
+    template = {c["teacher_template"] for c in configs.values()}
+    assert len(template) == 1  # one template for the three contexts: Figure 7 varies the context only
     view = pd.read_csv(out / "teacher_view" / "teacher_view.csv")
-    assert view["prompt"].tolist() == ["student", "teacher (reference)", "teacher (reference, text)",
-                                       "teacher (reference, text+answer)"]
+    t = template.pop()
+    assert view["prompt"].tolist() == ["student", f"teacher ({t})", f"teacher ({t}, text)",
+                                       f"teacher ({t}, text+answer)"]
     md = (out / "table1.md").read_text()
     assert "Judge: facts" in md and "*paper: SDFT (ours)*" in md and "no LLM judge calls" in proc.stdout
     # no prior suite in Table 1's evaluations
