@@ -67,14 +67,21 @@ def test_every_recipe_builds_with_the_paper_preset_its_keys_take_effect_and_its_
             assert _same(point.to_dict()[key], option), (key, option)
 
 
-def test_the_paper_grid_validates_before_any_run(tmp_path):
-    from experiments import table5
+def test_the_paper_grids_validate_before_any_run_and_use_every_recipe(tmp_path):
+    from experiments import table1, table5
 
-    args = section.build_parser(None, "table5", table5.METHODS).parse_args(
-        ["--preset", "paper", "--sweep", "--results-dir", str(tmp_path)])
-    specs = section.build_grid(args, "table5", table5.TASKS, table5.METHODS)
-    assert len(specs) > 100 and {s.recipe for s in specs if s.method != "base"} >= {str(p) for p in RECIPES}
-    G.validate_grid(specs)
+    used = set()
+    for module in (table5, table1):
+        parser = section.build_parser(None, module.EXPERIMENT, module.METHODS)
+        if module is table1:
+            table1.add_arguments(parser)
+        args = parser.parse_args(["--preset", "paper", "--sweep", "--results-dir", str(tmp_path)])
+        specs = section.build_grid(args, module.EXPERIMENT, module.TASKS, module.METHODS)
+        specs = table1.adjust_grid(args, specs) if module is table1 else specs
+        assert len(specs) > 100
+        G.validate_grid(specs)
+        used |= {s.recipe for s in specs if s.recipe}
+    assert used == {str(p) for p in RECIPES}
 
 
 def _bad_copy(tmp_path, text_from, text_to, source=REINVOKE):
