@@ -247,6 +247,10 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
                      "for the direction of the comparison).")
     R.write_tables(table, paper, table_runs, results_dir / "table1",
                    title="Table 1: knowledge acquisition", columns=METRICS, notes=notes)
+    items = table_runs.groupby(["task", "method"])[["n_strict", "n_ood"]].max().reset_index()  # items per metric
+    csv = pd.read_csv(results_dir / "table1.csv").merge(items, on=["task", "method"], how="left")
+    csv.rename(columns={"n_strict": "n_items_in_distribution", "n_ood": "n_items_ood"}).to_csv(
+        results_dir / "table1.csv", index=False)
     sdft = runs[is_sdft].copy()
     if not sdft.empty:
         best = R.select_best(sdft)

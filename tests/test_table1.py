@@ -34,6 +34,7 @@ def test_run_table1_smoke_writes_the_table_the_figure_and_the_teacher_view(tmp_p
     assert table["method"].tolist() == ["base", "rag", "cpt", "sft", "sdft"]
     assert table[["strict", "lenient", "ood"]].notna().all().all()
     assert (table["lenient"] >= table["strict"]).all()  # CORRECT is a subset of CORRECT or PARTIALLY_CORRECT
+    assert (table["n_items_in_distribution"] > 0).all() and (table["n_items_ood"] > 0).all()
     # one SDFT run per teacher context, each recording its context; Table 1 reads the article + answer one
     import yaml
 
