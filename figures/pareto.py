@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from figures.save import save_figure  # noqa: E402
+
 
 def _style(method: str) -> dict:
     """The method's matplotlib style (``color``, ``marker``) from the method registry, labelled with its title."""
@@ -75,10 +77,4 @@ def plot_pareto(table: pd.DataFrame, out_base: str | Path, paper: pd.DataFrame |
     if subtitle:
         fig.suptitle(subtitle, fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    out_base = Path(out_base)
-    out_base.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out_base.with_suffix(".png"), out_base.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_base)

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from figures.save import save_figure  # noqa: E402
+
 LABELS = {"answer": "answer only", "text": "article only", "text+answer": "article + answer"}
 
 
@@ -42,10 +44,4 @@ def plot_teacher_context(table: pd.DataFrame, out_base: str | Path, paper: Mappi
     if subtitle:
         ax.set_title(subtitle, fontsize=8)
     fig.tight_layout()
-    out_base = Path(out_base)
-    out_base.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out_base.with_suffix(".png"), out_base.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_base)
