@@ -211,8 +211,8 @@ def write_tables(table: pd.DataFrame, paper: pd.DataFrame, runs: pd.DataFrame, o
     ``table``: from :func:`summarize_runs`; ``paper``: from :func:`paper_frame` (its tasks are paper tasks);
     ``columns``: (metric, header) of the measured columns, in order. The CSV has one row per (task, method):
     ``n_seeds``, each metric with ``<metric>_ci95``, and ``paper_<column>`` for every column of ``paper``. The
-    markdown has one section per task: our rows, then the paper's rows in italics, whose cells are shown for the
-    metrics of ``paper_shown`` (default: every metric the paper has). ``notes``: paragraphs under the heading.
+    markdown has one section per task: our rows (with their number of seeds), then the paper's rows in italics,
+    whose cells are shown for the metrics of ``paper_shown`` (default: every metric the paper has). ``notes``: paragraphs under the heading.
     """
     out_base = Path(out_base)
     cols = [c for c, _ in columns]
@@ -230,7 +230,7 @@ def write_tables(table: pd.DataFrame, paper: pd.DataFrame, runs: pd.DataFrame, o
     csv_path, md_path = out_base.with_suffix(".csv"), out_base.with_suffix(".md")
     pd.DataFrame(csv_rows).to_csv(csv_path, index=False)
 
-    header = ["Method", *[h for _, h in columns]]
+    header = ["Method", *[h for _, h in columns], "Seeds"]
     lines = [f"# {title}", "", f"Ours: {run_summary(runs)}.",
              f"Accuracies in %; mean ± 95% t-interval over {seeds_text(table)}."]
     for note in notes:
@@ -245,9 +245,10 @@ def write_tables(table: pd.DataFrame, paper: pd.DataFrame, runs: pd.DataFrame, o
                   + ")", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for _, row in sub.iterrows():
             lines.append("| " + " | ".join([method_title(row["method"])] +
-                                            [fmt(row[c], row[f"{c}_ci"]) for c in cols]) + " |")
+                                            [fmt(row[c], row[f"{c}_ci"]) for c in cols] +
+                                            [str(int(row["n_seeds"]))]) + " |")
         for _, ref in paper[paper["task"] == paper_task].iterrows():
-            cells = [f"*{ref[c]:.1f}*" if c in shown else "" for c in cols]
+            cells = [f"*{ref[c]:.1f}*" if c in shown else "" for c in cols] + [""]
             lines.append(f"| *paper: {method_title(ref['method'])}* | " + " | ".join(cells) + " |")
         lines.append("")
     notes_col = runs["prior_metrics"].dropna() if "prior_metrics" in runs else []

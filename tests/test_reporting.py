@@ -111,13 +111,13 @@ def test_tables_show_the_paper_beside_ours_with_registry_titles(tree):
     assert lines[:6] == ["# Table X: toy", "", "Ours: embedded:tiny-llama; prior suite: embedded.",
                          "Accuracies in %; mean ± 95% t-interval over 1-3 seeds.", "A note.", ""]
     assert "## Tool Use (ours: `embedded_tool`, metric `tool_call_match`)" in lines
-    assert "| Method | New task | arithmetic* | Avg. |" in lines
+    assert "| Method | New task | arithmetic* | Avg. | Seeds |" in lines
     ci = T_975_DF2 * math.sqrt(((10 - 70 / 3) ** 2 + (20 - 70 / 3) ** 2 + (40 - 70 / 3) ** 2) / 2) / math.sqrt(3)
     toy_row = next(line for line in lines if line.startswith("| Toy distillation |"))
-    assert toy_row.startswith(f"| Toy distillation | {70 / 3:.1f} ± {ci:.1f} | 30.0 ± ")
-    assert "| Base | 5.0 | 10.0 | 30.0 |" in lines  # one seed: no interval
-    assert "| *paper: Base* | *42.9* |  | *65.5* |" in lines
-    assert "| *paper: Toy distillation* | *70.6* |  | *65.4* |" in lines
+    assert toy_row.startswith(f"| Toy distillation | {70 / 3:.1f} ± {ci:.1f} | 30.0 ± ") and toy_row.endswith(" | 3 |")
+    assert "| Base | 5.0 | 10.0 | 30.0 | 1 |" in lines  # one seed: no interval, and the row says so
+    assert "| *paper: Base* | *42.9* |  | *65.5* |  |" in lines
+    assert "| *paper: Toy distillation* | *70.6* |  | *65.4* |  |" in lines
     assert lines[-1].startswith("Prior-capability metrics: arithmetic: exact_match,first_number")
 
     csv = pd.read_csv(tree / "mine.csv")
