@@ -181,8 +181,9 @@ def _score(evaluation: dict | None, metric: str) -> tuple[float | None, int | No
 
 def knowledge_scores(run_dir: str | Path, method: str) -> dict:
     """Strict and lenient accuracy on the in-distribution questions and OOD (strict) accuracy on the indirect ones,
-    with their item counts, from one run's eval.json (and ``ood/eval.json``). In-distribution = every question kind
-    but ``indirect`` (embedded: direct and paraphrased), pooled by item count."""
+    with their item counts and the judge that gave the verdicts, from one run's eval.json (and ``ood/eval.json``).
+    In-distribution = every question kind but ``indirect`` (embedded: direct and paraphrased), pooled by item
+    count."""
     from eval.files import read_json
 
     run_dir = Path(run_dir)
@@ -190,7 +191,7 @@ def knowledge_scores(run_dir: str | Path, method: str) -> dict:
     main = read_json(run_dir / "eval.json").get("evaluations", {}).get(variant)
     kinds = sorted({s["metric"].rsplit("_", 1)[1] for s in (main or {}).get("scores", [])
                     if s["metric"].startswith("judge_strict_accuracy_")})
-    out: dict = {}
+    out: dict = {"judge": _judge_name(main)}
     for label, prefix in (("strict", "judge_strict_accuracy"), ("lenient", "judge_lenient_accuracy")):
         parts = [_score(main, f"{prefix}_{k}") for k in kinds if k != "indirect"] or [_score(main, prefix)]
         parts = [(v, n) for v, n in parts if v is not None]
@@ -238,7 +239,7 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
     table_runs = runs[~is_sdft | (runs["teacher_context"] == TABLE_CONTEXT)]
     table = R.summarize_runs(table_runs, metrics, METHODS)
     paper = R.paper_frame(PAPER_TABLE1, metrics)
-    judges = sorted({_judge_of(r) for r in runs.itertuples()})
+    judges = sorted(set(runs["judge"]))
     notes = [f"Strict / lenient: share of in-distribution test questions judged CORRECT / CORRECT or "
              f"PARTIALLY_CORRECT; OOD: share of indirect questions judged CORRECT. Judge: {', '.join(judges)}. "
              f"SDFT's teacher: the article and the answer ({TABLE_CONTEXT}).", _items_note(table_runs)]
@@ -261,11 +262,9 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
     return table
 
 
-def _judge_of(run) -> str:
-    from eval.files import read_json
-
-    ev = read_json(Path(run.run_dir) / "eval.json").get("evaluations", {}).get(R.eval_variant(run.method)) or {}
-    judge = (ev.get("settings") or {}).get("judge")
+def _judge_name(evaluation: dict | None) -> str:
+    """The judge recorded in an evaluation's settings: the LLM judge's model, or the local judge's name."""
+    judge = ((evaluation or {}).get("settings") or {}).get("judge")
     if isinstance(judge, dict):
         return str(judge.get("judge_model") or judge.get("judge") or "unknown")
     return str(judge or "unknown")
