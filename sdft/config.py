@@ -90,6 +90,18 @@ class RunConfig:
             out.update({k: _plain(v) for k, v in values.items() if k in _field_names(type(part))})
         return out
 
+    def field_defaults(self) -> dict[str, Any]:
+        """The dataclass default of every field that has one, flat like ``to_dict``: the value a run made before
+        a field existed behaved as (``sdft.run_dir`` counts such a key, absent from an old lock, as unchanged)."""
+        out: dict[str, Any] = {}
+        for part in self.parts():
+            for f in fields(type(part)):
+                if f.default is not dataclasses.MISSING:
+                    out[f.name] = _plain(f.default)
+                elif f.default_factory is not dataclasses.MISSING:
+                    out[f.name] = _plain(f.default_factory())
+        return out
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 

@@ -11,7 +11,8 @@
   * The same config. ``config.lock.json`` holds the fingerprint (SHA-256) of the config that produced the directory
     and the fingerprinted values. A rerun -- to skip a completed run or to resume a killed one -- with a config of
     another fingerprint is refused, naming each changed key (old -> new) and the ways on (``--force``, or a new
-    directory).
+    directory). A key the lock lacks (a field added to the config after the run was made) counts as unchanged when
+    the new value is that field's default: the old run behaved as the default.
 
 The fingerprint covers every config key but ``NOT_FINGERPRINTED``: where the run writes (``output_dir``, so a
 moved directory still resumes), what it logs and reports, how often and how many checkpoints it keeps, whether it
@@ -163,7 +164,18 @@ def _refuse_foreign(run_dir: Path) -> None:
                             "sdft.train created. Choose a new --output-dir.")
 
 
-def _check_same_config(run_dir: Path, digest: str, values: dict[str, Any]) -> None:
+def with_new_defaults(old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``old`` plus, for every key of ``new`` that ``old`` lacks and that has a default, that default (JSON form):
+    the config an old lock describes, in the terms of today's fields."""
+    filled = dict(old)
+    for key in new.keys() - old.keys():
+        if key in defaults:
+            filled[key] = json.loads(json.dumps(defaults[key], default=str))
+    return filled
+
+
+def _check_same_config(run_dir: Path, digest: str, values: dict[str, Any],
+                       defaults: dict[str, Any] | None = None) -> None:
     lock = run_dir / CONFIG_LOCK_FILE
     if not lock.exists():
         if (run_dir / MANIFEST_FILE).exists():
@@ -175,12 +187,18 @@ def _check_same_config(run_dir: Path, digest: str, values: dict[str, Any]) -> No
         raise RunDirRefused(f"{lock} is unreadable. Pass --force to delete {run_dir} and train afresh, or choose a "
                             "new --output-dir.")
     if old.get("fingerprint") != digest:
+        filled = with_new_defaults(old["config"], values, defaults or {})
+        if fingerprint(filled)[0] == digest:
+            added = sorted(filled.keys() - old["config"].keys())
+            print(f"[sdft.train] {lock} predates the config keys {', '.join(added)}; this run sets each to its "
+                  "default, which is how the run in the directory behaved: taking it as the same config", flush=True)
+            return
         if run_is_complete(run_dir):
             what = "a completed run of another config: skipping it would report its results as this config's"
         else:
             status = (read_json_or_none(run_dir / MANIFEST_FILE) or {}).get("status", "not started")
             what = f"an unfinished run (status {status}) of another config: resuming it would mix the two configs"
-        changes = config_changes(old["config"], values) or ["(the fingerprints differ; no key does)"]
+        changes = config_changes(filled, values) or ["(the fingerprints differ; no key does)"]
         raise RunDirRefused(
             f"{run_dir} holds {what} ({lock}). Changed keys (old -> new):\n  " + "\n  ".join(changes) + "\n"
             "Rerun with the old values, pass --force to delete the directory and train afresh, or choose a new "
@@ -194,9 +212,11 @@ def _clear(run_dir: Path) -> None:
 
 
 @contextmanager
-def open_run_dir(run_dir: str | Path, config: dict[str, Any], force: bool = False) -> Iterator[str]:
+def open_run_dir(run_dir: str | Path, config: dict[str, Any], force: bool = False,
+                 defaults: dict[str, Any] | None = None) -> Iterator[str]:
     """Take ``run_dir`` for a run of ``config`` (the flat ``cfg.to_dict()``): refuse a foreign directory, hold its
-    lock until the block ends, delete it first when ``force`` (ours only), else refuse another config's run; write
+    lock until the block ends, delete it first when ``force`` (ours only), else refuse another config's run (a key
+    the lock lacks is unchanged when ``config`` has it at its value in ``defaults``, ``cfg.field_defaults()``); write
     ``config.lock.json`` when absent. Yields the config's fingerprint. ``RunDirRefused`` leaves the directory as it
     was (but for a stale lock taken over)."""
     run_dir = Path(run_dir)
@@ -206,7 +226,7 @@ def open_run_dir(run_dir: str | Path, config: dict[str, Any], force: bool = Fals
         if force:
             _clear(run_dir)
         else:
-            _check_same_config(run_dir, digest, values)
+            _check_same_config(run_dir, digest, values, defaults)
         if not (run_dir / CONFIG_LOCK_FILE).exists():
             write_json_atomic(run_dir / CONFIG_LOCK_FILE, {
                 "created_by": CREATED_BY, "fingerprint": digest, "not_fingerprinted": sorted(NOT_FINGERPRINTED),

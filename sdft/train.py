@@ -72,7 +72,7 @@ def run_training(cfg: RunConfig, force: bool = False) -> Path:
     else:
         resolve_model_path(cfg.model)  # a path that names no model directory fails here, not in the hub client
     run_dir = Path(cfg.output_dir)
-    claim = open_run_dir(run_dir, cfg.to_dict(), force) if main_process else contextlib.nullcontext()
+    claim = open_run_dir(run_dir, cfg.to_dict(), force, cfg.field_defaults()) if main_process else contextlib.nullcontext()
     with claim as fingerprint:
         state.wait_for_everyone()  # the other processes read the directory once the main one has taken it
         if run_is_complete(run_dir):

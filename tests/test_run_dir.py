@@ -204,6 +204,36 @@ def test_a_changed_config_is_refused_naming_the_keys_and_force_retrains(tiny_mod
     assert (out / "model" / "model.safetensors").read_bytes() != model
 
 
+def _drop_from_lock(run_dir: Path, key: str) -> None:
+    """Rewrite ``config.lock.json`` as a version of this repository before ``key`` existed would have written it."""
+    path = run_dir / "config.lock.json"
+    lock = json.loads(path.read_text())
+    del lock["config"][key]
+    lock["fingerprint"] = fingerprint(lock["config"])[0]
+    path.write_text(json.dumps(lock))
+
+
+def test_a_key_added_since_the_run_counts_as_unchanged_only_at_its_default(tiny_model_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = _argv(out, tiny_model_path, "sdft", "max_steps=1")
+    main(argv)
+    _drop_from_lock(out, "teacher_context")  # the run predates the field; it behaved as the default, "answer"
+
+    capsys.readouterr()
+    assert main(argv) == out
+    printed = capsys.readouterr().out
+    assert "predates the config keys teacher_context" in printed and "is complete; skipping" in printed
+
+    with pytest.raises(SystemExit) as refused:  # another value than the default is another config
+        main(argv + ["teacher_context=text"])
+    assert "teacher_context: 'answer' -> 'text'" in str(refused.value)
+
+    _drop_from_lock(out, "learning_rate")  # a key with a default that the preset changes (smoke: 1e-3)
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert "learning_rate: 5e-05 -> 0.001" in str(refused.value)
+
+
 @pytest.mark.slow
 def test_a_killed_run_is_not_resumed_with_another_config(tiny_model_path, tmp_path, monkeypatch):
     out = tmp_path / "run"
