@@ -1,8 +1,8 @@
 """A learning-rate sweep selected on the validation split, as the paper chooses its hyper-parameters (Tables 3-4).
 
-Each (task, learning rate) trains every method once with the preset's step budget and evaluates the final model
-on ``--split`` (val: the test split stays for the tables); the runs are ``experiments.learning_curve`` runs with one
-point at the end (``--every`` = ``--steps``), kept under ``<output>/<task>/lr<value>/``. A point whose
+Each (task, method, learning rate) trains once with the preset's step budget and evaluates the final model on
+``--split`` (val: the test split stays for the tables); the runs are ``experiments.learning_curve`` runs with one
+point at the end (``--every`` = ``--steps``), kept under ``<output>/<task>/<method>/lr<value>/``. A point whose
 ``curves.csv`` exists is not run again, so two processes with disjoint ``--learning-rates`` can share the work and a
 last ``--aggregate-only`` writes the table.
 
@@ -37,14 +37,14 @@ def _lr_name(lr: float) -> str:
     return f"{lr:g}"
 
 
-def run_point(preset: str, task: str, methods: str, lr: float, steps: int, seed: int, split: str, out: Path,
+def run_point(preset: str, task: str, method: str, lr: float, steps: int, seed: int, split: str, out: Path,
               overrides: list[str]) -> Path:
-    """Train ``methods`` on ``task`` at ``lr`` and evaluate their final models; skipped when done."""
-    folder = out / task / SWEEP_DIR.format(_lr_name(lr))
+    """Train ``method`` on ``task`` at ``lr`` and evaluate its final model; skipped when done."""
+    folder = out / task / method / SWEEP_DIR.format(_lr_name(lr))
     if (folder / "curves.csv").exists():
         print(f"[lr_sweep] {folder} is done; skipping", flush=True)
         return folder
-    learning_curve.main(["--preset", preset, "--task", task, "--methods", methods, "--steps", str(steps), "--every",
+    learning_curve.main(["--preset", preset, "--task", task, "--methods", method, "--steps", str(steps), "--every",
                          str(steps), "--split", split, "--seed", str(seed), "--output", str(folder),
                          f"learning_rate={lr}", *overrides])
     return folder
@@ -64,9 +64,9 @@ def final_points(curves: pd.DataFrame, steps: int, source: str) -> pd.DataFrame:
 def collect(out: Path, reuse: dict[float, Path], steps: int, seed: int) -> pd.DataFrame:
     """Every sweep point under ``out`` and in the reused curve files, one row per (task, method, lr)."""
     frames = []
-    for csv in sorted(out.glob(f"*/{SWEEP_DIR.format('*')}/curves.csv")):
+    for csv in sorted(out.glob(f"*/*/{SWEEP_DIR.format('*')}/curves.csv")):
         lr = float(csv.parent.name[len(SWEEP_DIR.format("")):])
-        curves = pd.read_csv(csv).assign(task=csv.parent.parent.name)
+        curves = pd.read_csv(csv).assign(task=csv.parent.parent.parent.name)
         frames.append(final_points(curves, steps, str(csv)).assign(learning_rate=lr))
     for lr, csv in reuse.items():
         curves = pd.read_csv(csv)
@@ -149,9 +149,10 @@ def main(argv: list[str] | None = None) -> Path:
     started = time.time()
     if not args.aggregate_only:
         for task in args.tasks.split(","):
-            for lr in (float(v) for v in args.learning_rates.split(",")):
-                run_point(args.preset, task, args.methods, lr, args.steps, args.seed, args.split, args.output,
-                          args.overrides)
+            for method in args.methods.split(","):
+                for lr in (float(v) for v in args.learning_rates.split(",")):
+                    run_point(args.preset, task, method, lr, args.steps, args.seed, args.split, args.output,
+                              args.overrides)
     table = collect(args.output, reuse, args.steps, args.seed)
     preset_lr = {m: build_config(args.preset, m).learning_rate for m in sorted(set(table["method"]))}
     chosen = select(table, preset_lr)

@@ -17,12 +17,13 @@ def _curves(path, rows, with_task=False):
 
 def test_collect_keeps_the_last_step_of_each_run_and_adds_the_reused_rate(tmp_path):
     out = tmp_path / "sweep"
-    _curves(out / "embedded_tool" / "lr5e-05" / "curves.csv", [
-        ("base", 0, "acc", 0.0, 0, 7, 50), ("sdft", 0, "acc", 0.0, 0, 7, 50), ("sdft", 32, "acc", 20.0, 11, 33, 50),
+    _curves(out / "embedded_tool" / "sdft" / "lr5e-05" / "curves.csv", [
+        ("base", 0, "acc", 0.0, 0, 7, 50), ("sdft", 0, "acc", 0.0, 0, 7, 50), ("sdft", 32, "acc", 20.0, 11, 33, 50)])
+    _curves(out / "embedded_tool" / "sft" / "lr5e-05" / "curves.csv", [
         ("sft", 0, "acc", 0.0, 0, 7, 50), ("sft", 32, "acc", 90.0, 79, 96, 50)])
-    _curves(out / "embedded_tool" / "lr0.0002" / "curves.csv", [
-        ("sdft", 16, "acc", 70.0, 56, 81, 50), ("sdft", 32, "acc", 40.0, 27, 54, 50),
-        ("sft", 32, "acc", 100.0, 93, 100, 50)])
+    _curves(out / "embedded_tool" / "sdft" / "lr0.0002" / "curves.csv", [
+        ("sdft", 16, "acc", 70.0, 56, 81, 50), ("sdft", 32, "acc", 40.0, 27, 54, 50)])
+    _curves(out / "embedded_tool" / "sft" / "lr0.0002" / "curves.csv", [("sft", 32, "acc", 100.0, 93, 100, 50)])
     reused = _curves(tmp_path / "from_runs.csv", [
         ("embedded_tool", None, "base", 0, "acc", 0.0, 0, 7, 50),
         ("embedded_tool", 1, "sdft", 16, "acc", 12.0, 6, 24, 50), ("embedded_tool", 1, "sdft", 32, "acc", 34.0, 22, 48, 50),
@@ -47,7 +48,7 @@ def test_collect_keeps_the_last_step_of_each_run_and_adds_the_reused_rate(tmp_pa
 def test_aggregate_only_writes_the_table_with_the_selection_in_bold(tmp_path):
     out = tmp_path / "sweep"
     for lr, value in (("5e-05", 10.0), ("0.0002", 30.0)):
-        _curves(out / "embedded_science" / f"lr{lr}" / "curves.csv", [("sdft", 32, "acc", value, 1, 40, 50)])
+        _curves(out / "embedded_science" / "sdft" / f"lr{lr}" / "curves.csv", [("sdft", 32, "acc", value, 1, 40, 50)])
     main(["--aggregate-only", "--output", str(out), "--methods", "sdft", "--steps", "32"])
     text = (out / "sweep.md").read_text()
     assert "| embedded_science | sdft | acc | 10.0 [1.0, 40.0] (50) | **30.0 [1.0, 40.0] (50)** | 0.0002 |" in text
