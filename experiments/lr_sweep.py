@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> Path:
     title = (f"Learning-rate sweep: {args.preset} preset, {args.steps} steps, {args.split} split, seed {args.seed} "
              f"(the preset's rates: {rates})")
     write_text_atomic(args.output / "sweep.md", to_markdown(table, chosen, title))
-    name = "manifest_aggregate.json" if args.aggregate_only else f"manifest_lr{args.learning_rates}.json"
+    name = ("manifest_aggregate.json" if args.aggregate_only else
+            f"manifest_{args.methods.replace(',', '+')}_{args.tasks.replace(',', '+')}_lr{args.learning_rates}.json")
     write_json_atomic(args.output / name, {
         "command": "python -m experiments.lr_sweep " + " ".join(sys.argv[1:] if argv is None else argv),
         "wall_clock_s": round(time.time() - started, 1), "preset_learning_rates": preset_lr,
