@@ -45,6 +45,18 @@ def execute(spec: G.RunSpec, prior: bool = True, also_tasks: dict[str, str] | No
                  also_tasks=also_tasks)
 
 
+def run_step(experiment: str) -> Callable[[G.RunSpec], None]:
+    """The run step of a section: its module's ``execute`` (Table 1's evaluates no prior suite), else
+    :func:`execute`."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"experiments.{experiment}")
+    except ModuleNotFoundError:
+        return execute
+    return getattr(module, "execute", execute)
+
+
 def recipe_for(task: str, method: str, recipes: Path = RECIPES) -> str | None:
     """The paper preset's recipe of (task, method): ``<recipes>/<method>_<task>.yaml``, when it exists."""
     path = Path(recipes) / f"{method}_{task}.yaml"
@@ -139,8 +151,8 @@ def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dic
         raise SystemExit(f"error: --jobs must be at least 1, got {args.jobs}")
     if preflight is not None:
         preflight(args, specs)
-    if args.jobs == 1:
-        G.run_local(specs, execute, force=args.force)
+    if args.jobs == 1:  # the section's own run step, as experiments.run_one calls it for --jobs N and SLURM
+        G.run_local(specs, run_step(experiment), force=args.force)
     else:
         try:
             G.run_parallel(specs, results_dir / "grid.json", args.jobs, force=args.force)
