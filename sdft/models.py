@@ -121,6 +121,27 @@ def resolve_model_path(name: str, build: bool = True) -> str:
     return str(path)
 
 
+def install_problem(name: str) -> str | None:
+    """Why the embedded model ``name`` cannot be loaded on this machine, with the commands that install it; ``None``
+    when it can (already built, or its packages are installed so that the first use builds it) and for every name
+    that is not ``embedded:`` (a hub id or a folder is not checked here)."""
+    if not is_embedded(name):
+        return None
+    key = name[len(EMBEDDED_PREFIX):]
+    if key not in EMBEDDED_MODELS:
+        return f"unknown embedded model {name!r}; known: {[EMBEDDED_PREFIX + k for k in EMBEDDED_MODELS]}"
+    if (cache_dir() / "models" / key / "config.json").exists():
+        return None
+    find = {SMOLLM2: _smollm2_gguf, GEMMA3: _gemma3_chunks}.get(key)
+    try:
+        if find is not None:
+            find()
+    except FileNotFoundError as err:
+        return (f"{name} is not installed. {str(err).rstrip('.')}. Then build it with "
+                f"`python -m sdft.models install {name}`.")
+    return None
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
