@@ -66,6 +66,29 @@ _KNOWLEDGE_EMBEDDED = {
              "methods": {"sdft": {"teacher_context": "text+answer"}, "cpt": {"num_train_epochs": 8}}},
 }
 
+def _answer_only(load, task: str, cut: Callable[[dict], str]):
+    """A loader whose records are ``load``'s with the demonstration cut to the final answer (``cut(record)``) and
+    ``task`` renamed; prompt, reference and split are unchanged (Table 2's answer-only supervision)."""
+
+    def answer_only(split: str, seed: int = 0, n: int | None = None, data_dir=None, skip_invalid: bool = False,
+                    report: SplitReport | None = None) -> list[dict]:
+        records = load(split, seed=seed, n=n, data_dir=data_dir, skip_invalid=skip_invalid, report=report)
+        return [{**r, "task": task, "id": f"{r['id']}-answer-only", "demonstration": cut(r)} for r in records]
+
+    return answer_only
+
+
+def _science_answer(record: dict) -> str:
+    """``<answer>X</answer>``: the embedded science demonstration without its sentence of reasoning."""
+    return f"<answer>{record['reference']}</answer>"
+
+
+# Table 2's mechanism on the embedded tasks (the `mini` stand-in of experiments/table2.py): the science MCQ, whose
+# system prompt asks for a sentence of reasoning before the letter (the model's own reasoning -- naming the symbol
+# or the family -- is what picks the option), trained on demonstrations cut to `<answer>X</answer>`. Its rollouts
+# and evaluation get twice the mini budget, so that a model that keeps reasoning is not cut short (table2.py).
+_SCIENCE_ANSWER_ONLY = {"mini": {"methods": {"sdft": {"max_completion_length": 128}}}}
+
 for _task in (
     # --- the paper's tasks ------------------------------------------------------------------------------
     Task("science", load_real_task("science"), score=score_letter, metric="answer_letter_exact",
@@ -90,6 +113,12 @@ for _task in (
     Task("embedded_medical", _embedded_split(embedded.medical_qa, _EMBEDDED_SIZES),
          score=score_short_answer, metric="normalized_containment", title="Embedded medical QA",
          paper_task="medical", split_rule=_GENERATED),
+    Task("embedded_science_answer_only",
+         _answer_only(_embedded_split(embedded.science_mcq, _EMBEDDED_SIZES), "embedded_science_answer_only",
+                      _science_answer),
+         score=score_letter, metric="answer_letter_exact", title="Embedded science MCQ, answer-only demonstrations",
+         paper_task="medical_answer_only", split_rule=_GENERATED + " (embedded_science's, demonstrations cut to "
+         "the answer tag)", preset_values=_SCIENCE_ANSWER_ONLY),
     # the knowledge judge's labels offline (eval.fact_judge); --judge-model names an LLM judge instead
     Task("embedded_knowledge", _knowledge_split, judge="knowledge", metric="judge_strict_accuracy",
          local_judge=FactJudge, title="Embedded fictional-world knowledge", paper_task="knowledge",
