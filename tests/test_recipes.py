@@ -68,16 +68,17 @@ def test_every_recipe_builds_with_the_paper_preset_its_keys_take_effect_and_its_
 
 
 def test_the_paper_grids_validate_before_any_run_and_use_every_recipe(tmp_path):
-    from experiments import table1, table5
+    from experiments import table1, table2, table5
 
     used = set()
-    for module in (table5, table1):
+    for module in (table5, table1, table2):
         parser = section.build_parser(None, module.EXPERIMENT, module.METHODS)
         if module is table1:
             table1.add_arguments(parser)
         args = parser.parse_args(["--preset", "paper", "--sweep", "--results-dir", str(tmp_path)])
-        specs = section.build_grid(args, module.EXPERIMENT, module.TASKS, module.METHODS)
-        specs = table1.adjust_grid(args, specs) if module is table1 else specs
+        specs = section.build_grid(args, module.EXPERIMENT, module.TASKS, module.METHODS,
+                                   getattr(module, "RECIPES", section.RECIPES))
+        specs = module.adjust_grid(args, specs) if hasattr(module, "adjust_grid") else specs
         assert len(specs) > 100
         G.validate_grid(specs)
         used |= {s.recipe for s in specs if s.recipe}
