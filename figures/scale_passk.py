@@ -41,7 +41,7 @@ def plot_scale(table: pd.DataFrame, out_base: str | Path, paper_deltas: Mapping[
         top = max(v + _err(c) for v, c in ((row.sft, row.sft_ci), (row.sdft, row.sdft_ci)) if not pd.isna(v)) \
             if not (pd.isna(row.sft) and pd.isna(row.sdft)) else 0.0
         text = "" if pd.isna(row.delta) else f"{row.delta:+.1f}" + (f" ± {row.delta_ci:.1f}"
-                                                                    if not pd.isna(row.delta_ci) else "")
+                                                                    if _err(row.delta_ci) > 0 else "")
         paper = (paper_deltas or {}).get(row.model)
         if paper is not None:
             text += f"\n(paper {paper:+.1f})"
