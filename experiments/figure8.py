@@ -27,12 +27,11 @@ student unstable), so none are drawn beside ours.
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
+from experiments import checkpoint_curve as C
 from experiments import grid as G
 from experiments import reporting as R
 from experiments import section
@@ -43,7 +42,6 @@ TASKS = {"smoke": ["embedded_tool"], "mini": ["embedded_tool"], "paper": ["toolu
 TEACHERS = ("ema", "base", "live")
 TEACHER_TITLES = {"ema": "EMA(θ) (the paper's)", "base": "θ₀ (frozen base)", "live": "θ (current student)"}
 EVERY = {"smoke": 1, "mini": 8, "paper": 25}  # optimizer steps between evaluated checkpoints
-CURVE = "curve"
 
 
 # ------------------------------------------------------------------------------------------------ grid
@@ -72,9 +70,7 @@ def teacher_run_id(kind: str, run_name: str) -> str:
 def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
     """One SDFT run per teacher kind, each saving a checkpoint every ``--every`` steps and keeping them all."""
     kinds = chosen_teachers(args.teachers)
-    every = args.every or EVERY[args.preset]
-    if every < 1:
-        raise SystemExit(f"error: --every must be at least 1, got {every}")
+    curve = C.curve_overrides(args.every or EVERY[args.preset])
     if any("teacher_model_kind" in s.overrides for s in specs):
         raise SystemExit("error: set the teacher kinds with --teachers, not teacher_model_kind=...")
     out = []
@@ -84,9 +80,8 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
             continue
         run_dir = Path(spec.run_dir)
         for kind in kinds:
-            overrides = {**spec.overrides, "teacher_model_kind": kind, "save_steps": every, "save_total_limit": None,
-                         "keep_checkpoints": True, "logging_steps": 1}
-            eval_args = [*spec.eval_args, *(["--keep-checkpoints"] if args.keep_checkpoints else [])]
+            overrides = {**spec.overrides, "teacher_model_kind": kind, **curve}
+            eval_args = [*spec.eval_args, *([C.KEEP_FLAG] if args.keep_checkpoints else [])]
             out.append(G.RunSpec(spec.experiment, spec.task, spec.method, spec.seed, spec.preset,
                                  str(run_dir.parent / teacher_run_id(kind, run_dir.name)), spec.recipe, overrides,
                                  dict(spec.sweep_point), eval_args, variant=f"teacher: {kind}"))
@@ -102,104 +97,22 @@ def describe(args, specs: list[G.RunSpec]) -> list[str]:
 # ------------------------------------------------------------------------------------------------ one run
 def execute(spec: G.RunSpec) -> None:
     """The base model: its test accuracy. An SDFT run: train, evaluate every kept checkpoint into the curve, delete
-    the checkpoints (unless ``--keep-checkpoints``, carried in ``eval_args``), then the run's own ``eval.json``."""
-    from eval import evaluate
-    from experiments.evaluation import evaluate_run
-    from experiments.learning_curve import checkpoints
-    from sdft.run_io import read_json_or_none
-    from sdft.train import run_training
-
-    keep = "--keep-checkpoints" in spec.eval_args
-    eval_args = [a for a in spec.eval_args if a != "--keep-checkpoints"]
-    if spec.method != "sdft":
-        spec = G.RunSpec(**{**spec.__dict__, "eval_args": eval_args})
-        section.execute(spec, prior=False)
-        return
-    cfg = spec.config()
-    run_dir = Path(spec.run_dir)
-    run_training(cfg)
-    final = (read_json_or_none(run_dir / "manifest.json") or {}).get("global_step")
-    if not isinstance(final, int):
-        raise RuntimeError(f"{run_dir / 'manifest.json'}: no global_step of the completed run")
-    for step, folder in checkpoints(run_dir):
-        out = run_dir / CURVE / f"step{step}"
-        if step < final and not (out / "eval.json").exists():
-            evaluate(str(folder), task=spec.task, split="test", preset=spec.preset, seed=spec.seed,
-                     template=cfg.teacher_template, data_dir=cfg.data_dir, output_dir=out)
-    if not keep and (run_dir / "checkpoints").is_dir():
-        shutil.rmtree(run_dir / "checkpoints")  # evaluated; model/ is the final point
-    evaluate_run(spec, cfg, str(run_dir / "model"), with_validation=bool(spec.sweep_point), extra_args=eval_args,
-                 prior=False)
+    the checkpoints (unless ``--keep-checkpoints``), then the run's own ``eval.json``
+    (:func:`experiments.checkpoint_curve.execute_with_curve`)."""
+    C.execute_with_curve(spec)
 
 
 # ------------------------------------------------------------------------------------------------ results
-def generations_per_step(config: dict[str, Any], where: str | Path = "config") -> int:
-    """Student rollouts per optimizer step of one training process: prompts per step x rollouts per prompt."""
-    try:
-        return int(config["per_device_train_batch_size"]) * int(config["gradient_accumulation_steps"]) * \
-            int(config.get("num_generations") or 1)
-    except KeyError as err:
-        raise SystemExit(f"{where}: no field {err.args[0]!r}") from None
-
-
-def _point(eval_json: Path, method: str) -> dict[str, Any]:
-    """Accuracy, item count and Wilson 95% interval of one evaluation (the headline score of its variant)."""
-    from eval.files import read_json
-    from eval.stats import proportion_ci
-
-    value, metric = R.primary_score(read_json(eval_json).get("evaluations", {}).get(R.eval_variant(method)))
-    if value is None:
-        raise SystemExit(f"{eval_json}: no percentage score of the {R.eval_variant(method)} evaluation")
-    score = next(s for s in read_json(eval_json)["evaluations"][R.eval_variant(method)]["scores"]
-                 if s["metric"] == metric)
-    n = int(score["n"])
-    ci = proportion_ci(round(value * n / 100), n)
-    return {"metric": metric, "value": value, "n": n, "ci_low": 100 * ci["ci_low"], "ci_high": 100 * ci["ci_high"]}
+def _teacher_kind(run, config: dict) -> str:
+    kind = config.get("teacher_model_kind")
+    if kind is None:
+        raise SystemExit(f"{Path(run.run_dir) / 'config.yaml'}: no field 'teacher_model_kind'")
+    return kind
 
 
 def collect_curve(results_dir: str | Path) -> pd.DataFrame:
-    """Every point of every curve: the base model at step 0 (for each teacher kind of its task and seed), each
-    evaluated checkpoint, and each run's final model."""
-    import yaml
-
-    from eval.files import read_json
-
-    results_dir = Path(results_dir)
-    runs = R.collect_runs(results_dir)
-    if runs.empty:
-        raise SystemExit(f"no eval.json under {results_dir}: nothing to aggregate")
-    base = {(r.task, r.seed): Path(r.run_dir) / "eval.json" for r in runs.itertuples() if r.method == "base"}
-    rows = []
-    for run in runs[runs["method"] == "sdft"].itertuples():
-        run_dir = Path(run.run_dir)
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-        kind = config.get("teacher_model_kind")
-        if kind is None:
-            raise SystemExit(f"{run_dir / 'config.yaml'}: no field 'teacher_model_kind'")
-        per_step = generations_per_step(config, run_dir / "config.yaml")
-        final = read_json(run_dir / "manifest.json").get("global_step")
-        if not isinstance(final, int):
-            raise SystemExit(f"{run_dir / 'manifest.json'}: no integer field 'global_step'")
-        points = [(0, base[(run.task, run.seed)], "base")] if (run.task, run.seed) in base else []
-        for path in sorted((run_dir / CURVE).glob("step*/eval.json"), key=lambda p: int(p.parent.name[4:])):
-            points.append((int(path.parent.name[4:]), path, "sdft"))
-        points.append((final, run_dir / "eval.json", "sdft"))
-        for step, path, method in points:
-            rows.append({"task": run.task, "teacher": kind, "seed": run.seed, "run_id": run.run_id, "step": step,
-                         "generations": step * per_step, "final": step == final, **_point(path, method)})
-    return pd.DataFrame(rows)
-
-
-def curve_summary(curve: pd.DataFrame) -> pd.DataFrame:
-    """Per run (task, teacher, seed, run_id): the final accuracy, the best accuracy on its curve (step 0 included)
-    and the drop from that best to the end (``best - final`` >= 0)."""
-    rows = []
-    for (task, teacher, seed, run_id), points in curve.groupby(["task", "teacher", "seed", "run_id"], sort=False):
-        final = float(points.loc[points["final"], "value"].iloc[-1])
-        best = float(points["value"].max())
-        rows.append({"task": task, "method": teacher, "seed": seed, "run_id": run_id, "final": final, "best": best,
-                     "drop": best - final, "val": None})
-    return pd.DataFrame(rows)
+    """Every point of every SDFT run's curve, labelled with the run's teacher kind (``teacher``)."""
+    return C.collect_curves(results_dir, _teacher_kind, "teacher")
 
 
 def to_markdown(table: pd.DataFrame, curve: pd.DataFrame) -> str:
@@ -230,7 +143,7 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
     if curve.empty:
         raise SystemExit(f"no SDFT run under {results_dir}: nothing to aggregate")
     curve.to_csv(results_dir / "figure8_curve.csv", index=False)
-    per_run = curve_summary(curve)
+    per_run = C.curve_summary(curve, "teacher")
     table = R.summarize(R.select_best(per_run), ["final", "best", "drop"])
     order = {k: i for i, k in enumerate(TEACHERS)}
     table = table.sort_values(["task", "method"], key=lambda c: c.map(order) if c.name == "method" else c,

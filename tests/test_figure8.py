@@ -33,7 +33,7 @@ def test_adjust_grid_runs_each_teacher_kind_with_kept_checkpoints_and_refuses_th
 
 
 def test_generations_and_the_drop_after_the_peak_by_hand():
-    from experiments.figure8 import curve_summary, generations_per_step
+    from experiments.checkpoint_curve import curve_summary, generations_per_step
 
     config = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 8, "num_generations": 2}
     assert generations_per_step(config) == 64  # 4 x 8 prompts per step, 2 rollouts each
@@ -42,7 +42,7 @@ def test_generations_and_the_drop_after_the_peak_by_hand():
     curve = pd.DataFrame({"task": "t", "teacher": "live", "seed": 0, "run_id": "live__seed0",
                           "step": [0, 10, 20, 30], "value": [40.0, 65.0, 50.0, 45.0],
                           "final": [False, False, False, True]})
-    row = curve_summary(curve).iloc[0]
+    row = curve_summary(curve, "teacher").iloc[0]
     assert (row["final"], row["best"], row["drop"]) == (45.0, 65.0, 20.0)  # peak 65 at step 10, then down to 45
 
 
