@@ -10,7 +10,7 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("name", ["table1", "estimators", "figure8", "icl_check"])
+@pytest.mark.parametrize("name", ["table1", "estimators", "figure6", "figure8", "icl_check"])
 def test_jobs_1_runs_the_sections_own_execute(name, monkeypatch, tmp_path):
     from experiments import grid as G
 
