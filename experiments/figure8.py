@@ -8,10 +8,10 @@ One SDFT run per teacher kind and seed on Tool Use (``teacher_model_kind`` = ``e
 recorded in each run's ``config.yaml``; the rest is the preset's SDFT, with the recipe on ``paper``), and the base
 model (step 0 of every curve). Each run keeps a checkpoint every ``--every`` optimizer steps; after training, every
 checkpoint is evaluated greedily on the test split into ``<run>/curve/step<s>/eval.json`` and then deleted (unless
-``--keep-checkpoints``); the final model is the run's own ``eval.json``. Until training ends every
-checkpoint is on disk (student, teacher, optimizer: on the order of 90 GB each for a 7B model): choose ``--every``
-to fit. A run killed mid-way resumes: training from
-its last complete checkpoint, the curve from the first point without an ``eval.json``.
+``--keep-checkpoints``); the final model is the run's own ``eval.json``. Until training ends every checkpoint is on
+disk (student, teacher, optimizer: on the order of 90 GB each for a 7B model): choose ``--every`` to fit. A run
+killed mid-way resumes: training from its last complete checkpoint, the curve from the first point without an
+``eval.json``.
 
 The x axis is the paper's: the number of generations (student rollouts) so far, ``step x prompts per step x
 rollouts per prompt`` (``per_device_train_batch_size x gradient_accumulation_steps x num_generations`` of the run's
