@@ -33,6 +33,7 @@ class RunSpec:
     sweep_point: dict[str, Any] = field(default_factory=dict)
     eval_args: list[str] = field(default_factory=list)  # extra `python -m eval.run` options, e.g. --allow-code-execution
     variant: str = ""  # a variable of the experiment besides task, method, seed and sweep (Table 1: teacher context)
+    model_from: str = ""  # a finished run directory whose model/ is evaluated instead of training (icl_check --sft-run)
 
     @property
     def label(self) -> str:

@@ -106,8 +106,12 @@ def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dic
          methods: Sequence[str], aggregate: Callable[[Path], Any], outputs: Sequence[str],
          recipes: Path = RECIPES, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
          adjust_grid: GridHook | None = None, describe: GridHook | None = None,
-         preflight: GridHook | None = None) -> None:
-    """Parse the section's command line; run its grid (locally or as a SLURM array) and ``aggregate``."""
+         preflight: GridHook | None = None,
+         execute_fn: Callable[[G.RunSpec], None] | None = None) -> None:
+    """Parse the section's command line; run its grid (locally or as a SLURM array) and ``aggregate``.
+
+    ``execute_fn``: the run step of one spec in this process (``--jobs 1``; default :func:`run_step`); give the
+    section's own ``execute`` here, as ``experiments.run_one`` calls it for ``--jobs N`` and SLURM."""
     from eval.files import InvalidJSONFile
 
     parser = build_parser(doc, experiment, methods)
@@ -152,7 +156,7 @@ def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dic
     if preflight is not None:
         preflight(args, specs)
     if args.jobs == 1:  # the section's own run step, as experiments.run_one calls it for --jobs N and SLURM
-        G.run_local(specs, run_step(experiment), force=args.force)
+        G.run_local(specs, execute_fn or run_step(experiment), force=args.force)
     else:
         try:
             G.run_parallel(specs, results_dir / "grid.json", args.jobs, force=args.force)

@@ -273,7 +273,8 @@ def _judge_name(evaluation: dict | None) -> str:
 def main(argv: list[str] | None = None) -> None:
     section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
                  outputs=["table1.md", "table1.csv", "figure7_teacher_context.png (and .pdf)", "teacher_view/"],
-                 add_arguments=add_arguments, adjust_grid=adjust_grid, describe=describe, preflight=preflight)
+                 add_arguments=add_arguments, adjust_grid=adjust_grid, describe=describe, preflight=preflight,
+                 execute_fn=execute)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,136 @@
+"""Accuracy curves of grid runs from their checkpoints, shared by Figure 8 (teacher weights) and Figure 6 (on- vs
+off-policy): evaluate each kept checkpoint after training, then read the points back from the result files.
+
+A run's points: the base model at step 0 (the grid's ``base`` run of the same task and seed), every checkpoint,
+evaluated greedily on the test split into ``<run>/curve/step<s>/eval.json``, and the final model, the run's own
+``eval.json`` at the run's last step (``manifest.json``'s ``global_step``). The x axis is the number of generations:
+``step x per_device_train_batch_size x gradient_accumulation_steps x num_generations`` of the run's config (one
+training process) -- the rollouts an on-policy run has sampled, the cached teacher samples an offline run has
+trained on (one per training row).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from experiments import grid as G
+from experiments import reporting as R
+
+CURVE = "curve"
+KEEP_FLAG = "--keep-checkpoints"  # carried in RunSpec.eval_args; taken out before the evaluations see them
+
+
+def curve_overrides(every: int) -> dict[str, Any]:
+    """Config values that make a run keep a checkpoint every ``every`` optimizer steps (and log every step)."""
+    if every < 1:
+        raise SystemExit(f"error: --every must be at least 1, got {every}")
+    return {"save_steps": every, "save_total_limit": None, "keep_checkpoints": True, "logging_steps": 1}
+
+
+def execute_with_curve(spec: G.RunSpec) -> None:
+    """An untrained method: its test accuracy (no prior suite). A trained one: train, evaluate every checkpoint
+    before the last step into the curve (a point with an ``eval.json`` is not evaluated again), delete the
+    checkpoints unless :data:`KEEP_FLAG` is among the spec's ``eval_args``, then the run's own ``eval.json``."""
+    from eval import evaluate
+    from experiments import section
+    from experiments.evaluation import evaluate_run
+    from experiments.learning_curve import checkpoints
+    from sdft.run_io import read_json_or_none
+    from sdft.train import run_training
+
+    keep = KEEP_FLAG in spec.eval_args
+    spec = G.RunSpec(**{**spec.__dict__, "eval_args": [a for a in spec.eval_args if a != KEEP_FLAG]})
+    if not G.trains(spec.method):
+        section.execute(spec, prior=False)
+        return
+    cfg = spec.config()
+    run_dir = Path(spec.run_dir)
+    run_training(cfg)
+    final = (read_json_or_none(run_dir / "manifest.json") or {}).get("global_step")
+    if not isinstance(final, int):
+        raise RuntimeError(f"{run_dir / 'manifest.json'}: no global_step of the completed run")
+    for step, folder in checkpoints(run_dir):
+        out = run_dir / CURVE / f"step{step}"
+        if step < final and not (out / "eval.json").exists():
+            evaluate(str(folder), task=spec.task, split="test", preset=spec.preset, seed=spec.seed,
+                     template=getattr(cfg, "teacher_template", None), data_dir=cfg.data_dir, output_dir=out)
+    if not keep and (run_dir / "checkpoints").is_dir():
+        shutil.rmtree(run_dir / "checkpoints")  # evaluated; model/ is the final point
+    evaluate_run(spec, cfg, str(run_dir / "model"), with_validation=bool(spec.sweep_point),
+                 extra_args=spec.eval_args, prior=False)
+
+
+def generations_per_step(config: dict[str, Any], where: str | Path = "config") -> int:
+    """Generations per optimizer step of one training process: prompts per step x samples per prompt."""
+    try:
+        return int(config["per_device_train_batch_size"]) * int(config["gradient_accumulation_steps"]) * \
+            int(config.get("num_generations") or 1)
+    except KeyError as err:
+        raise SystemExit(f"{where}: no field {err.args[0]!r}") from None
+
+
+def point(eval_json: Path, method: str) -> dict[str, Any]:
+    """Accuracy, item count and Wilson 95% interval of one evaluation (the headline score of the method's
+    variant)."""
+    from eval.files import read_json
+    from eval.stats import proportion_ci
+
+    variant = R.eval_variant(method)
+    evaluation = read_json(eval_json).get("evaluations", {}).get(variant)
+    value, metric = R.primary_score(evaluation)
+    if value is None:
+        raise SystemExit(f"{eval_json}: no percentage score of the {variant} evaluation")
+    n = int(next(s for s in evaluation["scores"] if s["metric"] == metric)["n"])
+    ci = proportion_ci(round(value * n / 100), n)
+    return {"metric": metric, "value": value, "n": n, "ci_low": 100 * ci["ci_low"], "ci_high": 100 * ci["ci_high"]}
+
+
+def collect_curves(results_dir: str | Path, label: Callable[[Any, dict], str], label_column: str) -> pd.DataFrame:
+    """Every point of every trained run's curve, one row each: task, ``label_column`` (``label(run, config)``, e.g.
+    the teacher kind or the method), seed, run_id, step, generations, final, metric, value, n, ci_low, ci_high."""
+    import yaml
+
+    from eval.files import read_json
+
+    results_dir = Path(results_dir)
+    runs = R.collect_runs(results_dir)
+    if runs.empty:
+        raise SystemExit(f"no eval.json under {results_dir}: nothing to aggregate")
+    base = {(r.task, r.seed): Path(r.run_dir) / "eval.json" for r in runs.itertuples() if r.method == "base"}
+    rows = []
+    for run in runs[runs["method"] != "base"].itertuples():
+        run_dir = Path(run.run_dir)
+        config_path = run_dir / "config.yaml"
+        if not config_path.exists():
+            raise SystemExit(f"{config_path}: missing (every trained run records its config)")
+        config = yaml.safe_load(config_path.read_text()) or {}
+        per_step = generations_per_step(config, config_path)
+        final = read_json(run_dir / "manifest.json").get("global_step")
+        if not isinstance(final, int):
+            raise SystemExit(f"{run_dir / 'manifest.json'}: no integer field 'global_step'")
+        points = [(0, base[(run.task, run.seed)], "base")] if (run.task, run.seed) in base else []
+        for path in sorted((run_dir / CURVE).glob("step*/eval.json"), key=lambda p: int(p.parent.name[4:])):
+            points.append((int(path.parent.name[4:]), path, run.method))
+        points.append((final, run_dir / "eval.json", run.method))
+        name = label(run, config)
+        for step, path, method in points:
+            rows.append({"task": run.task, label_column: name, "seed": run.seed, "run_id": run.run_id, "step": step,
+                         "generations": step * per_step, "final": step == final, **point(path, method)})
+    return pd.DataFrame(rows)
+
+
+def curve_summary(curve: pd.DataFrame, label_column: str) -> pd.DataFrame:
+    """Per run (task, label, seed, run_id): the final accuracy, the best accuracy on its curve (step 0 included) and
+    the drop from that best to the end (``best - final`` >= 0). The label is returned as ``method`` (for
+    ``experiments.reporting.summarize``)."""
+    rows = []
+    for (task, name, seed, run_id), points in curve.groupby(["task", label_column, "seed", "run_id"], sort=False):
+        final = float(points.loc[points["final"], "value"].iloc[-1])
+        best = float(points["value"].max())
+        rows.append({"task": task, "method": name, "seed": seed, "run_id": run_id, "final": final, "best": best,
+                     "drop": best - final, "val": None})
+    return pd.DataFrame(rows)

@@ -1,0 +1,122 @@
+"""Figure 6 (Section 4): is on-policy learning needed? SDFT vs offline distillation vs SFT from the teacher.
+
+    bash experiments/run_figure6.sh [--preset smoke|mini|paper] [--seeds N] [--methods a,b] [--every N]
+                                    [--keep-checkpoints] [--launcher local|slurm] [--dry-run] [--force]
+                                    [key=value ...]
+
+On Tool Use, three ways of learning from the same teacher (the initial model with the demonstration in context, the
+preset's SDFT teacher template), one run per method and seed, plus the base model (step 0 of every curve):
+
+  * ``sdft``: on-policy -- the student's own rollouts, the per-token divergence to the (EMA) teacher on them;
+  * ``offline_distill``: the same divergence, on teacher samples drawn once before training (frozen teacher);
+  * ``sft_from_teacher``: SFT on those cached teacher samples.
+
+(``sdft.baselines.offline``.) Each run keeps a checkpoint every ``--every`` optimizer steps, evaluated greedily on
+the test split after training and then deleted (``experiments.checkpoint_curve``); the x axis is the number of
+generations the run has trained on: ``step x prompts per step x samples per prompt`` -- the student's rollouts for
+SDFT, the cached teacher samples for the offline methods (one per training row). The paper does not define its x
+axis further. On ``paper``, SDFT uses its Tool Use recipe; the offline methods have no recipe of the paper (it
+gives no hyperparameters for them) and train with the ``paper`` preset's values.
+
+:func:`aggregate` reads only the result files and writes ``figure6_curve.csv`` (every point, Wilson intervals),
+``figure6.md`` / ``.csv`` (per method: final accuracy, best on the curve, drop from best to final, mean and 95%
+t-interval over seeds) and ``figure6_onpolicy.png`` / ``.pdf`` (:mod:`figures.onpolicy`). The paper prints curves
+only (y from 35 to 70: neither offline method matches on-policy SDFT; offline distillation improves over SFT), so
+none are drawn beside ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from experiments import checkpoint_curve as C
+from experiments import grid as G
+from experiments import reporting as R
+from experiments import section
+
+EXPERIMENT = "figure6"
+METHODS = ["base", "sdft", "offline_distill", "sft_from_teacher"]
+TASKS = {"smoke": ["embedded_tool"], "mini": ["embedded_tool"], "paper": ["tooluse"]}
+EVERY = {"smoke": 1, "mini": 8, "paper": 25}  # optimizer steps between evaluated checkpoints
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--every", type=int,
+                        help=f"optimizer steps between evaluated checkpoints (default per preset: {EVERY})")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep each run's checkpoints once evaluated (default: delete them; model/ stays)")
+
+
+def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
+    """Every trained run keeps a checkpoint every ``--every`` steps (the base model is evaluated once)."""
+    curve = C.curve_overrides(args.every or EVERY[args.preset])
+    for spec in specs:
+        if G.trains(spec.method):
+            spec.overrides = {**spec.overrides, **curve}
+            spec.eval_args = [*spec.eval_args, *([C.KEEP_FLAG] if args.keep_checkpoints else [])]
+    return specs
+
+
+def describe(args, specs: list[G.RunSpec]) -> list[str]:
+    return [f"a curve point every {args.every or EVERY[args.preset]} optimizer steps (test split), checkpoints "
+            f"{'kept' if args.keep_checkpoints else 'deleted once evaluated'}"]
+
+
+def execute(spec: G.RunSpec) -> None:
+    """The base model: its test accuracy; a trained method: train, its curve, its ``eval.json``."""
+    C.execute_with_curve(spec)
+
+
+def collect_curve(results_dir: str | Path) -> pd.DataFrame:
+    """Every point of every trained run's curve, labelled with its method."""
+    return C.collect_curves(results_dir, lambda run, config: run.method, "method")
+
+
+def to_markdown(table: pd.DataFrame, curve: pd.DataFrame) -> str:
+    lines = ["# Figure 6: on-policy SDFT vs offline distillation vs SFT from the teacher", "",
+             "Test accuracy in % (greedy); mean ± 95% t-interval over seeds. *Best*: the highest point of the run's "
+             "curve (step 0 = the base model included); *drop*: best − final. Paper (no numbers printed): neither "
+             "offline method matches on-policy SDFT; offline distillation improves over SFT.", ""]
+    for task, sub in table.groupby("task", sort=False):
+        lines += [f"## {R.task_title(task)} (ours: `{task}`)", "",
+                  "| method | final | best on the curve | drop | seeds | points per run |", "|---|---|---|---|---|---|"]
+        for r in sub.itertuples():
+            points = curve[(curve["task"] == task) & (curve["method"] == r.method)].groupby("run_id").size()
+            lines.append(f"| {R.method_title(r.method)} | {R.fmt(r.final, r.final_ci)} | {R.fmt(r.best, r.best_ci)} | "
+                         f"{R.fmt(r.drop, r.drop_ci)} | {int(r.n_seeds)} | {'/'.join(map(str, sorted(set(points))))} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def aggregate(results_dir: str | Path) -> pd.DataFrame:
+    """figure6_curve.csv, figure6.csv / .md and figure6_onpolicy.png / .pdf, from the result files only."""
+    from figures.onpolicy import plot_onpolicy
+    from sdft.run_io import write_text_atomic
+
+    results_dir = Path(results_dir)
+    curve = collect_curve(results_dir)
+    if curve.empty:
+        raise SystemExit(f"no trained run under {results_dir}: nothing to aggregate")
+    curve.to_csv(results_dir / "figure6_curve.csv", index=False)
+    table = R.summarize(R.select_best(C.curve_summary(curve, "method")), ["final", "best", "drop"])
+    order = {m: i for i, m in enumerate(METHODS)}
+    table = table.sort_values(["task", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
+                              kind="stable").reset_index(drop=True)
+    table.rename(columns={f"{m}_ci": f"{m}_ci95" for m in ("final", "best", "drop")}).to_csv(
+        results_dir / "figure6.csv", index=False)
+    write_text_atomic(results_dir / "figure6.md", to_markdown(table, curve))
+    plot_onpolicy(results_dir)
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+                 outputs=["figure6.md", "figure6.csv", "figure6_curve.csv", "figure6_onpolicy.png (and .pdf)"],
+                 add_arguments=add_arguments, adjust_grid=adjust_grid, describe=describe, execute_fn=execute)
+
+
+if __name__ == "__main__":
+    main()
