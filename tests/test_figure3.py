@@ -105,7 +105,28 @@ def test_run_figure3_smoke_writes_the_table_and_figure(tmp_path):
         assert list(prior["global_step"]) == [0, 3, 6, 9]  # the prior suite at the base and every phase end
     table = pd.read_csv(out / "figure3.csv")
     assert set(table["method"]) == {"sdft", "sft"}
-    # the table is rebuilt from the result files alone
+    # the table is rebuilt from the result files alone, and `figures.make --all` draws Figure 3 from them
     (out / "figure3.csv").unlink()
+    (out / "figure3.png").unlink()
     aggregate(out)
     assert pd.read_csv(out / "figure3.csv").equals(table)
+    from figures.make import main as make
+
+    (out / "figure3.png").unlink()
+    report = make(["--all", "--results-root", str(tmp_path)])
+    assert report["3"][0] == "written" and (out / "figure3.png").exists()
+    assert all(status == "skipped" for name, (status, _) in report.items() if name != "3")
+
+
+def test_figures_make_names_and_skips_every_figure_without_results(tmp_path, capsys):
+    from figures.make import FIGURES
+    from figures.make import main as make
+
+    (tmp_path / "table5").mkdir()  # a results folder with nothing in it: skipped, not drawn
+    report = make(["--all", "--results-root", str(tmp_path)])
+    assert set(report) == set(FIGURES) and all(status == "skipped" for status, _ in report.values())
+    assert "nothing to aggregate" in report["4"][1] and "no results at" in report["3"][1]
+    assert "run_figure3.sh" in report["3"][1]  # the command that makes the missing results
+    assert "0 written, 8 skipped" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown"):
+        make(["9"])
