@@ -134,3 +134,48 @@ def curve_summary(curve: pd.DataFrame, label_column: str) -> pd.DataFrame:
         rows.append({"task": task, "method": name, "seed": seed, "run_id": run_id, "final": final, "best": best,
                      "drop": best - final, "val": None})
     return pd.DataFrame(rows)
+
+
+def curve_table(curve: pd.DataFrame, label_column: str, order: list[str]) -> pd.DataFrame:
+    """Per task and label (returned as ``method``, in ``order``): final, best and drop, mean and 95% t-interval over
+    seeds (:func:`curve_summary` then :func:`experiments.reporting.summarize`)."""
+    table = R.summarize(R.select_best(curve_summary(curve, label_column)), ["final", "best", "drop"])
+    rank = {name: i for i, name in enumerate(order)}
+    return table.sort_values(["task", "method"], key=lambda c: c.map(rank) if c.name == "method" else c,
+                             kind="stable").reset_index(drop=True)
+
+
+def curve_markdown(title: str, paper: str, table: pd.DataFrame, curve: pd.DataFrame, label_column: str,
+                   titles: Callable[[str], str]) -> str:
+    """The markdown table of :func:`curve_table`: one section per task, one row per label (``titles(label)``), with
+    the number of seeds and of curve points per run; ``paper`` says what the paper shows."""
+    lines = [title, "", "Test accuracy in % (greedy); mean ± 95% t-interval over seeds. *Best*: the highest point of "
+             "the run's curve (step 0 = the base model included); *drop*: best − final (how much the run lost after "
+             f"its peak). Paper: {paper}", ""]
+    for task, sub in table.groupby("task", sort=False):
+        lines += [f"## {R.task_title(task)} (ours: `{task}`)", "",
+                  f"| {label_column} | final | best on the curve | drop | seeds | points per run |",
+                  "|---|---|---|---|---|---|"]
+        for r in sub.itertuples():
+            points = curve[(curve["task"] == task) & (curve[label_column] == r.method)].groupby("run_id").size()
+            lines.append(f"| {titles(r.method)} | {R.fmt(r.final, r.final_ci)} | {R.fmt(r.best, r.best_ci)} | "
+                         f"{R.fmt(r.drop, r.drop_ci)} | {int(r.n_seeds)} | {'/'.join(map(str, sorted(set(points))))} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def aggregate_curves(results_dir: Path, experiment: str, curve: pd.DataFrame, label_column: str,
+                     order: list[str], title: str, paper: str, titles: Callable[[str], str]) -> pd.DataFrame:
+    """:func:`curve_table` of ``curve`` (every point of the experiment's runs) written as ``<experiment>_curve.csv``,
+    ``<experiment>.csv`` (its label column named ``label_column``) and ``<experiment>.md``; returns the table."""
+    from sdft.run_io import write_text_atomic
+
+    if curve.empty:
+        raise SystemExit(f"no trained run under {results_dir}: nothing to aggregate")
+    table = curve_table(curve, label_column, order)
+    curve.to_csv(results_dir / f"{experiment}_curve.csv", index=False)
+    table.rename(columns={"method": label_column, **{f"{m}_ci": f"{m}_ci95" for m in ("final", "best", "drop")}}
+                 ).to_csv(results_dir / f"{experiment}.csv", index=False)
+    write_text_atomic(results_dir / f"{experiment}.md",
+                      curve_markdown(title, paper, table, curve, label_column, titles))
+    return table

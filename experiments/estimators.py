@@ -111,11 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def chosen_rows(text: str) -> list[str]:
-    rows = [r for r in text.split(",") if r]
-    unknown = sorted(set(rows) - set(ROWS))
-    if unknown or not rows:
-        raise SystemExit(f"error: --rows {text!r}: expected a comma-separated subset of {','.join(ROWS)}")
-    return rows
+    return G.comma_subset(text, list(ROWS), "--rows")
 
 
 def row_run_id(row: str, run_name: str) -> str:
@@ -131,12 +127,9 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
         raise SystemExit(f"error: {given} are set by the rows (--rows), not by key=value")
     out = []
     for spec in specs:
-        run_dir = Path(spec.run_dir)
         for row in rows:
-            out.append(G.RunSpec(spec.experiment, spec.task, spec.method, spec.seed, spec.preset,
-                                 str(run_dir.parent / row_run_id(row, run_dir.name)), spec.recipe,
-                                 {**spec.overrides, **ROWS[row], "logging_steps": 1}, dict(spec.sweep_point),
-                                 list(spec.eval_args), variant=f"row: {row}"))
+            out.append(G.as_variant(spec, row_run_id(row, Path(spec.run_dir).name),
+                                    {**ROWS[row], "logging_steps": 1}, f"row: {row}"))
     return out
 
 

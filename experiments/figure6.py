@@ -75,39 +75,17 @@ def collect_curve(results_dir: str | Path) -> pd.DataFrame:
     return C.collect_curves(results_dir, lambda run, config: run.method, "method")
 
 
-def to_markdown(table: pd.DataFrame, curve: pd.DataFrame) -> str:
-    lines = ["# Figure 6: on-policy SDFT vs offline distillation vs SFT from the teacher", "",
-             "Test accuracy in % (greedy); mean ± 95% t-interval over seeds. *Best*: the highest point of the run's "
-             "curve (step 0 = the base model included); *drop*: best − final. Paper (no numbers printed): neither "
-             "offline method matches on-policy SDFT; offline distillation improves over SFT.", ""]
-    for task, sub in table.groupby("task", sort=False):
-        lines += [f"## {R.task_title(task)} (ours: `{task}`)", "",
-                  "| method | final | best on the curve | drop | seeds | points per run |", "|---|---|---|---|---|---|"]
-        for r in sub.itertuples():
-            points = curve[(curve["task"] == task) & (curve["method"] == r.method)].groupby("run_id").size()
-            lines.append(f"| {R.method_title(r.method)} | {R.fmt(r.final, r.final_ci)} | {R.fmt(r.best, r.best_ci)} | "
-                         f"{R.fmt(r.drop, r.drop_ci)} | {int(r.n_seeds)} | {'/'.join(map(str, sorted(set(points))))} |")
-        lines.append("")
-    return "\n".join(lines)
+PAPER = "no numbers printed; neither offline method matches on-policy SDFT, offline distillation improves over SFT."
 
 
 def aggregate(results_dir: str | Path) -> pd.DataFrame:
     """figure6_curve.csv, figure6.csv / .md and figure6_onpolicy.png / .pdf, from the result files only."""
     from figures.onpolicy import plot_onpolicy
-    from sdft.run_io import write_text_atomic
 
     results_dir = Path(results_dir)
-    curve = collect_curve(results_dir)
-    if curve.empty:
-        raise SystemExit(f"no trained run under {results_dir}: nothing to aggregate")
-    curve.to_csv(results_dir / "figure6_curve.csv", index=False)
-    table = R.summarize(R.select_best(C.curve_summary(curve, "method")), ["final", "best", "drop"])
-    order = {m: i for i, m in enumerate(METHODS)}
-    table = table.sort_values(["task", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
-                              kind="stable").reset_index(drop=True)
-    table.rename(columns={f"{m}_ci": f"{m}_ci95" for m in ("final", "best", "drop")}).to_csv(
-        results_dir / "figure6.csv", index=False)
-    write_text_atomic(results_dir / "figure6.md", to_markdown(table, curve))
+    table = C.aggregate_curves(results_dir, EXPERIMENT, collect_curve(results_dir), "method", METHODS,
+                               "# Figure 6: on-policy SDFT vs offline distillation vs SFT from the teacher", PAPER,
+                               R.method_title)
     plot_onpolicy(results_dir)
     return table
 

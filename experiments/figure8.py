@@ -35,7 +35,6 @@ import pandas as pd
 
 from experiments import checkpoint_curve as C
 from experiments import grid as G
-from experiments import reporting as R
 from experiments import section
 
 EXPERIMENT = "figure8"
@@ -57,11 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def chosen_teachers(text: str) -> list[str]:
-    kinds = [k for k in text.split(",") if k]
-    unknown = sorted(set(kinds) - set(TEACHERS))
-    if unknown or not kinds:
-        raise SystemExit(f"error: --teachers {text!r}: expected a comma-separated subset of {','.join(TEACHERS)}")
-    return kinds
+    return G.comma_subset(text, TEACHERS, "--teachers")
 
 
 def teacher_run_id(kind: str, run_name: str) -> str:
@@ -80,13 +75,10 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
         if spec.method != "sdft":
             out.append(spec)
             continue
-        run_dir = Path(spec.run_dir)
+        eval_args = [*spec.eval_args, *([C.KEEP_FLAG] if args.keep_checkpoints else [])]
         for kind in kinds:
-            overrides = {**spec.overrides, "teacher_model_kind": kind, **curve}
-            eval_args = [*spec.eval_args, *([C.KEEP_FLAG] if args.keep_checkpoints else [])]
-            out.append(G.RunSpec(spec.experiment, spec.task, spec.method, spec.seed, spec.preset,
-                                 str(run_dir.parent / teacher_run_id(kind, run_dir.name)), spec.recipe, overrides,
-                                 dict(spec.sweep_point), eval_args, variant=f"teacher: {kind}"))
+            out.append(G.as_variant(spec, teacher_run_id(kind, Path(spec.run_dir).name),
+                                    {"teacher_model_kind": kind, **curve}, f"teacher: {kind}", eval_args))
     return out
 
 
@@ -117,42 +109,17 @@ def collect_curve(results_dir: str | Path) -> pd.DataFrame:
     return C.collect_curves(results_dir, _teacher_kind, "teacher")
 
 
-def to_markdown(table: pd.DataFrame, curve: pd.DataFrame) -> str:
-    lines = ["# Figure 8 (A.3): teacher weights -- EMA vs frozen base vs current student", "",
-             "Test accuracy in % (greedy); mean ± 95% t-interval over seeds. *Best*: the highest point of the run's "
-             "curve (step 0 = the base model included); *drop*: best − final (how much the run lost after its peak). "
-             "Paper (no numbers printed): EMA best and stable; frozen base stable but lower; the student unstable.",
-             ""]
-    for task, sub in table.groupby("task", sort=False):
-        lines += [f"## {R.task_title(task)} (ours: `{task}`)", "",
-                  "| teacher | final | best on the curve | drop | seeds | points per run |", "|---|---|---|---|---|---|"]
-        for r in sub.itertuples():
-            points = curve[(curve["task"] == task) & (curve["teacher"] == r.method)].groupby("run_id").size()
-            lines.append(f"| {TEACHER_TITLES.get(r.method, r.method)} | {R.fmt(r.final, r.final_ci)} | "
-                         f"{R.fmt(r.best, r.best_ci)} | {R.fmt(r.drop, r.drop_ci)} | {int(r.n_seeds)} | "
-                         f"{'/'.join(map(str, sorted(set(points))))} |")
-        lines.append("")
-    return "\n".join(lines)
+PAPER = "no numbers printed; EMA best and stable, frozen base stable but lower, the live student unstable."
 
 
 def aggregate(results_dir: str | Path) -> pd.DataFrame:
     """figure8_curve.csv, figure8.csv / .md and figure8_teacher.png / .pdf, from the result files only."""
     from figures.teacher_weights import plot_teacher_weights
-    from sdft.run_io import write_text_atomic
 
     results_dir = Path(results_dir)
-    curve = collect_curve(results_dir)
-    if curve.empty:
-        raise SystemExit(f"no SDFT run under {results_dir}: nothing to aggregate")
-    curve.to_csv(results_dir / "figure8_curve.csv", index=False)
-    per_run = C.curve_summary(curve, "teacher")
-    table = R.summarize(R.select_best(per_run), ["final", "best", "drop"])
-    order = {k: i for i, k in enumerate(TEACHERS)}
-    table = table.sort_values(["task", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
-                              kind="stable").reset_index(drop=True)
-    table.rename(columns={"method": "teacher", **{f"{m}_ci": f"{m}_ci95" for m in ("final", "best", "drop")}}).to_csv(
-        results_dir / "figure8.csv", index=False)
-    write_text_atomic(results_dir / "figure8.md", to_markdown(table, curve))
+    table = C.aggregate_curves(results_dir, EXPERIMENT, collect_curve(results_dir), "teacher", list(TEACHERS),
+                               "# Figure 8 (A.3): teacher weights -- EMA vs frozen base vs current student", PAPER,
+                               lambda kind: TEACHER_TITLES.get(kind, kind))
     plot_teacher_weights(results_dir)
     return table
 

@@ -13,7 +13,7 @@ import json
 import shlex
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -111,6 +111,23 @@ def trains(method: str) -> bool:
     from sdft.registry import get_method
 
     return get_method(method).train is not None
+
+
+def comma_subset(text: str, allowed, option: str) -> list[str]:
+    """The names of a comma-separated option value, each one of ``allowed``; exits naming ``option`` otherwise."""
+    chosen = [name for name in text.split(",") if name]
+    if not chosen or set(chosen) - set(allowed):
+        raise SystemExit(f"error: {option} {text!r}: expected a comma-separated subset of {','.join(allowed)}")
+    return chosen
+
+
+def as_variant(spec: RunSpec, run_id: str, overrides: dict[str, Any], variant: str,
+               eval_args: list[str] | None = None) -> RunSpec:
+    """A copy of ``spec`` as one variant of its experiment (a teacher kind, an estimator row, a teacher context): its
+    run folder ``run_id`` beside the spec's, ``overrides`` on top of the spec's, ``variant`` in its label."""
+    return replace(spec, run_dir=str(Path(spec.run_dir).parent / run_id), overrides={**spec.overrides, **overrides},
+                   sweep_point=dict(spec.sweep_point), eval_args=list(spec.eval_args if eval_args is None else eval_args),
+                   variant=variant)
 
 
 def check_overrides(overrides: dict[str, Any], methods: list[str]) -> None:

@@ -66,12 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _contexts(args) -> list[str]:
-    chosen = [c for c in args.contexts.split(",") if c]
-    unknown = sorted(set(chosen) - set(CONTEXTS))
-    if unknown or not chosen:
-        raise SystemExit(f"error: --contexts {args.contexts!r}: expected a comma-separated subset of "
-                         f"{','.join(CONTEXTS)}")
-    return chosen
+    return G.comma_subset(args.contexts, CONTEXTS, "--contexts")
 
 
 def context_run_id(context: str, run_name: str) -> str:
@@ -92,12 +87,9 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
         if spec.method != "sdft":
             out.append(spec)
             continue
-        run_dir = Path(spec.run_dir)
         for context in contexts:
-            out.append(G.RunSpec(spec.experiment, spec.task, spec.method, spec.seed, spec.preset,
-                                 str(run_dir.parent / context_run_id(context, run_dir.name)), spec.recipe,
-                                 {**spec.overrides, "teacher_context": context}, dict(spec.sweep_point),
-                                 list(spec.eval_args), variant=f"teacher: {context}"))
+            out.append(G.as_variant(spec, context_run_id(context, Path(spec.run_dir).name),
+                                    {"teacher_context": context}, f"teacher: {context}"))
     return out
 
 

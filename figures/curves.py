@@ -41,3 +41,13 @@ def plot_curves(curve: pd.DataFrame, label_column: str, styles: Mapping[str, Map
         ax.legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, out_base)
+
+
+def plot_curve_file(results_dir: str | Path, experiment: str, label_column: str,
+                    styles: Mapping[str, Mapping[str, str]], name: str, title: str,
+                    out_base: str | Path | None = None) -> list[Path]:
+    """Reads only ``<experiment>_curve.csv`` of ``results_dir`` (:mod:`experiments.checkpoint_curve`); writes
+    ``<experiment>_<name>.png`` / ``.pdf`` there (or at ``out_base``)."""
+    results_dir = Path(results_dir)
+    curve = pd.read_csv(results_dir / f"{experiment}_curve.csv")
+    return plot_curves(curve, label_column, styles, out_base or results_dir / f"{experiment}_{name}", title)

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
-from figures.curves import plot_curves
+from figures.curves import plot_curve_file
 
 STYLE = {"sdft": {"color": "#d62728", "label": "SDFT (on-policy distillation)"},
          "offline_distill": {"color": "#1f77b4", "label": "Offline Distillation"},
@@ -15,8 +13,5 @@ STYLE = {"sdft": {"color": "#d62728", "label": "SDFT (on-policy distillation)"},
 
 
 def plot_onpolicy(results_dir: str | Path, out_base: str | Path | None = None) -> list[Path]:
-    """Reads only ``figure6_curve.csv`` of ``results_dir``; writes ``figure6_onpolicy.png`` / ``.pdf`` there (or at
-    ``out_base``)."""
-    results_dir = Path(results_dir)
-    curve = pd.read_csv(results_dir / "figure6_curve.csv")
-    return plot_curves(curve, "method", STYLE, out_base or results_dir / "figure6_onpolicy", "on- vs off-policy")
+    """``figure6_onpolicy.png`` / ``.pdf`` from ``figure6_curve.csv`` of ``results_dir`` only."""
+    return plot_curve_file(results_dir, "figure6", "method", STYLE, "onpolicy", "on- vs off-policy", out_base)

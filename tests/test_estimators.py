@@ -3,12 +3,11 @@
 
 import json
 import math
-import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from section_scripts import paper_dry_run, run_ok
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,14 +58,10 @@ def test_adjust_grid_gives_each_row_its_keys_and_refuses_them_as_overrides():
 
 
 def test_paper_dry_run_prints_six_rows_times_three_seeds():
-    proc = subprocess.run(["python", "-m", "experiments.estimators", "--preset", "paper", "--dry-run",
-                           "--results-dir", "/nonexistent/estimators"], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    proc = paper_dry_run("estimators")
     assert "[estimators] preset paper: 18 runs (sdft: 18)" in proc.stdout
     assert "tooluse/sdft (row: rao_blackwell) seed 2 -> /nonexistent/estimators/tooluse/sdft/rao_blackwell__seed2" \
         in proc.stdout
-    assert not Path("/nonexistent/estimators").exists()
 
 
 @pytest.mark.slow
@@ -78,10 +73,7 @@ def test_run_estimators_smoke_writes_tables_that_match_the_run_files(tmp_path):
     from sdft.run_io import read_metrics
 
     out = tmp_path / "estimators"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run(["bash", str(ROOT / "experiments" / "run_estimators.sh"), "--preset", "smoke",
-                           "--results-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_ok("estimators", "--preset", "smoke", "--results-dir", str(out))
     for name in ("estimators.md", "estimators.csv", "estimators_runs.csv", "estimators_gradnorm.csv",
                  "estimators.png", "estimators.pdf"):
         assert (out / name).stat().st_size > 0, name

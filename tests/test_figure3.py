@@ -3,12 +3,11 @@ in phase 2 resuming in phase 2 from phase 1's model, and `run_figure3.sh --prese
 
 import json
 import math
-import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from section_scripts import run_ok
 
 from experiments.figure3 import aggregate, collect_points, main, normalize, phase_dir, points_dir
 
@@ -89,10 +88,7 @@ def test_a_sequence_killed_in_phase_2_resumes_in_phase_2_from_phase_1s_model(tmp
 @pytest.mark.slow
 def test_run_figure3_smoke_writes_the_table_and_figure(tmp_path):
     out = tmp_path / "figure3"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run(["bash", str(ROOT / "experiments" / "run_figure3.sh"), "--preset", "smoke", "--jobs", "2",
-                           "--results-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_ok("figure3", "--preset", "smoke", "--jobs", "2", "--results-dir", str(out))
     for name in ("figure3.md", "figure3.csv", "figure3_raw.csv", "figure3.png", "figure3.pdf"):
         assert (out / name).stat().st_size > 0, name
     raw = pd.read_csv(out / "figure3_raw.csv")

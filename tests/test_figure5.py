@@ -2,24 +2,17 @@
 eval.json files, the paper grid and the checks before a run."""
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from section_scripts import paper_dry_run, run_script, script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _env(extra=None):
-    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            **(extra or {})}
-
-
 def _run(args, extra=None):
-    return subprocess.run(["bash", str(ROOT / "experiments" / "run_figure5.sh"), *args], cwd=ROOT, env=_env(extra),
-                          capture_output=True, text=True)
+    return run_script("figure5", *args, env=script_env(**(extra or {})))
 
 
 def _primary(eval_path: Path) -> float:
@@ -145,17 +138,13 @@ def test_aggregate_pairs_the_difference_by_seed_orders_models_and_averages_passk
 
 
 def test_paper_dry_run_prints_runs_per_method_and_model():
-    proc = subprocess.run(["python", "-m", "experiments.figure5", "--preset", "paper", "--dry-run",
-                           "--results-dir", "/nonexistent/figure5"], cwd=ROOT, capture_output=True, text=True,
-                          env=_env())
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    proc = paper_dry_run("figure5")
     # 3 seeds x (SFT and SDFT x 3 sizes + Base of the 7B)
     assert "[figure5] preset paper: 21 runs (base: 3, sft: 9, sdft: 9)" in proc.stdout
     assert ("models: Qwen/Qwen2.5-3B-Instruct (6 runs); Qwen/Qwen2.5-7B-Instruct (9 runs); "
             "Qwen/Qwen2.5-14B-Instruct (6 runs)") in proc.stdout
     assert proc.stdout.count("Qwen2.5-7B-Instruct, pass@128) seed") == 9  # the 7B's runs sample, no other
     assert proc.stdout.count(", pass@128)") == 9 and "sample 128 answers per test question" in proc.stdout
-    assert not Path("/nonexistent/figure5").exists()
 
 
 def _grid(argv):

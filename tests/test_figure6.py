@@ -2,25 +2,20 @@
 distillation and SFT from the teacher against the run files)."""
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from section_scripts import paper_dry_run, run_ok
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED = ["sdft", "offline_distill", "sft_from_teacher"]
 
 
 def test_paper_dry_run_prints_the_three_methods_times_three_seeds_and_the_base():
-    proc = subprocess.run(["python", "-m", "experiments.figure6", "--preset", "paper", "--dry-run",
-                           "--results-dir", "/nonexistent/figure6"], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    proc = paper_dry_run("figure6")
     assert ("[figure6] preset paper: 12 runs (base: 3, sdft: 3, offline_distill: 3, sft_from_teacher: 3)"
             in proc.stdout)
-    assert not Path("/nonexistent/figure6").exists()
 
 
 @pytest.mark.slow
@@ -31,10 +26,7 @@ def test_run_figure6_smoke_writes_a_curve_per_method_from_the_run_files(tmp_path
     from experiments.reporting import primary_score
 
     out = tmp_path / "figure6"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run(["bash", str(ROOT / "experiments" / "run_figure6.sh"), "--preset", "smoke",
-                           "--results-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_ok("figure6", "--preset", "smoke", "--results-dir", str(out))
     for name in ("figure6.md", "figure6.csv", "figure6_curve.csv", "figure6_onpolicy.png", "figure6_onpolicy.pdf"):
         assert (out / name).stat().st_size > 0, name
     curve = pd.read_csv(out / "figure6_curve.csv")

@@ -2,13 +2,12 @@
 ``--preset smoke`` end to end."""
 
 import json
-import os
-import subprocess
 from argparse import Namespace
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from section_scripts import paper_dry_run, run_ok
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,14 +46,10 @@ def test_generations_and_the_drop_after_the_peak_by_hand():
 
 
 def test_paper_dry_run_prints_three_teacher_kinds_times_three_seeds_and_the_base():
-    proc = subprocess.run(["python", "-m", "experiments.figure8", "--preset", "paper", "--dry-run",
-                           "--results-dir", "/nonexistent/figure8"], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    proc = paper_dry_run("figure8")
     assert "[figure8] preset paper: 12 runs (base: 3, sdft: 9)" in proc.stdout
     assert "a curve point every 25 optimizer steps" in proc.stdout
     assert "tooluse/sdft (teacher: live) seed 2 -> /nonexistent/figure8/tooluse/sdft/live__seed2" in proc.stdout
-    assert not Path("/nonexistent/figure8").exists()
 
 
 @pytest.mark.slow
@@ -65,10 +60,7 @@ def test_run_figure8_smoke_writes_a_curve_per_teacher_kind_from_the_run_files(tm
     from experiments.reporting import primary_score
 
     out = tmp_path / "figure8"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run(["bash", str(ROOT / "experiments" / "run_figure8.sh"), "--preset", "smoke",
-                           "--results-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_ok("figure8", "--preset", "smoke", "--results-dir", str(out))
     for name in ("figure8.md", "figure8.csv", "figure8_curve.csv", "figure8_teacher.png", "figure8_teacher.pdf"):
         assert (out / name).stat().st_size > 0, name
     curve = pd.read_csv(out / "figure8_curve.csv")

@@ -2,12 +2,11 @@
 paper grid, and ``--preset smoke`` end to end (an SFT run trained, then reused)."""
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from section_scripts import paper_dry_run, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,19 +44,13 @@ def test_sft_run_must_be_a_finished_run_of_a_task_in_the_grid(tmp_path):
 
 
 def test_paper_dry_run_prints_the_base_and_one_sft_run_on_tool_use():
-    proc = subprocess.run(["python", "-m", "experiments.icl_check", "--preset", "paper", "--dry-run",
-                           "--results-dir", "/nonexistent/icl_check"], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    proc = paper_dry_run("icl_check")
     assert "[icl_check] preset paper: 2 runs (base: 1, sft: 1)" in proc.stdout
     assert "teacher template 'paper'" in proc.stdout
-    assert not Path("/nonexistent/icl_check").exists()
 
 
 def _run(args):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.run(["bash", str(ROOT / "experiments" / "run_icl_check.sh"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    return run_script("icl_check", *args)
 
 
 @pytest.mark.slow

@@ -1,25 +1,21 @@
 """Table 1 / Figure 7 (knowledge acquisition): the section end to end on smoke, its judge path, its bookkeeping."""
 
 import json
-import os
 import re
-import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from section_scripts import paper_dry_run, run_script, script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-table1-SECRET-19c2"
 
 
 def _run(args, env_extra=None, cwd=ROOT):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           **(env_extra or {})}
-    return subprocess.run(["bash", str(ROOT / "experiments" / "run_table1.sh"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
+    return run_script("table1", *args, cwd=cwd, env=script_env(**(env_extra or {})))
 
 
 @pytest.mark.slow
@@ -125,14 +121,10 @@ def test_run_table1_smoke_with_an_llm_judge_sends_the_estimated_calls_and_no_key
 
 
 def test_paper_dry_run_prints_the_grid_per_method_and_the_judge_calls():
-    proc = subprocess.run(["python", "-m", "experiments.table1", "--preset", "paper", "--sweep", "--dry-run",
-                           "--results-dir", "/nonexistent/table1"], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    proc = paper_dry_run("table1", "--sweep")
     # Table 4's grids: SFT 3 lr x 2 epochs x 3 batch = 18; CPT 3 x 4 = 12; SDFT 3 x 3 x 3 x 3 = 81 per context
     assert "[table1] preset paper: 825 runs (base: 3, rag: 3, cpt: 36, sft: 54, sdft: 729)" in proc.stdout
     assert re.search(r"LLM judge \(gpt-5-mini\): about \d+ judge calls", proc.stdout)
-    assert not Path("/nonexistent/table1").exists()
 
 
 def test_knowledge_scores_pool_the_in_distribution_kinds_by_item_count(tmp_path):

@@ -2,26 +2,20 @@
 stand-in task."""
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from section_scripts import paper_dry_run, run_ok, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _env():
-    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 @pytest.mark.slow
 def test_run_table2_smoke_reports_accuracy_and_tokens_of_the_predictions(tmp_path):
     out = tmp_path / "table2"
-    cmd = ["bash", str(ROOT / "experiments" / "run_table2.sh"), "--preset", "smoke", "--results-dir", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    args = ["--preset", "smoke", "--results-dir", str(out)]
+    run_ok("table2", *args)
     table = pd.read_csv(out / "table2.csv").set_index("method")
     assert table.index.tolist() == ["base", "sft", "sdft"]
     for method in table.index:
@@ -43,19 +37,15 @@ def test_run_table2_smoke_reports_accuracy_and_tokens_of_the_predictions(tmp_pat
     md = (out / "table2.md").read_text()
     assert "Avg. # of tokens" in md and "*4612.0*" in md and "not comparable" in md
     assert all(not json.loads(p.read_text()).get("prior") for p in out.glob("*/*/*/eval.json"))  # no prior suite
-    again = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True)
+    again = run_script("table2", *args)
     assert again.returncode == 0 and again.stdout.count("skipped") == 3, again.stdout[-2000:]
 
 
 def test_paper_dry_run_prints_the_grid_with_the_reasoning_model():
-    proc = subprocess.run(["python", "-m", "experiments.table2", "--preset", "paper", "--dry-run",
-                           "--results-dir", "/nonexistent/table2"], cwd=ROOT, capture_output=True, text=True,
-                          env=_env())
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    proc = paper_dry_run("table2")
     assert "[table2] preset paper: 9 runs (base: 3, sft: 3, sdft: 3)" in proc.stdout
     assert "model: allenai/Olmo-3-7B-Think; tasks: medical_answer_only" in proc.stdout
     assert "up to 16384 new tokens" in proc.stdout
-    assert not Path("/nonexistent/table2").exists()
 
 
 def _grid(preset, tmp_path, extra=()):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from section_scripts import run_ok, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -14,11 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_run_table5_smoke_writes_the_table_and_figure(tmp_path):
     out = tmp_path / "table5"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     # --jobs 2: two runs at a time, each its own process (the parallel launcher end to end)
-    proc = subprocess.run(["bash", str(ROOT / "experiments" / "run_table5.sh"), "--preset", "smoke", "--jobs", "2",
-                           "--results-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_ok("table5", "--preset", "smoke", "--jobs", "2", "--results-dir", str(out))
     for name in ("table5.md", "table5.csv", "figure4_pareto.png", "figure4_pareto.pdf"):
         assert (out / name).stat().st_size > 0, name
     table = pd.read_csv(out / "table5.csv")
@@ -30,6 +28,5 @@ def test_run_table5_smoke_writes_the_table_and_figure(tmp_path):
     assert proc.stdout.count("finished in") >= 15 and len(list(out.glob("*/*/seed0.log"))) == 15  # a log per run
 
     # A second invocation skips every run whose eval.json exists and only re-aggregates.
-    proc2 = subprocess.run(["bash", str(ROOT / "experiments" / "run_table5.sh"), "--preset", "smoke",
-                            "--results-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
+    proc2 = run_script("table5", "--preset", "smoke", "--results-dir", str(out))
     assert proc2.returncode == 0 and proc2.stdout.count("skipped") >= 15, proc2.stdout[-2000:]
