@@ -11,6 +11,7 @@ stand-in plays), method titles from the method registry.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -84,9 +85,20 @@ def _prior_columns(prior: dict) -> tuple[dict[str, float], str]:
     return values, "; ".join(notes)
 
 
+def seed_of(run_name: str, config: Mapping[str, Any]) -> int | None:
+    """A run's seed: its config's, else the number the run folder's name ends with (``seed2``, ``lr1e-4_seed2``,
+    ``ema__seed2``: every grid names its runs so), for result folders copied without their ``config.yaml``; None
+    when neither says."""
+    if config.get("seed") is not None:
+        return config["seed"]
+    match = re.search(r"(?:^|_)seed(\d+)$", run_name)
+    return int(match.group(1)) if match else None
+
+
 def collect_runs(results_dir: str | Path) -> pd.DataFrame:
     """One row per run directory holding an eval.json (the test split): new-task score, validation score, the
-    prior benchmarks (one column each), their average and the run's config (seed, model, divergence, ...).
+    prior benchmarks (one column each), their average and the run's config (seed, model, divergence, ...; a run
+    without config.yaml has its seed from its folder's name, :func:`seed_of`, and no other config column).
     An eval.json that is not valid JSON raises :class:`eval.files.InvalidJSONFile` naming it."""
     from eval.files import read_json
 
@@ -103,7 +115,7 @@ def collect_runs(results_dir: str | Path) -> pd.DataFrame:
         val = primary_score(read_json(val_path).get("evaluations", {}).get(variant))[0] \
             if val_path.exists() else None
         row: dict[str, Any] = {
-            "task": task, "method": method, "run_id": run_dir.name, "seed": cfg.get("seed"),
+            "task": task, "method": method, "run_id": run_dir.name, "seed": seed_of(run_dir.name, cfg),
             "model": cfg.get("model"), "divergence": cfg.get("divergence") if _distils(method) else None,
             "teacher_template": cfg.get("teacher_template"),
             "teacher_context": cfg.get("teacher_context") if _distils(method) else None,

@@ -154,3 +154,15 @@ def test_pareto_takes_style_and_label_from_the_method_registry(toy_method):
     assert _style("toy_distil") == {"color": "#123456", "marker": "P", "label": "Toy distillation"}
     assert _style("base")["label"] == "Base"
     assert _style("not_a_method") == {"color": "black", "marker": "x", "label": "not_a_method"}
+
+
+def test_a_run_without_its_config_takes_its_seed_from_its_folder_name(tree):
+    for run_id in ("seed1", "seed2"):
+        (tree / "embedded_tool" / "toy_distil" / run_id / "config.yaml").unlink()
+    runs = R.collect_runs(tree).set_index("run_id")
+    assert runs.loc["seed1", "seed"] == 1 and runs.loc["seed2", "seed"] == 2 and runs.loc["lr0.1_seed0", "seed"] == 0
+    table = R.summarize_runs(runs.reset_index(), ["new_task"], ["toy_distil"])
+    assert table.iloc[0]["n_seeds"] == 3  # not one seed "None" standing for all three
+    assert R.seed_of("ema__seed12", {}) == 12 and R.seed_of("lr1e-4_seed3", {}) == 3
+    assert R.seed_of("seed3", {"seed": 5}) == 5  # the config decides when it is there
+    assert R.seed_of("myrun", {}) is None and R.seed_of("reseed1x", {}) is None
