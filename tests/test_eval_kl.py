@@ -74,6 +74,9 @@ def test_monte_carlo_estimate_converges():
     assert abs(vals.mean() - exact) < 4 * se + 1e-9
     s = summarize_kl(kls)
     assert s["kl_seq"] == pytest.approx(vals.mean()) and s["kl_per_token"] == pytest.approx(vals.mean() / T)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    lo, hi = scipy_stats.t.interval(0.95, len(vals) - 1, loc=vals.mean(), scale=scipy_stats.sem(vals))
+    assert (s["kl_seq_ci_low"], s["kl_seq_ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
 
 
 @pytest.fixture(scope="module")
