@@ -39,14 +39,14 @@ def plot_icl(results_dir: str | Path, out_base: str | Path | None = None) -> lis
             low, high = rows["ci_low"].mean(), rows["ci_high"].mean()
             acc_ax.bar(i, mean, yerr=[[max(mean - low, 0)], [max(high - mean, 0)]], capsize=4, color=COLORS[role],
                        alpha=0.85)
-            acc_ax.annotate(f"{mean:.1f}", (i, mean), ha="center", va="bottom", fontsize=8, xytext=(6, 2),
+            acc_ax.annotate(f"{mean:.1f}", (i, high), ha="center", va="bottom", fontsize=8, xytext=(0, 3),
                             textcoords="offset points")
             if len(rows) > 1:
                 acc_ax.scatter([i] * len(rows), rows["accuracy"], color="black", s=8, zorder=3)
             if role in paper:
                 acc_ax.scatter([i], [paper[role]], marker="_", s=600, color="black", zorder=4)
         acc_ax.set_xticks(range(len(roles)), [LABELS[r] for r in roles], fontsize=8)
-        acc_ax.set_ylim(0, 110)
+        acc_ax.set_ylim(0, 125)  # room for the legend above 100%
         acc_ax.set_ylabel("accuracy (%)")
         acc_ax.set_title(f"{task}: accuracy (Wilson 95% CI)", fontsize=9)
         acc_ax.grid(axis="y", alpha=0.3)
@@ -57,17 +57,22 @@ def plot_icl(results_dir: str | Path, out_base: str | Path | None = None) -> lis
         for i, role in enumerate(kl_roles):
             rows = sub[sub["role"] == role]
             seq, tok = rows["kl_seq"].mean(), rows["kl_per_token"].mean()
-            kl_ax.bar(i, seq, color=COLORS[role], alpha=0.85)
-            kl_ax.annotate(f"{seq:.3g} nats\n({tok:.3g} / token)", (i, seq), ha="center", va="bottom", fontsize=8,
-                           xytext=(0, 2), textcoords="offset points")
+            # the interval over samples, where the run recorded it (one seed: that run's; several: their mean)
+            low, high = (rows[c].mean() if c in rows else float("nan") for c in ("kl_seq_ci_low", "kl_seq_ci_high"))
+            bounded = pd.notna(low) and pd.notna(high)
+            kl_ax.bar(i, seq, color=COLORS[role], alpha=0.85, capsize=4,
+                      yerr=[[max(seq - low, 0)], [max(high - seq, 0)]] if bounded else None)
+            kl_ax.annotate(f"{seq:.3g} nats\n({tok:.3g} / token)", (i, high if bounded else seq), ha="center",
+                           va="bottom", fontsize=8, xytext=(0, 3), textcoords="offset points")
             if f"kl_{role}" in paper:
                 kl_ax.scatter([i], [paper[f"kl_{role}"]], marker="_", s=600, color="black", zorder=4)
         kl_ax.set_xticks(range(len(kl_roles)), [LABELS[r] for r in kl_roles], fontsize=8)
         kl_ax.set_ylabel("KL(π ‖ π_base), nats per sequence")
         kl_ax.set_title(f"{task}: distance to the base model", fontsize=9)
         kl_ax.grid(axis="y", alpha=0.3)
-        kl_ax.set_ylim(0, max([1e-9, *sub["kl_seq"].dropna(), *[v for k, v in paper.items() if k.startswith("kl")]])
-                       * 1.3)
+        kl_top = sub["kl_seq_ci_high"] if "kl_seq_ci_high" in sub else sub["kl_seq"]
+        kl_ax.set_ylim(0, max([1e-9, *sub["kl_seq"].dropna(), *kl_top.dropna(),
+                               *[v for k, v in paper.items() if k.startswith("kl")]]) * 1.3)
         if paper:
             kl_ax.scatter([], [], marker="_", s=200, color="black", label="paper (Qwen2.5-7B-Instruct, ToolAlpaca)")
             kl_ax.legend(fontsize=7, loc="upper left")
