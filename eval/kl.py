@@ -17,7 +17,6 @@ number of tokens. The end-of-turn token is included; positions after it are not.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch
@@ -66,13 +65,13 @@ def per_token_kl(model, base, model_prompts, base_prompts, completions, pad: int
 
 def summarize_kl(per_token: Sequence[torch.Tensor]) -> dict[str, float]:
     """``kl_seq`` (the mean over samples of the summed per-token terms) with its 95% t-interval over samples
-    (``kl_seq_ci_low`` / ``kl_seq_ci_high``; NaN for fewer than two samples), ``kl_per_token``, ``n_samples``,
-    ``mean_tokens``."""
+    (``kl_seq_ci_low`` / ``kl_seq_ci_high``; None for fewer than two samples, so that eval.json stays strict JSON),
+    ``kl_per_token``, ``n_samples``, ``mean_tokens``."""
     from eval.stats import mean_ci
 
     seq = [float(k.sum()) for k in per_token]
     n_tok = sum(len(k) for k in per_token)
-    ci = mean_ci(seq) if seq else {"ci_low": math.nan, "ci_high": math.nan}
+    ci = mean_ci(seq) if len(seq) > 1 else {"ci_low": None, "ci_high": None}
     return {"kl_seq": sum(seq) / max(len(seq), 1), "kl_seq_ci_low": ci["ci_low"], "kl_seq_ci_high": ci["ci_high"],
             "kl_per_token": sum(seq) / max(n_tok, 1), "n_samples": len(seq), "mean_tokens": n_tok / max(len(seq), 1)}
 
