@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from sdft.prompts import render
 from sdft.sequences import eos_token_ids, lengths_to_first_eos, pad_sequences
@@ -92,7 +93,10 @@ def _generate_hf(model, tokenizer, prompts, greedy, temperature, top_p, n, max_n
     torch.manual_seed(seed)
     was_training = model.training
     model.eval()
-    for start in range(0, len(order), batch_size):
+    what = "greedy" if greedy else f"sampling {n} per prompt"
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc=f"generate ({what}, {len(prompts)} prompts)", unit="batch",
+                      disable=len(starts) < 2, leave=False):
         batch = order[start:start + batch_size]
         input_ids, attention = pad_sequences([encoded[i] for i in batch], pad_id, side="left")
         width = input_ids.size(1)
