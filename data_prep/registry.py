@@ -39,6 +39,11 @@ class Task:
     """Rule-based scorer; ``None`` for tasks scored by the LLM judge."""
     judge: str | None = None
     """The judge prompt (one of ``JUDGE_KINDS``) for judge-scored tasks."""
+    format_check: Callable[[str], bool] | None = None
+    """Whether a response has the task's answer format, right or wrong (a tool call whose arguments parse; an
+    answer letter in its tags). The evaluation reports the share of such responses as ``format_rate``
+    beside the headline metric, so a model that learned the format but not the content shows it; ``None``: the
+    task has no format to check (free-text answers)."""
     local_judge: Callable[[], Any] | None = None
     """For a judge-scored task that can be judged without a model: a zero-argument factory of an object with the
     LLM judge's ``judge_records(records, responses, task=None, progress=None) -> eval.judge.JudgeResult`` and

@@ -15,7 +15,7 @@ from data_prep.real_tasks import load_real_task
 from data_prep.registry import TASKS, Task, get_task, register_task
 from data_prep.schema import EmptySplitError, SplitReport, validate_records
 from eval.fact_judge import FactJudge
-from eval.scorers import score_letter, score_short_answer, score_tool_call
+from eval.scorers import has_answer_letter, has_tool_call_format, score_letter, score_short_answer, score_tool_call
 
 SPLITS = ("train", "val", "test")
 
@@ -96,10 +96,10 @@ _SCIENCE_ANSWER_ONLY = {"mini": {"methods": {"sdft": {"max_completion_length": 1
 
 for _task in (
     # --- the paper's tasks ------------------------------------------------------------------------------
-    Task("science", load_real_task("science"), score=score_letter, metric="answer_letter_exact",
-         title="Science Q&A", split_rule=_FIXED),
-    Task("tooluse", load_real_task("tooluse"), score=score_tool_call, metric="tool_call_match",
-         title="Tool Use", split_rule=_FIXED),
+    Task("science", load_real_task("science"), score=score_letter, format_check=has_answer_letter,
+         metric="answer_letter_exact", title="Science Q&A", split_rule=_FIXED),
+    Task("tooluse", load_real_task("tooluse"), score=score_tool_call, format_check=has_tool_call_format,
+         metric="tool_call_match", title="Tool Use", split_rule=_FIXED),
     Task("medical", load_real_task("medical"), judge="medical", metric="judge_accuracy",
          title="Medical", split_rule=_FIXED),
     Task("medical_answer_only", load_real_task("medical_answer_only"), judge="medical", metric="judge_accuracy",
@@ -110,18 +110,19 @@ for _task in (
          title="Knowledge acquisition (indirect questions)", split_rule=_FIXED, preset_values=_KNOWLEDGE_PAPER),
     # --- embedded stand-ins ---------------------------------------------------------------------------------
     Task("embedded_tool", _embedded_split(embedded.tool_calls, _EMBEDDED_SIZES),
-         score=score_tool_call, metric="tool_call_match", title="Embedded tool calls", paper_task="tooluse",
-         split_rule=_GENERATED, preset_values=_TOOL_MINI),
+         score=score_tool_call, format_check=has_tool_call_format, metric="tool_call_match",
+         title="Embedded tool calls", paper_task="tooluse", split_rule=_GENERATED, preset_values=_TOOL_MINI),
     Task("embedded_science", _embedded_split(embedded.science_mcq, _EMBEDDED_SIZES),
-         score=score_letter, metric="answer_letter_exact", title="Embedded science MCQ", paper_task="science",
-         split_rule=_GENERATED, preset_values=_SCIENCE_MINI),
+         score=score_letter, format_check=has_answer_letter, metric="answer_letter_exact",
+         title="Embedded science MCQ", paper_task="science", split_rule=_GENERATED, preset_values=_SCIENCE_MINI),
     Task("embedded_medical", _embedded_split(embedded.medical_qa, _EMBEDDED_SIZES),
          score=score_short_answer, metric="normalized_containment", title="Embedded medical QA",
          paper_task="medical", split_rule=_GENERATED),
     Task("embedded_science_answer_only",
          _answer_only(_embedded_split(embedded.science_mcq, _EMBEDDED_SIZES), "embedded_science_answer_only",
                       _science_answer),
-         score=score_letter, metric="answer_letter_exact", title="Embedded science MCQ, answer-only demonstrations",
+         score=score_letter, format_check=has_answer_letter, metric="answer_letter_exact",
+         title="Embedded science MCQ, answer-only demonstrations",
          paper_task="medical_answer_only", split_rule=_GENERATED + " (embedded_science's, demonstrations cut to "
          "the answer tag)", preset_values=_SCIENCE_ANSWER_ONLY),
     # the knowledge judge's labels offline (eval.fact_judge); --judge-model names an LLM judge instead

@@ -118,6 +118,13 @@ def _canonical(value: Any) -> str:
     return json.dumps(_normalize_numbers(value), sort_keys=True, ensure_ascii=False)
 
 
+def has_tool_call_format(response: str) -> bool:
+    """Whether the response is a well-formed call, whatever its content: at least one ``Action:`` line, and every
+    call's ``Action Input`` valid JSON (what :func:`score_tool_call` needs before it compares anything)."""
+    calls = parse_tool_calls(response)
+    return bool(calls) and all(c["valid"] for c in calls)
+
+
 def score_tool_call(response: str, reference: Any, ordered: bool = False) -> float:
     """1.0 when the response's calls equal the golden calls (see module doc), else 0.0."""
     golden = normalize_golden_calls(reference)
@@ -155,6 +162,11 @@ def extract_answer_letter(response: str, letters: str = "ABCD") -> str | None:
         return None
     letter = m.group(1).upper()
     return letter if letter in letters else None
+
+
+def has_answer_letter(response: str) -> bool:
+    """Whether an answer letter can be read from the response (:func:`extract_answer_letter`), right or wrong."""
+    return extract_answer_letter(response) is not None
 
 
 def score_letter(response: str, reference: Any) -> float:

@@ -26,11 +26,16 @@ def test_evaluate_returns_the_eval_json_and_writes_it(tmp_path):
     assert st["settings"]["split"] == "test" and st["settings"]["predictions"] == "predictions_student.jsonl"
     assert st["settings"]["decoding"]["max_new_tokens"] == 6 and st["settings"]["n_requested"] == 3
     metrics = [s["metric"] for s in st["scores"]]
-    assert metrics == ["tool_call_match", "mean_generated_tokens"]
-    assert {s["source"] for s in result["scores"]} == {"embedded_tool/student"} and len(result["scores"]) == 2
+    assert metrics == ["tool_call_match", "format_rate", "mean_generated_tokens"]
+    assert {s["source"] for s in result["scores"]} == {"embedded_tool/student"} and len(result["scores"]) == 3
     assert json.loads((out / "eval.json").read_text()) == _on_disk(result)
-    preds = (out / "predictions_student.jsonl").read_text().splitlines()
+    preds = [json.loads(line) for line in (out / "predictions_student.jsonl").read_text().splitlines()]
     assert len(preds) == 3
+    # the format rate is the share of answers the tool-call parser accepts, recorded per answer
+    from eval.scorers import has_tool_call_format
+
+    assert [p["format_ok"] for p in preds] == [has_tool_call_format(p["response"]) for p in preds]
+    assert st["scores"][1]["value"] == pytest.approx(100 * sum(p["format_ok"] for p in preds) / 3)
 
     # another variant into the same directory keeps the first; a loaded model + tokenizer, without output_dir,
     # writes nothing and scores the same (greedy decoding)

@@ -140,3 +140,41 @@ def test_short_answer():
     assert score_short_answer("the answer is 12", "120") == 0.0
     assert score_short_answer("anything", ["nope", "anything"]) == 1.0
     assert score_short_answer("", "") == 0.0
+
+
+def test_format_checks_accept_the_format_whatever_the_content():
+    from eval.scorers import has_answer_letter, has_tool_call_format
+
+    call = 'Action: get_weather\nAction Input: {"city": "Paris"}'
+    assert has_tool_call_format(call) and score_tool_call(call, [{"name": "get_weather", "arguments": {"city": "Rome"}}]) == 0
+    assert not has_tool_call_format('Action: get_weather\nAction Input: {city: "Paris"}')  # unquoted key: no JSON
+    assert not has_tool_call_format("Action: get_weather")  # no input
+    assert not has_tool_call_format(call + '\nAction: translate\nAction Input: {"text": ')  # one call broken
+    assert not has_tool_call_format("I'm ready to assist. What's your next question?")
+    assert has_answer_letter("The symbol of lead is Pb. <answer>D</answer>")
+    assert has_answer_letter("<answer>(c")  # cut at the stop token
+    assert not has_answer_letter("C. calcium")  # a bare letter: the scorer reads only the tag
+    assert not has_answer_letter("<answer>E</answer>")
+
+
+@pytest.mark.parametrize("task", ["embedded_tool", "embedded_science"])
+def test_the_format_check_is_necessary_for_a_correct_answer(task):
+    """Over every test record's demonstration and variants of it (cut short, keys unquoted, string values
+    changed, tags dropped, letters changed), a response the scorer counts correct always passes the format check, and each demonstration passes."""
+    from data_prep.registry import get_task
+    from data_prep.tasks import load_task
+
+    spec = get_task(task)
+    seen_correct = seen_formatted_wrong = 0
+    for r in load_task(task, "test", seed=0):
+        demo = r["demonstration"]
+        assert spec.format_check(demo), demo
+        variants = [demo, demo[: len(demo) // 2], demo.replace('"', ""), demo.replace("<answer>", ""),
+                    demo.replace("</answer>", ""), demo.replace('": "', '": "x'),
+                    *(demo.replace(f">{r['reference']}<", f">{x}<") for x in "ABCD")]
+        for response in variants:
+            correct = spec.score(response, r["reference"]) == 1.0
+            assert not correct or spec.format_check(response), response
+            seen_correct += correct
+            seen_formatted_wrong += spec.format_check(response) and not correct
+    assert seen_correct > 0 and seen_formatted_wrong > 0  # both kinds occur, so the implication was tested
