@@ -86,13 +86,15 @@ def collect(out: Path, reuse: dict[float, Path], steps: int, seed: int) -> pd.Da
     return table[cols].sort_values(["task", "method", "learning_rate"]).reset_index(drop=True)
 
 
-def select(table: pd.DataFrame, preset_lr: dict[str, float]) -> pd.DataFrame:
-    """The selected learning rate per (task, method): the highest value; a tie goes to the method's preset value
-    (``preset_lr[method]``), else to the smaller rate."""
+def select(table: pd.DataFrame, preset_lr: dict[tuple[str, str], float]) -> pd.DataFrame:
+    """The selected learning rate per (task, method): the highest value; a tie goes to the preset's value for that
+    task and method (``preset_lr[(task, method)]``: a task may set its own rate inside a preset), else to the
+    smaller rate."""
     rows = []
     for (task, method), group in table.groupby(["task", "method"], sort=True):
         best = set(group.loc[group["value"] == group["value"].max(), "learning_rate"])
-        pick = preset_lr.get(method) if preset_lr.get(method) in best else min(best)
+        preset = preset_lr.get((task, method))
+        pick = preset if preset in best else min(best)
         rows.append({"task": task, "method": method, "selected_lr": float(pick)})
     return pd.DataFrame(rows)
 
@@ -154,10 +156,11 @@ def main(argv: list[str] | None = None) -> Path:
                     run_point(args.preset, task, method, lr, args.steps, args.seed, args.split, args.output,
                               args.overrides)
     table = collect(args.output, reuse, args.steps, args.seed)
-    preset_lr = {m: build_config(args.preset, m).learning_rate for m in sorted(set(table["method"]))}
+    preset_lr = {(t, m): build_config(args.preset, m, overrides={"task": t}).learning_rate
+                 for t, m in sorted(set(zip(table["task"], table["method"])))}
     chosen = select(table, preset_lr)
     table.to_csv(args.output / "sweep.csv", index=False)
-    rates = ", ".join(f"{m} {lr:g}" for m, lr in preset_lr.items())
+    rates = ", ".join(f"{t}/{m} {lr:g}" for (t, m), lr in preset_lr.items())
     title = (f"Learning-rate sweep: {args.preset} preset, {args.steps} steps, {args.split} split, seed {args.seed} "
              f"(the preset's rates: {rates})")
     write_text_atomic(args.output / "sweep.md", to_markdown(table, chosen, title))
@@ -165,7 +168,7 @@ def main(argv: list[str] | None = None) -> Path:
             f"manifest_{args.methods.replace(',', '+')}_{args.tasks.replace(',', '+')}_lr{args.learning_rates}.json")
     write_json_atomic(args.output / name, {
         "command": "python -m experiments.lr_sweep " + " ".join(sys.argv[1:] if argv is None else argv),
-        "wall_clock_s": round(time.time() - started, 1), "preset_learning_rates": preset_lr,
+        "wall_clock_s": round(time.time() - started, 1), "preset_learning_rates": {f"{t}/{m}": lr for (t, m), lr in preset_lr.items()},
         "selected": chosen.to_dict(orient="records")})
     print(f"wrote {args.output / 'sweep.md'}")
     return args.output

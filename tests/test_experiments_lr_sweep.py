@@ -32,9 +32,14 @@ def test_collect_keeps_the_last_step_of_each_run_and_adds_the_reused_rate(tmp_pa
     got = {(r.method, r.learning_rate): r.value for r in table.itertuples()}
     assert got == {("sdft", 5e-5): 20.0, ("sdft", 1e-4): 34.0, ("sdft", 2e-4): 40.0,
                    ("sft", 5e-5): 90.0, ("sft", 1e-4): 100.0, ("sft", 2e-4): 100.0}
-    chosen = {r.method: r.selected_lr for r in select(table, {"sdft": 1e-4, "sft": 1e-4}).itertuples()}
+    preset = {("embedded_tool", "sdft"): 1e-4, ("embedded_tool", "sft"): 1e-4}
+    chosen = {r.method: r.selected_lr for r in select(table, preset).itertuples()}
     assert chosen == {"sdft": 2e-4, "sft": 1e-4}  # sft: a tie between 1e-4 and 2e-4 goes to the preset's rate
-    chosen = {r.method: r.selected_lr for r in select(table, {"sdft": 1e-4, "sft": 5e-5}).itertuples()}
+    preset[("embedded_tool", "sft")] = 2e-4  # the task's own rate in the preset (data_prep.tasks' preset values)
+    assert {r.method: r.selected_lr for r in select(table, preset).itertuples()}["sft"] == 2e-4
+    preset[("embedded_science", "sft")] = preset.pop(("embedded_tool", "sft"))  # another task's rate: not this one's
+    assert {r.method: r.selected_lr for r in select(table, preset).itertuples()}["sft"] == 1e-4
+    chosen = {r.method: r.selected_lr for r in select(table, {("embedded_tool", "sdft"): 1e-4, ("embedded_tool", "sft"): 5e-5}).itertuples()}
     assert chosen["sft"] == 1e-4  # a tie without the preset's rate goes to the smaller one
 
     with pytest.raises(SystemExit, match="ends at step 32, not 64"):
@@ -52,5 +57,5 @@ def test_aggregate_only_writes_the_table_with_the_selection_in_bold(tmp_path):
     main(["--aggregate-only", "--output", str(out), "--methods", "sdft", "--steps", "32"])
     text = (out / "sweep.md").read_text()
     assert "| embedded_science | sdft | acc | 10.0 [1.0, 40.0] (50) | **30.0 [1.0, 40.0] (50)** | 0.0002 |" in text
-    assert "sdft 0.0001" in text  # the mini preset's rate, named in the title
+    assert "embedded_science/sdft 0.0001" in text  # the mini preset's rate for that task, named in the title
     assert len(pd.read_csv(out / "sweep.csv")) == 2
