@@ -112,10 +112,11 @@ def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, varia
     out_scores.append({"metric": "mean_generated_tokens", "value": gens.mean_tokens(), "unit": "tokens", "n": n,
                        "n_truncated": sum(not f[0] for f in gens.finished)})
     predictions = []
-    for i, (r, resp, s, e, c, f) in enumerate(zip(records, responses, scores, extras, gens.n_tokens, gens.finished)):
+    for r, resp, s, e, c, f in zip(records, responses, scores, extras, gens.n_tokens, gens.finished):
         predictions.append({"id": r["id"], "response": resp, "reference": r["reference"], "score": s,
-                            "n_tokens": c[0], "finished": f[0], **e,
-                            **({"format_ok": formatted[i]} if formatted is not None else {})})
+                            "n_tokens": c[0], "finished": f[0], **e})
+    for p, ok in zip(predictions, formatted or []):
+        p["format_ok"] = ok
     settings: dict[str, Any] = {"task": task, "variant": variant, "template": template if variant == "teacher" else None,
                                 "decoding": gens.settings, "judge": getattr(judge, "settings", lambda: None)()
                                 if judge is not None else None}

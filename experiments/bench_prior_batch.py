@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     import pandas as pd
     import torch
 
-    from eval.prior import SUITES, evaluate_prior
+    from eval.prior import evaluate_prior, select_benchmarks
     from sdft.models import load_model_and_tokenizer
 
-    names = [k for k, v in SUITES["embedded"].items() if not v.extra and not v.unsafe]
+    names = list(select_benchmarks("embedded")[0])  # the averaged suite, as Table 5 runs it (no extras, no code)
     rows = []
     t_start = time.time()
     for model_name in args.models:
