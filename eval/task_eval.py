@@ -11,6 +11,7 @@ from eval.generation import Generations, generate
 from eval.passk import pass_at_k_curve
 from eval.rag import rag_messages
 from eval.scorers import get_scorer, needs_judge
+from sdft.health import answer_collapse
 from sdft.prompts import student_messages, teacher_messages
 
 
@@ -80,7 +81,9 @@ def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, varia
     """Greedy accuracy (and optionally pass@k with ``passk`` samples per prompt) of ``model`` on ``records``.
 
     ``model``: a loaded causal LM, or a path/id (vLLM backend). Returns a dict with ``scores`` (each
-    ``{"metric", "value", "unit", "n", ...}``), ``settings`` and per-example ``predictions``.
+    ``{"metric", "value", "unit", "n", ...}``), ``settings``, ``answers`` (how alike the greedy answers are:
+    ``sdft.health.answer_collapse``; ``collapsed`` when one answer covers half the items) and per-example
+    ``predictions``.
     Values of accuracies and pass@k are percentages.
     """
     records = list(records)
@@ -136,7 +139,7 @@ def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, varia
             p["samples"] = texts
         settings["passk_decoding"] = sg.settings
     return {"task": task, "variant": variant, "n": n, "scores": out_scores, "settings": settings,
-            "predictions": predictions}
+            "answers": answer_collapse(responses), "predictions": predictions}
 
 
 def write_predictions(path, predictions: Sequence[dict]) -> None:

@@ -39,24 +39,32 @@ def evaluate_run(spec: RunSpec, cfg, model: str, with_validation: bool = False,
     ``also_tasks``: ``{folder: task}``, other test sets of the same model, each written to
     ``<run_dir>/<folder>/eval.json`` before the run's own ``eval.json`` (which marks the run done), e.g. the paper
     preset's indirect knowledge questions, a task of their own (``{"ood": "knowledge_ood"}``).
+    Under the checkpoint protocol (a run with ``selection.json``, ``sdft.selection``) everything above is of the
+    checkpoint with the best validation score; the final model's test split goes to ``<run_dir>/final/eval.json``
+    and both are summed up in ``eval.json``'s ``checkpoint`` block.
     """
     from eval import evaluate
     from eval.run import options_from_argv
     from sdft.registry import get_method
 
     run_dir = Path(spec.run_dir)
+    selection = reported_checkpoint(run_dir, model) if trains(spec.method) else None
+    if selection is not None:
+        model = selection["model"]
     suite = prior_suite_for(spec.preset) if prior else "none"
     common = {"task": spec.task, "preset": spec.preset, "seed": spec.seed,
               "variant": get_method(spec.method).eval_variant,
               "template": getattr(cfg, "teacher_template", None), "data_dir": getattr(cfg, "data_dir", None)}
     extra = options_from_argv(list(extra_args or []))
 
-    def run(split: str, output_dir: Path, prior_suite: str) -> dict:
-        return evaluate(model, **{**common, "split": split, "output_dir": output_dir, "prior_suite": prior_suite,
-                                  **extra})
+    def run(split: str, output_dir: Path, prior_suite: str, which: str | None = None) -> dict:
+        return evaluate(which or model, **{**common, "split": split, "output_dir": output_dir,
+                                           "prior_suite": prior_suite, **extra})
 
     if with_validation:
         run("val", run_dir / "val", "none")
+    if selection is not None and selection["final_model"] is not None:  # the final model's test score, beside
+        run("test", run_dir / FINAL_DIR, "none", selection["final_model"])
     for folder, other in (also_tasks or {}).items():
         evaluate(model, **{**common, "task": other, "split": "test", "output_dir": run_dir / folder,
                            "prior_suite": "none", **extra})
@@ -78,7 +86,52 @@ def evaluate_run(spec: RunSpec, cfg, model: str, with_validation: bool = False,
             partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")  # runs in parallel read whole files
             shutil.copyfile(run_dir / "eval.json", partial)
             os.replace(partial, cache)
+    if selection is not None:
+        _write_checkpoint_block(run_dir, selection)
     return run_dir / "eval.json"
+
+
+FINAL_DIR = "final"  # <run_dir>/final/eval.json: the final model's test split, when another checkpoint is reported
+
+
+def reported_checkpoint(run_dir: Path, final_model: str) -> dict | None:
+    """Under the checkpoint protocol (``sdft.selection``; a run with ``selection.json``): the model to report --
+    ``best_model/`` when the chosen step is not the last, else the final model -- and the final model to evaluate
+    beside it (None when it is the reported one). None for a run without the protocol."""
+    from sdft.selection import read_selection
+
+    selection = read_selection(run_dir)
+    if selection is None:
+        return None
+    chosen_is_final = selection["chosen_step"] == selection["final_step"]
+    best = run_dir / selection.get("model_dir", "best_model")
+    if not chosen_is_final and not best.is_dir():
+        raise RuntimeError(f"{run_dir / 'selection.json'}: chose step {selection['chosen_step']} but {best} is missing")
+    return {**selection, "model": final_model if chosen_is_final else str(best),
+            "final_model": None if chosen_is_final else final_model}
+
+
+def _write_checkpoint_block(run_dir: Path, selection: dict) -> None:
+    """Add the protocol's facts to ``<run_dir>/eval.json``: chosen and final step, their validation scores, and the
+    final model's test scores (``experiments.reporting`` reads ``selection.json`` where a run lacks them)."""
+    from eval.evaluation import _read_existing, write_eval_json
+
+    path = run_dir / "eval.json"
+    result = _read_existing(path)
+    final_eval = run_dir / FINAL_DIR / "eval.json"
+    final_scores = None
+    if selection["final_model"] is not None:
+        from eval.files import read_json
+
+        final_scores = {v: {"scores": e["scores"], "answers": e.get("answers")}
+                        for v, e in read_json(final_eval).get("evaluations", {}).items()}
+    result["checkpoint"] = {
+        "selection": "best_val", "criterion": selection.get("criterion"), "chosen_step": selection["chosen_step"],
+        "chosen_val": selection.get("chosen_val"), "final_step": selection["final_step"],
+        "final_val": selection.get("final_val"), "steps": selection.get("steps"),
+        "final_test": final_scores if final_scores is not None else "same as the reported checkpoint",
+    }
+    write_eval_json(path, result)
 
 
 def _merge_prior(eval_path: Path, result: dict, cached: dict, suite: str) -> None:

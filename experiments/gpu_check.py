@@ -252,8 +252,8 @@ def train_one(method: str, cfg, run_dir: Path) -> dict:
     facts: dict = {}
     original = sdft.training.run_callbacks
 
-    def with_timer(run_dir_, stage=None):
-        return [*original(run_dir_, stage=stage), step_timer(method, steps, facts)]
+    def with_timer(run_dir_, stage=None, cfg=None, select=True):
+        return [*original(run_dir_, stage=stage, cfg=cfg, select=select), step_timer(method, steps, facts)]
 
     reset_peak_memory()
     t0 = time.perf_counter()

@@ -56,6 +56,20 @@ class ScriptArguments:
     keep_checkpoints: bool = field(
         default=False, metadata={"help": "keep <output_dir>/checkpoints after the run completes (default: delete "
                                          "them once model/ is written; they hold the optimizer and the teacher)"})
+    checkpoint_selection: Literal["best_val", "final"] = field(
+        default="best_val",
+        metadata={"help": "best_val (the paper's protocol, Appendix B.1): evaluate the validation split every "
+                  "selection_steps steps during training, keep the best model in <output_dir>/best_model and report "
+                  "its test result, the final model's beside it (sdft.selection); final: report the final model"})
+    selection_steps: int | None = field(
+        default=None, metadata={"help": "optimizer steps between the validation evaluations of best_val (and at "
+                                        "the last step); default: save_steps"})
+    selection_records: int | None = field(
+        default=None, metadata={"help": "validation records per evaluation of best_val (default: the whole split)"})
+    stop_on_collapse: bool = field(
+        default=False, metadata={"help": "stop training when the collapse rule fires (sdft.health: rollouts that "
+                                         "all open alike with a collapsed entropy, or one greedy answer to half the "
+                                         "validation items); the rule always warns and writes health.json"})
 
 
 @dataclass

@@ -457,6 +457,8 @@ def self_distillation_loss(
     chunk_size: int | None = None,
     return_divergence: bool = False,
     topk: int = 0,
+    clip: float | None = None,
+    clip_mode: str = "zero_grad",
 ):
     """Scalar surrogate whose gradient w.r.t. ``student_logits`` is the chosen estimator (module docstring).
 
@@ -475,6 +477,8 @@ def self_distillation_loss(
             it need not be computed a second time).
         topk: ``K > 0``: the top-K forward KL (module docstring), the teacher's top-K selected once from
             ``teacher_logits`` (which may also be given as a ``TeacherTopK``); ``analytic`` and ``rao_blackwell``.
+        clip, clip_mode: cap each token's divergence at ``clip`` (``clip_token_divergence``; the returned
+            divergence is the unclipped one).
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
@@ -487,14 +491,43 @@ def self_distillation_loss(
         raise ValueError("the token-level estimator is defined for the reverse KL only (divergence='reverse')")
     need_div = estimator != "token" or return_divergence
     div, s_tok, t_tok = token_terms(student_logits, teacher_logits, completion_ids, alpha, chunk_size, need_div, topk)
-    loss = loss_from_terms(div, s_tok, t_tok, completion_mask, estimator, skip_first, is_weights, reduction)
+    loss = loss_from_terms(div, s_tok, t_tok, completion_mask, estimator, skip_first, is_weights, reduction, clip,
+                           clip_mode)
     return (loss, div.detach()) if return_divergence else loss
+
+
+CLIP_MODES = ("zero_grad", "rescale")
+
+
+def clip_token_divergence(div: torch.Tensor, clip: float | None, mode: str = "zero_grad") -> torch.Tensor:
+    r"""The per-token divergence ``[B, T]`` with every value above ``clip`` capped at ``clip`` (None: unchanged).
+
+    ``zero_grad`` -- the authors' fork (mkandrus/Self-Distillation, ``token_kl_clip``:
+    ``per_token_loss.clamp(max=c)`` before the reduction; the OPSD author's fix is a clip of the per-token forward
+    KL at 0.05, of the same form): :math:`\min(D_t, c)`, so a clipped token contributes the constant :math:`c` and no
+    gradient at all. ``rescale`` -- ours: :math:`D_t \cdot \min(1, c / \mathrm{sg}[D_t])`, the same value, but a
+    clipped token keeps the direction of its gradient, scaled by :math:`c / D_t` (its gradient's norm is that of a
+    token whose divergence the clip allows). Tokens at or below ``clip`` are untouched in both.
+    """
+    if clip is None:
+        return div
+    if mode == "zero_grad":
+        return div.clamp(max=clip)
+    if mode == "rescale":
+        return div * (clip / div.detach().clamp(min=clip))
+    raise ValueError(f"clip mode must be one of {CLIP_MODES}, got {mode!r}")
 
 
 def loss_from_terms(div: torch.Tensor, s_tok: torch.Tensor, t_tok: torch.Tensor, completion_mask: torch.Tensor,
                     estimator: str = "analytic", skip_first: int = 0, is_weights: torch.Tensor | None = None,
-                    reduction: str = "sequence_mean") -> torch.Tensor:
-    """The estimator's surrogate from the per-token terms of ``token_terms`` / ``head_token_terms``."""
+                    reduction: str = "sequence_mean", clip: float | None = None,
+                    clip_mode: str = "zero_grad") -> torch.Tensor:
+    """The estimator's surrogate from the per-token terms of ``token_terms`` / ``head_token_terms``; ``clip`` caps
+    each token's divergence (``clip_token_divergence``; analytic and rao_blackwell: the token estimator has no
+    divergence term)."""
+    if clip is not None and estimator == "token":
+        raise ValueError("a per-token divergence clip needs the analytic or rao_blackwell estimator")
+    div = clip_token_divergence(div, clip, clip_mode)
     mask = loss_mask_for(completion_mask, skip_first).to(s_tok.dtype)
     valid = completion_mask.to(s_tok.dtype)
     weights = mask if is_weights is None else mask * is_weights.detach().to(s_tok.dtype)

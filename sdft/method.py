@@ -36,15 +36,17 @@ def build_sdft_trainer(cfg, records, run_dir, model=None, tokenizer=None, callba
         args=args,
         train_dataset=sdft_dataset(records, args.teacher_context),
         processing_class=tokenizer,
-        callbacks=(callbacks if callbacks is not None else run_callbacks(run_dir)),
+        callbacks=(callbacks if callbacks is not None else run_callbacks(run_dir, cfg=cfg)),
     )
 
 
 def train_sdft(cfg, records, run_dir, resume_from_checkpoint=None):
     """SDFT (Algorithm 1): on-policy rollouts, demonstration-conditioned EMA teacher, per-token divergence."""
+    from data_prep.registry import get_task
     from sdft.training import final_train_metrics
 
     trainer = build_sdft_trainer(cfg, records, run_dir)
+    trainer.rollout_format_check = get_task(cfg.task).format_check  # health/format_rate of the rollouts
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     return trainer, final_train_metrics(trainer)
 

@@ -57,6 +57,7 @@ with warnings.catch_warnings():
 from trl.trainer.utils import selective_log_softmax
 
 from sdft.checkpoints import CompleteCheckpoints
+from sdft.health import divergence_summary, format_rate, head_entropy, masked_mean, rollout_health, token_entropy
 from sdft.losses import (ESTIMATORS, head_token_terms, loss_from_terms, loss_mask_for, per_token_divergence,
                          sequence_importance_weights, token_terms, truncated_importance_weights)
 from sdft.sequences import pad_sequences
@@ -145,6 +146,24 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
                   "tinker-cookbook's SDFT recipe uses the teacher's top 20 (renormalized, without a tail bucket)."},
     )
 
+    token_kl_clip: float | None = field(
+        default=None,
+        metadata={"help": "cap on each token's divergence in the loss (None: no cap). The authors' fork "
+                  "(mkandrus/Self-Distillation, token_kl_clip) clamps it at c, so tokens above c carry no gradient "
+                  "(token_kl_clip_mode=zero_grad); the OPSD author's fix is the same clip of the per-token forward "
+                  "KL at 0.05. Motivation (the fork): template and style tokens can have 6-15x the KL of content "
+                  "tokens. analytic and rao_blackwell estimators (sdft.losses.clip_token_divergence)"})
+    token_kl_clip_mode: Literal["zero_grad", "rescale"] = field(
+        default="zero_grad",
+        metadata={"help": "zero_grad (the fork's clamp: a clipped token contributes the constant c, no gradient) "
+                  "or rescale (ours: the same value, the token's gradient kept in direction and scaled by "
+                  "c / D_t)"})
+    log_health: bool = field(
+        default=True,
+        metadata={"help": "log the training-health metrics of every step into metrics.jsonl (health/*: rollout "
+                  "length, truncation, EOS, diversity, format rate, student and teacher entropy, divergence mean "
+                  "and max; sdft.health). Costs one no-grad entropy pass over the student's output head"})
+
     def __post_init__(self):
         from sdft.losses import divergence_alpha
         from sdft.prompts import get_template, to_trl_template
@@ -167,6 +186,11 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
             raise ValueError("the token-level estimator is defined for the reverse KL only (set divergence=reverse)")
         if not 0.0 < self.teacher_update_rate <= 1.0:
             raise ValueError(f"teacher_update_rate must lie in (0, 1], got {self.teacher_update_rate}")
+        if self.token_kl_clip is not None and not self.token_kl_clip > 0:
+            raise ValueError(f"token_kl_clip must be > 0 (or None: no clip), got {self.token_kl_clip!r}")
+        if self.token_kl_clip is not None and self.estimator == "token":
+            raise ValueError("token_kl_clip needs estimator analytic or rao_blackwell (the token estimator has no "
+                             "per-token divergence term)")
         if self.num_loss_tokens_to_skip < 0:
             raise ValueError("num_loss_tokens_to_skip must be >= 0")
         if self.importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
@@ -312,7 +336,55 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
             logps, _ = pad_sequences(self._sampler_logps, 0.0, side="right", dtype=torch.float32)
             batch["sampler_per_token_logps"] = logps[:, : batch["completion_ids"].size(1)].to(
                 batch["completion_ids"].device)
+        if self.args.log_health:
+            self._log_rollout_health(batch)
         return batch
+
+    # ---------------------------------------------------------------- training health (sdft.health)
+    rollout_format_check = None  # the task's Task.format_check, set by sdft.method: logs health/format_rate
+
+    def _log_rollout_health(self, batch) -> None:
+        completions = self._get_completion_ids_list(batch)
+        mode = "train" if self.model.training else "eval"
+        values = rollout_health(completions, self.eos_token_ids, self.args.max_completion_length)
+        if self.rollout_format_check is not None:
+            texts = self._tokenizer.batch_decode(completions, skip_special_tokens=True)
+            values["format_rate"] = format_rate(texts, self.rollout_format_check)
+        for key, value in values.items():
+            self._metrics[mode][f"health/{key}"].append(value)
+
+    def _log_token_health(self, student, teacher_logits, div, loss_mask, clipped) -> None:
+        """Per rollout: the student's and the teacher's mean entropy and the divergence's mean and max over its
+        loss tokens (each appended once per rollout: the logged value is a mean over rollouts; ``_max`` keys a max)."""
+        mode = "train" if self.model.training else "eval"
+        chunk = self.args.loss_chunk_size or None
+        if isinstance(student, StudentHead):
+            s_ent = head_entropy(student.hidden.detach(), student.head.weight, student.head.bias, self.temperature,
+                                 chunk)
+        else:
+            s_ent = token_entropy(student.detach(), chunk)
+        t_ent = token_entropy(teacher_logits, chunk) if torch.is_tensor(teacher_logits) else None
+        for b in range(div.size(0)):
+            summary = divergence_summary(div[b], loss_mask[b])
+            if summary is None:
+                continue
+            self._metrics[mode]["health/divergence_mean"].append(summary["divergence_mean"])
+            self._metrics[mode]["health/divergence_max"].append(summary["divergence_max"])
+            self._metrics[mode]["health/student_entropy"].append(masked_mean(s_ent[b], loss_mask[b]))
+            if t_ent is not None:
+                self._metrics[mode]["health/teacher_entropy"].append(masked_mean(t_ent[b], loss_mask[b]))
+            if clipped is not None:
+                self._metrics[mode]["health/clipped_share"].append(masked_mean(clipped[b].float(), loss_mask[b]))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """TRL's, except that the ``_max`` metrics of a logging window are reduced by max (TRL averages all)."""
+        mode = "train" if self.model.training else "eval"
+        maxima = {k: max(v) for k, v in self._metrics[mode].items() if v and k.endswith("_max")}
+        for k in maxima:
+            self._metrics[mode][k].clear()
+        if mode == "eval":
+            maxima = {f"eval_{k}": v for k, v in maxima.items()}
+        super().log({**logs, **maxima}, start_time)
 
     # ---------------------------------------------------------------- loss
     def _compute_teacher_student_logits(self, model, teacher_model, inputs):
@@ -362,10 +434,15 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
             sampled_logps = selective_log_softmax(student, ids) if self._reweighted(inputs) else None
         is_weights = None if sampled_logps is None else self._importance_weights(inputs, sampled_logps.detach())
         loss = loss_from_terms(div, s_tok, t_tok, inputs["completion_mask"], args.estimator,
-                               self.num_loss_tokens_to_skip, is_weights, "sequence_mean")
+                               self.num_loss_tokens_to_skip, is_weights, "sequence_mean", args.token_kl_clip,
+                               args.token_kl_clip_mode)
         if not args.lean_logits:  # TRL's way: a second full-vocabulary pass for the logged value
             with torch.no_grad():
                 div = per_token_divergence(student.detach(), teacher_logits, args.distillation_alpha, topk)
+        if args.log_health and div is not None:
+            mask = loss_mask_for(inputs["completion_mask"], self.num_loss_tokens_to_skip)
+            clipped = None if args.token_kl_clip is None else div.detach() > args.token_kl_clip
+            self._log_token_health(student, teacher_logits, div.detach(), mask, clipped)
         return loss, div.detach()
 
     def _reweighted(self, inputs) -> bool:

@@ -28,8 +28,38 @@ def load_student(cfg, model_name: str | None = None):
     return model, tokenizer
 
 
-def run_callbacks(run_dir: str | Path, stage: str | None = None) -> list:
-    return [JsonlMetricsCallback(Path(run_dir) / "metrics.jsonl", stage=stage)]
+def run_callbacks(run_dir: str | Path, stage: str | None = None, cfg=None, select: bool = True) -> list:
+    """The callbacks of a run's trainer: ``metrics.jsonl``; with the run's ``cfg``, the collapse watch
+    (``sdft.health``) and, with ``checkpoint_selection=best_val`` and ``select``, the validation evaluations of the
+    checkpoint protocol (``sdft.selection``; ``select=False`` for a stage whose model is not the run's result)."""
+    callbacks = [JsonlMetricsCallback(Path(run_dir) / "metrics.jsonl", stage=stage)]
+    if cfg is None:
+        return callbacks
+    from sdft.health import CollapseWatch
+
+    watch = CollapseWatch(run_dir, stop=cfg.stop_on_collapse, stage=stage)
+    callbacks.append(watch)
+    if select and cfg.checkpoint_selection == "best_val":
+        callbacks.append(selection_callback(cfg, run_dir, stage, on_probe=watch.observe_probe))
+    return callbacks
+
+
+def selection_callback(cfg, run_dir: str | Path, stage: str | None = None, on_probe=None):
+    """``sdft.selection.BestValidationCheckpoint`` for a run: the task's validation split (``selection_records`` of
+    it; default the preset's evaluation size, all of it on ``mini`` and ``paper``), prompted as the method is evaluated, at the preset's evaluation length, every ``selection_steps`` steps
+    (default ``save_steps``)."""
+    from data_prep.tasks import load_task
+    from eval.evaluation import PRESET_EVAL
+    from sdft.registry import get_method
+    from sdft.selection import BestValidationCheckpoint
+
+    preset = PRESET_EVAL.get(cfg.preset, PRESET_EVAL["mini"])
+    records = load_task(cfg.task, "val", seed=cfg.seed, n=cfg.selection_records or preset["n"], data_dir=cfg.data_dir)
+    every = cfg.selection_steps or int(cfg.save_steps)
+    return BestValidationCheckpoint(
+        run_dir, records, cfg.task, every=every, variant=get_method(cfg.method).eval_variant,
+        template=getattr(cfg, "teacher_template", None) or "paper", max_new_tokens=preset["max_new_tokens"],
+        batch_size=preset["batch_size"], seed=cfg.seed, stage=stage, on_probe=on_probe)
 
 
 def final_train_metrics(trainer) -> dict:

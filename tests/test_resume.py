@@ -21,7 +21,7 @@ KILLER = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
 
     original = sdft.training.run_callbacks
-    sdft.training.run_callbacks = lambda run_dir, stage=None: original(run_dir, stage) + [KillAfterFirstCheckpoint()]
+    sdft.training.run_callbacks = lambda *args, **kwargs: original(*args, **kwargs) + [KillAfterFirstCheckpoint()]
     run_training(build_config("smoke", "sdft", overrides=parse_overrides(sys.argv[1:])))
 """)
 

@@ -56,7 +56,7 @@ def build_cpt_trainer(cfg, records: list[dict], run_dir, model=None, tokenizer=N
     args = cfg.trainer_args(Path(run_dir) / "checkpoints")
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=Dataset.from_list([{"text": t} for t in texts]),
-        processing_class=tokenizer, callbacks=callbacks if callbacks is not None else run_callbacks(run_dir),
+        processing_class=tokenizer, callbacks=callbacks if callbacks is not None else run_callbacks(run_dir, cfg=cfg),
     )
     trainer.cpt_info = {"cpt_source": source, "cpt_documents": len(texts), "cpt_blocks": len(trainer.train_dataset),
                         "cpt_block_length": args.max_length}

@@ -235,7 +235,7 @@ def build_offline_distill_trainer(cfg, records: list[dict], run_dir, model=None,
     trainer = OfflineDistillationTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(examples),
         data_collator=OfflineDistillationCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-        callbacks=callbacks if callbacks is not None else run_callbacks(run_dir),
+        callbacks=callbacks if callbacks is not None else run_callbacks(run_dir, cfg=cfg),
         teacher_model=teacher_model, divergence=args.divergence, skip_first_tokens=args.num_loss_tokens_to_skip,
     )
     trainer.cache_rows = cache

@@ -75,7 +75,8 @@ def build_stage1_trainer(cfg, records: list[dict], run_dir, checkpoint_dir=None,
     from sdft.baselines.sft import build_sft_trainer
 
     checkpoint_dir = checkpoint_dir or Path(run_dir) / "checkpoints" / STAGE1_DIR
-    return build_sft_trainer(cfg, records, run_dir, args=stage1_args(cfg, checkpoint_dir), stage="sft", **kwargs)
+    return build_sft_trainer(cfg, records, run_dir, args=stage1_args(cfg, checkpoint_dir), stage="sft",
+                             select=False, **kwargs)
 
 
 def general_prompt_records(cfg) -> list[dict]:
@@ -98,7 +99,7 @@ def build_reinvoke_trainer(cfg, model, tokenizer, run_dir, callbacks=None):
     model.config._name_or_path = base_path
     trainer = build_sdft_trainer(
         cfg, general_prompt_records(cfg), run_dir, model=model, tokenizer=tokenizer,
-        callbacks=callbacks if callbacks is not None else run_callbacks(run_dir, stage="reinvoke"),
+        callbacks=callbacks if callbacks is not None else run_callbacks(run_dir, stage="reinvoke", cfg=cfg),
         checkpoint_dir=Path(run_dir) / "checkpoints" / STAGE2_DIR, args_overrides={"max_steps": cfg.reinvoke_steps},
     )
     teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)

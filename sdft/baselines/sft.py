@@ -50,10 +50,11 @@ def sft_examples(records: list[dict], completions: list[str] | None = None) -> l
 
 def build_sft_trainer(cfg, records: list[dict], run_dir, model=None, tokenizer=None,
                       completions: list[str] | None = None, callbacks=None, checkpoint_dir=None,
-                      stage: str | None = None, args=None):
+                      stage: str | None = None, args=None, select: bool = True):
     """An ``SFTTrainer`` on (student prompt, target) conversations, loss on the assistant tokens only.
 
-    ``args`` (an ``SFTConfig``) defaults to the run's own trainer config, writing to ``checkpoint_dir``.
+    ``args`` (an ``SFTConfig``) defaults to the run's own trainer config, writing to ``checkpoint_dir``; ``select``:
+    whether its checkpoints are candidates of the checkpoint selection (``sdft.training.run_callbacks``).
     """
     from datasets import Dataset
 
@@ -69,7 +70,7 @@ def build_sft_trainer(cfg, records: list[dict], run_dir, model=None, tokenizer=N
         args=args,
         train_dataset=Dataset.from_list(sft_examples(records, completions)),
         processing_class=tokenizer,
-        callbacks=callbacks if callbacks is not None else run_callbacks(run_dir, stage=stage),
+        callbacks=callbacks if callbacks is not None else run_callbacks(run_dir, stage=stage, cfg=cfg, select=select),
     )
 
 
