@@ -19,7 +19,8 @@ import pandas as pd
 import yaml
 
 RUN_COLUMNS = {"task", "method", "run_id", "seed", "model", "divergence", "teacher_template", "teacher_context",
-               "new_task", "new_task_metric", "val", "run_dir", "prior_avg", "prior_suite", "prior_metrics"}
+               "new_task", "new_task_metric", "val", "run_dir", "prior_avg", "prior_suite", "prior_metrics",
+               "new_task_final", "chosen_step", "final_step", "collapsed", "mode_answer_share"}
 
 
 # ------------------------------------------------------------------------------------------------ titles
@@ -85,6 +86,34 @@ def _prior_columns(prior: dict) -> tuple[dict[str, float], str]:
     return values, "; ".join(notes)
 
 
+def checkpoint_facts(result: dict, run_dir: Path, variant: str, new_task: float | None) -> dict[str, Any]:
+    """The checkpoint protocol's columns of one run (``experiments.evaluation``'s ``checkpoint`` block):
+    ``chosen_step`` / ``final_step`` (None without the protocol: the final model is the reported one),
+    ``new_task_final`` (the final model's score; the reported one's when they are the same model), and ``collapsed``
+    / ``mode_answer_share`` of the reported checkpoint's test answers (``sdft.health.answer_collapse``; from the
+    predictions file for runs evaluated before eval.json recorded it)."""
+    from sdft.health import answer_collapse
+
+    block = result.get("checkpoint") or {}
+    final_test = block.get("final_test")
+    new_task_final = new_task
+    if isinstance(final_test, dict):
+        new_task_final = primary_score(final_test.get(variant))[0]
+    evaluation = result.get("evaluations", {}).get(variant) or {}
+    answers = evaluation.get("answers")
+    if answers is None:
+        name = (evaluation.get("settings") or {}).get("predictions")
+        path = run_dir / name if name else None
+        if path is not None and path.exists():
+            import json
+
+            answers = answer_collapse([json.loads(line)["response"] for line in path.read_text().splitlines()
+                                       if line.strip()])
+    return {"chosen_step": block.get("chosen_step"), "final_step": block.get("final_step"),
+            "new_task_final": new_task_final, "collapsed": (answers or {}).get("collapsed"),
+            "mode_answer_share": (answers or {}).get("mode_share")}
+
+
 def seed_of(run_name: str, config: Mapping[str, Any]) -> int | None:
     """A run's seed: its config's, else the number the run folder's name ends with (``seed2``, ``lr1e-4_seed2``,
     ``ema__seed2``: every grid names its runs so), for result folders copied without their ``config.yaml``; None
@@ -120,7 +149,7 @@ def collect_runs(results_dir: str | Path) -> pd.DataFrame:
             "teacher_template": cfg.get("teacher_template"),
             "teacher_context": cfg.get("teacher_context") if _distils(method) else None,
             "new_task": new_task, "new_task_metric": metric,
-            "val": val, "run_dir": str(run_dir),
+            "val": val, "run_dir": str(run_dir), **checkpoint_facts(result, run_dir, variant, new_task),
         }
         for suite, prior in result.get("prior", {}).items():
             values, notes = _prior_columns(prior)
@@ -130,6 +159,13 @@ def collect_runs(results_dir: str | Path) -> pd.DataFrame:
             row["prior_metrics"] = notes
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def final_model_columns(runs: pd.DataFrame) -> list[tuple[str, str]]:
+    """``[("new_task_final", "Final model")]`` when some run reports a checkpoint chosen on validation (the paper's
+    protocol, ``sdft.selection``): the final model's new-task score, shown beside the reported one; else ``[]``."""
+    chosen = runs["chosen_step"] if "chosen_step" in runs else pd.Series(dtype=float)
+    return [("new_task_final", "Final model")] if chosen.notna().any() else []
 
 
 def prior_columns(runs: pd.DataFrame, paper_order: Sequence[str] = ()) -> list[str]:
@@ -159,7 +195,13 @@ def summarize(best: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
     rows = []
     for (task, method), group in best.groupby(["task", "method"], sort=False):
-        row: dict[str, Any] = {"task": task, "method": method, "n_seeds": len(group)}
+        row: dict[str, Any] = {"task": task, "method": method, "n_seeds": len(group),
+                               "n_collapsed": int(group["collapsed"].fillna(False).astype(bool).sum())
+                               if "collapsed" in group else 0,
+                               "chosen_steps": ", ".join(f"{int(c)}/{int(f)}" for c, f in
+                                                         zip(group["chosen_step"], group["final_step"])
+                                                         if pd.notna(c) and pd.notna(f))
+                               if "chosen_step" in group else ""}
         for m in metrics:
             vals = [float(v) for v in group[m].dropna()] if m in group else []
             if vals:
@@ -207,6 +249,16 @@ def divergences(runs: pd.DataFrame, method: str) -> str:
     return ", ".join(values) or "–"
 
 
+COLLAPSED_SHARE_TEXT = "half"  # sdft.health.COLLAPSED_ANSWER_SHARE, in words
+
+
+def seeds_cell(row) -> str:
+    """The Seeds cell of a table row: the number of seeds, and how many of them collapsed."""
+    n = int(row["n_seeds"])
+    k = int(row.get("n_collapsed", 0) or 0)
+    return f"{n} ({k} collapsed)" if k else str(n)
+
+
 def fmt(mean, ci) -> str:
     """``mean ± ci`` with one decimal; the interval is left out when undefined (one seed) or zero."""
     if pd.isna(mean):
@@ -233,7 +285,8 @@ def write_tables(table: pd.DataFrame, paper: pd.DataFrame, runs: pd.DataFrame, o
     csv_rows = []
     for _, row in table.iterrows():
         ref = paper[(paper["task"] == row["paper_task"]) & (paper["method"] == row["method"])]
-        out = {"task": row["task"], "paper_task": row["paper_task"], "method": row["method"], "n_seeds": row["n_seeds"]}
+        out = {"task": row["task"], "paper_task": row["paper_task"], "method": row["method"], "n_seeds": row["n_seeds"],
+               "n_collapsed": row.get("n_collapsed", 0), "chosen_steps": row.get("chosen_steps", "")}
         for c in cols:
             out[c], out[f"{c}_ci95"] = row[c], row[f"{c}_ci"]
         for c in paper_cols:
@@ -258,11 +311,19 @@ def write_tables(table: pd.DataFrame, paper: pd.DataFrame, runs: pd.DataFrame, o
         for _, row in sub.iterrows():
             lines.append("| " + " | ".join([method_title(row["method"])] +
                                             [fmt(row[c], row[f"{c}_ci"]) for c in cols] +
-                                            [str(int(row["n_seeds"]))]) + " |")
+                                            [seeds_cell(row)]) + " |")
         for _, ref in paper[paper["task"] == paper_task].iterrows():
             cells = [f"*{ref[c]:.1f}*" if c in shown else "" for c in cols] + [""]
             lines.append(f"| *paper: {method_title(ref['method'])}* | " + " | ".join(cells) + " |")
         lines.append("")
+    if "n_collapsed" in table and table["n_collapsed"].fillna(0).gt(0).any():
+        lines += [f"*k collapsed*: k of the seeds' reported checkpoints give one answer to at least "
+                  f"{COLLAPSED_SHARE_TEXT} of the test items (sdft.health.answer_collapse).", ""]
+    chosen = table[table["chosen_steps"].fillna("") != ""] if "chosen_steps" in table else table.iloc[:0]
+    if len(chosen):
+        lines += ["Checkpoints reported (the paper's protocol: best validation score; step / last step, per seed): "
+                  + "; ".join(f"{task_title(r['task'])} {method_title(r['method'])} {r['chosen_steps']}"
+                              for _, r in chosen.iterrows()) + ".", ""]
     notes_col = runs["prior_metrics"].dropna() if "prior_metrics" in runs else []
     if len(notes_col):
         lines += ["Prior-capability metrics: " + str(notes_col.iloc[0]) + ".", ""]

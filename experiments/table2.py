@@ -105,7 +105,8 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
     """table2.md / .csv from the eval.json files."""
     results_dir = Path(results_dir)
     runs = collect(results_dir)
-    metrics = [m for m, _ in COLUMNS]
+    columns = [COLUMNS[0], *R.final_model_columns(runs), *COLUMNS[1:]]
+    metrics = [m for m, _ in columns]
     table = R.summarize_runs(runs, metrics, METHODS)
     paper = R.paper_frame(PAPER_TABLE2, ["new_task", "tokens"])
     items = sorted({int(v) for v in runs["n_items"].dropna()})
@@ -119,7 +120,7 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
                      "model), not comparable to the paper's numbers (Olmo-3-7B-Think on Medical), shown in italics "
                      "for the direction of the comparison.")
     R.write_tables(table, paper, runs, results_dir / "table2",
-                   title="Table 2: training a reasoning model with answer-only demonstrations", columns=COLUMNS,
+                   title="Table 2: training a reasoning model with answer-only demonstrations", columns=columns,
                    notes=notes)
     per_method = runs.groupby(["task", "method"])["n_items"].max().rename("n_items").reset_index()
     csv = pd.read_csv(results_dir / "table2.csv").merge(per_method, on=["task", "method"], how="left")

@@ -60,7 +60,8 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
         raise SystemExit(f"no eval.json under {results_dir}: nothing to aggregate")
     prior = R.prior_columns(runs, PRIOR)
     same_suite = prior == PRIOR
-    table = R.summarize_runs(runs, ["new_task", *prior, "prior_avg"], METHODS)
+    final = R.final_model_columns(runs)
+    table = R.summarize_runs(runs, ["new_task", *[c for c, _ in final], *prior, "prior_avg"], METHODS)
     paper = R.paper_frame(PAPER_TABLE5, ["new_task", *PRIOR, "prior_avg"])
     notes = [f"SDFT divergence in our runs: {R.divergences(runs, 'sdft')} (the paper's numbers: per-token forward KL, "
              "per the authors' code)."]
@@ -68,7 +69,7 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
         notes.append("\\* embedded stand-ins for the paper's six benchmarks (offline, CPU); *paper* rows give the "
                      "paper's new-task accuracy and its six-benchmark average only.")
     R.write_tables(table, paper, runs, results_dir / "table5", title="Table 5: new-task accuracy vs prior capabilities",
-                   columns=[("new_task", "New task"), *[(p, p if same_suite else f"{p}*") for p in prior],
+                   columns=[("new_task", "New task"), *final, *[(p, p if same_suite else f"{p}*") for p in prior],
                             ("prior_avg", "Avg.")],
                    paper_shown=None if same_suite else ["new_task", "prior_avg"], notes=notes)
     shown = table.assign(task=table["paper_task"])

@@ -121,8 +121,8 @@ def test_tables_show_the_paper_beside_ours_with_registry_titles(tree):
     assert lines[-1].startswith("Prior-capability metrics: arithmetic: exact_match,first_number")
 
     csv = pd.read_csv(tree / "mine.csv")
-    assert list(csv.columns) == ["task", "paper_task", "method", "n_seeds", "new_task", "new_task_ci95", "arithmetic",
-                                 "arithmetic_ci95", "prior_avg", "prior_avg_ci95", "paper_new_task", "paper_prior_avg"]
+    assert list(csv.columns) == ["task", "paper_task", "method", "n_seeds", "n_collapsed", "chosen_steps",
+                                 "new_task", "new_task_ci95", "arithmetic", "arithmetic_ci95", "prior_avg", "prior_avg_ci95", "paper_new_task", "paper_prior_avg"]
     toy = csv[csv["method"] == "toy_distil"].iloc[0]
     assert toy["n_seeds"] == 3 and toy["new_task"] == pytest.approx(70 / 3) and toy["new_task_ci95"] == pytest.approx(ci)
     assert toy["paper_new_task"] == 70.6 and toy["paper_prior_avg"] == 65.4
@@ -166,3 +166,33 @@ def test_a_run_without_its_config_takes_its_seed_from_its_folder_name(tree):
     assert R.seed_of("ema__seed12", {}) == 12 and R.seed_of("lr1e-4_seed3", {}) == 3
     assert R.seed_of("seed3", {"seed": 5}) == 5  # the config decides when it is there
     assert R.seed_of("myrun", {}) is None and R.seed_of("reseed1x", {}) is None
+
+
+def test_checkpoint_protocol_and_collapse_in_the_tables(tmp_path):
+    """A run under the checkpoint protocol shows its final model's score beside the reported one, and a seed whose
+    reported answers are mostly one answer is counted as collapsed in the Seeds cell."""
+    root = tmp_path / "results"
+    for seed, (reported, final, answers) in enumerate([(60.0, 40.0, ["Action: a", "Action: b", "Action: c"]),
+                                                       (30.0, 30.0, ["I'm ready."] * 2 + ["Action: a"])]):
+        run_dir = write_run(root, "embedded_tool", "sdft", f"seed{seed}", seed, reported, {"arithmetic": 50.0})
+        result = json.loads((run_dir / "eval.json").read_text())
+        result["evaluations"]["student"]["settings"]["predictions"] = "predictions_student.jsonl"
+        (run_dir / "predictions_student.jsonl").write_text("".join(json.dumps({"response": a}) + "\n"
+                                                                   for a in answers))
+        final_test = {"student": {"scores": [{"metric": "tool_call_match", "value": final, "unit": "percent",
+                                              "n": 8}]}} if final != reported else "same as the reported checkpoint"
+        result["checkpoint"] = {"chosen_step": 8 if final != reported else 32, "final_step": 32,
+                                "final_test": final_test}
+        (run_dir / "eval.json").write_text(json.dumps(result))
+    runs = R.collect_runs(root)
+    by_seed = runs.set_index("seed")
+    assert by_seed.loc[0, "new_task_final"] == 40.0 and by_seed.loc[1, "new_task_final"] == 30.0
+    assert by_seed.loc[0, "chosen_step"] == 8 and not by_seed.loc[0, "collapsed"] and by_seed.loc[1, "collapsed"]
+    columns = [("new_task", "New task"), *R.final_model_columns(runs)]
+    assert columns[1] == ("new_task_final", "Final model")
+    table = R.summarize_runs(runs, [c for c, _ in columns])
+    assert table.loc[0, "new_task_final"] == pytest.approx(35.0) and table.loc[0, "n_collapsed"] == 1
+    R.write_tables(table, R.paper_frame({"tooluse": {"sdft": [70.6]}}, ["new_task"]), runs, tmp_path / "t", title="T", columns=columns)
+    md = (tmp_path / "t.md").read_text()
+    assert "| 2 (1 collapsed) |" in md and "Final model" in md and "8/32, 32/32" in md
+    assert pd.read_csv(tmp_path / "t.csv")["n_collapsed"].tolist() == [1]

@@ -26,6 +26,15 @@ def test_run_table5_smoke_writes_the_table_and_figure(tmp_path):
     assert len(list(out.glob("*/*/*/eval.json"))) == 15
     assert "[15/15]" in proc.stdout and "table5.md" in proc.stdout  # one progress line per run, outputs printed
     assert proc.stdout.count("finished in") >= 15 and len(list(out.glob("*/*/seed0.log"))) == 15  # a log per run
+    # the paper's checkpoint protocol: every trained run chose a step on validation; the final model's score beside
+    import json
+
+    for task in ("embedded_science", "embedded_tool", "embedded_medical"):
+        block = json.loads((out / task / "sdft" / "seed0" / "eval.json").read_text())["checkpoint"]
+        selection = json.loads((out / task / "sdft" / "seed0" / "selection.json").read_text())
+        assert block["chosen_step"] == selection["chosen_step"] and block["final_step"] == 3
+        assert (out / task / "sdft" / "seed0" / "final" / "eval.json").exists() == (block["chosen_step"] != 3)
+    assert table["new_task_final"].notna().all() and "Final model" in (out / "table5.md").read_text()
 
     # A second invocation skips every run whose eval.json exists and only re-aggregates.
     proc2 = run_script("table5", "--preset", "smoke", "--results-dir", str(out))
