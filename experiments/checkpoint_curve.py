@@ -86,7 +86,9 @@ def point(eval_json: Path, method: str) -> dict[str, Any]:
         raise SystemExit(f"{eval_json}: no percentage score of the {variant} evaluation")
     n = int(next(s for s in evaluation["scores"] if s["metric"] == metric)["n"])
     ci = proportion_ci(round(value * n / 100), n)
-    return {"metric": metric, "value": value, "n": n, "ci_low": 100 * ci["ci_low"], "ci_high": 100 * ci["ci_high"]}
+    collapsed = R.checkpoint_facts(read_json(eval_json), Path(eval_json).parent, variant, value)["collapsed"]
+    return {"metric": metric, "value": value, "n": n, "ci_low": 100 * ci["ci_low"], "ci_high": 100 * ci["ci_high"],
+            "collapsed": collapsed}
 
 
 def collect_curves(results_dir: str | Path, label: Callable[[Any, dict], str], label_column: str) -> pd.DataFrame:
@@ -115,7 +117,10 @@ def collect_curves(results_dir: str | Path, label: Callable[[Any, dict], str], l
         points = [(0, base[(run.task, run.seed)], "base")] if (run.task, run.seed) in base else []
         for path in sorted((run_dir / CURVE).glob("step*/eval.json"), key=lambda p: int(p.parent.name[4:])):
             points.append((int(path.parent.name[4:]), path, run.method))
-        points.append((final, run_dir / "eval.json", run.method))
+        # the final model: the run's eval.json, or under the checkpoint protocol, when it reports an earlier
+        # checkpoint, final/eval.json (experiments.evaluation.FINAL_DIR)
+        final_eval = run_dir / "final" / "eval.json"
+        points.append((final, final_eval if final_eval.exists() else run_dir / "eval.json", run.method))
         name = label(run, config)
         for step, path, method in points:
             rows.append({"task": run.task, label_column: name, "seed": run.seed, "run_id": run.run_id, "step": step,
@@ -131,8 +136,9 @@ def curve_summary(curve: pd.DataFrame, label_column: str) -> pd.DataFrame:
     for (task, name, seed, run_id), points in curve.groupby(["task", label_column, "seed", "run_id"], sort=False):
         final = float(points.loc[points["final"], "value"].iloc[-1])
         best = float(points["value"].max())
+        collapsed = points.loc[points["final"], "collapsed"].iloc[-1] if "collapsed" in points else None
         rows.append({"task": task, "method": name, "seed": seed, "run_id": run_id, "final": final, "best": best,
-                     "drop": best - final, "val": None})
+                     "drop": best - final, "val": None, "collapsed": collapsed})
     return pd.DataFrame(rows)
 
 
@@ -159,7 +165,8 @@ def curve_markdown(title: str, paper: str, table: pd.DataFrame, curve: pd.DataFr
         for r in sub.itertuples():
             points = curve[(curve["task"] == task) & (curve[label_column] == r.method)].groupby("run_id").size()
             lines.append(f"| {titles(r.method)} | {R.fmt(r.final, r.final_ci)} | {R.fmt(r.best, r.best_ci)} | "
-                         f"{R.fmt(r.drop, r.drop_ci)} | {int(r.n_seeds)} | {'/'.join(map(str, sorted(set(points))))} |")
+                         f"{R.fmt(r.drop, r.drop_ci)} | {R.seeds_cell(r._asdict())} | "
+                         f"{'/'.join(map(str, sorted(set(points))))} |")
         lines.append("")
     return "\n".join(lines)
 
