@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
 from experiments import grid as G
 from experiments import reporting as R
+from experiments import reproductions as RP
 
 CURVE = "curve"
 KEEP_FLAG = "--keep-checkpoints"  # carried in RunSpec.eval_args; taken out before the evaluations see them
@@ -152,9 +153,11 @@ def curve_table(curve: pd.DataFrame, label_column: str, order: list[str]) -> pd.
 
 
 def curve_markdown(title: str, paper: str, table: pd.DataFrame, curve: pd.DataFrame, label_column: str,
-                   titles: Callable[[str], str]) -> str:
+                   titles: Callable[[str], str], reproductions: Sequence[RP.Level] = ()) -> str:
     """The markdown table of :func:`curve_table`: one section per task, one row per label (``titles(label)``), with
-    the number of seeds and of curve points per run; ``paper`` says what the paper shows."""
+    the number of seeds and of curve points per run; ``paper`` says what the paper shows. ``reproductions``:
+    independent reproductions' scores (their ``method`` a label, their ``column`` ``final``, ``best`` or ``drop``),
+    one italic row each after ours on the task they are shown as, their sources in a line under the table."""
     lines = [title, "", "Test accuracy in % (greedy); mean ± 95% t-interval over seeds. *Best*: the highest point of "
              "the run's curve (step 0 = the base model included); *drop*: best − final (how much the run lost after "
              f"its peak). Paper: {paper}", ""]
@@ -167,14 +170,23 @@ def curve_markdown(title: str, paper: str, table: pd.DataFrame, curve: pd.DataFr
             lines.append(f"| {titles(r.method)} | {R.fmt(r.final, r.final_ci)} | {R.fmt(r.best, r.best_ci)} | "
                          f"{R.fmt(r.drop, r.drop_ci)} | {R.seeds_cell(r._asdict())} | "
                          f"{'/'.join(map(str, sorted(set(points))))} |")
+        repro = [r for r in reproductions if r.task == R.shown_as(task)]
+        for (_, source, label), group in RP.grouped(repro).items():
+            values = {r.column: r.value for r in group}
+            cells = [f"*{values[c]}*" if c in values else "" for c in ("final", "best", "drop")]
+            lines.append(f"| *repro ({source.label}): {titles(label)}* | " + " | ".join(cells) + " | | |")
         lines.append("")
+        if repro:
+            lines += [RP.legend_line(repro), ""]
     return "\n".join(lines)
 
 
 def aggregate_curves(results_dir: Path, experiment: str, curve: pd.DataFrame, label_column: str,
-                     order: list[str], title: str, paper: str, titles: Callable[[str], str]) -> pd.DataFrame:
+                     order: list[str], title: str, paper: str, titles: Callable[[str], str],
+                     reproductions: Sequence[RP.Level] = ()) -> pd.DataFrame:
     """:func:`curve_table` of ``curve`` (every point of the experiment's runs) written as ``<experiment>_curve.csv``,
-    ``<experiment>.csv`` (its label column named ``label_column``) and ``<experiment>.md``; returns the table."""
+    ``<experiment>.csv`` (its label column named ``label_column``) and ``<experiment>.md`` (with ``reproductions``,
+    :func:`curve_markdown`; the CSV files hold ours only); returns the table."""
     from sdft.run_io import write_text_atomic
 
     if curve.empty:
@@ -184,5 +196,5 @@ def aggregate_curves(results_dir: Path, experiment: str, curve: pd.DataFrame, la
     table.rename(columns={"method": label_column, **{f"{m}_ci": f"{m}_ci95" for m in ("final", "best", "drop")}}
                  ).to_csv(results_dir / f"{experiment}.csv", index=False)
     write_text_atomic(results_dir / f"{experiment}.md",
-                      curve_markdown(title, paper, table, curve, label_column, titles))
+                      curve_markdown(title, paper, table, curve, label_column, titles, reproductions))
     return table

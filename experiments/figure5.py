@@ -27,7 +27,8 @@ per model, mean ± 95% CI over seeds, and their difference, paired by seed, with
 difference beside ours; *passk* rows give pass@k per method and k, mean ± 95% CI over seeds, with the number of
 test questions and samples per question), ``figure5_scale.png`` / ``.pdf`` and ``figure5_passk.png`` / ``.pdf``.
 The paper prints the three scale differences (−3.3, +4.0, +6.9) and draws pass@k as curves only, so no pass@k
-numbers of the paper appear here.
+numbers of the paper appear here. ``figure5.md`` adds independent reproductions' Science Q&A scores (SFT and SDFT as
+they printed them, :data:`experiments.reproductions.FIGURE5`); the CSV holds ours and the paper's only.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import pandas as pd
 
 from experiments import grid as G
 from experiments import reporting as R
+from experiments import reproductions as RP
 from experiments import section
 
 EXPERIMENT = "figure5"
@@ -268,6 +270,16 @@ def _signed(mean, ci) -> str:
     return f"{mean:+.1f}" + (f" ± {ci:.1f}" if not pd.isna(ci) and ci > 0 else "")
 
 
+def repro_rows(rows: Sequence[RP.Level]) -> list[str]:
+    """Independent reproductions' Science Q&A scores, one italic row per source (its model): SFT and SDFT where it
+    has them, the difference columns empty."""
+    by_source: dict[RP.Source, dict[str, str]] = {}
+    for r in rows:
+        by_source.setdefault(r.source, {})[r.method] = f"*{r.value}*"
+    return [f"| *repro ({source.label}): {source.model}* | {values.get('sft', '')} | {values.get('sdft', '')} "
+            "|  |  |  |" for source, values in by_source.items()]
+
+
 def markdown(scale: pd.DataFrame, passk: pd.DataFrame, runs: pd.DataFrame) -> str:
     embedded = not set(runs["task"]) <= {"science"}
     lines = ["# Figure 5: SDFT vs SFT by model size, and pass@k", "",
@@ -286,8 +298,11 @@ def markdown(scale: pd.DataFrame, passk: pd.DataFrame, runs: pd.DataFrame) -> st
         lines.append(f"| {MODEL_LABELS.get(r.model, r.model)} (`{r.model}`) | {R.fmt(r.sft, r.sft_ci)} | "
                      f"{R.fmt(r.sdft, r.sdft_ci)} | {_signed(r.delta, r.delta_ci)} | {paper} | "
                      f"{r.n_seeds_sft} / {r.n_seeds_sdft} / {r.n_seeds} |")
+    lines += repro_rows(RP.FIGURE5)
     lines += ["", "The difference is paired by seed: the mean and t-interval of SDFT − SFT over the seeds both "
               "methods ran. Paper: Qwen2.5-3B/7B/14B-Instruct, the differences printed in Figure 5 (left).", ""]
+    if RP.FIGURE5:
+        lines += [RP.legend_line(RP.FIGURE5) + " Their science scores as printed; no difference is taken here.", ""]
     lines += ["## Right: pass@k", ""]
     if passk.empty:
         lines += ["No run sampled answers for pass@k.", ""]

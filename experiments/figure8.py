@@ -23,7 +23,8 @@ config; one training process). :func:`aggregate` reads only the result files and
   * ``figure8_teacher.png`` / ``.pdf`` (:mod:`figures.teacher_weights`).
 
 The paper prints no numbers for Figure 8 (curves only: EMA best and stable, the frozen base stable but lower, the
-student unstable), so none are drawn beside ours.
+student unstable), so none are drawn beside ours. ``figure8.md`` gives tinker-cookbook's EMA vs frozen-teacher
+ablation on the authors' code (one accuracy per run, in the *final* column; :data:`experiments.reproductions.FIGURE8`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import pandas as pd
 
 from experiments import checkpoint_curve as C
 from experiments import grid as G
+from experiments import reproductions as RP
 from experiments import section
 
 EXPERIMENT = "figure8"
@@ -119,7 +121,7 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
     results_dir = Path(results_dir)
     table = C.aggregate_curves(results_dir, EXPERIMENT, collect_curve(results_dir), "teacher", list(TEACHERS),
                                "# Figure 8 (A.3): teacher weights -- EMA vs frozen base vs current student", PAPER,
-                               lambda kind: TEACHER_TITLES.get(kind, kind))
+                               lambda kind: TEACHER_TITLES.get(kind, kind), RP.FIGURE8)
     plot_teacher_weights(results_dir)
     return table
 

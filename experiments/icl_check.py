@@ -26,8 +26,9 @@ does: a mean per-token KL of 1.26 nats between a 7B model and its own fine-tuned
 mostly near-deterministic tool-call text, would be far larger than such models' measured distances. Compare our
 ``kl_seq`` with them; ``kl_per_token`` is given to remove the dependence on the response length.
 
-Writes ``icl_check.md`` / ``.csv`` (one row per task, model and seed) and ``figure2_icl.png`` / ``.pdf``
-(:mod:`figures.icl`, the paper's values marked on Tool Use). One seed unless ``--seeds`` (the paper reports one
+Writes ``icl_check.md`` / ``.csv`` (one row per task, model and seed; the markdown adds the paper's values and an
+independent reproduction's teacher accuracy, :data:`experiments.reproductions.ICL_CHECK`) and ``figure2_icl.png`` /
+``.pdf`` (:mod:`figures.icl`, the paper's values marked on Tool Use). One seed unless ``--seeds`` (the paper reports one
 number each); no prior-capability suite.
 """
 
@@ -42,6 +43,7 @@ import pandas as pd
 
 from experiments import grid as G
 from experiments import reporting as R
+from experiments import reproductions as RP
 from experiments import section
 
 EXPERIMENT = "icl_check"
@@ -247,7 +249,11 @@ def to_markdown(table: pd.DataFrame) -> str:
                       f"| *paper: {ROLE_TITLES['teacher']}* | | *{paper['teacher']:.0f}* | | *{paper['kl_teacher']}* "
                       "| | |",
                       f"| *paper: {ROLE_TITLES['sft']}* | | | | *{paper['kl_sft']}* | | |"]
+        repro = [r for r in RP.ICL_CHECK if r.task == R.shown_as(task)]
+        lines += [f"| *repro ({r.source.label}): {ROLE_TITLES[r.method]}* | | *{r.value}* | | | | |" for r in repro]
         lines.append("")
+        if repro:
+            lines += [RP.legend_line(repro), ""]
     return "\n".join(lines)
 
 

@@ -2,7 +2,8 @@
 
     runs = collect_runs(results_dir)                    # one row per run directory with an eval.json
     table = summarize_runs(runs, ["new_task", ..., "prior_avg"], method_order)
-    write_tables(table, paper_frame(PAPER, columns), runs, results_dir / "table5", title=..., columns=...)
+    write_tables(table, paper_frame(PAPER, columns), runs, results_dir / "table5", title=..., columns=...,
+                 reproductions=reproductions.TABLE5)   # independent reproductions' numbers beside the paper's
 
 A run directory is ``<results>/<task>/<method>/<run_id>/`` with ``config.yaml`` and ``eval.json`` (and
 ``val/eval.json`` for a sweep point). Task titles come from the task registry (the title of the paper task a
@@ -17,6 +18,8 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import yaml
+
+from experiments import reproductions as RP
 
 RUN_COLUMNS = {"task", "method", "run_id", "seed", "model", "divergence", "teacher_template", "teacher_context",
                "new_task", "new_task_metric", "val", "run_dir", "prior_avg", "prior_suite", "prior_metrics",
@@ -269,7 +272,7 @@ def fmt(mean, ci) -> str:
 # ------------------------------------------------------------------------------------------------ tables
 def write_tables(table: pd.DataFrame, paper: pd.DataFrame, runs: pd.DataFrame, out_base: str | Path, *, title: str,
                  columns: Sequence[tuple[str, str]], paper_shown: Sequence[str] | None = None,
-                 notes: Sequence[str] = ()) -> list[Path]:
+                 notes: Sequence[str] = (), reproductions: Sequence[Any] = ()) -> list[Path]:
     """Write ``out_base`` + ``.csv`` and ``.md``: ours (mean ± 95% CI over seeds) with the paper's numbers beside.
 
     ``table``: from :func:`summarize_runs`; ``paper``: from :func:`paper_frame` (its tasks are paper tasks);
@@ -277,11 +280,26 @@ def write_tables(table: pd.DataFrame, paper: pd.DataFrame, runs: pd.DataFrame, o
     ``n_seeds``, each metric with ``<metric>_ci95``, and ``paper_<column>`` for every column of ``paper``. The
     markdown has one section per task: our rows (with their number of seeds), then the paper's rows in italics,
     whose cells are shown for the metrics of ``paper_shown`` (default: every metric the paper has). ``notes``: paragraphs under the heading.
+
+    ``reproductions``: independent reproductions' numbers (:mod:`experiments.reproductions`, ``Level`` and
+    ``Change`` rows; their tasks are paper tasks). In the markdown, after the paper's rows of a task, one italic row
+    ``*repro (<source>): <Method>*`` per source and method, cells only where it has a number (and the metric is
+    shown, as for the paper's); under the task's table, one labelled line per change of that task; at the end, the
+    changes whose task is not stated and the sources' models and settings. In the CSV, one column
+    ``repro_<source key>_<column>`` per source and column, on the row of the (paper task, method) it belongs to, like
+    ``paper_<column>``; changes are in the markdown only. Without reproductions, the output is as before.
     """
     out_base = Path(out_base)
     cols = [c for c, _ in columns]
     paper_cols = [c for c in paper.columns if c not in ("task", "method")]
     shown = set(paper_cols if paper_shown is None else paper_shown) & set(paper_cols)
+    paper_tasks = set(table["paper_task"])
+    repro_levels = [r for r in RP.levels(reproductions) if r.task in paper_tasks]
+    printed = [*(r for r in repro_levels if r.column in shown and r.column in cols),
+               *(r for r in RP.changes(reproductions) if r.task is None or r.task in paper_tasks)]
+    repro_cols: dict[str, dict[tuple[str, str], float]] = {}  # repro_<key>_<column> -> {(paper task, method): value}
+    for r in repro_levels:
+        repro_cols.setdefault(f"repro_{r.source.key}_{r.column}", {})[(r.task, r.method)] = r.number
     csv_rows = []
     for _, row in table.iterrows():
         ref = paper[(paper["task"] == row["paper_task"]) & (paper["method"] == row["method"])]
@@ -291,6 +309,8 @@ def write_tables(table: pd.DataFrame, paper: pd.DataFrame, runs: pd.DataFrame, o
             out[c], out[f"{c}_ci95"] = row[c], row[f"{c}_ci"]
         for c in paper_cols:
             out[f"paper_{c}"] = float(ref[c].iloc[0]) if len(ref) else None
+        for c in repro_cols:
+            out[c] = repro_cols[c].get((row["paper_task"], row["method"]))
         csv_rows.append(out)
     csv_path, md_path = out_base.with_suffix(".csv"), out_base.with_suffix(".md")
     pd.DataFrame(csv_rows).to_csv(csv_path, index=False)
@@ -315,7 +335,11 @@ def write_tables(table: pd.DataFrame, paper: pd.DataFrame, runs: pd.DataFrame, o
         for _, ref in paper[paper["task"] == paper_task].iterrows():
             cells = [f"*{ref[c]:.1f}*" if c in shown else "" for c in cols] + [""]
             lines.append(f"| *paper: {method_title(ref['method'])}* | " + " | ".join(cells) + " |")
+        lines += _repro_rows(printed, paper_task, cols)
         lines.append("")
+        task_changes = RP.change_lines(reproductions, paper_task, method_title)
+        if task_changes:
+            lines += [*task_changes, ""]
     if "n_collapsed" in table and table["n_collapsed"].fillna(0).gt(0).any():
         lines += [f"*k collapsed*: k of the seeds' reported checkpoints give one answer to at least "
                   f"{COLLAPSED_SHARE_TEXT} of the test items (sdft.health.answer_collapse).", ""]
@@ -327,5 +351,23 @@ def write_tables(table: pd.DataFrame, paper: pd.DataFrame, runs: pd.DataFrame, o
     notes_col = runs["prior_metrics"].dropna() if "prior_metrics" in runs else []
     if len(notes_col):
         lines += ["Prior-capability metrics: " + str(notes_col.iloc[0]) + ".", ""]
+    if printed:
+        untasked = RP.change_lines(reproductions, None, method_title)
+        if untasked:
+            lines += ["Changes reported by independent reproductions, no task named:", "", *untasked, ""]
+        lines += [RP.legend_line(printed), ""]
     md_path.write_text("\n".join(lines))
     return [md_path, csv_path]
+
+
+def _repro_rows(rows: Sequence[Any], paper_task: str, cols: Sequence[str]) -> list[str]:
+    """The markdown rows of the reproductions' scores (``Level`` rows of ``rows``) of ``paper_task``: one per source
+    and method, a cell for each column of ``cols`` the source has a number for, as the spec prints it."""
+    lines = []
+    for (task, source, method), group in RP.grouped(RP.levels(rows)).items():
+        if task != paper_task:
+            continue
+        values = {r.column: r.value for r in group}
+        cells = [f"*{values[c]}*" if c in values else "" for c in cols] + [""]
+        lines.append(f"| *repro ({source.label}): {RP.row_title(method_title(method))}* | " + " | ".join(cells) + " |")
+    return lines

@@ -6,7 +6,8 @@
 
 For each task (Science Q&A, Tool Use, Medical) and method (Base, SFT, SFT+re-invoke, DFT, SDFT): train, evaluate
 new-task accuracy and the prior-capability suite, then write ``results/table5/table5.md`` / ``.csv`` (mean and 95%
-CI over seeds, the paper's numbers beside ours) and ``figure4_pareto.png`` / ``.pdf``.
+CI over seeds, the paper's numbers beside ours, then independent reproductions' numbers from
+:mod:`experiments.reproductions`) and ``figure4_pareto.png`` / ``.pdf``.
 
 Presets: ``mini`` (default) runs the embedded tasks and the embedded prior suite on SmolLM2-135M on a CPU;
 ``smoke`` the same on a tiny random model in a few minutes; ``paper`` Qwen2.5-7B-Instruct on the real tasks and
@@ -21,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from experiments import reporting as R
+from experiments import reproductions as RP
 from experiments import section
 
 EXPERIMENT = "table5"
@@ -71,7 +73,8 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
     R.write_tables(table, paper, runs, results_dir / "table5", title="Table 5: new-task accuracy vs prior capabilities",
                    columns=[("new_task", "New task"), *final, *[(p, p if same_suite else f"{p}*") for p in prior],
                             ("prior_avg", "Avg.")],
-                   paper_shown=None if same_suite else ["new_task", "prior_avg"], notes=notes)
+                   paper_shown=None if same_suite else ["new_task", "prior_avg"], notes=notes,
+                   reproductions=RP.TABLE5)
     shown = table.assign(task=table["paper_task"])
     plot_pareto(shown, results_dir / "figure4_pareto", paper=paper,
                 task_titles={t: R.task_title(t) for t in shown["task"]},

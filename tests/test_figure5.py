@@ -135,6 +135,10 @@ def test_aggregate_pairs_the_difference_by_seed_orders_models_and_averages_passk
         assert (tmp_path / name).stat().st_size > 0
     md = (tmp_path / "figure5.md").read_text()
     assert "| +8.5 ± " in md and "*+4.0*" in md and "*-3.3*" in md
+    lines = md.splitlines()  # independent reproductions' science scores after ours, no difference taken
+    repro = lines.index("| *repro (official repo issue #9): Qwen2.5-7B-Instruct* | *68.1* | *69.6* |  |  |  |")
+    assert lines[repro - 1].startswith("| Qwen2.5-7B-Instruct (`Qwen/Qwen2.5-7B-Instruct`) |")
+    assert "| *repro (tinker-cookbook, Qwen3.5-35B-A3B): Qwen3.5-35B-A3B* | *29.19* | *46.55* |  |  |  |" in lines
 
 
 def test_paper_dry_run_prints_runs_per_method_and_model():

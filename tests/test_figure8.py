@@ -89,3 +89,24 @@ def test_run_figure8_smoke_writes_a_curve_per_teacher_kind_from_the_run_files(tm
     (out / "figure8_curve.csv").unlink()  # rebuilt from the result files alone
     aggregate(out)
     assert pd.read_csv(out / "figure8_curve.csv").equals(curve)
+
+
+def test_markdown_gives_tinkers_ema_and_frozen_teacher_scores_after_ours_on_tool_use():
+    from experiments import reproductions as RP
+    from experiments.checkpoint_curve import curve_markdown, curve_table
+    from experiments.figure8 import TEACHER_TITLES, TEACHERS
+
+    curve = pd.DataFrame({"task": "embedded_tool", "teacher": ["ema", "ema", "base", "base"], "seed": 0,
+                          "run_id": ["ema__seed0", "ema__seed0", "base__seed0", "base__seed0"], "step": [0, 8, 0, 8],
+                          "value": [0.0, 60.0, 0.0, 30.0], "final": [False, True, False, True]})
+    table = curve_table(curve, "teacher", list(TEACHERS))
+    args = ("# F8", "no numbers printed.", table, curve, "teacher", TEACHER_TITLES.get)
+    plain = curve_markdown(*args).splitlines()
+    lines = curve_markdown(*args, RP.FIGURE8).splitlines()
+    ours = lines.index("| θ₀ (frozen base) | 30.0 | 30.0 | 0.0 | 1 | 2 |")
+    assert lines[ours + 1:ours + 5] == [
+        "| *repro (tinker-cookbook ablation): EMA(θ) (the paper's)* | *68.0* |  |  | | |",
+        "| *repro (tinker-cookbook ablation): θ₀ (frozen base)* | *67.0* |  |  | | |",
+        "| *repro (tinker-cookbook ablation, top-20): EMA(θ) (the paper's)* | *68.0* |  |  | | |",
+        "| *repro (tinker-cookbook ablation, top-20): θ₀ (frozen base)* | *69.1* |  |  | | |"]
+    assert lines[:ours + 1] == plain[:ours + 1] and "repro" not in "\n".join(plain)

@@ -93,3 +93,18 @@ def test_run_icl_check_smoke_writes_the_table_and_figure_from_the_eval_files_and
     # the same model, the same seeded sample and greedy answers: the same numbers as in the first results tree
     assert rows.iloc[-1]["accuracy"] == table.iloc[-1]["accuracy"]
     assert rows.iloc[-1]["kl_seq"] == pytest.approx(table.iloc[-1]["kl_seq"])
+
+
+def test_markdown_puts_the_reproductions_teacher_after_the_papers_rows_of_tool_use():
+    from experiments.icl_check import to_markdown
+
+    row = {"metric": "tool_call_match", "seed": 0, "accuracy": 50.0, "ci_low": 40.0, "ci_high": 60.0, "n": 100,
+           "kl_seq": None, "kl_seq_ci_low": None, "kl_seq_ci_high": None, "kl_per_token": None, "kl_mean_tokens": None}
+    table = pd.DataFrame([{**row, "task": task, "role": role} for task in ("embedded_tool", "embedded_science")
+                          for role in ("student", "teacher")])
+    lines = to_markdown(table).splitlines()
+    repro = "| *repro (unnamed Qwen3-4B check): teacher (base + demonstration)* | | *54.7* | | | | |"
+    assert lines.count(repro) == 1  # Tool Use's only: no reproduction checked the science teacher
+    assert lines.index(repro) == lines.index("| *paper: SFT model* | | | | *1.26* | | |") + 1
+    legend = lines[lines.index(repro) + 2]
+    assert legend.startswith("*repro*: independent reproductions, not ours") and "Qwen3-4B" in legend

@@ -1,8 +1,10 @@
 """experiments.reporting on a synthetic results tree: collection, best sweep point, mean ± 95% CI over seeds, n,
 and the markdown / CSV tables with the paper's numbers beside ours and the registries' titles."""
 
+import io
 import json
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -196,3 +198,85 @@ def test_checkpoint_protocol_and_collapse_in_the_tables(tmp_path):
     md = (tmp_path / "t.md").read_text()
     assert "| 2 (1 collapsed) |" in md and "Final model" in md and "8/32, 32/32" in md
     assert pd.read_csv(tmp_path / "t.csv")["n_collapsed"].tolist() == [1]
+
+
+def _toy_reproductions():
+    """Reproductions of the test's own: two scores and a change on Tool Use, one of each elsewhere."""
+    from experiments.reproductions import Change, Level, Source
+
+    src = Source("toy", "Toy repro", "Toy-7B", "lr 1e-5")
+    return (Level("tooluse", "toy_distil", "new_task", "71.5", src, ""),
+            Level("tooluse", "base", "prior_avg", "60.0", src, ""),
+            Change("tooluse", "toy_distil", "prior average, change", "−1.5", src, ""),
+            Level("science", "base", "new_task", "99.9", src, ""),
+            Change("science", "base", "science only", "+7.7", src, ""),
+            Change(None, None, "a general finding", "0.1 → 0.2", src, ""))
+
+
+def _write(tree, name, **kwargs):
+    runs = R.collect_runs(tree)
+    table = R.summarize_runs(runs, ["new_task", "arithmetic", "prior_avg"], ["base", "toy_distil"])
+    paper = R.paper_frame({"tooluse": {"base": [42.9, 65.5], "toy_distil": [70.6, 65.4]}}, ["new_task", "prior_avg"])
+    R.write_tables(table, paper, runs, tree / name, title="Table X: toy", notes=["A note."],
+                   columns=[("new_task", "New task"), ("arithmetic", "arithmetic*"), ("prior_avg", "Avg.")], **kwargs)
+    return (tree / f"{name}.md").read_text(), (tree / f"{name}.csv").read_text()
+
+
+def test_reproduction_rows_follow_the_papers_under_their_task_and_only_add_lines(tree):
+    plain = _write(tree, "plain")
+    assert _write(tree, "empty", reproductions=()) == plain
+    other_task = [r for r in _toy_reproductions() if r.task == "science"]
+    assert _write(tree, "other", reproductions=other_task) == plain  # nothing of a task the table lacks
+
+    md, csv_text = _write(tree, "repro", reproductions=_toy_reproductions())
+    lines = md.splitlines()
+    paper_row = lines.index("| *paper: Toy distillation* | *70.6* |  | *65.4* |  |")
+    assert lines[paper_row + 1:paper_row + 6] == [
+        "| *repro (Toy repro): Toy distillation* | *71.5* |  |  |  |",  # its cells only, as the spec printed them
+        "| *repro (Toy repro): Base* |  |  | *60.0* |  |",
+        "",
+        "- *repro (Toy repro)*: prior average, change: Toy distillation −1.5.",
+        ""]
+    assert "- *repro (Toy repro)*: a general finding: 0.1 → 0.2." in lines[paper_row + 6:]
+    assert lines[-1] == ("*repro*: independent reproductions, not ours (numbers from PAPER_SPEC.md, section \"The "
+                         "authors' released code, and what independent reproductions found\", read 2026-12): Toy "
+                         "repro: Toy-7B, lr 1e-5.")
+    assert "99.9" not in md and "science only" not in md
+    # without its added lines, the table is the one written without reproductions
+    kept = [line for line in lines if "*repro" not in line and line != "Changes reported by independent "
+            "reproductions, no task named:"]
+    assert re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).rstrip() == plain[0].rstrip()
+
+    csv = pd.read_csv(io.StringIO(csv_text)).set_index("method")
+    plain_csv = pd.read_csv(io.StringIO(plain[1])).set_index("method")
+    assert list(csv.columns) == [*plain_csv.columns, "repro_toy_new_task", "repro_toy_prior_avg"]
+    pd.testing.assert_frame_equal(csv[plain_csv.columns], plain_csv)
+    assert csv.loc["toy_distil", "repro_toy_new_task"] == 71.5 and csv.loc["base", "repro_toy_prior_avg"] == 60.0
+    assert pd.isna(csv.loc["base", "repro_toy_new_task"])  # not Science's 99.9: another task
+
+
+def test_table5_aggregate_prints_the_reproductions_under_the_papers_rows(tmp_path):
+    from experiments import table5
+
+    root = tmp_path / "t5"
+    six = dict.fromkeys(table5.PRIOR, 50.0)
+    for task in ("science", "tooluse"):
+        for method in ("base", "sdft"):
+            write_run(root, task, method, "seed0", 0, 40.0, six, model="Qwen/Qwen2.5-7B-Instruct", suite="paper")
+    table5.aggregate(root)
+    lines = (root / "table5.md").read_text().splitlines()
+    science, tool = lines.index("## Science Q&A (ours: `science`, metric `tool_call_match`)"), lines.index(
+        "## Tool Use (ours: `tooluse`, metric `tool_call_match`)")
+    empty = " |  |  |  |  |  |  |  |  |"  # the six benchmarks, Avg. and Seeds: no number there
+    issue9 = lines.index("| *repro (official repo issue #9): SDFT* | *69.6*" + empty)
+    assert lines.index("| *paper: SDFT (ours)* | *70.2* | *60.9* | *68.9* | *66.8* | *70.7* | *46.5* | *73.1* | "
+                       "*64.5* |  |") < issue9 < tool
+    assert science < lines.index("- *repro (official repo issue #9)*: prior-task average, change: SFT −5.3, SDFT "
+                                 "−4.2.") < tool
+    assert lines.index("| *repro (KickItLikeShika/sdft-reproduction-note): SDFT* | *70.1*" + empty) > tool
+    assert "| *repro (tinker-cookbook, Qwen3.5-35B-A3B): SFT* | *67.01*" + empty in lines[tool:]
+    assert any(line.startswith("*repro*: independent reproductions, not ours") for line in lines)
+    csv = pd.read_csv(root / "table5.csv").set_index(["task", "method"])
+    assert csv.loc[("science", "sdft"), "repro_issue9_new_task"] == 69.6
+    assert csv.loc[("tooluse", "sdft"), "repro_kickitlikeshika_new_task"] == 70.1
+    assert pd.isna(csv.loc[("tooluse", "sdft"), "repro_issue9_new_task"]) and len(csv) == 4
