@@ -7,7 +7,9 @@ the trainer calls:
   * rollouts (``_generate_transformers``; on GPUs vLLM is the low-precision sampler): sampled from a low-precision
     copy of the student, refreshed after every optimizer step, by ``sdft.sampling``'s decode loop or by HF
     ``generate`` with ``SampledTokenLogProbs``; either way each sampled token's log-probability is kept for the
-    importance weights of the loss;
+    importance weights of the loss. Without that copy, rollouts sampled with top-k / top-p / min-p come from the
+    student by ``generate`` with ``SampledTokenLogProbs`` too, so that the truncation is corrected alike (field help
+    of ``rollout_dtype``);
   * the teacher (``_teacher_logits``): a constant target, computed without autograd bookkeeping, optionally under
     low-precision autocast with its output head in float32;
   * the student: ``_forward_logits`` skips the last position, which predicts nothing; with the fused head,
@@ -35,10 +37,11 @@ from dataclasses import dataclass, field
 
 import torch
 from accelerate.utils import is_peft_model
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from trl.models import unwrap_model_for_generation
 
 from sdft.losses import head_top_k, teacher_top_k
-from sdft.sampling import plain_sampling, sample_with_logprobs
+from sdft.sampling import plain_sampling, sample_with_logprobs, split_warpers, truncates
 from sdft.sequences import lengths_to_first_eos, pad_sequences
 
 ROLLOUT_DTYPES = (None, "bfloat16", "float16", "float32")
@@ -92,14 +95,19 @@ class SpeedSwitches:
                   "'bfloat16'; decoding on CPU reads every weight for every token, so fewer bytes per weight "
                   "decode faster), refreshed after every optimizer step, with the sampled tokens' log-probabilities "
                   "kept for the importance weights (vllm_importance_sampling) -- the CPU counterpart of the "
-                  "paper's bf16 vLLM sampler. None: sample from the student itself."},
+                  "paper's bf16 vLLM sampler. None: sample from the student itself; then, with top_k > 0, "
+                  "top_p < 1 or min_p and vllm_importance_sampling, HF generate records the sampled tokens' "
+                  "log-probabilities as well (not under DeepSpeed or FSDP, and not with generate_from_teacher), so "
+                  "that the importance weights undo the truncation as on the other samplers: each is the truncated "
+                  "distribution's mass Z_t <= 1 (vllm_importance_sampling's help)."},
     )
     fast_rollout_sampler: bool = field(
         default=True,
         metadata={"help": "with rollout_dtype: the copy decodes with eager attention (at one query token SDPA's "
                   "kernel costs more than the attention) and samples with sdft.sampling's loop (one uniform per "
                   "row and token instead of HF's exponential draw per vocabulary entry); same distribution. "
-                  "Temperature sampling only: other sampling settings use HF generate"},
+                  "Temperature, top_k and top_p only (sdft.sampling.plain_sampling): other sampling settings use "
+                  "HF generate"},
     )
     teacher_dtype: str | None = field(
         default=None,
@@ -125,23 +133,25 @@ class StudentHead:
 
 
 class SampledTokenLogProbs(LogitsProcessor, StoppingCriteria):
-    """Records log pi_sampler(y_t | y_<t) of every sampled token during HF ``generate``.
+    """Records log pi_sampler(y_t | y_<t) of every sampled token during HF ``generate``: the log-softmax of the
+    scores it is handed, at the token drawn.
 
-    As a logits processor (HF runs user processors after its own, e.g. repetition penalty or minimum length, and
-    before its temperature / top-k / top-p warpers) it keeps the step's log-softmax of ``scores / temperature``; as
-    a stopping criterion (called once the token is appended) it picks the sampled token's entry. Never changes the
-    scores and never stops generation. Like TRL's own ``old_per_token_logps``, top-k / top-p truncation is not part
-    of the recorded probability.
+    Those are the scores generate samples from only when it is the last logits processor: HF runs the processors
+    passed to generate after its own (repetition penalty, minimum length...) but before the warpers it builds from
+    the config (temperature, top-k, top-p...), so ``generate_with_logprobs`` hands generate the config without them
+    and HF's warpers followed by this recorder (``sdft.sampling.split_warpers``). The recorded probability is then
+    that of the distribution actually sampled: tempered, truncated by top-k / top-p / min-p and renormalized.
+    As a stopping criterion (called once the token is appended) it picks the sampled token's entry. Never changes
+    the scores and never stops generation.
     """
 
-    def __init__(self, temperature: float = 1.0):
-        self.temperature = temperature
+    def __init__(self):
         self._step_logps: torch.Tensor | None = None
         self.steps: list[torch.Tensor] = []
 
     def __call__(self, input_ids, scores):  # no **kwargs: HF's processor list would demand them by name
         if scores is not None and self._step_logps is None:  # as a logits processor: before sampling
-            self._step_logps = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+            self._step_logps = torch.log_softmax(scores.float(), dim=-1)
             return scores
         # as a stopping criterion: the token sampled from the recorded distribution is now input_ids[:, -1]
         self.steps.append(self._step_logps.gather(1, input_ids[:, -1:]).squeeze(1))
@@ -151,6 +161,22 @@ class SampledTokenLogProbs(LogitsProcessor, StoppingCriteria):
     def per_token_logps(self) -> torch.Tensor:
         """[batch, generated steps]"""
         return torch.stack(self.steps, dim=1)
+
+
+def generate_with_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           config: GenerationConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """HF ``generate`` of left-padded prompts under ``config`` with ``SampledTokenLogProbs`` last.
+
+    Returns ``completion_ids`` [B, n] (generate's: pad tokens after a row's EOS) and ``logps`` [B, n], the
+    log-probability of each generated token under the distribution it was sampled from; the entries after a row's
+    EOS are those of its pad tokens, meaningless (callers cut each row at its first EOS).
+    """
+    unwarped, warpers = split_warpers(config)
+    recorder = SampledTokenLogProbs()
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=unwarped,
+                         logits_processor=LogitsProcessorList([*warpers, recorder]),
+                         stopping_criteria=StoppingCriteriaList([recorder]))
+    return out[:, input_ids.size(1):], recorder.per_token_logps()
 
 
 class FastPaths:
@@ -190,29 +216,42 @@ class FastPaths:
             torch._foreach_copy_(*self._sampler_pairs)
             self._sampler_step = self.state.global_step
 
+    def _records_student_rollouts(self) -> bool:
+        """Whether rollouts sampled from the student itself (no sampler copy) keep their tokens' log-probabilities:
+        when they come from a truncated distribution (top-k / top-p / min-p) that the importance weights should
+        undo (``rollout_dtype``'s help). Not under DeepSpeed or FSDP (TRL's generate there gathers the weights) and
+        not with ``generate_from_teacher`` (rollouts under the teacher's prompt, off-policy by design)."""
+        return (self.args.vllm_importance_sampling and truncates(self.generation_config)
+                and not (self.is_deepspeed_enabled or self.is_fsdp_enabled or self.generate_from_teacher))
+
     def _generate_transformers(self, prompt_ids):
-        if self._sampler_model is None:
+        if self._sampler_model is not None:
+            self._sync_sampler()
+            with torch.inference_mode():
+                return self._recorded_rollouts(self._sampler_model, prompt_ids, self.args.fast_rollout_sampler)
+        if not self._records_student_rollouts():
             return super()._generate_transformers(prompt_ids)
-        self._sync_sampler()
+        # the student itself, as TRL's generate samples it (gradient checkpointing off meanwhile), with the recorder;
+        # under no_grad (generate's), not inference mode: the student's tensors stay usable by autograd
+        with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as model:
+            return self._recorded_rollouts(model, prompt_ids, fast=False)
+
+    def _recorded_rollouts(self, model, prompt_ids, fast: bool):
+        """Rollouts of ``model`` (TRL's return value: prompts and completions cut after their first EOS), their
+        tokens' sampler log-probabilities kept in ``self._sampler_logps`` (with ``vllm_importance_sampling``)."""
         device = self.accelerator.device
         input_ids, attention_mask = pad_sequences(prompt_ids, self._tokenizer.pad_token_id, side="left")
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         config = self.generation_config
-        if self.args.fast_rollout_sampler and plain_sampling(config):
+        if fast and plain_sampling(config):
             completion_ids, logps = sample_with_logprobs(
-                self._sampler_model, input_ids, attention_mask, max_new_tokens=config.max_new_tokens,
+                model, input_ids, attention_mask, max_new_tokens=config.max_new_tokens,
                 eos_token_ids=self.eos_token_ids, pad_token_id=self._tokenizer.pad_token_id,
-                temperature=self.temperature, min_new_tokens=config.min_new_tokens or 0,
+                temperature=self.temperature, top_k=config.top_k or 0,
+                top_p=1.0 if config.top_p is None else config.top_p, min_new_tokens=config.min_new_tokens or 0,
             )
         else:
-            recorder = SampledTokenLogProbs(self.temperature)
-            with torch.inference_mode():
-                out = self._sampler_model.generate(
-                    input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                    logits_processor=LogitsProcessorList([recorder]),
-                    stopping_criteria=StoppingCriteriaList([recorder]),
-                )
-            completion_ids, logps = out[:, input_ids.size(1):], recorder.per_token_logps()
+            completion_ids, logps = generate_with_logprobs(model, input_ids, attention_mask, config)
         completion_ids, logps = completion_ids.cpu(), logps.cpu()
         lengths, _ = lengths_to_first_eos(completion_ids, self.eos_token_ids)
         self._sampler_logps = ([logps[i, :n].tolist() for i, n in enumerate(lengths)]

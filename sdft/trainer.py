@@ -126,10 +126,22 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
                                               "token, the paper's), token (sampled token; reverse KL only), "
                                               "rao_blackwell (unbiased for the sequence-level reverse KL)"})
     vllm_importance_sampling: bool = field(
-        default=True, metadata={"help": "reweight by truncated pi_train / pi_sampler when the rollouts come from "
-                                "another copy of the weights (vLLM, or the rollout_dtype copy)"}
-    )
-    importance_sampling_cap: float = field(default=2.0, metadata={"help": "truncation of the importance weights"})
+        default=True,
+        metadata={"help": "reweight by truncated pi_train / pi_sampler when the rollouts come from another copy of "
+                  "the weights (vLLM, or the rollout_dtype copy), or from the student itself with top_k > 0, "
+                  "top_p < 1 or min_p (rollout_dtype's help). pi_train is the student's full tempered softmax (the "
+                  "trainer's logits / temperature); pi_sampler the distribution actually sampled: the sampler's "
+                  "tempered softmax truncated by top-k, then top-p (then min-p) and renormalized (vLLM: its "
+                  "processed_logprobs, which TRL's vLLM setup requests). On a kept token the ratio is Z_t x "
+                  "pi_train / (the sampler's untruncated tempered softmax), Z_t <= 1 the mass the truncation kept "
+                  "(>= top_p with top-p alone): the student sampling itself gets weights Z_t <= 1, a different copy "
+                  "Z_t times its precision ratio. The weights thus correct towards the student's full distribution "
+                  "on the tokens the sampler can draw; the dropped tokens are never sampled, and their share of the "
+                  "expectation stays missing."})
+    importance_sampling_cap: float = field(
+        default=2.0, metadata={"help": "truncation of the importance weights from above (min(ratio, cap)); top-k / "
+                               "top-p truncation alone gives ratios <= 1, the cap bounds the sampler copy's "
+                               "disagreement with the student"})
     importance_sampling_level: Literal["per_sequence", "per_token"] = field(
         default="per_sequence",
         metadata={"help": "form of the sampler correction: per_sequence (the authors' code: one weight per rollout, "
@@ -198,6 +210,12 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
                              f"got {self.importance_sampling_level!r}")
         if self.num_generations < 1:
             raise ValueError(f"num_generations must be >= 1, got {self.num_generations}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must lie in (0, 1] (1: off), got {self.top_p}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0 (0: off), got {self.top_k!r}")
         # G rollouts per prompt at the same prompts per optimizer step: G times the micro-batches (field help)
         self.prompt_accumulation_steps = self.gradient_accumulation_steps
         self.gradient_accumulation_steps *= self.num_generations

@@ -271,6 +271,57 @@ def test_rollout_sampler_records_the_sampled_tokens_log_probs(temperature, fast,
         assert not any(t in eos for t in row[: n - 1].tolist())
 
 
+def _warped_student_logps(model, batch, temperature, top_k, top_p):
+    """log pi_student of every sampled token under the distribution sampled -- its tempered softmax truncated by
+    transformers' own top-k and top-p warpers and renormalized -- and under the full tempered softmax."""
+    from transformers import TopKLogitsWarper, TopPLogitsWarper
+
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    att = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=att).logits
+    T = batch["completion_ids"].size(1)
+    scores = logits[:, -T - 1:-1].float().flatten(0, 1) / temperature
+    full = torch.log_softmax(scores, -1)
+    warped = TopPLogitsWarper(top_p)(None, TopKLogitsWarper(top_k)(None, scores))
+    tok = batch["completion_ids"].flatten()[:, None]
+    return (torch.log_softmax(warped, -1).gather(1, tok).view(-1, T), full.gather(1, tok).view(-1, T))
+
+
+@pytest.mark.parametrize("rollout_dtype,fast", [("float32", True), ("float32", False), (None, False)],
+                         ids=["copy-sdft-sampling-loop", "copy-hf-generate", "student-hf-generate"])
+def test_truncated_rollouts_record_the_truncated_distribution(rollout_dtype, fast, tiny_model_path, tmp_path):
+    """temperature 0.7, top_k 20, top_p 0.9: the recorded log pi_sampler of every sampled token is that of the
+    distribution sampled (HF's warpers on the student's own forward), from the float32 sampler copy (either sampler)
+    and from the student itself (no copy: HF generate with the recorder). There the importance weights are the kept
+    mass Z_t <= 1 (pi_train is the full tempered softmax), and the rollouts are those TRL's own generate draws for
+    the same seed (vllm_importance_sampling off: no recording, TRL's path)."""
+    trainer, inputs = _rollout_trainer(tiny_model_path, tmp_path, rollout_dtype, temperature=0.7,
+                                       max_completion_length=12,
+                                       args_overrides={"fast_rollout_sampler": fast, "top_k": 20, "top_p": 0.9})
+    assert (trainer._sampler_model is None) == (rollout_dtype is None)
+    torch.manual_seed(0)
+    batch = trainer._prepare_training_batch(inputs)
+    logps, m = batch["sampler_per_token_logps"], batch["completion_mask"].bool()
+    was_training = trainer.model.training
+    trainer.model.eval()
+    ref, full = _warped_student_logps(trainer.model, batch, 0.7, 20, 0.9)
+    trainer.model.train(was_training)
+    assert torch.isfinite(ref[m]).all()
+    torch.testing.assert_close(logps[m], ref[m], atol=1e-4, rtol=0)
+    if rollout_dtype is None:
+        kept_mass = (full - ref).exp()  # Z_t = pi(y_t) / pi_truncated(y_t), the same for every kept token
+        assert (kept_mass[m] <= 1 + 1e-5).all() and (kept_mass[m] < 0.999).any()
+        trainer.args.importance_sampling_level = "per_token"
+        w = trainer._importance_weights(batch, full)
+        torch.testing.assert_close(w[m], kept_mass[m], atol=1e-4, rtol=0)  # the trainer's ratio, uncapped
+        trainer.args.vllm_importance_sampling = False
+        torch.manual_seed(0)
+        plain = trainer._prepare_training_batch(inputs)
+        assert "sampler_per_token_logps" not in plain
+        assert torch.equal(plain["completion_ids"], batch["completion_ids"])
+
+
 def test_bf16_rollout_sampler_follows_the_student_and_training_uses_its_weights(tiny_model_path, tmp_path):
     """The bf16 sampler is the student's weights cast to bf16 after every optimizer step (ties kept, buffers in
     float32); its rollouts carry log-probs that differ from the student's only by bf16 rounding, and a run trains."""
