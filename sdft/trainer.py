@@ -333,7 +333,7 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
     def _generate_vllm(self, prompt_ids):
         wants_logps = self.args.vllm_importance_sampling
         if wants_logps:
-            self.vllm_generation.logprobs = 0  # the sampled token's log-prob, after temperature
+            self.vllm_generation.logprobs = 0  # the sampled token's log-prob, after temperature, top-k and top-p (TRL asks vLLM for processed_logprobs)
         if self.state.global_step != self._last_loaded_step:
             self.vllm_generation.sync_weights()
             self._last_loaded_step = self.state.global_step
