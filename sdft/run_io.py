@@ -42,6 +42,27 @@ def git_commit() -> str | None:
         return None
 
 
+def cpu_description() -> dict[str, Any]:
+    """The processor and the vector instructions torch dispatches to (``AVX512``, ``AVX2``, ...) and whether it has
+    AMX bf16 units: low-precision kernels round differently across them, so a bf16 sampler or teacher (the ``mini``
+    preset's) can take another trajectory on another processor even with the same seed (README, determinism)."""
+    import torch
+
+    model, flags = None, ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model is None:
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = line
+                break
+    except OSError:
+        pass
+    return {"model": model or platform.processor() or None, "torch_capability": torch.backends.cpu.get_cpu_capability(),
+            "amx_bf16": "amx_bf16" in flags.split(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available()
+            else None}
+
+
 def package_versions() -> dict[str, str | None]:
     versions = {}
     for name in PACKAGES:
@@ -103,6 +124,7 @@ class RunManifest:
             "git_commit": git_commit(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "cpu": cpu_description(),
             "packages": package_versions(),
             "seed": config.get("seed"),
             "method": config.get("method"),
