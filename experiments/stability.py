@@ -36,14 +36,21 @@ TASKS = {"smoke": ["embedded_tool"], "mini": ["embedded_tool"], "paper": ["toolu
 
 # name -> SDFT config values on top of the preset's (each key documented in `python -m sdft.train --help-config`)
 SETTINGS: dict[str, dict] = {
-    "ema05": {"teacher_model_kind": "ema", "teacher_update_rate": 0.05},  # mini's values before this sweep
-    "ema01": {"teacher_model_kind": "ema", "teacher_update_rate": 0.01},  # the authors' rate
-    "frozen": {"teacher_model_kind": "base"},  # the field's fix for an EMA teacher that drifts (Appendix A.3's base)
-    "frozen_t07": {"teacher_model_kind": "base", "temperature": 0.7},  # + on-task rollouts, a sharper target
-    "ema05_clip": {"teacher_model_kind": "ema", "teacher_update_rate": 0.05, "token_kl_clip": 0.05},  # the fork's
-    "ema05_clip_rescale": {"teacher_model_kind": "ema", "teacher_update_rate": 0.05, "token_kl_clip": 0.05,
-                           "token_kl_clip_mode": "rescale"},
-    "ema05_skip3": {"teacher_model_kind": "ema", "teacher_update_rate": 0.05, "num_loss_tokens_to_skip": 3},
+    # mini's values before this sweep: an EMA teacher at rate 0.05, rollouts at temperature 1
+    "ema05": {"teacher_model_kind": "ema", "teacher_update_rate": 0.05, "temperature": 1.0},
+    "ema01": {"teacher_model_kind": "ema", "teacher_update_rate": 0.01, "temperature": 1.0},  # the authors' rate
+    # the field's fix for an EMA teacher that drifts (Appendix A.3's frozen base)
+    "frozen": {"teacher_model_kind": "base", "temperature": 1.0},
+    # + rollouts at temperature 0.7 (TRL's convention, kept: the loss compares both distributions at that
+    # temperature too, so the target is sharper as well)
+    "frozen_t07": {"teacher_model_kind": "base", "temperature": 0.7},
+    "ema05_t07": {"teacher_model_kind": "ema", "teacher_update_rate": 0.05, "temperature": 0.7},
+    "ema05_clip": {"teacher_model_kind": "ema", "teacher_update_rate": 0.05, "temperature": 1.0,
+                   "token_kl_clip": 0.05},  # the fork's clip
+    "ema05_clip_rescale": {"teacher_model_kind": "ema", "teacher_update_rate": 0.05, "temperature": 1.0,
+                           "token_kl_clip": 0.05, "token_kl_clip_mode": "rescale"},
+    "ema05_skip3": {"teacher_model_kind": "ema", "teacher_update_rate": 0.05, "temperature": 1.0,
+                    "num_loss_tokens_to_skip": 3},
 }
 DEFAULT_SETTINGS = ("ema05", "ema01", "frozen", "frozen_t07")
 HEALTH_LAST = ("health/student_entropy", "health/teacher_entropy", "health/first_token_mode_share",
