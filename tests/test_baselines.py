@@ -249,8 +249,10 @@ def test_offline_distillation_uses_the_cache_only_and_its_loss_is_our_divergence
                                                                                  monkeypatch):
     from sdft.baselines.offline import CACHE_FILE, build_offline_distill_trainer, read_cache
 
+    # checkpoint_selection=final: the protocol's validation evaluations generate (greedily, on validation items)
+    # during training by design; here every training sequence must come from the cache
     cfg = _cfg("offline_distill", tiny_model_path, tmp_path, divergence="forward", offline_num_samples=2,
-               max_steps=2, learning_rate=1e-2)
+               max_steps=2, learning_rate=1e-2, checkpoint_selection="final")
     recs = _records(3)
     trainer = build_offline_distill_trainer(cfg, recs, tmp_path)
     rows = read_cache(tmp_path / CACHE_FILE)
@@ -295,7 +297,8 @@ def test_sft_from_teacher_trains_on_the_cached_teacher_samples(tiny_model_path, 
     from sdft.baselines.offline import CACHE_FILE, generate_teacher_cache, read_cache, train_sft_from_teacher
     from sdft.training import load_student
 
-    cfg = _cfg("sft_from_teacher", tiny_model_path, tmp_path, max_steps=1)
+    # checkpoint_selection=final: the protocol's validation evaluations generate by design (see above)
+    cfg = _cfg("sft_from_teacher", tiny_model_path, tmp_path, max_steps=1, checkpoint_selection="final")
     recs = _records(2)
     model, tok = load_student(cfg)
     generate_teacher_cache(cfg, recs, model, tok, tmp_path)
