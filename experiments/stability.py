@@ -147,8 +147,9 @@ def summarize(runs: pd.DataFrame, order: list[str]) -> pd.DataFrame:
             row[name] = float(pd.to_numeric(g[name], errors="coerce").mean())
         row["settings"] = SETTINGS.get(setting)
         rows.append(row)
-    table = pd.DataFrame(rows)
     rank = {name: i for i, name in enumerate(order)}
+    table = pd.DataFrame(rows).sort_values(by=["task", "setting"], kind="stable", key=lambda c: c.map(
+        lambda s: rank.get(s, len(rank))) if c.name == "setting" else c).reset_index(drop=True)
     table["chosen"] = False
     for _, g in table.groupby("task"):
         best = g.sort_values(by=["val_selected", "collapsed_selected", "setting"], ascending=[False, True, True],
