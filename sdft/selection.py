@@ -80,18 +80,20 @@ class BestValidationCheckpoint(TrainerCallback):
 
     ``records``: the validation records; ``task`` and ``variant``: how they are prompted and scored
     (``eval.task_eval.evaluate_task``); ``every``: optimizer steps between evaluations; ``on_probe(step, answers)``:
-    called with each evaluation's ``answer_collapse`` (the collapse rule's greedy arm).
+    called with each evaluation's ``answer_collapse`` (the collapse rule's greedy arm); ``judge``: a judge-scored
+    task's judge, made once per run.
     """
 
     def __init__(self, run_dir: str | Path, records: Sequence[dict], task: str, *, every: int, variant: str = "student",
                  template: str = "paper", max_new_tokens: int = 64, batch_size: int = 8, seed: int = 0,
-                 stage: str | None = None, on_probe: Callable[[int, dict, Any], None] | None = None):
+                 stage: str | None = None, on_probe: Callable[[int, dict, Any], None] | None = None,
+                 judge=None):
         if every < 1:
             raise ValueError(f"selection_steps must be >= 1, got {every}")
         self.run_dir, self.records, self.task = Path(run_dir), list(records), task
         self.every, self.variant, self.template = every, variant, template
         self.max_new_tokens, self.batch_size, self.seed, self.stage = max_new_tokens, batch_size, seed, stage
-        self.on_probe = on_probe
+        self.on_probe, self.judge = on_probe, judge
         self.best: float | None = None
         self.metric: str | None = None
 
@@ -134,7 +136,7 @@ class BestValidationCheckpoint(TrainerCallback):
         with torch.random.fork_rng(devices=devices):  # greedy, but eval.generation seeds the global RNG
             result = evaluate_task(model, tokenizer, self.records, self.task, variant=self.variant,
                                    template=self.template, max_new_tokens=self.max_new_tokens,
-                                   batch_size=self.batch_size, seed=self.seed, backend="hf")
+                                   batch_size=self.batch_size, seed=self.seed, backend="hf", judge=self.judge)
         model.train()
         score = next(s for s in result["scores"] if s.get("unit") == "percent")
         answers = answer_collapse([p["response"] for p in result["predictions"]])

@@ -40,26 +40,56 @@ def run_callbacks(run_dir: str | Path, stage: str | None = None, cfg=None, selec
     watch = CollapseWatch(run_dir, stop=cfg.stop_on_collapse, stage=stage)
     callbacks.append(watch)
     if select and cfg.checkpoint_selection == "best_val":
-        callbacks.append(selection_callback(cfg, run_dir, stage, on_probe=watch.observe_probe))
+        selection = selection_callback(cfg, run_dir, stage, on_probe=watch.observe_probe)
+        if selection is not None:
+            callbacks.append(selection)
     return callbacks
+
+
+def selection_judge(task: str):
+    """The judge the validation evaluations of a judge-scored task use (one per run): the task's local judge, else
+    an LLM judge, which needs ``OPENAI_API_KEY``; ``(None, reason)`` when it cannot run here."""
+    import os
+
+    from eval.judge import LLMJudge, judge_for
+    from eval.scorers import needs_judge
+
+    if not needs_judge(task):
+        return None, None
+    judge = judge_for(task)
+    if isinstance(judge, LLMJudge) and not os.environ.get("OPENAI_API_KEY"):
+        return None, f"task {task!r} is scored by an LLM judge and OPENAI_API_KEY is not set"
+    return judge, None
 
 
 def selection_callback(cfg, run_dir: str | Path, stage: str | None = None, on_probe=None):
     """``sdft.selection.BestValidationCheckpoint`` for a run: the task's validation split (``selection_records`` of
-    it; default the preset's evaluation size, all of it on ``mini`` and ``paper``), prompted as the method is evaluated, at the preset's evaluation length, every ``selection_steps`` steps
+    it; default the preset's evaluation size, all of it on ``mini`` and ``paper``; scored by the task's judge where
+    it has one, None -- the run then reports its final model, and says so -- when that judge cannot run), prompted as the method is evaluated, at the preset's evaluation length, every ``selection_steps`` steps
     (default ``save_steps``)."""
+    from data_prep.schema import SplitReport
     from data_prep.tasks import load_task
     from eval.evaluation import PRESET_EVAL
     from sdft.registry import get_method
     from sdft.selection import BestValidationCheckpoint
 
     preset = PRESET_EVAL.get(cfg.preset, PRESET_EVAL["mini"])
-    records = load_task(cfg.task, "val", seed=cfg.seed, n=cfg.selection_records or preset["n"], data_dir=cfg.data_dir)
+    judge, problem = selection_judge(cfg.task)
+    if problem:  # said, never silent: the run then reports its final model
+        print(f"[selection] checkpoint_selection=best_val is off for this run: {problem}; the final model is "
+              "reported", flush=True)
+        return None
+    report = SplitReport()
+    records = load_task(cfg.task, "val", seed=cfg.seed, n=cfg.selection_records or preset["n"], data_dir=cfg.data_dir,
+                        skip_invalid=cfg.skip_invalid, report=report)
+    if report.skipped:  # as the training split's, never silently
+        print(f"[selection] skipped {len(report.skipped)} malformed validation record(s) (skip_invalid), e.g. "
+              f"{report.skipped[0]}", flush=True)
     every = cfg.selection_steps or int(cfg.save_steps)
     return BestValidationCheckpoint(
         run_dir, records, cfg.task, every=every, variant=get_method(cfg.method).eval_variant,
         template=getattr(cfg, "teacher_template", None) or "paper", max_new_tokens=preset["max_new_tokens"],
-        batch_size=preset["batch_size"], seed=cfg.seed, stage=stage, on_probe=on_probe)
+        batch_size=preset["batch_size"], seed=cfg.seed, stage=stage, on_probe=on_probe, judge=judge)
 
 
 def final_train_metrics(trainer) -> dict:
