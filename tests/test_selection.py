@@ -68,6 +68,17 @@ def test_selection_keeps_the_chosen_steps_weights_and_does_not_change_training(t
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not (without / "selection.json").exists()
 
+    # the health of every step is in metrics.jsonl (sdft.health), with the rollouts' format rate of the task
+    from sdft.run_io import read_metrics
+
+    logged = [m for m in read_metrics(with_sel) if "loss" in m]
+    assert len(logged) == 3
+    for key in ("length_mean", "truncated_share", "eos_share", "distinct_share", "distinct_prefix_share",
+                "first_token_mode_share", "format_rate", "student_entropy", "teacher_entropy", "divergence_mean",
+                "divergence_max"):
+        assert all(isinstance(m.get(f"health/{key}"), float) for m in logged), key
+    assert all(m["health/divergence_max"] >= m["health/divergence_mean"] for m in logged)
+
     summary = json.loads((with_sel / "selection.json").read_text())
     steps = read_step_files(with_sel)
     assert sorted(steps) == [1, 2, 3] and summary["final_step"] == 3
