@@ -45,6 +45,8 @@ SETTINGS: dict[str, dict] = {
     # temperature too, so the target is sharper as well)
     "frozen_t07": {"teacher_model_kind": "base", "temperature": 0.7},
     "ema05_t07": {"teacher_model_kind": "ema", "teacher_update_rate": 0.05, "temperature": 0.7},
+    # the current student as its own teacher: Appendix A.3's unstable one (a collapse control)
+    "live": {"teacher_model_kind": "live", "temperature": 1.0},
     "ema05_clip": {"teacher_model_kind": "ema", "teacher_update_rate": 0.05, "temperature": 1.0,
                    "token_kl_clip": 0.05},  # the fork's clip
     "ema05_clip_rescale": {"teacher_model_kind": "ema", "teacher_update_rate": 0.05, "temperature": 1.0,
