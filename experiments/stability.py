@@ -44,6 +44,7 @@ SETTINGS: dict[str, dict] = {
     # + rollouts at temperature 0.7 (TRL's convention, kept: the loss compares both distributions at that
     # temperature too, so the target is sharper as well)
     "frozen_t07": {"teacher_model_kind": "base", "temperature": 0.7},
+    "frozen_t05": {"teacher_model_kind": "base", "temperature": 0.5},
     "ema05_t07": {"teacher_model_kind": "ema", "teacher_update_rate": 0.05, "temperature": 0.7},
     # the current student as its own teacher: Appendix A.3's unstable one (a collapse control)
     "live": {"teacher_model_kind": "live", "temperature": 1.0},
