@@ -81,13 +81,14 @@ def point(eval_json: Path, method: str) -> dict[str, Any]:
     from eval.stats import proportion_ci
 
     variant = R.eval_variant(method)
-    evaluation = read_json(eval_json).get("evaluations", {}).get(variant)
+    result = read_json(eval_json)
+    evaluation = result.get("evaluations", {}).get(variant)
     value, metric = R.primary_score(evaluation)
     if value is None:
         raise SystemExit(f"{eval_json}: no percentage score of the {variant} evaluation")
     n = int(next(s for s in evaluation["scores"] if s["metric"] == metric)["n"])
     ci = proportion_ci(round(value * n / 100), n)
-    collapsed = R.checkpoint_facts(read_json(eval_json), Path(eval_json).parent, variant, value)["collapsed"]
+    collapsed = R.checkpoint_facts(result, Path(eval_json).parent, variant, value)["collapsed"]
     return {"metric": metric, "value": value, "n": n, "ci_low": 100 * ci["ci_low"], "ci_high": 100 * ci["ci_high"],
             "collapsed": collapsed}
 

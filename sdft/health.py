@@ -97,14 +97,12 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
 def head_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, temperature: float = 1.0,
                  chunk_size: int | None = 64) -> torch.Tensor:
     """``token_entropy`` of the logits ``(hidden @ weight.T + bias) / temperature`` (``hidden`` ``[B, T, H]``),
-    made ``chunk_size`` positions at a time."""
+    made ``chunk_size`` positions at a time by the loss's own head (``sdft.losses._head``)."""
+    from sdft.losses import _head
+
     T = hidden.size(1)
     step = T if not chunk_size or chunk_size <= 0 else int(chunk_size)
-    parts = []
-    for t0 in range(0, T, step):
-        logits = torch.nn.functional.linear(hidden[:, t0:t0 + step].float(), weight.float(),
-                                            None if bias is None else bias.float())
-        parts.append(_entropy(logits / temperature if temperature != 1.0 else logits))
+    parts = [_entropy(_head(hidden[:, t0:t0 + step], weight, bias, temperature)) for t0 in range(0, T, step)]
     return torch.cat(parts, dim=1) if parts else hidden.new_zeros(hidden.shape[:2], dtype=torch.float32)
 
 
