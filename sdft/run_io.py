@@ -157,6 +157,16 @@ class JsonlMetricsCallback(TrainerCallback):
         self.path = Path(path)
         self.stage = stage
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        """A resumed run logs again the steps after its checkpoint, so the rows an earlier process wrote for them (it
+        was killed before its next checkpoint) are dropped: each is logged once, by the process whose model goes on."""
+        if state.global_step == 0 or not state.is_world_process_zero or not self.path.exists():
+            return
+        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        kept = [r for r in rows if r.get("stage") != self.stage or r.get("step", 0) <= state.global_step]
+        if len(kept) < len(rows):
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or not state.is_world_process_zero:
             return

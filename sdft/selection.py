@@ -29,6 +29,7 @@ import torch
 from transformers import TrainerCallback
 
 from sdft.health import answer_collapse
+from sdft.interrupts import training_interrupted
 from sdft.run_io import read_json_or_none, write_json_atomic
 
 SELECTION_DIR = "selection"
@@ -104,12 +105,14 @@ class BestValidationCheckpoint(TrainerCallback):
             self.metric = next(iter(done.values())).get("metric")
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if training_interrupted():  # an uninterrupted run would not evaluate this step (sdft.interrupts)
+            return
         last = state.global_step >= state.max_steps
         if state.global_step % self.every == 0 or last or control.should_training_stop:
             self._evaluate(state, control, model, processing_class)
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if not state.is_world_process_zero:
+        if not state.is_world_process_zero or training_interrupted():  # the resumed run chooses
             return
         steps = read_step_files(self.run_dir)
         if state.global_step not in steps:  # stopped between evaluations (stop_on_collapse)

@@ -29,12 +29,14 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
 
 from sdft.checkpoints import resume_point
 from sdft.config import PRESETS, RunConfig, build_config, describe_fields, parse_overrides, parser_for
+from sdft.interrupts import RunInterrupted, catch_stop_signals
 from sdft.models import ModelNotFoundError, is_embedded, resolve_model_path
 from sdft.registry import get_method
 from sdft.run_dir import CREATED_BY, RunDirRefused, open_run_dir, run_is_complete
@@ -138,18 +140,29 @@ def _train(cfg: RunConfig, method, run_dir: Path, fingerprint: str | None, main_
               f"preset {cfg.preset}{procs} -> {run_dir.resolve()}" + (f" (resuming from {resume})" if resume else ""),
               flush=True)
     t0 = time.time()
-    try:
-        trainer, info = method.train(cfg, records, run_dir, resume_from_checkpoint=resume)
-    except BaseException as err:
+    with catch_stop_signals() as stop:  # SIGTERM / Ctrl-C: finish the step, checkpoint it (sdft.interrupts)
+        try:
+            trainer, info = method.train(cfg, records, run_dir, resume_from_checkpoint=resume)
+        except KeyboardInterrupt as err:  # Ctrl-C twice
+            if manifest is not None:
+                manifest.finish(status="interrupted", signal="SIGINT", error="KeyboardInterrupt (stopped at once)")
+            raise RunInterrupted(signal.SIGINT, None, run_dir) from err
+        except BaseException as err:
+            if manifest is not None:
+                manifest.finish(status="failed", error=f"{type(err).__name__}: {err}")
+            raise
+        if stop.stopped:
+            if manifest is not None:
+                manifest.finish(status="interrupted", signal=stop.signal_name, stopped_at_step=stop.stopped_at,
+                                train_seconds=round(time.time() - t0, 2))
+            raise RunInterrupted(stop.signum, stop.stopped_at, run_dir)
+        # a signal from here on: the model is written and the run completed first (seconds)
+        if cfg.save_model:
+            trainer.save_model(str(run_dir / "model"))  # gathers ZeRO-3 / FSDP shards; writes on the main process
         if manifest is not None:
-            manifest.finish(status="failed", error=f"{type(err).__name__}: {err}")
-        raise
-    if cfg.save_model:
-        trainer.save_model(str(run_dir / "model"))  # gathers ZeRO-3 / FSDP shards; writes on the main process
-    if manifest is not None:
-        manifest.finish(status="completed", train_seconds=round(time.time() - t0, 2), **(info or {}))
-        if cfg.save_model and not cfg.keep_checkpoints and (run_dir / "checkpoints").is_dir():
-            shutil.rmtree(run_dir / "checkpoints")  # resume points are not needed once model/ is written
+            manifest.finish(status="completed", train_seconds=round(time.time() - t0, 2), **(info or {}))
+            if cfg.save_model and not cfg.keep_checkpoints and (run_dir / "checkpoints").is_dir():
+                shutil.rmtree(run_dir / "checkpoints")  # resume points are not needed once model/ is written
     if main_process:
         print(f"[sdft.train] done in {time.time() - t0:.1f}s: {run_dir}", flush=True)
     return run_dir
@@ -194,6 +207,9 @@ def main(argv: list[str] | None = None) -> Path | None:
         return run_training(cfg, force=args.force)
     except (RunDirRefused, ModelNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None
+    except RunInterrupted as err:
+        print(f"[sdft.train] {err}", file=sys.stderr, flush=True)
+        raise SystemExit(err.exit_code) from None
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ What this adds to TRL 1.16's trainer:
   * Checkpoints also hold the teacher's weights, so a resumed run continues with the same EMA teacher; a
     checkpoint counts as complete only with them (``sdft.checkpoints``), and resuming one without them is an
     error, never a silent restart of the teacher.
+  * The prompts of epoch e are the (e+1)-th permutation of the seeded sampler whichever epoch the process started
+    in (``EpochSeededRepeatSampler``): TRL's sampler draws every epoch from one generator, so a run resumed in its
+    second epoch or later replayed the first epoch's order.
 
 The loss, one path: ``SelfDistillationTrainer._distillation_loss(student, teacher_logits, batch)``
   1. computes the per-token terms (D_t, log pi_theta(y_t), log pi(y_t)) at the completion positions:
@@ -54,7 +57,7 @@ with warnings.catch_warnings():
     from trl.experimental.sdft.sdft_trainer import DistillationLogits
     from trl.experimental.sdft.teacher_sync import SyncTeacherModelCallback
 
-from trl.trainer.utils import selective_log_softmax
+from trl.trainer.utils import RepeatSampler, selective_log_softmax
 
 from sdft.checkpoints import CompleteCheckpoints
 from sdft.health import divergence_summary, format_rate, head_entropy, masked_mean, rollout_health, token_entropy
@@ -280,10 +283,40 @@ class FusedEMATeacherCallback(TrainerCallback):
             ema_update_([p.data for p in self.teacher], [p.data for p in self.student], self.alpha, generator)
 
 
+class EpochSeededRepeatSampler(RepeatSampler):
+    """TRL's ``RepeatSampler`` whose order in epoch ``e`` (``set_epoch``, called by the Trainer before each epoch) is
+    the (e+1)-th permutation drawn from a generator seeded with ``seed``: the order TRL's sampler gives an
+    uninterrupted run, which draws every epoch from one generator, and the same order again in a process that
+    resumed in epoch ``e`` with a fresh sampler. Without a seed or shuffling it is TRL's sampler."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if self.shuffle and self.seed is not None:
+            self.generator.manual_seed(self.seed)
+            for _ in range(self.epoch):  # the permutations of the epochs before this one
+                torch.randperm(self.num_samples, generator=self.generator)
+        return super().__iter__()
+
+
 class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
     """TRL's SDFT trainer with the paper's objective (see the module docstring)."""
 
     args: SelfDistillationConfig
+
+    def _get_train_sampler(self, dataset=None):
+        """TRL's sampler (``SDFTTrainer._get_train_sampler``, same arguments), seeded per epoch so that a resumed run
+        sees the prompts an uninterrupted one sees (``EpochSeededRepeatSampler``)."""
+        return EpochSeededRepeatSampler(
+            data_source=self.train_dataset if dataset is None else dataset, mini_repeat_count=self.num_generations,
+            batch_size=self.args.generation_batch_size // self.num_generations,
+            repeat_count=self.num_iterations * self.args.steps_per_generation, shuffle=self.shuffle_dataset,
+            seed=self.args.seed)
 
     # ---------------------------------------------------------------- teacher
     def _setup_teacher_model(self) -> None:

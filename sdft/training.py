@@ -29,10 +29,13 @@ def load_student(cfg, model_name: str | None = None):
 
 
 def run_callbacks(run_dir: str | Path, stage: str | None = None, cfg=None, select: bool = True) -> list:
-    """The callbacks of a run's trainer: ``metrics.jsonl``; with the run's ``cfg``, the collapse watch
+    """The callbacks of a run's trainer: the clean stop on SIGTERM / SIGINT (``sdft.interrupts``), ``metrics.jsonl``;
+    with the run's ``cfg``, the collapse watch
     (``sdft.health``) and, with ``checkpoint_selection=best_val`` and ``select``, the validation evaluations of the
     checkpoint protocol (``sdft.selection``; ``select=False`` for a stage whose model is not the run's result)."""
-    callbacks = [JsonlMetricsCallback(Path(run_dir) / "metrics.jsonl", stage=stage)]
+    from sdft.interrupts import StopOnSignal
+
+    callbacks = [StopOnSignal(), JsonlMetricsCallback(Path(run_dir) / "metrics.jsonl", stage=stage)]
     if cfg is None:
         return callbacks
     from sdft.health import CollapseWatch
