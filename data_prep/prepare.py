@@ -111,6 +111,8 @@ def write_splits(task: str, out_dir: Path, data_dir, seed: int, n: int | None, s
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m data_prep.prepare", description=__doc__.split("\n\n")[0])
+    p.add_argument("--debug", action="store_true",
+                   help="print the traceback of a user error too (or set SDFT_DEBUG=1)")
     p.add_argument("--task", required=True, help="science | tooluse | medical | medical_answer_only | knowledge | "
                    "knowledge_ood, or any registered task (data_prep.registry)")
     p.add_argument("--data-dir", default=None, help="local mirror (layout: data_prep/README.md); default: the hub")
@@ -138,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from sdft.errors import reported_as_one_line
+
+    with reported_as_one_line(argv):  # error: <file or endpoint>: <what> (sdft.errors)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> dict:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     data_dir = resolve_data_dir(args.data_dir)

@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sdft.errors import UserError
+
 REQUIRED_FIELDS = ("id", "task", "prompt", "demonstration", "reference")
 
 
-class RecordError(ValueError):
+class RecordError(UserError, ValueError):
     """A malformed record: the message names the source, the record and the field."""
 
     def __init__(self, source: str, index: int | str, field_name: str, problem: str):
@@ -24,7 +26,7 @@ class RecordError(ValueError):
         super().__init__(f"{source}: record {index}: field {field_name!r}: {problem}")
 
 
-class DataFileError(ValueError):
+class DataFileError(UserError, ValueError):
     """A raw file that cannot be read as records at all (not UTF-8, empty); the message starts with its path."""
 
     def __init__(self, path, problem: str):
@@ -32,7 +34,7 @@ class DataFileError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
-class EmptySplitError(ValueError):
+class EmptySplitError(UserError, ValueError):
     """A split with no records; the message names the task, the split and the files it was read from."""
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from data_prep.schema import DataFileError, RecordError, SkipReport, SplitReport
+from sdft.errors import UserError
 
 log = logging.getLogger("data_prep")
 
@@ -37,7 +38,7 @@ seed of an experiment is evaluated on the same test questions. ``load_task(seed=
 when ``n`` is given."""
 
 
-class DataSourceError(FileNotFoundError):
+class DataSourceError(UserError, FileNotFoundError):
     """Neither a local mirror nor the hub can provide a task's data; the message says what to do."""
 
 
@@ -132,13 +133,14 @@ def read_text(path) -> str:
 def read_json_records(path: Path) -> Iterator[tuple[str, Any]]:
     """``(location, object)`` for every record of a JSON array file or a JSONL file: the one reader of raw records.
 
-    ``location`` is ``"line N"`` (JSONL, 1-based) or ``"index N"`` (JSON array, 0-based). A line or file that is
+    ``location`` is ``"line N"`` (JSONL, 1-based) or ``"index N"`` (JSON array, 0-based). A ``.jsonl`` file is JSON
+    Lines; any other file is a JSON array, or JSON Lines when it holds several JSON values, one per line. A line or file that is
     not valid JSON raises RecordError naming the file and the line; a file that is not UTF-8, or has no records (empty,
     blank lines only, ``[]``), raises DataFileError naming the file (:func:`read_text`).
     """
     path = Path(path)
     text = read_text(path)
-    if path.suffix == ".jsonl" or (path.suffix != ".json" and not text.lstrip().startswith("[")):
+    if path.suffix == ".jsonl" or (not text.lstrip().startswith("[") and _several_json_values(text)):
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
@@ -157,6 +159,16 @@ def read_json_records(path: Path) -> Iterator[tuple[str, Any]]:
         raise DataFileError(path, "the file is an empty JSON array (no records)")
     for i, obj in enumerate(data):
         yield f"index {i}", obj
+
+
+def _several_json_values(text: str) -> bool:
+    """Whether ``text`` is JSON Lines rather than one JSON value (a ``.json`` file may hold either:
+    data_prep/README.md)."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as err:
+        return err.msg == "Extra data"
+    return False
 
 
 def require_field(obj: Any, name: str, source: str, where: str, kind: type | tuple = str, nonempty: bool = True):
@@ -316,7 +328,7 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
     return n
 
 
-class GeneratedDataExists(FileExistsError):
+class GeneratedDataExists(UserError, FileExistsError):
     """Generated data would replace a different existing file; the message names it and says how to proceed."""
 
 

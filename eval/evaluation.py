@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from sdft.run_io import read_yaml
 
 PRESET_EVAL: dict[str, dict[str, Any]] = {
     # prior_batch_size: lm-eval's batch for the prior suite (32: the embedded suite's generation tasks run ~2x
@@ -37,7 +37,7 @@ def resolve_model_arg(model: str | Path) -> tuple[str, dict | None, Path | None]
     """(model path or name, run config or None, run dir or None)."""
     path = Path(model)
     if (path / "config.yaml").is_file() and (path / "model").is_dir():
-        return str(path / "model"), yaml.safe_load((path / "config.yaml").read_text()) or {}, path
+        return str(path / "model"), read_yaml(path / "config.yaml") or {}, path
     if (path / "config.yaml").is_file() and not (path / "model").is_dir():
         raise EvaluationError(f"{path} is a run directory without model/ (trained with save_model=false?)")
     return str(model), None, None

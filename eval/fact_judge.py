@@ -26,12 +26,13 @@ from typing import Any, Sequence
 
 from eval.judge import JudgeResult, summarize
 from eval.scorers import normalize_text
+from sdft.errors import UserError
 
 RULE = ("CORRECT: every meta.key_facts value occurs in the response (normalized, whole words) and no "
         "meta.wrong_values value does; PARTIALLY_CORRECT: at least one key fact, no wrong value; INCORRECT: otherwise")
 
 
-class FactRecordError(ValueError):
+class FactRecordError(UserError, ValueError):
     """A record the fact judge cannot score: the message names the record id and the field."""
 
     def __init__(self, record_id: Any, field_name: str, problem: str):

@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sdft.errors import UserError
 from sdft.run_io import write_text_atomic  # noqa: F401  (re-exported: the one atomic writer)
 
 
-class InvalidJSONFile(ValueError):
+class InvalidJSONFile(UserError, ValueError):
     """A results file that cannot be read as JSON (truncated by an interrupted write of older code, edited, ...)."""
 
     def __init__(self, path: str | Path, reason: str):

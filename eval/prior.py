@@ -30,10 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdft.errors import UserError
+
 TASKS_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
 
 
-class PriorSuiteError(RuntimeError):
+class PriorSuiteError(UserError, RuntimeError):
     """A prior-capability suite cannot run here; the message says why and what to do."""
 
 

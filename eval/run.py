@@ -29,6 +29,8 @@ from eval.judge import DEFAULT_JUDGE_DEADLINE_S, DEFAULT_JUDGE_TIMEOUT_S
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eval.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true",
+                   help="print the traceback of a user error too (or set SDFT_DEBUG=1)")
     p.add_argument("--model", required=True)
     p.add_argument("--task", default=None, help="task name (default: the run's task)")
     p.add_argument("--split", default="test")
@@ -90,6 +92,13 @@ def options_from_argv(argv: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sdft.errors import reported_as_one_line
+
+    with reported_as_one_line(argv):  # error: <file or endpoint>: <what> (sdft.errors)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from eval.prior import PriorSuiteError
     from sdft.llm import DeadlineExceeded
 

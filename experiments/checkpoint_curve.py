@@ -96,9 +96,8 @@ def point(eval_json: Path, method: str) -> dict[str, Any]:
 def collect_curves(results_dir: str | Path, label: Callable[[Any, dict], str], label_column: str) -> pd.DataFrame:
     """Every point of every trained run's curve, one row each: task, ``label_column`` (``label(run, config)``, e.g.
     the teacher kind or the method), seed, run_id, step, generations, final, metric, value, n, ci_low, ci_high."""
-    import yaml
-
     from eval.files import read_json
+    from sdft.run_io import read_yaml
 
     results_dir = Path(results_dir)
     runs = R.collect_runs(results_dir)
@@ -111,7 +110,7 @@ def collect_curves(results_dir: str | Path, label: Callable[[Any, dict], str], l
         config_path = run_dir / "config.yaml"
         if not config_path.exists():
             raise SystemExit(f"{config_path}: missing (every trained run records its config)")
-        config = yaml.safe_load(config_path.read_text()) or {}
+        config = read_yaml(config_path) or {}
         per_step = generations_per_step(config, config_path)
         final = read_json(run_dir / "manifest.json").get("global_step")
         if not isinstance(final, int):

@@ -145,9 +145,7 @@ def execute(spec: G.RunSpec) -> None:
 # ------------------------------------------------------------------------------------------------ results
 def collect(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per run: row, accuracy, gradient-norm and divergence statistics; one row per run and step)."""
-    import yaml
-
-    from sdft.run_io import read_metrics
+    from sdft.run_io import read_metrics, read_yaml
 
     runs = R.collect_runs(results_dir)
     if runs.empty:
@@ -157,7 +155,7 @@ def collect(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         config_path = Path(run.run_dir) / "config.yaml"
         if not config_path.exists():
             raise SystemExit(f"{config_path}: missing (every run of the estimator ablation records its config)")
-        config = yaml.safe_load(config_path.read_text()) or {}
+        config = read_yaml(config_path) or {}
         row = row_of(config, config_path)
         log = read_metrics(run.run_dir)
         if not log:

@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def reused_runs(dirs: list[str], tasks: set[str]) -> dict[str, Path]:
     """``{task: run_dir}`` of the ``--sft-run`` directories; ``SystemExit`` naming the directory or file at fault."""
-    import yaml
+    from sdft.run_io import read_yaml
 
     out: dict[str, Path] = {}
     for d in dirs:
@@ -82,7 +82,7 @@ def reused_runs(dirs: list[str], tasks: set[str]) -> dict[str, Path]:
         config_path = run / "config.yaml"
         if not config_path.is_file() or not (run / "model").is_dir():
             raise SystemExit(f"error: --sft-run {d}: not a finished run directory (needs config.yaml and model/)")
-        config = yaml.safe_load(config_path.read_text()) or {}
+        config = read_yaml(config_path) or {}
         task = config.get("task")
         if not task:
             raise SystemExit(f"error: {config_path}: no field 'task'")
@@ -136,11 +136,9 @@ def execute(spec: G.RunSpec) -> None:
     """``base``: the teacher evaluation (with its KL to the base) into ``<run>/teacher/``, then the student's into
     ``<run>/eval.json``. ``sft``: train (or take ``spec.model_from``'s model), then evaluate with the KL to the base
     into ``<run>/eval.json`` (written last: it marks the run done)."""
-    import yaml
-
     from eval import evaluate
     from eval.run import options_from_argv
-    from sdft.run_io import write_json_atomic
+    from sdft.run_io import read_yaml, write_json_atomic
     from sdft.train import run_training
 
     cfg = spec.config()
@@ -162,7 +160,7 @@ def execute(spec: G.RunSpec) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / "config.yaml", run_dir / "config.yaml")
         write_json_atomic(run_dir / "reused_from.json", {"run_dir": str(source)})
-        model, base = source / "model", (yaml.safe_load((source / "config.yaml").read_text()) or {}).get("model")
+        model, base = source / "model", (read_yaml(source / "config.yaml") or {}).get("model")
         if not base:
             raise SystemExit(f"{source / 'config.yaml'}: no field 'model' (the base model the run started from)")
     else:

@@ -105,14 +105,14 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
 
 def from_runs(run_dirs: list[Path], split: str, n: int | None, prior_suite: str) -> pd.DataFrame:
     """Rows of every kept checkpoint of finished runs, and of each task's base model (step 0, ``seed`` empty)."""
-    import yaml
+    from sdft.run_io import read_yaml
 
     rows, based = [], set()
     for run_dir in run_dirs:
         config_path = Path(run_dir) / "config.yaml"
         if not config_path.exists():
             raise SystemExit(f"{run_dir}: no config.yaml -- not a run directory")
-        cfg = yaml.safe_load(config_path.read_text()) or {}
+        cfg = read_yaml(config_path) or {}
         missing = [k for k in ("task", "method", "seed", "model", "preset") if k not in cfg]
         if missing:
             raise SystemExit(f"{config_path}: no field(s) {missing}")

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
-import yaml
 
 from experiments import reproductions as RP
+from sdft.run_io import read_yaml
 
 RUN_COLUMNS = {"task", "method", "run_id", "seed", "model", "divergence", "teacher_template", "teacher_context",
                "new_task", "new_task_metric", "val", "run_dir", "prior_avg", "prior_suite", "prior_metrics",
@@ -138,7 +138,7 @@ def collect_runs(results_dir: str | Path) -> pd.DataFrame:
     for eval_path in sorted(Path(results_dir).glob("*/*/*/eval.json")):
         run_dir = eval_path.parent
         result = read_json(eval_path)
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+        cfg = read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else {}
         cfg = cfg or {}
         task, method = run_dir.parts[-3], run_dir.parts[-2]
         variant = eval_variant(method)

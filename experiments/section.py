@@ -65,6 +65,8 @@ def recipe_for(task: str, method: str, recipes: Path = RECIPES) -> str | None:
 
 def build_parser(doc: str | None, experiment: str, methods: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of a user error too (or set SDFT_DEBUG=1)")
     parser.add_argument("--preset", choices=["smoke", "mini", "paper"], default="mini")
     parser.add_argument("--seeds", type=int, help="number of seeds (default: 1; 3 for paper)")
     parser.add_argument("--tasks", help="comma-separated task names (default: the preset's tasks)")
@@ -111,7 +113,18 @@ def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dic
     """Parse the section's command line; run its grid (locally or as a SLURM array) and ``aggregate``.
 
     ``execute_fn``: the run step of one spec in this process (``--jobs 1``; default :func:`run_step`); give the
-    section's own ``execute`` here, as ``experiments.run_one`` calls it for ``--jobs N`` and SLURM."""
+    section's own ``execute`` here, as ``experiments.run_one`` calls it for ``--jobs N`` and SLURM. A user error
+    (``sdft.errors``) ends it with one line naming its file or key."""
+    from sdft.errors import reported_as_one_line
+
+    with reported_as_one_line(argv):
+        _main(argv, experiment=experiment, doc=doc, tasks=tasks, methods=methods, aggregate=aggregate,
+              outputs=outputs, recipes=recipes, add_arguments=add_arguments, adjust_grid=adjust_grid,
+              describe=describe, preflight=preflight, execute_fn=execute_fn)
+
+
+def _main(argv, *, experiment, doc, tasks, methods, aggregate, outputs, recipes, add_arguments, adjust_grid, describe,
+          preflight, execute_fn) -> None:
     from eval.files import InvalidJSONFile
 
     parser = build_parser(doc, experiment, methods)

@@ -96,10 +96,8 @@ def execute(spec: G.RunSpec) -> None:
 def collect(results_dir: str | Path) -> pd.DataFrame:
     """One row per finished run: task, setting, seed, selected and final validation scores and steps, whether the
     final / selected checkpoint's greedy answers collapsed, the collapse rule's warnings, the last step's health."""
-    import yaml
-
     from sdft.health import CollapseRule
-    from sdft.run_io import read_json_or_none, read_metrics
+    from sdft.run_io import read_json_or_none, read_metrics, read_yaml
     from sdft.selection import read_selection, read_step_files
 
     rows = []
@@ -109,7 +107,7 @@ def collect(results_dir: str | Path) -> pd.DataFrame:
             continue
         sel = read_selection(run_dir)
         steps = read_step_files(run_dir)
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        config = read_yaml(run_dir / "config.yaml") or {}
         setting = run_dir.name.rsplit("_seed", 1)[0]
         metrics = [m for m in read_metrics(run_dir) if "health/student_entropy" in m]
         last = metrics[-1] if metrics else {}

@@ -30,6 +30,9 @@ from typing import Any, Literal
 
 import yaml
 
+from sdft.errors import ConfigError
+from sdft.run_io import read_yaml
+
 PRESETS = ("smoke", "mini", "paper")
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -84,9 +87,11 @@ class RunConfig:
     script: ScriptArguments
     training: Any  # the method's config_class instance (a TrainingArguments)
     method_args: Any | None = None
+    origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    """key -> the layer its value came from (``build_config``); a key absent here has its field's default."""
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("script", "training", "method_args"):
+        if name.startswith("__") or name in ("script", "training", "method_args", "origins"):
             raise AttributeError(name)
         for part in (self.script, self.method_args, self.training):
             if part is not None and name in _field_names(type(part)):
@@ -156,12 +161,12 @@ def _field_names(cls: type) -> frozenset[str]:
 def load_preset(preset: str) -> dict[str, Any]:
     """``{"common": {...}, "methods": {name: {...}}}`` of ``sdft/presets/<preset>.yaml``."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+        raise ConfigError(f"unknown preset {preset!r}; expected one of {PRESETS}")
     path = PRESET_DIR / f"{preset}.yaml"
-    values = yaml.safe_load(path.read_text()) or {}
+    values = read_yaml(path) or {}
     unknown = sorted(set(values) - {"common", "methods"})
     if unknown:
-        raise ValueError(f"{path}: top-level keys must be 'common' and 'methods', got {unknown}")
+        raise ConfigError(f"{path}: top-level keys must be 'common' and 'methods', got {unknown}")
     return {"common": values.get("common") or {}, "methods": values.get("methods") or {}}
 
 
@@ -171,12 +176,12 @@ def load_recipe(path: str | Path) -> tuple[dict[str, Any], dict[str, list[Any]]]
     ``python -m sdft.train --config`` uses the config keys; the experiment drivers expand the sweep. Keys are checked
     against the method's fields when the recipe is used (``build_config``).
     """
-    values = yaml.safe_load(Path(path).read_text()) or {}
+    values = read_yaml(path) or {}
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: a recipe must be a mapping of config keys to values")
+        raise ConfigError(f"{path}: a recipe must be a mapping of config keys to values")
     sweep = values.pop("sweep", None) or {}
     if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
-        raise ValueError(f"{path}: 'sweep' must map config keys to non-empty lists of values")
+        raise ConfigError(f"{path}: 'sweep' must map config keys to non-empty lists of values")
     return _resolve_aliases(values, str(path)), _resolve_aliases(sweep, f"{path} (sweep)")
 
 
@@ -185,9 +190,13 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item or item.startswith("-"):
-            raise ValueError(f"override {item!r} is not of the form key=value")
+            raise ConfigError(f"override {item!r} is not of the form key=value")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value) if value != "" else None
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value != "" else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not a YAML value ({getattr(err, 'problem', err)})") \
+                from None
     return out
 
 
@@ -196,7 +205,7 @@ def _resolve_aliases(values: dict[str, Any], where: str) -> dict[str, Any]:
     for alias, name in ALIASES.items():
         if alias in out:
             if name in out:
-                raise ValueError(f"{where}: give {name!r} or its alias {alias!r}, not both")
+                raise ConfigError(f"{where}: give {name!r} or its alias {alias!r}, not both")
             out[name] = out.pop(alias)
     return out
 
@@ -209,7 +218,7 @@ def _parser(dataclass_types: list[type]):
         """TrlParser raising ``ValueError`` (argparse exits) so callers name the layer; ``sdft.train`` prints it."""
 
         def error(self, message):
-            raise ValueError(message)
+            raise ConfigError(message)
 
     return ConfigParser(dataclass_types)
 
@@ -284,23 +293,24 @@ def build_config(
     for where, layer in layers:
         unknown = sorted(set(layer) - known)
         if unknown:
-            raise ValueError(f"{where}: unknown config keys {unknown} for method {method!r}; "
+            raise ConfigError(f"{where}: unknown config keys {unknown} for method {method!r}; "
                              f"see `python -m sdft.train --method {method} --help-config`")
         parser.set_defaults_with_config(**layer)
     parser.set_defaults_with_config(method=method, preset=preset, task=task)
     try:
         parts = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as err:
-        raise ValueError(f"config of method {method!r}: {err}") from None
+        raise ConfigError(f"config of method {method!r}: {err}") from None
     script, *rest = parts
-    cfg = RunConfig(script=script, training=rest[-1], method_args=rest[0] if len(rest) == 2 else None)
+    cfg = RunConfig(script=script, training=rest[-1], method_args=rest[0] if len(rest) == 2 else None,
+                    origins=_origins(layers, argv))
     _check_choices(parser, cfg)
     if not _given("output_dir", [layer for _, layer in layers], argv):
         default = f"runs/{cfg.task}/{cfg.method}/{cfg.preset}-seed{cfg.seed}"
         if require_output_dir:
-            raise ValueError(f"no run directory given: pass --output-dir DIR (for example --output-dir {default})")
+            raise ConfigError(f"no run directory given: pass --output-dir DIR (for example --output-dir {default})")
         cfg.training.output_dir = default
-    validate_sources(cfg, _origins(layers, argv), unset="default")
+    validate_sources(cfg, cfg.origins, unset="default")
     return cfg
 
 
@@ -330,7 +340,7 @@ def _check_choices(parser, cfg: RunConfig) -> None:
         value = getattr(cfg, action.dest)
         for item in value if isinstance(value, (list, tuple)) else [value]:
             if item is not None and _plain(item) not in action.choices:
-                raise ValueError(f"config key {action.dest!r}: {item!r} is not one of {list(action.choices)}")
+                raise ConfigError(f"config key {action.dest!r}: {item!r} is not one of {list(action.choices)}")
 
 
 def _given(name: str, layers: list[dict[str, Any]], argv: list[str]) -> bool:
@@ -338,21 +348,30 @@ def _given(name: str, layers: list[dict[str, Any]], argv: list[str]) -> bool:
     return any(name in layer for layer in layers) or any(a.split("=", 1)[0] in flags for a in argv)
 
 
-def describe_fields(method: str = "sdft") -> str:
-    """Every config key of a method with its default and meaning (``python -m sdft.train --help-config``)."""
+def describe_fields(method: str = "sdft", cfg: RunConfig | None = None) -> str:
+    """Every config key of a method with its meaning (``python -m sdft.train --help-config``): with ``cfg`` (a
+    resolved config), the value each key resolves to and the layer it came from (``RunConfig.origins``); without,
+    the field's default."""
     from sdft.registry import get_method
 
     spec = get_method(method)
     groups = [("script", ScriptArguments), *([("method", spec.args_class)] if spec.args_class else []),
               (f"trainer ({spec.config_class.__module__}.{spec.config_class.__name__})", spec.config_class)]
-    lines = []
+    values = cfg.to_dict() if cfg is not None else {}
+    lines = [f"method {method!r}, preset {cfg.preset!r}, task {cfg.task!r}: each key's value and where it came from "
+             "(the layers of sdft/config.py)" if cfg is not None else
+             f"method {method!r}: each key's default (add --preset, --task or --config to see what they resolve to)"]
     for title, cls in groups:
         lines.append(f"{title}:")
         for f in fields(cls):
             if not f.init:
                 continue
+            help_text = " ".join(str(f.metadata.get("help", "")).split())
+            if cfg is not None and f.name in values:
+                where = cfg.origins.get(f.name, "default")
+                lines.append(f"  {f.name} = {values[f.name]!r} ({where}): {help_text}")
+                continue
             default = f.default if f.default is not dataclasses.MISSING else None
             default = spec.defaults.get(f.name, default)
-            help_text = " ".join(str(f.metadata.get("help", "")).split())
             lines.append(f"  {f.name} (default {_plain(default)!r}): {help_text}")
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 SLURM and most schedulers send SIGTERM some time before SIGKILL (SLURM's ``KillWait``, 30 s by default; ``sbatch
 --signal`` can ask for more). While ``sdft.train`` trains, ``catch_stop_signals`` turns the first SIGTERM or SIGINT
-into a request; ``StopOnSignal`` ends training at the end of the current optimizer step and has the Trainer write a
+into a request; ``sdft.training.StopOnSignal`` ends training at the end of the current optimizer step and has the Trainer write a
 checkpoint there (a complete one, ``sdft.checkpoints``); ``sdft.train`` then marks the manifest ``interrupted``,
 releases the run's lock and exits with 128 + the signal's number (143 for SIGTERM, 130 for SIGINT). Rerunning the
 same command resumes from that checkpoint to the model an uninterrupted run makes (``tests/test_resume.py``).
@@ -21,9 +21,6 @@ import signal
 import threading
 from contextlib import contextmanager
 from typing import Iterator
-
-import torch
-from transformers import TrainerCallback
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -48,8 +45,10 @@ class StopRequest:
         return signal.Signals(self.signum).name if self.signum is not None else None
 
 
-class RunInterrupted(RuntimeError):
-    """Training stopped on a signal; the run directory holds a checkpoint of ``step`` to resume from."""
+class RunInterrupted(BaseException):
+    """Training stopped on a signal; the run directory holds a checkpoint of ``step`` to resume from. Not an
+    ``Exception``, as ``KeyboardInterrupt`` is not: code that catches a run's errors and goes on (a grid running its
+    runs one after another in one process) stops too."""
 
     def __init__(self, signum: int, step: int | None, run_dir):
         self.signum, self.step, self.run_dir = signum, step, run_dir
@@ -106,28 +105,3 @@ def catch_stop_signals() -> Iterator[StopRequest]:
         for s, h in previous.items():
             signal.signal(s, h)
         _ACTIVE = outer
-
-
-def _agreed(requested: bool, device) -> bool:
-    """Whether any process requested a stop (the request itself with one process)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()
-            and torch.distributed.get_world_size() > 1):
-        return requested
-    flag = torch.tensor([1 if requested else 0], device=device)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return bool(flag.item())
-
-
-class StopOnSignal(TrainerCallback):
-    """Ends training after the step in which a stop was requested, with a checkpoint of that step (module
-    docstring). Put it before callbacks that read ``training_interrupted``."""
-
-    def on_step_end(self, args, state, control, **kwargs):
-        request = active_request()
-        if request is None or request.stopped:
-            return control
-        if _agreed(request.requested, args.device):
-            request.stopped_at = state.global_step
-            control.should_save = True
-            control.should_training_stop = True
-        return control

@@ -10,8 +10,10 @@ Used by the LLM judge (evaluation) and by demonstration / QA generation (data pr
 * Persistent SQLite cache keyed by the model name and the full request (messages, n, temperature, extra
   parameters), so a rerun costs no request. ``n_requests`` counts the calls that reached the endpoint.
 * Bounded concurrency (a thread pool) and retries with exponential backoff on rate limits (429),
-  server errors (5xx), time-outs and connection errors, one line on stderr per retry (attempt, wait, error
-  class). Other errors propagate at once.
+  server errors (5xx), time-outs, connection errors and replies that are not a chat completion (not JSON, or no
+  ``choices``: a proxy's error page answered with HTTP 200), one line on stderr per retry (attempt, wait, error).
+  Giving up is an :class:`EndpointError` naming the model, the endpoint and the last error. Other errors propagate
+  at once.
 * Bounded time: each attempt waits at most ``timeout`` seconds for a reply, and one request (all its attempts
   and back-off waits together) at most ``deadline`` seconds; past it, :class:`DeadlineExceeded` names the
   endpoint and how many requests completed. In :meth:`CachedChatClient.complete_many` the first failure stops
@@ -32,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from sdft.errors import UserError
 
 Messages = list[dict[str, str]]
 DEFAULT_TIMEOUT_S = 120.0
@@ -58,7 +62,12 @@ def _split_query(url: str | None) -> tuple[str | None, dict[str, str] | None]:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), dict(parse_qsl(parts.query))
 
 
-class DeadlineExceeded(TimeoutError):
+class EndpointError(UserError, RuntimeError):
+    """An endpoint that keeps failing or answers with something that is not a chat completion; the message names
+    the model, the endpoint (redacted) and what came back."""
+
+
+class DeadlineExceeded(UserError, TimeoutError):
     """A request got no reply within the client's deadline (the endpoint hangs, or is too slow)."""
 
     def __init__(self, model: str, endpoint: str, deadline: float, attempts: int, last_error: str,
@@ -74,6 +83,10 @@ class DeadlineExceeded(TimeoutError):
     def in_batch(self, completed: int, total: int) -> DeadlineExceeded:
         return DeadlineExceeded(self.model, self.endpoint, self.deadline, self.attempts, self.last_error,
                                 completed, total)
+
+
+class _InvalidReply(ValueError):
+    """A reply that parsed as JSON but is no chat completion (no ``choices``)."""
 
 
 class _Aborted(RuntimeError):
@@ -191,9 +204,12 @@ class CachedChatClient:
                     self.n_requests += 1
                 response = self._openai().chat.completions.create(
                     **params, timeout=self.timeout if left is None else max(min(self.timeout, left), 0.001))
+                choices = getattr(response, "choices", None)
+                if not isinstance(choices, list) or not choices:
+                    raise _InvalidReply(f"a reply without choices ({type(response).__name__})")
                 with self._count_lock:
                     self.n_completed += 1
-                return [choice.message.content or "" for choice in response.choices]
+                return [choice.message.content or "" for choice in choices]
             except openai.BadRequestError as err:
                 # Some models (gpt-5 family, o-series) reject a non-default temperature with a 400 that names
                 # the parameter: drop it and retry at once (not counted as a retry); other 400s propagate.
@@ -202,14 +218,18 @@ class CachedChatClient:
                     continue
                 raise
             except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
-                    openai.APIConnectionError) as err:
-                error = type(err).__name__
+                    openai.APIConnectionError, openai.APIResponseValidationError, json.JSONDecodeError,
+                    _InvalidReply) as err:
+                # a reply that is not JSON (HTTP 200 from a proxy's error page, a wrong base_url) is retried like a
+                # server error: it is often passing, and when it is not the error names the endpoint
+                error = (f"the reply is not JSON ({err})" if isinstance(err, json.JSONDecodeError)
+                         else str(err) if isinstance(err, _InvalidReply) else type(err).__name__)
                 if end is not None and time.monotonic() + delay >= end:
                     raise DeadlineExceeded(self.model, self.endpoint, self.deadline, attempt + 1, error,
                                            self.n_completed) from None
                 if attempt >= self.max_retries:
-                    raise RuntimeError(f"{self.model} at {self.endpoint}: giving up after {attempt + 1} attempts: "
-                                       f"{error}") from err
+                    raise EndpointError(f"{self.model} at {self.endpoint}: giving up after {attempt + 1} attempts: "
+                                        f"{error}") from err
                 attempt += 1
                 if abort is not None and abort.is_set():
                     raise _Aborted() from None

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from sdft.errors import UserError
+
 EMBEDDED_PREFIX = "embedded:"
 SMOLLM2 = "smollm2-135m-instruct"
 TINY = "tiny-llama"
@@ -80,7 +82,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SDFT_CACHE", Path.home() / ".cache" / "sdft"))
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(UserError, FileNotFoundError):
     """A model name that is a local path names no directory."""
 
 
@@ -100,14 +102,18 @@ def resolve_model_path(name: str, build: bool = True) -> str:
     """Map a model name to something ``from_pretrained`` accepts (a local folder or a hub id).
 
     Embedded names are built into the cache on first use when ``build`` is true. A path-like name
-    (``looks_like_path``) must name an existing directory (``~`` expanded), else ``ModelNotFoundError``.
+    (``looks_like_path``) must name an existing directory (``~`` expanded) that holds a loadable model
+    (``model_folder_problem``: a config, whole safetensors files), else ``ModelNotFoundError`` naming the file.
     """
     if not is_embedded(name):
-        if not looks_like_path(name):
-            return name
         path = os.path.expanduser(name)
+        if not looks_like_path(name) and not os.path.isdir(path):
+            return name
         if not os.path.isdir(path):
             raise ModelNotFoundError(f"no such model directory: {os.path.abspath(path)} (model={name!r})")
+        problem = model_folder_problem(path)
+        if problem:
+            raise ModelNotFoundError(f"{problem} (model={name!r})")
         return path
     key = name[len(EMBEDDED_PREFIX):]
     if key not in EMBEDDED_MODELS:
@@ -119,6 +125,52 @@ def resolve_model_path(name: str, build: bool = True) -> str:
             raise FileNotFoundError(f"{name} is not installed at {path}; run `{how}`")
         {SMOLLM2: _build_smollm2, TINY: _build_tiny_llama, GEMMA3: _build_gemma3}[key](path)
     return str(path)
+
+
+def safetensors_problem(path: str | Path) -> str | None:
+    """Why the safetensors file ``path`` cannot be loaded whole, from its header alone (nothing else is read): a
+    file is 8 bytes of header length N, N bytes of JSON naming each tensor's byte range, then the tensors, so a
+    truncated or overwritten file shows in its size or its header."""
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or 8 + n > size:
+                return f"{path}: not a whole safetensors file ({size} bytes; its header is cut or unreadable)"
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError) as err:
+        return f"{path}: unreadable safetensors header ({err})"
+    ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
+    want = 8 + n + max(ends, default=0)
+    if size != want:
+        return f"{path}: truncated or padded safetensors file ({size} bytes; its header describes {want})"
+    return None
+
+
+def model_folder_problem(path: str | Path) -> str | None:
+    """Why the local folder ``path`` cannot be loaded as a model, from its files alone: a ``config.json`` (or a
+    PEFT ``adapter_config.json``) that parses and names a ``model_type`` (or the adapter's base model), and
+    safetensors files that are whole (``safetensors_problem``). ``None`` when it looks loadable."""
+    path = Path(path)
+    config = path / "config.json"
+    adapter = path / "adapter_config.json"
+    if not config.is_file() and not adapter.is_file():
+        return (f"{path}: no config.json (a model folder is what save_pretrained writes: config.json, the weights "
+                "and the tokenizer)")
+    target, key = (config, "model_type") if config.is_file() else (adapter, "base_model_name_or_path")
+    try:
+        values = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return f"{target}: not readable JSON ({err})"
+    if not isinstance(values, dict) or not values.get(key):
+        return f"{target}: has no {key!r}"
+    for weights in sorted(path.glob("*.safetensors")):
+        problem = safetensors_problem(weights)
+        if problem:
+            return problem
+    return None
 
 
 def install_problem(name: str) -> str | None:

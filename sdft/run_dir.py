@@ -11,7 +11,9 @@
   * The same config. ``config.lock.json`` holds the fingerprint (SHA-256) of the config that produced the directory
     and the fingerprinted values. A rerun -- to skip a completed run or to resume a killed one -- with a config of
     another fingerprint is refused, naming each changed key (old -> new) and the ways on (``--force``, or a new
-    directory). A key the lock lacks (a field added to the config after the run was made) counts as unchanged when
+    directory). A run that left nothing to resume (it failed on its data or model, before any checkpoint) is no
+    reason to refuse: the directory is cleared and taken for the new config, with a message (e.g. a rerun with
+    ``skip_invalid=true`` after a data error). A key the lock lacks (a field added to the config after the run was made) counts as unchanged when
     the new value is that field's default: the old run behaved as the default.
 
 The fingerprint covers every config key but ``NOT_FINGERPRINTED``: where the run writes (``output_dir``, so a
@@ -32,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from sdft.errors import UserError
 from sdft.run_io import read_json_or_none, write_json_atomic
 
 CREATED_BY = "sdft.train"
@@ -54,7 +57,7 @@ NOT_FINGERPRINTED = frozenset({
 })
 
 
-class RunDirRefused(RuntimeError):
+class RunDirRefused(UserError, RuntimeError):
     """The run would contradict its run directory; the directory was left as it was."""
 
 
@@ -193,6 +196,12 @@ def _check_same_config(run_dir: Path, digest: str, values: dict[str, Any],
             print(f"[sdft.train] {lock} predates the config keys {', '.join(added)}; this run sets each to its "
                   "default, which is how the run in the directory behaved: taking it as the same config", flush=True)
             return
+        if _trained_nothing(run_dir):
+            status = (read_json_or_none(run_dir / MANIFEST_FILE) or {}).get("status", "not started")
+            print(f"[sdft.train] {run_dir} holds a run of another config that left nothing to resume (status "
+                  f"{status}: no checkpoint, no model): starting afresh there with this config", flush=True)
+            _clear(run_dir)
+            return
         if run_is_complete(run_dir):
             what = "a completed run of another config: skipping it would report its results as this config's"
         else:
@@ -203,6 +212,17 @@ def _check_same_config(run_dir: Path, digest: str, values: dict[str, Any],
             f"{run_dir} holds {what} ({lock}). Changed keys (old -> new):\n  " + "\n  ".join(changes) + "\n"
             "Rerun with the old values, pass --force to delete the directory and train afresh, or choose a new "
             "--output-dir.")
+
+
+def _trained_nothing(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` ended (or died) before anything could be resumed or reported: no checkpoint,
+    no ``model/``, no ``best_model/`` (a run that failed on its data, its model or its first steps)."""
+    from sdft.checkpoints import checkpoint_folders
+
+    if (read_json_or_none(run_dir / MANIFEST_FILE) or {}).get("status") == "completed":
+        return False
+    return not (checkpoint_folders(run_dir / "checkpoints") or (run_dir / "model").exists()
+                or (run_dir / "best_model").exists())
 
 
 def _clear(run_dir: Path) -> None:

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import subprocess
@@ -25,8 +24,6 @@ import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-from transformers import TrainerCallback
 
 PACKAGES = ("torch", "transformers", "trl", "datasets", "accelerate", "peft", "lm-eval", "vllm", "openai")
 _SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
@@ -105,6 +102,39 @@ def read_json_or_none(path: str | Path) -> Any:
         return None
 
 
+def read_yaml(path: str | Path) -> Any:
+    """The YAML content of ``path``; a file that is missing, not UTF-8 or not YAML is a ``ConfigError`` naming the
+    file, and the line and column of a syntax error."""
+    import yaml
+
+    from sdft.errors import ConfigError
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot be read ({err})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path}: {where}not valid YAML ({what})") from None
+
+
+def command_line(argv: list[str] | None = None) -> list[str]:
+    """How this process was started, as a user would type it again: ``python -m sdft.train ...`` for a module run
+    with ``-m`` (``sys.argv[0]`` is then the module's file path), with secret values redacted."""
+    argv = sys.argv if argv is None else argv
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", None)
+    head = ["python", "-m", name.removesuffix(".__main__")] if name and name != "__main__" else argv[:1]
+    return redact_command(head + list(argv[1:]))
+
+
 def redact_command(argv: list[str]) -> list[str]:
     """The command line with any value of a secret-looking key=value replaced."""
     out = []
@@ -120,7 +150,7 @@ class RunManifest:
     def __init__(self, run_dir: str | Path, config: dict[str, Any], extra: dict[str, Any] | None = None):
         self.path = Path(run_dir) / "manifest.json"
         self.data: dict[str, Any] = {
-            "command": redact_command(sys.argv),
+            "command": command_line(),
             "git_commit": git_commit(),
             "python": platform.python_version(),
             "platform": platform.platform(),
@@ -148,35 +178,6 @@ class RunManifest:
 
     def write(self) -> None:
         write_json_atomic(self.path, self.data)
-
-
-class JsonlMetricsCallback(TrainerCallback):
-    """Appends every Trainer log (loss, learning rate, distillation loss, ...) to ``metrics.jsonl``."""
-
-    def __init__(self, path: str | Path, stage: str | None = None):
-        self.path = Path(path)
-        self.stage = stage
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        """A resumed run logs again the steps after its checkpoint, so the rows an earlier process wrote for them (it
-        was killed before its next checkpoint) are dropped: each is logged once, by the process whose model goes on."""
-        if state.global_step == 0 or not state.is_world_process_zero or not self.path.exists():
-            return
-        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [r for r in rows if r.get("stage") != self.stage or r.get("step", 0) <= state.global_step]
-        if len(kept) < len(rows):
-            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or not state.is_world_process_zero:
-            return
-        row = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3)}
-        if self.stage:
-            row["stage"] = self.stage
-        for k, v in logs.items():
-            row[k] = v if not isinstance(v, float) or math.isfinite(v) else str(v)
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -29,17 +29,16 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 
 from sdft.checkpoints import resume_point
-from sdft.config import PRESETS, RunConfig, build_config, describe_fields, parse_overrides, parser_for
+from sdft.config import PRESETS, RunConfig, build_config, describe_fields, parse_overrides
+from sdft.errors import ConfigError, reported_as_one_line
 from sdft.interrupts import RunInterrupted, catch_stop_signals
-from sdft.models import ModelNotFoundError, is_embedded, resolve_model_path
 from sdft.registry import get_method
-from sdft.run_dir import CREATED_BY, RunDirRefused, open_run_dir, run_is_complete
+from sdft.run_dir import CREATED_BY, open_run_dir, run_is_complete
 from sdft.run_io import RunManifest
 
 # the options read before the method's parser is built (everything else goes to it)
@@ -60,6 +59,8 @@ def run_training(cfg: RunConfig, force: bool = False) -> Path:
     another config; a missing local model is a ``ModelNotFoundError``, both before anything is written). A
     completed run is skipped; otherwise training resumes from the newest complete checkpoint, if any.
     """
+    from sdft.models import is_embedded, resolve_model_path
+
     state = process_state(cfg)
     main_process = state.is_main_process
     method = get_method(cfg.method)
@@ -143,10 +144,10 @@ def _train(cfg: RunConfig, method, run_dir: Path, fingerprint: str | None, main_
     with catch_stop_signals() as stop:  # SIGTERM / Ctrl-C: finish the step, checkpoint it (sdft.interrupts)
         try:
             trainer, info = method.train(cfg, records, run_dir, resume_from_checkpoint=resume)
-        except KeyboardInterrupt as err:  # Ctrl-C twice
+        except KeyboardInterrupt:  # Ctrl-C twice: stopped at once, wherever it was
             if manifest is not None:
                 manifest.finish(status="interrupted", signal="SIGINT", error="KeyboardInterrupt (stopped at once)")
-            raise RunInterrupted(signal.SIGINT, None, run_dir) from err
+            raise
         except BaseException as err:
             if manifest is not None:
                 manifest.finish(status="failed", error=f"{type(err).__name__}: {err}")
@@ -168,12 +169,39 @@ def _train(cfg: RunConfig, method, run_dir: Path, fingerprint: str | None, main_
     return run_dir
 
 
+USAGE = """\
+usage: python -m sdft.train --output-dir DIR [--method M] [--task T] [--preset smoke|mini|paper]
+                            [--config RECIPE.yaml] [--model NAME] [--seed N] [--force] [--debug]
+                            [key=value ...] [--key value ...]
+
+Train one method on one task and write its run directory (the module's docstring: `pydoc sdft.train`).
+
+options:
+  --output-dir DIR     the run directory (required; a recipe's output_dir also counts). A directory with
+                       checkpoints resumes; a completed one is skipped.
+  --method M           sdft (default), sft, dft, reinvoke, cpt, offline_distill, sft_from_teacher, or a method
+                       of your own, registered by its module
+  --task T             a registered task (default: the preset's)
+  --preset P           smoke (the default here: a tiny random model, seconds), mini (SmolLM2-135M on the CPU,
+                       minutes; the section scripts' default) or paper (the paper's settings, GPUs)
+  --config FILE        a recipe (YAML of config keys), e.g. experiments/recipes/qwen2.5-7b-instruct/*.yaml
+  --model NAME         embedded:NAME, a local folder or a hub id (default: the preset's)
+  --seed N             the run's seed
+  --force              delete the run directory first (only one sdft.train created)
+  --debug              print the traceback of a user error too (or set SDFT_DEBUG=1)
+  key=value, --key v   any config key of the method (YAML values)
+  --help-config        every config key of the method with its meaning and the value it resolves to for the
+                       given --preset / --task / --config, and the layer each value came from
+"""
+
+
 def split_argv(argv: list[str]) -> tuple[argparse.Namespace, dict, list[str]]:
     """(the options read first, the ``key=value`` overrides, the ``--key value`` tokens for the method's parser)."""
     pre = argparse.ArgumentParser(add_help=False)
     for name in _PRE_OPTIONS:
         pre.add_argument(f"--{name}", f"--{name.replace('_', '-')}", dest=name)
     pre.add_argument("--force", action="store_true")
+    pre.add_argument("--debug", action="store_true")
     pre.add_argument("--help-config", "--help_config", dest="help_config", action="store_true")
     pre.add_argument("-h", "--help", action="store_true")
     args, rest = pre.parse_known_args(argv)
@@ -184,29 +212,28 @@ def split_argv(argv: list[str]) -> tuple[argparse.Namespace, dict, list[str]]:
 
 def main(argv: list[str] | None = None) -> Path | None:
     argv = sys.argv[1:] if argv is None else list(argv)
+    with reported_as_one_line(argv):  # a user's mistake is one line: error: <file or key>: <what> (sdft.errors)
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> Path | None:
     args, overrides, tokens = split_argv(argv)
-    if args.preset is not None and args.preset not in PRESETS:
-        raise SystemExit(f"error: --preset must be one of {PRESETS}, got {args.preset!r}")
-    method = args.method or overrides.get("method")
-    if args.help or args.help_config:
-        name = method or "sdft"
-        if args.help:
-            print(__doc__)
-            parser_for(name).print_help()
-        else:
-            print(describe_fields(name))
+    if args.help:
+        print(USAGE)
         return None
+    if args.preset is not None and args.preset not in PRESETS:
+        raise ConfigError(f"--preset must be one of {PRESETS}, got {args.preset!r}")
+    method = args.method or overrides.get("method")
     for key in ("task", "model", "seed", "output_dir"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    try:
-        cfg = build_config(args.preset, method, args.config, overrides, argv=tokens, require_output_dir=True)
-    except (ValueError, KeyError) as err:
-        raise SystemExit(f"error: {err}") from None
+    cfg = build_config(args.preset, method, args.config, overrides, argv=tokens,
+                       require_output_dir=not args.help_config)
+    if args.help_config:
+        print(describe_fields(cfg.method, cfg))
+        return None
     try:
         return run_training(cfg, force=args.force)
-    except (RunDirRefused, ModelNotFoundError) as err:
-        raise SystemExit(f"error: {err}") from None
     except RunInterrupted as err:
         print(f"[sdft.train] {err}", file=sys.stderr, flush=True)
         raise SystemExit(err.exit_code) from None

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import time
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
+from sdft.interrupts import active_request
 from sdft.models import load_tokenizer, resolve_model_path
-from sdft.run_io import JsonlMetricsCallback
+from sdft.run_io import write_text_atomic
 
 
 def load_student(cfg, model_name: str | None = None):
@@ -33,8 +38,6 @@ def run_callbacks(run_dir: str | Path, stage: str | None = None, cfg=None, selec
     with the run's ``cfg``, the collapse watch
     (``sdft.health``) and, with ``checkpoint_selection=best_val`` and ``select``, the validation evaluations of the
     checkpoint protocol (``sdft.selection``; ``select=False`` for a stage whose model is not the run's result)."""
-    from sdft.interrupts import StopOnSignal
-
     callbacks = [StopOnSignal(), JsonlMetricsCallback(Path(run_dir) / "metrics.jsonl", stage=stage)]
     if cfg is None:
         return callbacks
@@ -99,3 +102,57 @@ def final_train_metrics(trainer) -> dict:
     """The last logged training values, for the manifest."""
     logs = [row for row in trainer.state.log_history if "loss" in row or "train_loss" in row]
     return {"global_step": trainer.state.global_step, "last_log": logs[-1] if logs else None}
+
+
+class JsonlMetricsCallback(TrainerCallback):
+    """Appends every Trainer log (loss, learning rate, distillation loss, ...) to ``metrics.jsonl``."""
+
+    def __init__(self, path: str | Path, stage: str | None = None):
+        self.path = Path(path)
+        self.stage = stage
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        """A resumed run logs again the steps after its checkpoint, so the rows an earlier process wrote for them (it
+        was killed before its next checkpoint) are dropped: each is logged once, by the process whose model goes on."""
+        if state.global_step == 0 or not state.is_world_process_zero or not self.path.exists():
+            return
+        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        kept = [r for r in rows if r.get("stage") != self.stage or r.get("step", 0) <= state.global_step]
+        if len(kept) < len(rows):
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or not state.is_world_process_zero:
+            return
+        row = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3)}
+        if self.stage:
+            row["stage"] = self.stage
+        for k, v in logs.items():
+            row[k] = v if not isinstance(v, float) or math.isfinite(v) else str(v)
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+def _stop_agreed(requested: bool, device) -> bool:
+    """Whether any process requested a stop (the request itself with one process)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1):
+        return requested
+    flag = torch.tensor([1 if requested else 0], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+class StopOnSignal(TrainerCallback):
+    """Ends training after the step in which a stop signal arrived, with a checkpoint of that step
+    (``sdft.interrupts``). First among the callbacks: those after it read ``training_interrupted``."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        request = active_request()
+        if request is None or request.stopped:
+            return control
+        if _stop_agreed(request.requested, args.device):
+            request.stopped_at = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+        return control

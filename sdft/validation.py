@@ -21,13 +21,21 @@ The checked keys (those of them that the run's method has):
   ``teacher_template``         a template name (``sdft.prompts.TEACHER_TEMPLATES``) or a text with both placeholders
   ``offline_num_samples``, ``temperature``, ``top_p``  how offline distillation samples its teacher (>= 1, > 0,
                                (0, 1]); checked for the methods whose own knobs they are (``TeacherSamplingArguments``)
+
+and every number of ``NUMBER_CHECKS`` that the method has, against the range in which it can work (batch sizes,
+lengths and step counts >= 1, rates in their interval, ...): ``per_device_train_batch_size=-1`` or ``n_train=0``
+is refused here, naming the key, instead of failing in a library after the model has loaded (or, for ``n_train=0``,
+"training" zero steps). ``None`` passes where the field allows it (``n_train``: every record).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
+
+from sdft.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,7 @@ class SourceProblem:
         return f"{self.where}: config key {self.key!r} = {self.value!r}: {self.problem}"
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """One or more data sources of a config are invalid; ``problems`` lists them, each naming key, value and layer."""
 
     def __init__(self, problems: list[SourceProblem], method: str | None = None):
@@ -50,7 +58,7 @@ class SourceError(ValueError):
         if len(self.problems) == 1:
             text = head + str(self.problems[0])
         else:
-            text = head + f"{len(self.problems)} invalid data sources:\n" + "\n".join(f"  {p}" for p in self.problems)
+            text = head + f"{len(self.problems)} invalid values:\n" + "\n".join(f"  {p}" for p in self.problems)
         super().__init__(text)
 
 
@@ -67,7 +75,7 @@ def task_problem(name: Any) -> str | None:
 
 def model_problem(name: Any) -> str | None:
     from data_prep.general_prompts import hub_id_problem
-    from sdft.models import EMBEDDED_MODELS, EMBEDDED_PREFIX, is_embedded, looks_like_path
+    from sdft.models import EMBEDDED_MODELS, EMBEDDED_PREFIX, is_embedded, looks_like_path, model_folder_problem
 
     if not isinstance(name, str) or not name.strip():
         return "a model is a hub id, a local directory or embedded:NAME"
@@ -77,7 +85,8 @@ def model_problem(name: Any) -> str | None:
             f"unknown embedded model; known: {[EMBEDDED_PREFIX + k for k in EMBEDDED_MODELS]}"
     if looks_like_path(name) or os.path.isdir(os.path.expanduser(name)):
         path = os.path.expanduser(name)
-        return None if os.path.isdir(path) else f"no such model directory: {os.path.abspath(path)}"
+        return model_folder_problem(path) if os.path.isdir(path) else \
+            f"no such model directory: {os.path.abspath(path)}"
     problem = hub_id_problem(name)
     return None if problem is None else problem.replace("hub dataset id", "hub model id").replace(
         "<owner>/<dataset>", "<owner>/<model>")
@@ -132,14 +141,58 @@ SAMPLING_CHECKS: dict[str, Callable[[Any], str | None]] = {
 }
 
 
+def _optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    def optional(value: Any) -> str | None:
+        problem = check(value) if value is not None else None
+        return f"{problem} (or null)" if problem else None
+
+    return optional
+
+
+_INT = lambda v: float(v).is_integer()  # noqa: E731  (an int, or a float such as 4.0 from a YAML file)
+_POSITIVE_INT = _number_problem(lambda v: _INT(v) and v >= 1, "an integer >= 1")
+_NON_NEGATIVE_INT = _number_problem(lambda v: _INT(v) and v >= 0, "an integer >= 0")
+# key -> its check, for every method that has the key (transformers' TrainingArguments, TRL's configs, ours)
+NUMBER_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "n_train": _optional(_POSITIVE_INT),
+    "per_device_train_batch_size": _POSITIVE_INT,
+    "per_device_eval_batch_size": _POSITIVE_INT,
+    "gradient_accumulation_steps": _POSITIVE_INT,
+    "max_completion_length": _POSITIVE_INT,
+    "max_prompt_length": _optional(_POSITIVE_INT),
+    "max_length": _optional(_POSITIVE_INT),
+    "num_train_epochs": _number_problem(lambda v: v > 0, "> 0"),
+    "max_steps": _number_problem(lambda v: _INT(v) and (v >= 1 or v == -1), "an integer >= 1, or -1 (epochs decide)"),
+    "learning_rate": _number_problem(lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0"),
+    "warmup_steps": _number_problem(lambda v: v >= 0, ">= 0"),
+    "weight_decay": _number_problem(lambda v: v >= 0, ">= 0"),
+    "max_grad_norm": _number_problem(lambda v: v >= 0, ">= 0 (0: no clipping)"),
+    "save_steps": _number_problem(lambda v: v > 0, "> 0 (a step count, or a fraction of the run below 1)"),
+    "logging_steps": _number_problem(lambda v: v > 0, "> 0 (a step count, or a fraction of the run below 1)"),
+    "selection_steps": _optional(_POSITIVE_INT),
+    "selection_records": _optional(_POSITIVE_INT),
+    "seed": _NON_NEGATIVE_INT,
+    "num_generations": _POSITIVE_INT,
+    "num_iterations": _POSITIVE_INT,
+    "teacher_update_rate": _number_problem(lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "teacher_sync_steps": _POSITIVE_INT,
+    "num_loss_tokens_to_skip": _NON_NEGATIVE_INT,
+    "distillation_topk": _NON_NEGATIVE_INT,
+    "token_kl_clip": _optional(_number_problem(lambda v: v > 0, "> 0")),
+    "top_k": _optional(_NON_NEGATIVE_INT),
+    "reinvoke_steps": _POSITIVE_INT,
+    **SAMPLING_CHECKS,
+}
+
+
 def value_problem(key: str, value: Any) -> str | None:
     """What is wrong with ``value`` as the source key ``key`` (None: fine, or ``key`` is no source key)."""
-    check = FIELD_CHECKS.get(key) or SAMPLING_CHECKS.get(key)
+    check = FIELD_CHECKS.get(key) or NUMBER_CHECKS.get(key)
     return check(value) if check is not None else None
 
 
 def is_source_key(key: str) -> bool:
-    return key in FIELD_CHECKS or key in SAMPLING_CHECKS
+    return key in FIELD_CHECKS or key in NUMBER_CHECKS
 
 
 # ------------------------------------------------------------------------------------------------ a whole config
@@ -157,11 +210,14 @@ def source_problems(cfg, origins: Mapping[str, str] | None = None, unset: str = 
     for key, check in FIELD_CHECKS.items():
         if key in values:
             add(key, values[key], check(values[key]))
+    for key, check in NUMBER_CHECKS.items():
+        if key in values:
+            add(key, values[key], check(values[key]))
     args = cfg.method_args
     sampling = {f.name for f in fields(args)} if args is not None else set()
     if "offline_num_samples" in sampling:  # offline distillation's teacher-sampling knobs (TeacherSamplingArguments)
         for key, check in SAMPLING_CHECKS.items():
-            if key in sampling:
+            if key in sampling and values.get(key) != getattr(args, key):  # not already checked above
                 add(key, getattr(args, key), check(getattr(args, key)))
     if values.get("data_dir") in (None, "") and os.environ.get("SDFT_DATA_DIR") and _reads_real_data(values.get("task")):
         add("data_dir", None, data_dir_problem(os.environ["SDFT_DATA_DIR"]), "$SDFT_DATA_DIR (data_dir not given)")

@@ -120,7 +120,11 @@ def test_the_installed_package_answers_help_from_any_directory(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "sdft.train", "--method", "sft", "--help"], cwd=tmp_path,
+    out = subprocess.run([sys.executable, "-m", "sdft.train", "--help"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "--max_length" in out.stdout and "--learning_rate" in out.stdout and "--n_train" in out.stdout
+    assert "--help-config" in out.stdout and "--output-dir" in out.stdout
+    keys = subprocess.run([sys.executable, "-m", "sdft.train", "--method", "sft", "--help-config"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert keys.returncode == 0, keys.stderr[-2000:]
+    assert all(f"\n  {k} " in keys.stdout for k in ("max_length", "learning_rate", "n_train"))

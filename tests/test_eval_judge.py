@@ -48,6 +48,13 @@ class FakeServer:
                     return self._send(404, {"error": {"message": "not found"}})
                 if server.failures:
                     code = server.failures.pop(0)
+                    if code == "html":  # HTTP 200 with a body that is no JSON (a proxy's error page)
+                        page = b"<html><body>502 upstream</body></html>"
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(page)))
+                        self.end_headers()
+                        return self.wfile.write(page)
                     return self._send(code, {"error": {"message": f"injected {code}", "type": "server_error"}})
                 model = body["model"]
                 if "temperature" in body and (model.startswith("gpt-5") or model in server.reject_temperature):
@@ -135,6 +142,20 @@ def test_gives_up_after_max_retries(server, tmp_path):
     with pytest.raises(RuntimeError, match="giving up after 3 attempts"):
         judge.judge("medical", ["q?"], ["ref"], ["VERDICT=C"])
     assert len(server.requests) == 3
+
+
+def test_a_reply_that_is_not_json_is_retried_then_named_with_its_endpoint(server, tmp_path):
+    from sdft.errors import UserError
+
+    server.failures = ["html"]
+    judge = _judge(tmp_path, model="judge-small")
+    assert judge.judge("medical", ["q?"], ["ref"], ["VERDICT=C"]).verdicts == ["CORRECT"]
+    assert len(server.requests) == 2
+    server.failures = ["html"] * 10
+    judge = _judge(tmp_path, model="judge-small", max_retries=1)
+    with pytest.raises(UserError, match=r"^judge-small at http://127\.0\.0\.1:\d+/v1: giving up after 2 attempts: "
+                                        r"the reply is not JSON \(Expecting value"):
+        judge.judge("medical", ["another q?"], ["ref"], ["VERDICT=C"])
 
 
 def test_temperature_rejected_falls_back(server, tmp_path):

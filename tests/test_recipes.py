@@ -178,7 +178,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
         build_config("smoke", "offline_distill", overrides={
             "data_dir": str(tmp_path / "absent"), "top_p": 0.0, "temperature": -1.0, "offline_num_samples": 0})
     assert {p.key for p in err.value.problems} == {"data_dir", "top_p", "temperature", "offline_num_samples"}
-    assert str(err.value).startswith("config of method 'offline_distill': 4 invalid data sources:")
+    assert str(err.value).startswith("config of method 'offline_distill': 4 invalid values:")
 
 
 def test_valid_local_and_hub_sources_pass_without_reading_them(tmp_path, monkeypatch):
@@ -193,9 +193,12 @@ def test_valid_local_and_hub_sources_pass_without_reading_them(tmp_path, monkeyp
     prompts.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
     mirror = tmp_path / "mirror"
     mirror.mkdir()
+    model = tmp_path / "model"  # a folder with a config is a local model to the check; its weights are not read
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
     for source in ("embedded", "hub:allenai/tulu-3-sft-mixture", "hub:squad", f"file:{prompts}"):
         cfg = build_config("paper", "reinvoke", overrides={"reinvoke_prompts": source, "task": "science",
-                                                           "data_dir": str(mirror), "model": str(tmp_path)})
+                                                           "data_dir": str(mirror), "model": str(model)})
         assert cfg.reinvoke_prompts == source and source_problems(cfg) == []
 
 

@@ -243,7 +243,7 @@ def test_a_killed_run_is_not_resumed_with_another_config(tiny_model_path, tmp_pa
         with pytest.raises(KeyboardInterrupt):
             main(argv)
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-    with pytest.raises(SystemExit, match=r"an unfinished run \(status failed\) of another config(.|\n)*"
+    with pytest.raises(SystemExit, match=r"an unfinished run \(status interrupted\) of another config(.|\n)*"
                                          r"divergence: 'forward' -> 'reverse'"):
         main(argv + ["divergence=reverse"])
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing rewritten, config.yaml included
