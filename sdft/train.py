@@ -4,6 +4,11 @@
     python -m sdft.train --config experiments/recipes/qwen2.5-7b-instruct/sdft_science.yaml --preset paper \
         --output-dir runs/sdft_science
     python -m sdft.train --method sft --help-config      # every key of that method, with its default and meaning
+    python -m sdft.train --include examples/my_plugin.py --method mine --task mine_task --output-dir runs/mine
+
+``--include MODULE_OR_PATH`` (repeatable; also the config key ``include`` and ``$SDFT_INCLUDE``) imports a module
+of your own that registers a task or method (``sdft.plugins``), before any name is looked up; a run directory that
+recorded plugins has them imported again when a run is made into it (unless ``--force``).
 
 Any field of the method's configs is a key, as ``key=value`` (YAML value) or ``--key value`` (see
 ``sdft.config``). The run directory is required: ``--output-dir DIR`` (or ``output_dir`` in a recipe). A run whose
@@ -173,6 +178,7 @@ def split_argv(argv: list[str]) -> tuple[argparse.Namespace, dict, list[str]]:
     pre = argparse.ArgumentParser(add_help=False)
     for name in _PRE_OPTIONS:
         pre.add_argument(f"--{name}", f"--{name.replace('_', '-')}", dest=name)
+    pre.add_argument("--include", action="append", default=None, metavar="MODULE_OR_PATH")
     pre.add_argument("--force", action="store_true")
     pre.add_argument("--help-config", "--help_config", dest="help_config", action="store_true")
     pre.add_argument("-h", "--help", action="store_true")
@@ -182,19 +188,41 @@ def split_argv(argv: list[str]) -> tuple[argparse.Namespace, dict, list[str]]:
     return args, parse_overrides(pairs), tokens
 
 
+def include_specs(args: argparse.Namespace, overrides: dict) -> list[str]:
+    """The plugins a command line names (``include=`` and ``--include``) and those its existing run directory
+    recorded (``--output-dir``; not with ``--force``, which deletes it), normalized, each once."""
+    from sdft import plugins
+
+    run_dir = None if args.force else (args.output_dir or overrides.get("output_dir"))
+    return plugins.merge(plugins.as_list(overrides.get("include"), "command line: include"), args.include or [],
+                         plugins.recorded(run_dir))
+
+
 def main(argv: list[str] | None = None) -> Path | None:
+    from sdft.plugins import PluginError, import_plugins
+
     argv = sys.argv[1:] if argv is None else list(argv)
     args, overrides, tokens = split_argv(argv)
     if args.preset is not None and args.preset not in PRESETS:
         raise SystemExit(f"error: --preset must be one of {PRESETS}, got {args.preset!r}")
+    try:  # before any method or task name is looked up (--help-config of a plugin's method too)
+        include = include_specs(args, overrides)
+        import_plugins(include)
+    except PluginError as err:
+        raise SystemExit(f"error: {err}") from None
+    if include:
+        overrides["include"] = include
     method = args.method or overrides.get("method")
     if args.help or args.help_config:
         name = method or "sdft"
-        if args.help:
-            print(__doc__)
-            parser_for(name).print_help()
-        else:
-            print(describe_fields(name))
+        try:
+            if args.help:
+                print(__doc__)
+                parser_for(name).print_help()
+            else:
+                print(describe_fields(name))
+        except (KeyError, ValueError) as err:  # an unknown method, a $SDFT_INCLUDE plugin that fails: one line
+            raise SystemExit(f"error: {err}") from None
         return None
     for key in ("task", "model", "seed", "output_dir"):
         if getattr(args, key) is not None:
