@@ -9,8 +9,10 @@ task of your own is one module that builds its records and one call::
     register_task(Task(name="my_qa", load=my_loader, score=score_short_answer, metric="normalized_containment",
                        title="My QA"))
 
-after which ``python -m sdft.train --task my_qa``, ``eval.evaluate`` and the experiment tables know it (import
-the module first, e.g. from your own script).
+after which ``python -m sdft.train --task my_qa``, ``eval.evaluate`` and the experiment tables know it, once the
+module is imported: from your own script, or, for a module outside the package, with ``--include path/to/it.py``
+(``sdft.train``, ``eval.run``, the section scripts), the config key ``include`` or ``$SDFT_INCLUDE``
+(:mod:`sdft.plugins`; ``examples/my_plugin.py`` is a complete task and method).
 """
 
 from __future__ import annotations

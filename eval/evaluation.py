@@ -62,7 +62,7 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
              allow_code_execution: bool = False, ifeval_punkt_fallback: bool = False,
              judge_model: str | None = None, judge=None, judge_timeout: float | None = None,
              judge_deadline: float | None = None, backend: str = "auto", output_dir: str | Path | None = None,
-             skip_task: bool = False) -> dict[str, Any]:
+             skip_task: bool = False, include: list[str] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on ``task`` (and a prior-capability suite); return the content of ``eval.json``.
 
     ``model``: a run directory (``config.yaml`` + ``model/``: its model is evaluated; task, preset and teacher
@@ -75,7 +75,8 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
     ``prior_benchmarks``. Judge-scored tasks use ``judge`` (an object like ``eval.judge.LLMJudge``), else an LLMJudge
     of ``judge_model`` when one is named, else the task's ``local_judge`` if it has one (``embedded_knowledge``:
     ``eval.fact_judge.FactJudge``, offline), else an LLMJudge of the default model. ``skip_task``: only the prior
-    suite.
+    suite. ``include``: plugins (``sdft.plugins``: module names, ``.py`` files, directories) imported before the
+    task is looked up, with those a run directory recorded (its ``include``) and those of ``$SDFT_INCLUDE``.
 
     The result holds ``evaluations.<variant>`` (``scores``, ``settings``, ``n``), ``prior.<suite>``, run facts and
     ``scores`` (one flat list of every score with its ``source``). With ``output_dir``, writes
@@ -83,7 +84,8 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
     ``<output_dir>/predictions_<variant>.jsonl`` (one line per example); without, writes nothing.
     Both are written atomically (a temporary file, then ``os.replace``). Raises :class:`eval.prior.PriorSuiteError`
     when the prior suite cannot run here (before any generation when that can be known), :class:`EvaluationError`
-    when the arguments do not fit together or the existing ``eval.json`` is not valid JSON (naming the file).
+    when the arguments do not fit together, the task is unknown, a plugin cannot be imported or the existing
+    ``eval.json`` is not valid JSON (naming the file).
     """
     if variant not in VARIANTS:
         raise EvaluationError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
@@ -101,6 +103,7 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
     task = task or run_cfg.get("task")
     if not task and not skip_task:
         raise EvaluationError("a task is required (no run directory to take it from)")
+    _import_plugins_and_check(task if not skip_task else None, include, run_cfg.get("include"))
     preset = preset or (run_cfg.get("preset") if run_cfg.get("preset") in PRESET_EVAL else "mini")
     if preset not in PRESET_EVAL:
         raise EvaluationError(f"unknown preset {preset!r}; expected one of {sorted(PRESET_EVAL)}")
@@ -189,6 +192,20 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
     if eval_path is not None:
         write_eval_json(eval_path, result)
     return result
+
+
+def _import_plugins_and_check(task: str | None, include: list[str] | None, recorded: Any) -> None:
+    """Import the plugins given and those the run recorded; an unknown task is an :class:`EvaluationError` naming
+    it (and ``--include``), before any model is loaded."""
+    from data_prep.registry import get_task
+    from sdft.plugins import PluginError, as_list, import_plugins, merge
+
+    try:
+        import_plugins(merge(as_list(include), as_list(recorded, "the run's config.yaml: include")))
+        if task is not None:
+            get_task(task)
+    except (PluginError, KeyError) as err:
+        raise EvaluationError(str(err)) from err
 
 
 def _read_existing(eval_path: Path) -> dict[str, Any]:

@@ -3,9 +3,12 @@
     python -m eval.run --model <run dir | HF id | path | embedded:NAME> --task <name> [--split test]
         [--prior-suite paper|embedded|none] [--preset smoke|mini|paper] [--n N] [--teacher] [--rag]
         [--passk N] [--kl-base MODEL] [--judge-model M] [--judge-timeout S] [--judge-deadline S] [--output DIR]
+        [--include MODULE_OR_PATH ...]
 
 A run directory (from ``python -m sdft.train``) holds ``config.yaml`` and ``model/``: the model in ``model/``
-is evaluated, the task and teacher template default to the run's, and results go into the run directory.
+is evaluated, the task and teacher template default to the run's, and results go into the run directory. A task of
+your own is imported with ``--include`` (a module name, a ``.py`` file or a directory; ``sdft.plugins``), or
+without it when the run directory recorded its plugins (``include`` in ``config.yaml``).
 
 Writes ``<output>/eval.json`` (every score with its metric name, n and settings; evaluations of other variants
 already in the file are kept) and ``<output>/predictions_<variant>.jsonl`` (one line per example).
@@ -63,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto")
     p.add_argument("--output", default=None)
     p.add_argument("--skip-task", action="store_true", help="only the prior suite")
+    p.add_argument("--include", action="append", default=None, metavar="MODULE_OR_PATH",
+                   help="a plugin to import before the task is looked up (repeatable): a dotted module name, a .py "
+                        "file or a directory of them; also $SDFT_INCLUDE; a run directory's recorded ones are imported")
     return p
 
 

@@ -41,8 +41,16 @@ class RunSpec:
         name = f"{self.method} ({self.variant})" if self.variant else self.method
         return f"{self.task}/{name} seed {self.seed}" + (f" [{point}]" if point else "")
 
+    def import_plugins(self) -> list[str]:
+        """Import the plugins the grid's overrides name (``include``, ``sdft.plugins``): before this spec's task or
+        method is looked up in a process of its own (``experiments.run_one``)."""
+        from sdft.plugins import as_list, import_plugins
+
+        return import_plugins(as_list(self.overrides.get("include"), f"grid {self.experiment}: include"))
+
     def config(self):
         """The RunConfig this spec trains with (the grid's overrides that are keys of this method's config)."""
+        self.import_plugins()
         keys = config_keys(self.method)
         values = {**{k: v for k, v in self.overrides.items() if k in keys}, **self.sweep_point, "task": self.task,
                   "seed": self.seed, "output_dir": self.run_dir}

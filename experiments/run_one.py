@@ -1,4 +1,6 @@
-"""Run one element of a written grid (a SLURM array task): ``python -m experiments.run_one --grid G --index I``."""
+"""Run one element of a written grid (a SLURM array task): ``python -m experiments.run_one --grid G --index I``.
+
+The plugins the grid names (``include`` in its overrides: a section's ``--include``) are imported first."""
 
 from __future__ import annotations
 
@@ -16,6 +18,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     specs = read_grid(args.grid)
     spec = specs[args.index]
+    try:  # a task or method of the user's own (the section's --include, kept in the grid file)
+        spec.import_plugins()
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     if is_done(spec) and not args.force:
         print(f"{spec.label}: done before, skipped")
         return

@@ -11,6 +11,11 @@ that writes its tables and figures (with :mod:`experiments.reporting`), then han
 A section whose grid is more than task x method x seed (Table 1's teacher contexts) passes hooks: ``add_arguments``
 (its own options), ``adjust_grid`` (the specs, changed), ``describe`` (lines printed with the grid, also on
 ``--dry-run``: e.g. a judge-call estimate) and ``preflight`` (run once before the local runs: e.g. the teacher view).
+
+``--include MODULE_OR_PATH`` (repeatable; ``sdft.plugins``) imports a task or method of your own before the grid is
+built: its names are valid in ``--tasks`` and ``--methods`` (a section takes any registered method beside its own),
+and the specs go into every run's overrides (``include``), so the runs that ``--jobs N`` and SLURM start in other
+processes (``experiments.run_one``, reading the grid file) import them too.
 """
 
 from __future__ import annotations
@@ -80,6 +85,10 @@ def build_parser(doc: str | None, experiment: str, methods: Sequence[str]) -> ar
     parser.add_argument("--aggregate-only", action="store_true", help="only rebuild the tables and figure")
     parser.add_argument("--results-dir", default=f"results/{experiment}")
     parser.add_argument("--force", action="store_true", help="rerun runs whose eval.json exists")
+    parser.add_argument("--include", action="append", default=None, metavar="MODULE_OR_PATH",
+                        help="a plugin registering a task or method of your own (repeatable): a dotted module name, "
+                             "a .py file or a directory of them (sdft.plugins; also $SDFT_INCLUDE); its names are "
+                             "then valid in --tasks and --methods, and every run of the grid imports it")
     parser.add_argument("--allow-code-execution", action="store_true",
                         help="also run the code benchmark of the prior suite (HumanEval, or its embedded stand-in): "
                              "it executes model-written code on this machine")
@@ -91,17 +100,46 @@ def build_grid(args, experiment: str, tasks: dict[str, list[str]], methods: Sequ
                recipes: Path = RECIPES) -> list[G.RunSpec]:
     """The runs that the parsed options ask for (the preset's tasks, the section's methods, seeds, sweep)."""
     from sdft.config import parse_overrides
+    from sdft.plugins import HINT
+    from sdft.registry import method_names
 
     chosen_tasks = args.tasks.split(",") if args.tasks else tasks[args.preset]
     chosen = args.methods.split(",") if args.methods else list(methods)
-    unknown = sorted(set(chosen) - set(methods))
+    unknown = [m for m in chosen if m not in methods and m not in method_names()]
     if unknown:
-        raise SystemExit(f"unknown methods {unknown}; {experiment} compares {list(methods)}")
+        raise SystemExit(f"error: unknown methods {unknown}; {experiment} compares {list(methods)} (and any other "
+                         f"registered method; one of your own: {HINT})")
     seeds = list(range(args.seeds if args.seeds is not None else (3 if args.preset == "paper" else 1)))
+    overrides = parse_overrides(args.overrides)
+    include = plugin_specs(args)
+    if include:  # recorded in every run's config (and the grid file): the runs in other processes import them too
+        overrides["include"] = include
     return G.expand(experiment, args.preset, chosen_tasks, chosen, seeds, args.results_dir,
                     recipe_for=(lambda t, m: recipe_for(t, m, recipes)) if args.preset == "paper" else None,
-                    sweep=args.sweep, overrides=parse_overrides(args.overrides),
+                    sweep=args.sweep, overrides=overrides,
                     eval_args=["--allow-code-execution"] if args.allow_code_execution else [])
+
+
+def plugin_specs(args) -> list[str]:
+    """The plugins a section's command line names (``--include`` and an ``include=`` override), normalized."""
+    from sdft.config import parse_overrides
+    from sdft.plugins import as_list, merge
+
+    given = parse_overrides([o for o in args.overrides if o.split("=", 1)[0].strip() == "include"])
+    return merge(as_list(given.get("include"), "command line: include"), getattr(args, "include", None) or [])
+
+
+def import_section_plugins(args) -> list[str]:
+    """Import the plugins of the command line (:func:`plugin_specs`) and of ``$SDFT_INCLUDE``; exits with one line
+    naming the spec when one cannot be imported."""
+    from sdft.plugins import PluginError, env_specs, import_plugins
+
+    try:
+        specs = plugin_specs(args)
+        import_plugins([*env_specs(), *specs])
+    except (PluginError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    return specs
 
 
 def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dict[str, list[str]],
@@ -131,6 +169,7 @@ def _main(argv, *, experiment, doc, tasks, methods, aggregate, outputs, recipes,
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args(argv)
+    include = import_section_plugins(args)  # before any task or method name is looked up (titles in tables too)
     results_dir = Path(args.results_dir)
     if args.aggregate_only:
         try:
@@ -143,10 +182,10 @@ def _main(argv, *, experiment, doc, tasks, methods, aggregate, outputs, recipes,
         specs = adjust_grid(args, specs)
     try:  # every recipe builds and its data sources are valid before the first run trains
         G.validate_grid(specs)
-    except ValueError as err:
+    except (ValueError, KeyError) as err:
         raise SystemExit(f"error: {err}") from None
-    aggregate_cmd = G.python_module_cmd(f"experiments.{experiment}", ["--aggregate-only", "--results-dir",
-                                                                      str(results_dir)])
+    aggregate_cmd = G.python_module_cmd(f"experiments.{experiment}", [
+        "--aggregate-only", "--results-dir", str(results_dir), *[a for spec in include for a in ("--include", spec)]])
     print(f"[{experiment}] preset {args.preset}: {G.grid_summary(specs)} -> {results_dir}", flush=True)
     if describe is not None:
         for line in describe(args, specs) or []:

@@ -15,6 +15,10 @@ Values come from these layers, later ones winning:
   4. a YAML recipe (``--config recipe.yaml``; ``experiments/recipes/``),
   5. the command line: ``key=value`` (the value read as YAML) and ``--key value`` (argparse; wins over ``key=value``).
 
+``include`` (plugins: a task or method of your own, ``sdft.plugins``) is the one key whose layers add up: the
+modules of ``$SDFT_INCLUDE``, the preset, the recipe and the command line are all imported, before the method and
+task are looked up, and all recorded.
+
 Presets: ``smoke`` (a tiny random Llama, seconds, for tests and CI), ``mini`` (SmolLM2-135M-Instruct on the embedded
 tasks, the offline CPU default, minutes) and ``paper`` (Qwen2.5-7B-Instruct with the paper's settings, GPUs).
 """
@@ -51,6 +55,11 @@ class ScriptArguments:
     model: str = field(default="embedded:tiny-llama", metadata={"help": "HF id, local path or embedded:NAME"})
     preset: Literal["smoke", "mini", "paper"] = field(
         default="smoke", metadata={"help": "smoke (tests, seconds) | mini (CPU, minutes) | paper (GPUs)"})
+    include: list[str] = field(
+        default_factory=list,
+        metadata={"help": "plugins imported before the method and task are looked up (sdft.plugins): dotted module "
+                  "names, .py files or directories; a run records them (paths absolute) with those of $SDFT_INCLUDE, "
+                  "and eval.run on its directory imports them again. On the command line: --include (repeatable)"})
     data_dir: str | None = field(default=None, metadata={"help": "local mirror of the task data (offline clusters)"})
     n_train: int | None = field(default=None, metadata={"help": "cap on the number of training records"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip malformed raw records of the task data instead "
@@ -262,9 +271,11 @@ def build_config(
     argv = [f"--{ALIASES[a[2:]]}" if a.startswith("--") and a[2:] in ALIASES else a for a in argv or []]
     recipe_values = load_recipe(recipe)[0] if recipe is not None else {}
     preset = overrides.get("preset") or preset or recipe_values.get("preset") or "smoke"
+    values = load_preset(preset)
+    include = import_layers_plugins([(f"preset {preset!r}", values["common"]), (str(recipe), recipe_values),
+                                     ("command line", overrides)])
     method = overrides.get("method") or method or recipe_values.get("method") or "sdft"
     spec = get_method(method)
-    values = load_preset(preset)
     per_method = values["methods"].get(method) or {}
     task = overrides.get("task") or recipe_values.get("task") or per_method.get("task") or values["common"].get("task")
     task = task or ScriptArguments.task
@@ -296,7 +307,7 @@ def build_config(
             raise ConfigError(f"{where}: unknown config keys {unknown} for method {method!r}; "
                              f"see `python -m sdft.train --method {method} --help-config`")
         parser.set_defaults_with_config(**layer)
-    parser.set_defaults_with_config(method=method, preset=preset, task=task)
+    parser.set_defaults_with_config(method=method, preset=preset, task=task, include=include)
     try:
         parts = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as err:
@@ -312,6 +323,16 @@ def build_config(
         cfg.training.output_dir = default
     validate_sources(cfg, cfg.origins, unset="default")
     return cfg
+
+
+def import_layers_plugins(layers: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Import the plugins (``sdft.plugins``) of ``$SDFT_INCLUDE`` and of the ``include`` key of every layer; return
+    them all, normalized, in that order: the ``include`` value a run records (the union, not the last layer's)."""
+    from sdft.plugins import as_list, env_specs, import_plugins, merge
+
+    specs = merge(env_specs(), *(as_list(layer.get("include"), f"{where}: include") for where, layer in layers))
+    import_plugins(specs)
+    return specs
 
 
 def _origins(layers: list[tuple[str, dict[str, Any]]], argv: list[str]) -> dict[str, str]:
@@ -372,6 +393,8 @@ def describe_fields(method: str = "sdft", cfg: RunConfig | None = None) -> str:
                 lines.append(f"  {f.name} = {values[f.name]!r} ({where}): {help_text}")
                 continue
             default = f.default if f.default is not dataclasses.MISSING else None
+            if f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
             default = spec.defaults.get(f.name, default)
             lines.append(f"  {f.name} (default {_plain(default)!r}): {help_text}")
     return "\n".join(lines)

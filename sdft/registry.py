@@ -3,19 +3,29 @@ experiment grids, the tables and the figures.
 
 Each method module registers itself where it is defined (``sdft/method.py`` for SDFT, the modules of
 ``sdft/baselines/`` for the baselines; every module of that package is imported on the first look-up). A method of
-your own is one module with a training function and one call::
+your own is one module with a training function and one call. SFT on the short reference answer instead of the
+demonstration, on the public SFT helper (``sdft.baselines.sft.build_sft_trainer``: TRL's ``SFTTrainer`` on
+(student prompt, target) conversations, with this repository's checkpoints and callbacks)::
 
+    from trl import SFTConfig
+
+    from sdft.baselines.sft import SFT_DEFAULTS, build_sft_trainer
     from sdft.registry import Method, register_method
 
-    def train_mine(cfg, records, run_dir, resume_from_checkpoint=None):
-        trainer = ...                      # any transformers.Trainer, built from cfg.training
+    def train_answer_sft(cfg, records, run_dir, resume_from_checkpoint=None):
+        targets = [str(r["reference"]) for r in records]   # one target text per record
+        trainer = build_sft_trainer(cfg, records, run_dir, completions=targets)
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-        return trainer, {"what": "ran"}    # the trainer (its model is saved) and facts for the manifest
+        return trainer, {"targets": "reference"}           # the trainer (its model is saved), facts for the manifest
 
-    register_method(Method("mine", train=train_mine, config_class=SFTConfig, title="Mine"))
+    register_method(Method("answer_sft", train=train_answer_sft, config_class=SFTConfig, defaults=SFT_DEFAULTS,
+                           title="Answer SFT"))
 
 The training function gets the resolved :class:`sdft.config.RunConfig` (``cfg.training`` is an instance of
 ``config_class``, ``cfg.method_args`` of ``args_class``), the task's training records and the run directory.
+Such a module outside the package is imported with ``--include path/to/module.py`` (``sdft.train``, ``eval.run``
+and the section scripts), the config key ``include`` or ``$SDFT_INCLUDE`` (:mod:`sdft.plugins`);
+``examples/my_plugin.py`` is a complete task and method.
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+
+from sdft.errors import UserError
 
 TrainFn = Callable[..., tuple[Any, dict]]  # (cfg, records, run_dir, resume_from_checkpoint) -> (trainer, info)
 
@@ -56,9 +68,17 @@ class Method:
     description: str = ""
 
 
+class UnknownName(UserError, KeyError):
+    """A name no registry entry has; its message (not quoted, unlike a ``KeyError``'s) names it, the known names and
+    how to add one of your own."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class Registry(dict):
     """Name -> entry (a ``Method`` or a ``data_prep.registry.Task``), filled by :meth:`register`; the repository's
-    own entries are imported on the first look-up."""
+    own entries (and the plugins of ``$SDFT_INCLUDE``) are imported on the first look-up."""
 
     def __init__(self, kind: str, load_builtins: Callable[[], None]):
         super().__init__()
@@ -74,7 +94,10 @@ class Registry(dict):
     def lookup(self, name: str):
         self.load_builtins()
         if name not in self:
-            raise KeyError(f"unknown {self.kind} {name!r}; known {self.kind}s: {sorted(self)}")
+            from sdft.plugins import HINT
+
+            raise UnknownName(f"unknown {self.kind} {name!r}; known {self.kind}s: {sorted(self)}; a {self.kind} of "
+                              f"your own: {HINT}")
         return self[name]
 
     def names(self) -> list[str]:
@@ -82,9 +105,13 @@ class Registry(dict):
         return list(self)
 
     def load_builtins(self) -> None:
+        """The repository's own entries, then the plugins of ``$SDFT_INCLUDE`` (:mod:`sdft.plugins`), once."""
         if not self._loaded:
+            from sdft.plugins import import_env_plugins
+
             self._loaded = True
             self._load_builtins()
+            import_env_plugins()
 
 
 def _load_builtin_methods() -> None:

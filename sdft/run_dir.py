@@ -18,7 +18,8 @@
 
 The fingerprint covers every config key but ``NOT_FINGERPRINTED``: where the run writes (``output_dir``, so a
 moved directory still resumes), what it logs and reports, how often and how many checkpoints it keeps, whether it
-keeps them or the final model, and hub publishing. None of them changes the trained weights; every other key does or
+keeps them or the final model, which plugin modules are imported (``include``: the method and task names they
+register are fingerprinted; a module may move), and hub publishing. None of them changes the trained weights; every other key does or
 may (a resumed run is bit-exact only under the same values).
 """
 
@@ -52,6 +53,8 @@ NOT_FINGERPRINTED = frozenset({
     # which checkpoints and outputs are kept
     "save_strategy", "save_steps", "save_total_limit", "save_on_each_node", "enable_jit_checkpoint",
     "resume_from_checkpoint", "keep_checkpoints", "save_model",
+    # which plugin modules are imported to find the method and task (their names are fingerprinted)
+    "include",
     # hub publishing
     "push_to_hub", "hub_token", "hub_private_repo", "hub_model_id", "hub_strategy", "hub_always_push", "hub_revision",
 })

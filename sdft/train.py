@@ -4,6 +4,11 @@
     python -m sdft.train --config experiments/recipes/qwen2.5-7b-instruct/sdft_science.yaml --preset paper \
         --output-dir runs/sdft_science
     python -m sdft.train --method sft --help-config      # every key of that method, with its default and meaning
+    python -m sdft.train --include examples/my_plugin.py --method mine --task mine_task --output-dir runs/mine
+
+``--include MODULE_OR_PATH`` (repeatable; also the config key ``include`` and ``$SDFT_INCLUDE``) imports a module
+of your own that registers a task or method (``sdft.plugins``), before any name is looked up; a run directory that
+recorded plugins has them imported again when a run is made into it (unless ``--force``).
 
 Any field of the method's configs is a key, as ``key=value`` (YAML value) or ``--key value`` (see
 ``sdft.config``). The run directory is required: ``--output-dir DIR`` (or ``output_dir`` in a recipe). A run whose
@@ -200,6 +205,7 @@ def split_argv(argv: list[str]) -> tuple[argparse.Namespace, dict, list[str]]:
     pre = argparse.ArgumentParser(add_help=False)
     for name in _PRE_OPTIONS:
         pre.add_argument(f"--{name}", f"--{name.replace('_', '-')}", dest=name)
+    pre.add_argument("--include", action="append", default=None, metavar="MODULE_OR_PATH")
     pre.add_argument("--force", action="store_true")
     pre.add_argument("--debug", action="store_true")
     pre.add_argument("--help-config", "--help_config", dest="help_config", action="store_true")
@@ -210,6 +216,16 @@ def split_argv(argv: list[str]) -> tuple[argparse.Namespace, dict, list[str]]:
     return args, parse_overrides(pairs), tokens
 
 
+def include_specs(args: argparse.Namespace, overrides: dict) -> list[str]:
+    """The plugins a command line names (``include=`` and ``--include``) and those its existing run directory
+    recorded (``--output-dir``; not with ``--force``, which deletes it), normalized, each once."""
+    from sdft import plugins
+
+    run_dir = None if args.force else (args.output_dir or overrides.get("output_dir"))
+    return plugins.merge(plugins.as_list(overrides.get("include"), "command line: include"), args.include or [],
+                         plugins.recorded(run_dir))
+
+
 def main(argv: list[str] | None = None) -> Path | None:
     argv = sys.argv[1:] if argv is None else list(argv)
     with reported_as_one_line(argv):  # a user's mistake is one line: error: <file or key>: <what> (sdft.errors)
@@ -217,12 +233,18 @@ def main(argv: list[str] | None = None) -> Path | None:
 
 
 def _main(argv: list[str]) -> Path | None:
+    from sdft.plugins import import_plugins
+
     args, overrides, tokens = split_argv(argv)
     if args.help:
         print(USAGE)
         return None
     if args.preset is not None and args.preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {PRESETS}, got {args.preset!r}")
+    include = include_specs(args, overrides)  # before any method or task name is looked up
+    import_plugins(include)
+    if include:
+        overrides["include"] = include
     method = args.method or overrides.get("method")
     for key in ("task", "model", "seed", "output_dir"):
         if getattr(args, key) is not None:
