@@ -81,6 +81,7 @@ def evaluate_kwargs(args: argparse.Namespace, given: set[str] | None = None) -> 
     opts["variant"] = "rag" if rag else ("teacher" if teacher else "student")
     opts["output_dir"] = opts.pop("output")
     del opts["model"]
+    opts.pop("debug", None)  # the command line's (sdft.errors), not the evaluation's
     if given is not None:
         renamed = {"teacher": "variant", "rag": "variant", "output": "output_dir"}
         keep = {renamed.get(k, k) for k in given}
