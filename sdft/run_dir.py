@@ -48,7 +48,7 @@ NOT_FINGERPRINTED = frozenset({
     "trackio_bucket_id", "trackio_static_space_id",
     # which checkpoints and outputs are kept
     "save_strategy", "save_steps", "save_total_limit", "save_on_each_node", "enable_jit_checkpoint",
-    "resume_from_checkpoint", "keep_checkpoints", "save_model",
+    "resume_from_checkpoint", "keep_checkpoints", "save_model", "merge",
     # hub publishing
     "push_to_hub", "hub_token", "hub_private_repo", "hub_model_id", "hub_strategy", "hub_always_push", "hub_revision",
 })
