@@ -66,7 +66,9 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
     """Evaluate ``model`` on ``task`` (and a prior-capability suite); return the content of ``eval.json``.
 
     ``model``: a run directory (``config.yaml`` + ``model/``: its model is evaluated; task, preset and teacher
-    template default to the run's), a hub id, a local path, ``embedded:NAME``, or a loaded causal LM with its
+    template default to the run's), a hub id, a local path, ``embedded:NAME``, a LoRA adapter folder (a ``use_peft``
+    run's ``model/``: its merged copy ``model_merged/`` when there is one, else the base it names with the adapter
+    merged in on loading, transformers only), or a loaded causal LM with its
     ``tokenizer`` (or a ``(model, tokenizer)`` pair). ``variant``: ``student`` (the plain prompt), ``teacher``
     (the demonstration-conditioned prompt with ``template``) or ``rag`` (oracle RAG). ``preset`` (``smoke`` |
     ``mini`` | ``paper``; default the run's, else ``mini``) sets ``n``, ``max_new_tokens``, ``batch_size`` (the
@@ -129,10 +131,18 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
         preflight(prior_suite, prior_benchmarks, ifeval_punkt_fallback, allow_code_execution)
 
     from eval.generation import vllm_available
+    from sdft.adapters import is_adapter_dir, merged_dir
     from sdft.models import is_embedded, load_model_and_tokenizer, load_tokenizer, resolve_model_path
 
+    adapter = not loaded and is_adapter_dir(model_ref)
+    if adapter and (merged_dir(model_ref) / "config.json").is_file():  # a LoRA run's merged copy (merge=true)
+        model_ref, adapter = str(merged_dir(model_ref)), False
     if backend == "auto":
-        backend = "vllm" if not loaded and vllm_available() and not is_embedded(model_ref) else "hf"
+        backend = "vllm" if not loaded and vllm_available() and not is_embedded(model_ref) and not adapter else "hf"
+    if adapter and backend == "vllm":
+        raise EvaluationError(f"{model_ref} is a LoRA adapter and vLLM loads full models: evaluate with --backend hf "
+                              f"(the base with the adapter merged in), or train with merge=true (writes "
+                              f"{merged_dir(model_ref)})")
     if loaded:
         if backend == "vllm":
             raise EvaluationError("the vllm backend takes a model reference (a path or id), not a loaded model")

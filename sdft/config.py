@@ -1,10 +1,12 @@
 """One configuration system for every method, task and experiment, on TRL's own parser.
 
-A run is a :class:`RunConfig` of three dataclasses, parsed together by ``trl.TrlParser`` (transformers'
+A run is a :class:`RunConfig` of four dataclasses, parsed together by ``trl.TrlParser`` (transformers'
 ``HfArgumentParser``), so every field of the method's trainer config -- all of ``TrainingArguments`` and TRL's
 trainer options -- is a command-line and recipe key, under its own name:
 
   * :class:`ScriptArguments` -- what to run: method, task, model, preset, data;
+  * ``sdft.adapters.AdapterArguments`` -- LoRA / QLoRA: TRL's ``ModelConfig`` fields of the adapter (``use_peft``,
+    ``lora_r``, ``load_in_4bit``, ...; the rest of ``ModelConfig`` clashes with keys we have) and ``merge``;
   * the method's own knobs (``Method.args_class``, e.g. ``reinvoke_steps``), when it has any;
   * the method's trainer config (``Method.config_class``: ``SelfDistillationConfig``, ``trl.SFTConfig``, ...).
 
@@ -88,30 +90,37 @@ class ScriptArguments:
 class RunConfig:
     """The parsed configuration of one run.
 
-    ``cfg.script``, ``cfg.method_args`` and ``cfg.training`` are the three dataclasses; ``cfg.<name>`` reads a field
-    of whichever holds it (the parser guarantees each name is in one of them). The run directory is
+    ``cfg.script``, ``cfg.adapter``, ``cfg.method_args`` and ``cfg.training`` are the dataclasses; ``cfg.<name>``
+    reads a field of whichever holds it (the parser guarantees each name is in one of them). The run directory is
     ``cfg.output_dir``; the trainer writes its checkpoints to ``<output_dir>/checkpoints``.
     """
 
     script: ScriptArguments
     training: Any  # the method's config_class instance (a TrainingArguments)
     method_args: Any | None = None
+    adapter: Any | None = None  # sdft.adapters.AdapterArguments
     origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     """key -> the layer its value came from (``build_config``); a key absent here has its field's default."""
 
+    def __post_init__(self):
+        if self.adapter is None:
+            from sdft.adapters import AdapterArguments
+
+            self.adapter = AdapterArguments()
+
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("script", "training", "method_args", "origins"):
+        if name.startswith("__") or name in ("script", "training", "method_args", "adapter", "origins"):
             raise AttributeError(name)
-        for part in (self.script, self.method_args, self.training):
+        for part in (self.script, self.adapter, self.method_args, self.training):
             if part is not None and name in _field_names(type(part)):
                 return getattr(part, name)
         raise AttributeError(f"{type(self).__name__} of method {self.script.method!r} has no field {name!r}")
 
     def parts(self) -> list[Any]:
-        return [p for p in (self.script, self.method_args, self.training) if p is not None]
+        return [p for p in (self.script, self.adapter, self.method_args, self.training) if p is not None]
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field of the three parts, flat (the form of ``config.yaml`` and of recipes)."""
+        """Every field of the parts, flat (the form of ``config.yaml`` and of recipes)."""
         out: dict[str, Any] = {}
         for part in self.parts():
             values = part.to_dict() if hasattr(part, "to_dict") else dataclasses.asdict(part)
@@ -234,10 +243,12 @@ def _parser(dataclass_types: list[type]):
 
 def parser_for(method: str):
     """The parser of one method's fields (``python -m sdft.train --method M --help`` prints its help)."""
+    from sdft.adapters import AdapterArguments
     from sdft.registry import get_method
 
     spec = get_method(method)
-    return _parser([ScriptArguments, *([spec.args_class] if spec.args_class else []), spec.config_class])
+    return _parser([ScriptArguments, AdapterArguments, *([spec.args_class] if spec.args_class else []),
+                    spec.config_class])
 
 
 def config_keys(method: str) -> frozenset[str]:
@@ -312,9 +323,9 @@ def build_config(
         parts = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as err:
         raise ConfigError(f"config of method {method!r}: {err}") from None
-    script, *rest = parts
+    script, adapter, *rest = parts
     cfg = RunConfig(script=script, training=rest[-1], method_args=rest[0] if len(rest) == 2 else None,
-                    origins=_origins(layers, argv))
+                    adapter=adapter, origins=_origins(layers, argv))
     _check_choices(parser, cfg)
     if not _given("output_dir", [layer for _, layer in layers], argv):
         default = f"runs/{cfg.task}/{cfg.method}/{cfg.preset}-seed{cfg.seed}"
@@ -322,6 +333,11 @@ def build_config(
             raise ConfigError(f"no run directory given: pass --output-dir DIR (for example --output-dir {default})")
         cfg.training.output_dir = default
     validate_sources(cfg, cfg.origins, unset="default")
+    from sdft.adapters import adapter_problems
+
+    problems = adapter_problems(cfg, cfg.origins)
+    if problems:  # QLoRA without a GPU, ...: before anything is loaded
+        raise ConfigError(f"config of method {method!r}: " + "; ".join(problems))
     return cfg
 
 
@@ -373,10 +389,13 @@ def describe_fields(method: str = "sdft", cfg: RunConfig | None = None) -> str:
     """Every config key of a method with its meaning (``python -m sdft.train --help-config``): with ``cfg`` (a
     resolved config), the value each key resolves to and the layer it came from (``RunConfig.origins``); without,
     the field's default."""
+    from sdft.adapters import AdapterArguments
     from sdft.registry import get_method
 
     spec = get_method(method)
-    groups = [("script", ScriptArguments), *([("method", spec.args_class)] if spec.args_class else []),
+    groups = [("script", ScriptArguments), ("adapters (LoRA / QLoRA: trl.ModelConfig's fields, and merge)",
+                                            AdapterArguments),
+              *([("method", spec.args_class)] if spec.args_class else []),
               (f"trainer ({spec.config_class.__module__}.{spec.config_class.__name__})", spec.config_class)]
     values = cfg.to_dict() if cfg is not None else {}
     lines = [f"method {method!r}, preset {cfg.preset!r}, task {cfg.task!r}: each key's value and where it came from "

@@ -25,7 +25,9 @@ def sdft_dataset(records: list[dict], teacher_context: str = "answer"):
 def build_sdft_trainer(cfg, records, run_dir, model=None, tokenizer=None, callbacks=None, checkpoint_dir=None,
                        args_overrides: dict | None = None) -> SelfDistillationTrainer:
     """The trainer of one run. ``checkpoint_dir`` defaults to ``<run_dir>/checkpoints`` (multi-stage methods give
-    each stage its own); ``args_overrides`` sets fields of the run's ``SelfDistillationConfig`` for this trainer."""
+    each stage its own); ``args_overrides`` sets fields of the run's ``SelfDistillationConfig`` for this trainer.
+    With ``use_peft`` the trainer puts the run's LoRA adapter on ``model`` (unless it holds one already)."""
+    from sdft.adapters import peft_config
     from sdft.training import load_student, run_callbacks
 
     if model is None:
@@ -37,6 +39,7 @@ def build_sdft_trainer(cfg, records, run_dir, model=None, tokenizer=None, callba
         train_dataset=sdft_dataset(records, args.teacher_context),
         processing_class=tokenizer,
         callbacks=(callbacks if callbacks is not None else run_callbacks(run_dir, cfg=cfg)),
+        peft_config=peft_config(cfg, model),
     )
 
 

@@ -204,15 +204,21 @@ def load_tokenizer(name: str):
 
 
 def load_model(name: str, dtype: torch.dtype | str = "auto", device: str | None = None):
-    """Load a causal LM. ``dtype="auto"``: bfloat16 on a CUDA device, float32 on the CPU."""
+    """Load a causal LM. ``dtype="auto"``: bfloat16 on a CUDA device, float32 on the CPU. A folder holding a LoRA
+    adapter (a ``use_peft`` run's ``model/``) loads as the base model it names with the adapter merged in."""
     from transformers import AutoModelForCausalLM
+
+    from sdft.adapters import is_adapter_dir, load_adapter_model
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype == "auto":
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     elif isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=dtype)
+    path = resolve_model_path(name)
+    if is_adapter_dir(path):
+        return load_adapter_model(path, dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     return model.to(device)
 
 

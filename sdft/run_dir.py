@@ -52,7 +52,7 @@ NOT_FINGERPRINTED = frozenset({
     "trackio_bucket_id", "trackio_static_space_id",
     # which checkpoints and outputs are kept
     "save_strategy", "save_steps", "save_total_limit", "save_on_each_node", "enable_jit_checkpoint",
-    "resume_from_checkpoint", "keep_checkpoints", "save_model",
+    "resume_from_checkpoint", "keep_checkpoints", "save_model", "merge",
     # which plugin modules are imported to find the method and task (their names are fingerprinted)
     "include",
     # hub publishing

@@ -7,7 +7,8 @@
     <run_dir>/.lock           pid, host and start time of the run writing the directory (sdft.run_dir)
     <run_dir>/metrics.jsonl   one JSON object per Trainer log line
     <run_dir>/splits.json     the ids of the records each split used
-    <run_dir>/model/          the trained model and tokenizer (save_model=True)
+    <run_dir>/model/          the trained model and tokenizer (save_model=True); of a LoRA run (use_peft) the
+                              adapter, with model_merged/ beside it under merge=true (sdft.adapters)
     <run_dir>/checkpoints/    resumable Trainer checkpoints (student, teacher, optimizer, scheduler, RNG), each
                               complete once its sdft_complete.json is written (sdft.checkpoints)
 """

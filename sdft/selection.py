@@ -134,6 +134,7 @@ class BestValidationCheckpoint(TrainerCallback):
         if out.exists():
             return
         from eval.task_eval import evaluate_task
+        from sdft.adapters import save_model_dir
 
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):  # greedy, but eval.generation seeds the global RNG
@@ -153,7 +154,7 @@ class BestValidationCheckpoint(TrainerCallback):
             target = self.run_dir / BEST_MODEL_DIR
             partial = self.run_dir / f".{BEST_MODEL_DIR}.partial"
             shutil.rmtree(partial, ignore_errors=True)
-            model.save_pretrained(partial)
+            save_model_dir(model, partial)  # of a LoRA run, its adapter
             if tokenizer is not None:
                 tokenizer.save_pretrained(partial)
             (partial / "selection_step.json").write_text(json.dumps({"step": state.global_step}))

@@ -18,6 +18,11 @@ the trainer calls:
 
 Every path ends in ``SelfDistillationTrainer._distillation_loss``, the one loss path (``sdft.trainer``'s docstring).
 
+With a LoRA student (``use_peft``): every switch but ``rollout_dtype`` acts as without (the fused head through
+the PEFT model's base: its LoRA layers sit inside the body); ``rollout_dtype``'s sampler copy is a copy of the whole
+model and is off, and so is the fused head on a 4-/8-bit base (QLoRA) or an adapted output head. The trainer prints
+one line naming what is off.
+
 Which switches act where (defaults; tests/test_multiprocess.py runs both):
 
   * one process: all of them (``rollout_dtype`` / ``teacher_dtype`` when set);
@@ -73,9 +78,9 @@ class SpeedSwitches:
         default=True,
         metadata={"help": "with loss_chunk_size > 0 and lean_logits: the student's logits are made chunk by chunk "
                   "from its hidden states inside the loss (sdft.losses.head_token_terms), so that they and their "
-                  "gradient never exist whole. Single process, non-PEFT models with an nn.Linear output head only; "
-                  "otherwise the student's logits are computed whole (with several processes the trainer logs "
-                  "that it is off)."},
+                  "gradient never exist whole. Single process, an nn.Linear output head (a LoRA student's too, "
+                  "unless the head is adapted; not a 4-/8-bit model) only; otherwise the student's logits are "
+                  "computed whole (the trainer prints that it is off with several processes or adapters)."},
     )
     sequence_microbatches: bool = field(
         default=True,
@@ -186,12 +191,28 @@ class FastPaths:
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._sampler_model, self._sampler_step, self._sampler_pairs = None, None, None
-        if self.args.rollout_dtype and not self.use_vllm:
+        off = self._switches_off_with_adapters()
+        if off and self.accelerator.is_main_process:
+            print(f"[sdft] with adapters (use_peft): {'; '.join(off)}", flush=True)
+        if self.args.rollout_dtype and not self.use_vllm and not is_peft_model(self.model):
             self._setup_sampler_copy(getattr(torch, self.args.rollout_dtype))
         if self._fused_head_requested() and self._distributed() and self.accelerator.is_main_process:
             print(f"[sdft] fused_lm_head and sequence_microbatches are off: they run in a single unsharded process "
                   f"only ({self.accelerator.num_processes} processes, {self.accelerator.distributed_type.value}); "
                   "the student's logits are computed whole, the batch in one forward", flush=True)
+
+    def _switches_off_with_adapters(self) -> list[str]:
+        """The speed switches that are on and cannot act on this (PEFT) student, each with why."""
+        if not is_peft_model(self.model):
+            return []
+        off = []
+        if self.args.rollout_dtype and not self.use_vllm:
+            off.append(f"rollout_dtype={self.args.rollout_dtype} is off (its sampler is a copy of the whole model); "
+                       "the student samples its own rollouts")
+        if self._fused_head_requested() and not self._distributed() and _linear_head(self.model) is None:
+            off.append("fused_lm_head and sequence_microbatches are off (a 4-/8-bit base or an adapted output head); "
+                       "the student's logits are computed whole")
+        return off
 
     # ---------------------------------------------------------------- rollouts from a low-precision copy
     def _setup_sampler_copy(self, dtype: torch.dtype) -> None:
@@ -303,8 +324,8 @@ class FastPaths:
         autocast = (torch.autocast(ids.device.type, dtype=getattr(torch, self.args.teacher_dtype))
                     if self.args.teacher_dtype is not None else contextlib.nullcontext())
         with self._get_teacher_context_for_self_distillation(), autocast:
-            return teacher_model.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
-                                       use_cache=False).last_hidden_state[:, -logits_to_keep:]
+            return _causal_lm(teacher_model).model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
+                                                   use_cache=False).last_hidden_state[:, -logits_to_keep:]
 
     def _teacher_full_logits(self, teacher_model, inputs, logits_to_keep):
         ids, mask = inputs["teacher_input_ids"], inputs["teacher_attention_mask"]
@@ -317,7 +338,7 @@ class FastPaths:
                 with autocast:
                     return self._forward_logits(teacher_model, ids, mask, logits_to_keep).float()
             with autocast:  # the body; the last position predicts past the completion and is not computed
-                hidden = teacher_model.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
+                hidden = _causal_lm(teacher_model).model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
                                              use_cache=False).last_hidden_state[:, -logits_to_keep:]
             logits = torch.nn.functional.linear(hidden.float(), head.weight, head.bias)  # the head in float32
         return logits if self.temperature == 1.0 else logits / self.temperature
@@ -371,17 +392,28 @@ class FastPaths:
         teacher_logits = self._teacher_logits(self.teacher_model, inputs, T)
         input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)[:, :-1]
         attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)[:, :-1]
-        hidden = model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        return self._distillation_loss(StudentHead(hidden[:, -T:], model.get_output_embeddings()), teacher_logits,
+        lm = _causal_lm(model)
+        hidden = lm.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        return self._distillation_loss(StudentHead(hidden[:, -T:], lm.get_output_embeddings()), teacher_logits,
                                        inputs)
 
 
+def _causal_lm(model):
+    """The causal LM itself: under a PEFT wrapper, the model it wraps (whose layers hold the LoRA layers, so that
+    its body's forward is the adapted one, and follows the active or disabled adapter)."""
+    return model.get_base_model() if is_peft_model(model) else model
+
+
 def _linear_head(model) -> torch.nn.Linear | None:
-    """The output head of a plain (non-PEFT, unquantized) causal LM whose body is ``model.model``, when that head
-    is an ``nn.Linear``: then logits = head(body(...).last_hidden_state) can be computed in two parts."""
-    if is_peft_model(model) or getattr(model, "_is_quantized", False) or getattr(model, "model", None) is None:
+    """The output head of an unquantized causal LM (a PEFT model's included) whose body is ``.model``, when that
+    head is an ``nn.Linear`` (an adapted head is not): then logits = head(body(...).last_hidden_state) can be
+    computed in two parts."""
+    lm = _causal_lm(model)
+    if getattr(lm, "_is_quantized", False) or getattr(lm, "is_quantized", False) \
+            or getattr(lm, "is_loaded_in_4bit", False) or getattr(lm, "is_loaded_in_8bit", False) \
+            or getattr(lm, "model", None) is None:
         return None
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
     return head if isinstance(head, torch.nn.Linear) else None
 
 

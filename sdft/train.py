@@ -165,8 +165,14 @@ def _train(cfg: RunConfig, method, run_dir: Path, fingerprint: str | None, main_
         # a signal from here on: the model is written and the run completed first (seconds)
         if cfg.save_model:
             trainer.save_model(str(run_dir / "model"))  # gathers ZeRO-3 / FSDP shards; writes on the main process
+            if cfg.merge and main_process:  # the adapter merged into its base (sdft.adapters)
+                _write_merged(cfg, run_dir)
         if manifest is not None:
-            manifest.finish(status="completed", train_seconds=round(time.time() - t0, 2), **(info or {}))
+            from sdft.adapters import saved_model_entry
+
+            saved = saved_model_entry(cfg, merged=cfg.merge) if cfg.save_model else None
+            manifest.finish(status="completed", train_seconds=round(time.time() - t0, 2), saved_model=saved,
+                            **(info or {}))
             if cfg.save_model and not cfg.keep_checkpoints and (run_dir / "checkpoints").is_dir():
                 shutil.rmtree(run_dir / "checkpoints")  # resume points are not needed once model/ is written
     if main_process:
@@ -198,6 +204,19 @@ options:
   --help-config        every config key of the method with its meaning and the value it resolves to for the
                        given --preset / --task / --config, and the layer each value came from
 """
+
+
+def _write_merged(cfg: RunConfig, run_dir: Path) -> None:
+    """``<run_dir>/model_merged``: the run's base with its trained adapter (``model/``) merged in, in the dtype the
+    run loaded its model in (a QLoRA base unquantized), on the CPU."""
+    import torch
+
+    from sdft.adapters import write_merged
+    from sdft.models import resolve_model_path
+
+    dtype = torch.bfloat16 if (torch.cuda.is_available() and cfg.bf16) else torch.float32
+    out = write_merged(run_dir / "model", run_dir / "model_merged", dtype, base_name=resolve_model_path(cfg.model))
+    print(f"[sdft.train] merged the adapter into its base: {out}", flush=True)
 
 
 def split_argv(argv: list[str]) -> tuple[argparse.Namespace, dict, list[str]]:

@@ -17,6 +17,12 @@ What this adds to TRL 1.16's trainer:
   * Checkpoints also hold the teacher's weights, so a resumed run continues with the same EMA teacher; a
     checkpoint counts as complete only with them (``sdft.checkpoints``), and resuming one without them is an
     error, never a silent restart of the teacher.
+  * With a LoRA student (``use_peft``, ``sdft.adapters``) the teacher kinds keep their meaning without a copy of the
+    base weights: ``ema`` is the shared base weights with a second adapter, ``teacher``, which starts as a copy of
+    the student's adapter and moves towards it by the fused EMA (only the adapter weights are lerped; TRL's
+    ``PEFTAdapterEMACallback`` starts its adapter at zero instead and does not survive a resume); ``base`` is the
+    student with its adapter disabled; ``live`` is the student. Checkpoints hold the student's adapter (the
+    teacher's is not saved with it) and the teacher's in ``teacher_model.safetensors`` (PEFT's adapter form).
   * The prompts of epoch e are the (e+1)-th permutation of the seeded sampler whichever epoch the process started
     in (``EpochSeededRepeatSampler``): TRL's sampler draws every epoch from one generator, so a run resumed in its
     second epoch or later replayed the first epoch's order.
@@ -57,8 +63,10 @@ with warnings.catch_warnings():
     from trl.experimental.sdft.sdft_trainer import DistillationLogits
     from trl.experimental.sdft.teacher_sync import SyncTeacherModelCallback
 
-from trl.trainer.utils import RepeatSampler, selective_log_softmax
+from accelerate.utils import is_peft_model
+from trl.trainer.utils import RepeatSampler, selective_log_softmax, use_adapter
 
+from sdft.adapters import add_teacher_adapter, adapter_state, load_adapter_state
 from sdft.checkpoints import CompleteCheckpoints
 from sdft.health import divergence_summary, format_rate, head_entropy, masked_mean, rollout_health, token_entropy
 from sdft.losses import (ESTIMATORS, head_token_terms, loss_from_terms, loss_mask_for, per_token_divergence,
@@ -67,6 +75,7 @@ from sdft.sequences import pad_sequences
 from sdft.speedups import FastPaths, SpeedSwitches, StudentHead
 
 TEACHER_WEIGHTS_FILE = "teacher_model.safetensors"
+TEACHER_ADAPTER = "teacher"  # the EMA teacher's adapter beside a LoRA student's
 IMPORTANCE_SAMPLING_LEVELS = ("per_sequence", "per_token")
 EMA_CHUNK = 1 << 24  # elements per float32 intermediate of the bf16 EMA update
 
@@ -264,16 +273,24 @@ def stochastic_round_bf16(x: torch.Tensor, generator: torch.Generator | None = N
 
 
 class FusedEMATeacherCallback(TrainerCallback):
-    """Moves the teacher towards the student after every ``sync_steps`` optimizer steps."""
+    """Moves the teacher's parameters towards the student's after every ``sync_steps`` optimizer steps: those of two
+    models (``of_models``), or the teacher adapter's towards the student's (``sdft.adapters.add_teacher_adapter``)."""
 
-    def __init__(self, teacher_model, student_model, alpha: float, sync_steps: int = 1):
+    def __init__(self, teacher_params: list[torch.Tensor], student_params: list[torch.Tensor], alpha: float,
+                 sync_steps: int = 1):
+        if len(teacher_params) != len(student_params):
+            raise ValueError("EMA teacher and student have different numbers of parameters")
         self.alpha, self.sync_steps = alpha, sync_steps
+        self.teacher, self.student = list(teacher_params), list(student_params)
+
+    @classmethod
+    def of_models(cls, teacher_model, student_model, alpha: float, sync_steps: int = 1) -> FusedEMATeacherCallback:
+        """Every parameter of ``teacher_model`` towards the one of the same name in ``student_model``."""
         t_named = dict(teacher_model.named_parameters())
         s_named = dict(student_model.named_parameters())
         if t_named.keys() != s_named.keys():
             raise ValueError("EMA teacher and student have different parameter names")
-        self.teacher = [t_named[k] for k in s_named]
-        self.student = [s_named[k] for k in s_named]
+        return cls([t_named[k] for k in s_named], [s_named[k] for k in s_named], alpha, sync_steps)
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.sync_steps == 0:
@@ -319,26 +336,75 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
             seed=self.args.seed)
 
     # ---------------------------------------------------------------- teacher
+    teacher_adapter: str | None = None  # the EMA teacher's adapter (LoRA students, teacher_model_kind=ema)
+
     def _setup_teacher_model(self) -> None:
-        super()._setup_teacher_model()
+        if self.args.teacher_model_kind == "ema" and is_peft_model(self.model) and not self.is_deepspeed_enabled:
+            self._setup_teacher_adapter()
+            return
+        super()._setup_teacher_model()  # TRL's: ema / base copies, base adapters off, live the student
         if self.args.teacher_model_kind != "ema" or not self.args.fused_ema or self.is_deepspeed_enabled:
             return
-        if self.teacher_model is self.model:  # PEFT adapter EMA: TRL's callback handles it
+        if self.teacher_model is self.model:  # (DeepSpeed with adapters: TRL's PEFTAdapterEMACallback)
             return
         self.remove_callback(SyncTeacherModelCallback)
-        self.add_callback(FusedEMATeacherCallback(
+        self.add_callback(FusedEMATeacherCallback.of_models(
             self.accelerator.unwrap_model(self.teacher_model), self.accelerator.unwrap_model(self.model),
             self.args.teacher_update_rate, self.args.teacher_sync_steps,
         ))
 
+    def _setup_teacher_adapter(self) -> None:
+        """``ema`` with a LoRA student: the ``teacher`` adapter, a copy of the student's over the same base weights,
+        moved by the fused EMA (module docstring)."""
+        model = self.accelerator.unwrap_model(self.model)
+        teacher, student = add_teacher_adapter(model, TEACHER_ADAPTER)
+        self.teacher_model, self.teacher_adapter = self.model, TEACHER_ADAPTER
+        if not self.args.fused_ema and self.accelerator.is_main_process:
+            print("[sdft] fused_ema=false has no effect with adapters: the EMA teacher's adapter is always updated by "
+                  "the fused update of sdft.trainer.ema_update_", flush=True)
+        self.add_callback(FusedEMATeacherCallback(teacher, student, self.args.teacher_update_rate,
+                                                  self.args.teacher_sync_steps))
+
+    def _get_teacher_context_for_self_distillation(self):
+        """TRL's hook: the teacher's weights for its forward -- the teacher adapter when there is one; else TRL's
+        (the adapter disabled for ``base`` with a LoRA student, nothing to do otherwise)."""
+        if self.teacher_adapter is not None:
+            return use_adapter(self.accelerator.unwrap_model(self.model), self.teacher_adapter)
+        return super()._get_teacher_context_for_self_distillation()
+
     def _has_separate_teacher(self) -> bool:
         return self.teacher_model is not None and self.teacher_model is not self.model
 
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """transformers' save (checkpoints and ``save_model``), of the student's adapter only when there is a
+        teacher adapter: PEFT would write every adapter, the teacher's in a subfolder, and transformers' resume loads
+        the subfolders instead of the student's (the teacher's weights are ``TEACHER_WEIGHTS_FILE``)."""
+        if self.teacher_adapter is None:
+            return super()._save(output_dir, state_dict)
+        from transformers.trainer import TRAINING_ARGS_NAME
+
+        from sdft.adapters import save_model_dir
+
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        save_model_dir(self.accelerator.unwrap_model(self.model), output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
     def _save_checkpoint_extras(self, folder: Path) -> None:
-        """The separate teacher's (ema / base) weights, written before the checkpoint is marked complete.
+        """The separate teacher's (ema / base) weights, or the teacher adapter's, written before the checkpoint is
+        marked complete.
 
         Every process takes part in ``accelerator.get_state_dict`` (under ZeRO-3 / FSDP it gathers the teacher's
         shards; otherwise it is the unwrapped teacher's state dict); the main process writes the file."""
+        if self.teacher_adapter is not None:
+            if self.args.should_save:
+                from safetensors.torch import save_file
+
+                state = adapter_state(self.accelerator.unwrap_model(self.model), self.teacher_adapter)
+                save_file(state, str(folder / TEACHER_WEIGHTS_FILE))
+            return
         if not self._has_separate_teacher():
             return
         full = self.accelerator.get_state_dict(self.teacher_model)
@@ -352,11 +418,15 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
         """The student (transformers) and, with a separate teacher, the teacher: a checkpoint without the teacher's
         weights is an error."""
         path = Path(resume_from_checkpoint) / TEACHER_WEIGHTS_FILE
-        if self._has_separate_teacher() and not path.exists():
+        if (self._has_separate_teacher() or self.teacher_adapter is not None) and not path.exists():
             raise FileNotFoundError(f"{resume_from_checkpoint} has no {TEACHER_WEIGHTS_FILE}: resuming it would "
                                     "train against a teacher that is not the checkpoint's")
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-        if self._has_separate_teacher():
+        if self.teacher_adapter is not None:
+            from safetensors.torch import load_file
+
+            load_adapter_state(self.accelerator.unwrap_model(self.model), self.teacher_adapter, load_file(str(path)))
+        elif self._has_separate_teacher():
             from safetensors.torch import load_file
 
             teacher = self.accelerator.unwrap_model(self.teacher_model)

@@ -17,9 +17,14 @@ from sdft.run_io import write_text_atomic
 
 
 def load_student(cfg, model_name: str | None = None):
-    """The model to train (bf16 weights on GPU when the run trains in bf16, else float32) and its tokenizer,
-    left-padded."""
+    """The model to train (bf16 weights on GPU when the run trains in bf16, else float32; quantized with
+    ``load_in_4bit`` / ``load_in_8bit``) and its tokenizer, left-padded.
+
+    ``model_name`` may name a saved adapter (re-invoke's stage-1 model of an adapter run): then the run's base
+    model with that adapter, trainable (a PEFT model; the trainer trains it on instead of adding one)."""
     from transformers import AutoModelForCausalLM
+
+    from sdft.adapters import is_adapter_dir, load_adapter_model, quantization_kwargs
 
     name = model_name or cfg.model
     cuda = torch.cuda.is_available()
@@ -27,7 +32,11 @@ def load_student(cfg, model_name: str | None = None):
         # On CPU cores shared with other jobs, fewer threads than cores can be much faster (experiments/bench_cost.py).
         torch.set_num_threads(int(os.environ["SDFT_NUM_THREADS"]))
     dtype = torch.bfloat16 if (cuda and cfg.bf16) else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=dtype)
+    adapter = model_name if model_name is not None and is_adapter_dir(model_name) else None
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model if adapter else name), dtype=dtype,
+                                                 **quantization_kwargs(cfg))
+    if adapter:
+        model = load_adapter_model(adapter, merge=False, trainable=True, base=model)
     tokenizer = load_tokenizer(name)
     tokenizer.padding_side = "left"
     return model, tokenizer

@@ -13,7 +13,8 @@ The checked keys (those of them that the run's method has):
 
   ``task``                     a registered task (``data_prep.registry``)
   ``model``                    ``embedded:NAME`` with a known NAME; a name that can only be a local path
-                               (``sdft.models.looks_like_path``) an existing directory; else a hub id's form
+                               (``sdft.models.looks_like_path``) an existing directory, not a LoRA adapter's;
+                               else a hub id's form
   ``data_dir``                 an existing directory when given; when not, ``$SDFT_DATA_DIR`` likewise when set and
                                the task reads real data (``data_prep.real_tasks``)
   ``reinvoke_prompts``         a general prompt source (``data_prep.general_prompts.parse_source``: ``embedded``,
@@ -84,7 +85,12 @@ def model_problem(name: Any) -> str | None:
         return None if key in EMBEDDED_MODELS else \
             f"unknown embedded model; known: {[EMBEDDED_PREFIX + k for k in EMBEDDED_MODELS]}"
     if looks_like_path(name) or os.path.isdir(os.path.expanduser(name)):
+        from sdft.adapters import is_adapter_dir, merged_dir
+
         path = os.path.expanduser(name)
+        if is_adapter_dir(path):  # a LoRA run's model/: the teachers are built from the model's path
+            return (f"{os.path.abspath(path)} holds a LoRA adapter, not a model: train from a full model, e.g. its "
+                    f"merged copy {merged_dir(os.path.abspath(path))} (written by a run with merge=true)")
         return model_folder_problem(path) if os.path.isdir(path) else \
             f"no such model directory: {os.path.abspath(path)}"
     problem = hub_id_problem(name)

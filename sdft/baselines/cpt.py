@@ -45,6 +45,7 @@ def corpus_texts(records: list[dict]) -> tuple[list[str], str]:
 def build_cpt_trainer(cfg, records: list[dict], run_dir, model=None, tokenizer=None, callbacks=None):
     from datasets import Dataset
 
+    from sdft.adapters import peft_config
     from sdft.baselines.sft import SFTTrainer
     from sdft.training import load_student, run_callbacks
 
@@ -57,6 +58,7 @@ def build_cpt_trainer(cfg, records: list[dict], run_dir, model=None, tokenizer=N
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=Dataset.from_list([{"text": t} for t in texts]),
         processing_class=tokenizer, callbacks=callbacks if callbacks is not None else run_callbacks(run_dir, cfg=cfg),
+        peft_config=peft_config(cfg, model),
     )
     trainer.cpt_info = {"cpt_source": source, "cpt_documents": len(texts), "cpt_blocks": len(trainer.train_dataset),
                         "cpt_block_length": args.max_length}

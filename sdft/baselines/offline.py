@@ -21,6 +21,9 @@ Then
 * ``sft_from_teacher``: TRL's ``SFTTrainer`` (``sdft.baselines.sft``) on (student prompt, cached completion text).
 
 Neither calls generation after the cache is written.
+
+With ``use_peft`` the student is a LoRA adapter on the initial model, and offline distillation's frozen teacher is
+that same model with the adapter disabled -- the initial model, without a second copy of its weights.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate.utils import is_peft_model
 from transformers import Trainer, TrainingArguments
 
+from sdft.adapters import adapters_off
 from sdft.checkpoints import CompleteCheckpoints
 from sdft.losses import divergence_alpha, self_distillation_loss
 from sdft.prompts import get_template, student_messages, teacher_messages
@@ -195,13 +200,21 @@ def completion_logits(model, input_ids, attention_mask, completion_length: int) 
 
 
 class OfflineDistillationTrainer(CompleteCheckpoints, Trainer):
-    """``Trainer`` whose loss is the per-token divergence to a frozen teacher on fixed (cached) sequences."""
+    """``Trainer`` whose loss is the per-token divergence to a frozen teacher on fixed (cached) sequences.
+
+    ``teacher_model=None`` (a PEFT student): the teacher is the student with its adapter disabled."""
 
     def __init__(self, *args, teacher_model, divergence="forward", skip_first_tokens: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.teacher_model = teacher_model.to(self.args.device)
-        self.teacher_model.requires_grad_(False)
-        self.teacher_model.eval()
+        if teacher_model is None:
+            if not is_peft_model(self.model):
+                raise ValueError("offline distillation without a teacher model needs a PEFT student (its base is "
+                                 "the teacher)")
+        else:
+            self.teacher_model = teacher_model.to(self.args.device)
+            self.teacher_model.requires_grad_(False)
+            self.teacher_model.eval()
+        self.shares_base = teacher_model is None
         self.divergence, self.skip_first_tokens = divergence, skip_first_tokens
         self.model_accepts_loss_kwargs = False  # the loss is a per-batch mean: let Trainer scale it for accumulation
 
@@ -209,8 +222,13 @@ class OfflineDistillationTrainer(CompleteCheckpoints, Trainer):
         c_len = inputs["completion_ids"].size(1)
         student = completion_logits(model, inputs["input_ids"], inputs["attention_mask"], c_len)
         with torch.no_grad():
-            teacher = completion_logits(self.teacher_model, inputs["teacher_input_ids"],
-                                        inputs["teacher_attention_mask"], c_len)
+            if self.shares_base:
+                with adapters_off(self.accelerator.unwrap_model(self.model)) as base:
+                    teacher = completion_logits(base, inputs["teacher_input_ids"], inputs["teacher_attention_mask"],
+                                                c_len)
+            else:
+                teacher = completion_logits(self.teacher_model, inputs["teacher_input_ids"],
+                                            inputs["teacher_attention_mask"], c_len)
         loss = self_distillation_loss(
             student, teacher, inputs["completion_ids"], inputs["completion_mask"], divergence=self.divergence,
             estimator="analytic", skip_first=self.skip_first_tokens, reduction="sequence_mean",
@@ -220,18 +238,22 @@ class OfflineDistillationTrainer(CompleteCheckpoints, Trainer):
 
 def build_offline_distill_trainer(cfg, records: list[dict], run_dir, model=None, tokenizer=None,
                                   teacher_model=None, callbacks=None):
-    """Make (or reuse) the teacher cache with the initial model, then a trainer on the cached sequences only."""
+    """Make (or reuse) the teacher cache with the initial model, then a trainer on the cached sequences only (with
+    ``use_peft``: the student a LoRA adapter on the initial model, which is also the teacher with it disabled)."""
     from datasets import Dataset
 
+    from sdft.adapters import attach_adapter
     from sdft.training import load_student, run_callbacks
 
     if model is None:
         model, tokenizer = load_student(cfg)
     cache = generate_teacher_cache(cfg, records, model, tokenizer, run_dir)
-    if teacher_model is None:
+    args = cfg.trainer_args(Path(run_dir) / "checkpoints")
+    if cfg.use_peft:  # the teacher: the one given, else the student with its adapter disabled
+        model = attach_adapter(model, cfg, args)
+    elif teacher_model is None:
         teacher_model, _ = load_student(cfg)  # a separate copy of the initial model, frozen by the trainer
     examples = distillation_examples(records, cache, tokenizer, cfg)
-    args = cfg.trainer_args(Path(run_dir) / "checkpoints")
     trainer = OfflineDistillationTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(examples),
         data_collator=OfflineDistillationCollator(tokenizer.pad_token_id), processing_class=tokenizer,

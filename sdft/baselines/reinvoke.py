@@ -22,12 +22,17 @@ Both stages append to the run's ``metrics.jsonl`` with ``stage`` = ``"sft"`` / `
 it stopped in from its newest complete checkpoint (``sdft.checkpoints.resume_point``); stage 2 restarts from the
 end of stage 1 when it had no complete checkpoint of its own. Stage 1 counts as done once
 ``checkpoints/stage1_done.json`` is written (atomically, after stage 1's final model) and the model it names exists.
+
+With ``use_peft`` stage 1 trains a LoRA adapter and stage 2 trains the same adapter on; the frozen original base
+is then the student with its adapter disabled (TRL's ``base`` teacher of a PEFT model), not a second copy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from accelerate.utils import is_peft_model
 
 from sdft.checkpoints import resume_point
 from sdft.config import derive_args
@@ -103,6 +108,12 @@ def build_reinvoke_trainer(cfg, model, tokenizer, run_dir, callbacks=None):
         checkpoint_dir=Path(run_dir) / "checkpoints" / STAGE2_DIR, args_overrides={"max_steps": cfg.reinvoke_steps},
     )
     teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)
+    if is_peft_model(teacher):  # the base weights under the adapter, which are never trained
+        if teacher is not trainer.accelerator.unwrap_model(trainer.model) or trainer.args.teacher_model_kind != "base":
+            raise RuntimeError("re-invoke: the stage-2 teacher of an adapter run is not the student's base")
+        if any(p.requires_grad for n, p in teacher.named_parameters() if "lora_" not in n):
+            raise RuntimeError("re-invoke: base weights of the adapter run are trainable")
+        return trainer
     if teacher is trainer.accelerator.unwrap_model(trainer.model) or teacher.config._name_or_path != base_path:
         raise RuntimeError("re-invoke: the stage-2 teacher is not a separate copy of the original base model")
     if any(p.requires_grad for p in teacher.parameters()):

@@ -54,10 +54,12 @@ def build_sft_trainer(cfg, records: list[dict], run_dir, model=None, tokenizer=N
     """An ``SFTTrainer`` on (student prompt, target) conversations, loss on the assistant tokens only.
 
     ``args`` (an ``SFTConfig``) defaults to the run's own trainer config, writing to ``checkpoint_dir``; ``select``:
-    whether its checkpoints are candidates of the checkpoint selection (``sdft.training.run_callbacks``).
+    whether its checkpoints are candidates of the checkpoint selection (``sdft.training.run_callbacks``). With
+    ``use_peft``, TRL's trainer puts the run's LoRA adapter on the model.
     """
     from datasets import Dataset
 
+    from sdft.adapters import peft_config
     from sdft.training import load_student, run_callbacks
 
     if model is None:
@@ -71,6 +73,7 @@ def build_sft_trainer(cfg, records: list[dict], run_dir, model=None, tokenizer=N
         train_dataset=Dataset.from_list(sft_examples(records, completions)),
         processing_class=tokenizer,
         callbacks=callbacks if callbacks is not None else run_callbacks(run_dir, stage=stage, cfg=cfg, select=select),
+        peft_config=peft_config(cfg, model),
     )
 
 
