@@ -150,8 +150,8 @@ def safetensors_problem(path: str | Path) -> str | None:
 
 
 def model_folder_problem(path: str | Path) -> str | None:
-    """Why the local folder ``path`` cannot be loaded as a model, from its files alone: a ``config.json`` (or a
-    PEFT ``adapter_config.json``) that parses and names a ``model_type`` (or the adapter's base model), and
+    """Why the local folder ``path`` cannot be loaded as a model, from its files alone: a ``config.json`` that
+    parses and names a ``model_type`` (or a PEFT ``adapter_config.json`` that parses), and
     safetensors files that are whole (``safetensors_problem``). ``None`` when it looks loadable."""
     path = Path(path)
     config = path / "config.json"
@@ -159,13 +159,13 @@ def model_folder_problem(path: str | Path) -> str | None:
     if not config.is_file() and not adapter.is_file():
         return (f"{path}: no config.json (a model folder is what save_pretrained writes: config.json, the weights "
                 "and the tokenizer)")
-    target, key = (config, "model_type") if config.is_file() else (adapter, "base_model_name_or_path")
+    target = config if config.is_file() else adapter
     try:
         values = json.loads(target.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         return f"{target}: not readable JSON ({err})"
-    if not isinstance(values, dict) or not values.get(key):
-        return f"{target}: has no {key!r}"
+    if not isinstance(values, dict) or (target is config and not values.get("model_type")):
+        return f"{target}: has no 'model_type'" if isinstance(values, dict) else f"{target}: not a JSON object"
     for weights in sorted(path.glob("*.safetensors")):
         problem = safetensors_problem(weights)
         if problem:

@@ -140,7 +140,7 @@ def test_evaluation_of_an_adapter_run_prefers_its_merged_copy_and_keeps_vllm_off
         evaluation.evaluate(str(run), backend="auto")
     assert loaded == [str(run / "model")]
     (run / "model_merged").mkdir()
-    (run / "model_merged" / "config.json").write_text("{}")
+    (run / "model_merged" / "config.json").write_text(json.dumps({"model_type": "llama"}))  # a folder whose config names its model
     with pytest.raises(Loaded):
         evaluation.evaluate(str(run), backend="hf")
     assert loaded[-1] == str(run / "model_merged")
