@@ -210,11 +210,13 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
     Each process gets ``OMP_NUM_THREADS = cpus // jobs`` (at least 1) and writes its output to :func:`run_log` (beside the run
     directory: ``sdft.train`` refuses a run directory holding files it did not create). Runs are started
     in grid order; a failed run is reported with its log and the others go on; the call raises at the end if any
-    failed. Thread counts change floating-point reduction order: results match ``jobs=1`` up to that (README).
+    failed. SIGTERM or Ctrl-C is passed on to the running runs, which finish their step and checkpoint
+    (``sdft.interrupts``); no further run starts, and ``RunInterrupted`` is raised once they have stopped. Thread counts change floating-point reduction order: results match ``jobs=1`` up to that (README).
     """
     import os
+    import signal
     import sys
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     write_grid(specs, grid_path)
     threads = max(1, (cpus or os.cpu_count() or 1) // jobs)
@@ -227,25 +229,57 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
         else:
             todo.append(i)
 
-    def launch(i: int) -> tuple[int, int, float]:
+    from sdft.interrupts import catch_stop_signals
+
+    children: dict[int, subprocess.Popen] = {}
+
+    def launch(i: int) -> tuple[int, int | None, float]:
+        if stop.requested:  # stopping: runs not started are left for the rerun
+            return i, None, 0.0
         log = run_log(specs[i])
         log.parent.mkdir(parents=True, exist_ok=True)
         print(progress_line(i, len(specs), specs[i], f"running ({threads} thread(s), log {log})", t0), flush=True)
         started = time.time()
         cmd = [sys.executable, "-m", "experiments.run_one", "--grid", str(grid_path), "--index", str(i)]
         with open(log, "w") as out:
-            code = subprocess.run(cmd + (["--force"] if force else []), stdout=out, stderr=subprocess.STDOUT,
-                                  env=env).returncode
+            # its own session: a Ctrl-C at the terminal reaches the runs once, passed on by this process
+            child = subprocess.Popen(cmd + (["--force"] if force else []), stdout=out, stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True)
+            children[i] = child
+            code = child.wait()
+            children.pop(i, None)
         return i, code, time.time() - started
 
-    failed = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for future in as_completed([pool.submit(launch, i) for i in todo]):
-            i, code, took = future.result()
-            status = f"finished in {took:.0f}s" if code == 0 else f"FAILED (exit {code}; see {run_log(specs[i])})"
-            print(progress_line(i, len(specs), specs[i], status, t0), flush=True)
-            if code != 0:
-                failed.append(f"{specs[i].label} ({run_log(specs[i])})")
+    failed, interrupted = [], []
+    with catch_stop_signals() as stop, ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(launch, i) for i in todo]
+        forwarded = False
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            if stop.requested and not forwarded:  # each running run finishes its step and checkpoints
+                forwarded = True
+                for child in list(children.values()):
+                    child.send_signal(stop.signum)
+            for future in done:
+                i, code, took = future.result()
+                if code is None:
+                    continue
+                if code in (128 + signal.SIGTERM, 128 + signal.SIGINT):
+                    status = f"INTERRUPTED (checkpointed; rerun the command to resume; {run_log(specs[i])})"
+                    interrupted.append(specs[i].label)
+                else:
+                    status = f"finished in {took:.0f}s" if code == 0 else \
+                        f"FAILED (exit {code}; see {run_log(specs[i])})"
+                print(progress_line(i, len(specs), specs[i], status, t0), flush=True)
+                if code not in (0, 128 + signal.SIGTERM, 128 + signal.SIGINT):
+                    failed.append(f"{specs[i].label} ({run_log(specs[i])})")
+    if stop.requested or interrupted:
+        from sdft.interrupts import RunInterrupted
+
+        print(f"[grid] interrupted by {stop.signal_name or 'a signal'}: {len(interrupted)} run(s) checkpointed, "
+              "the runs not started are left; rerun the same command to go on", flush=True)
+        raise RunInterrupted(stop.signum or signal.SIGTERM, None, grid_path)
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(todo)} runs failed: {', '.join(failed)}")
 
@@ -270,10 +304,15 @@ SBATCH_TEMPLATE = """#!/bin/bash
 #SBATCH --time={time_limit}
 #SBATCH --output={log_dir}/%A_%a.out
 
+#SBATCH --signal=B:TERM@300
+# SIGTERM 5 minutes before the time limit (and on scancel / preemption): the run finishes its step, writes a
+# checkpoint and exits (sdft.interrupts); resubmitting the array task resumes it (sbatch --array=<I> this script).
+
 set -euo pipefail
 cd {repo}
 # Compute nodes without internet: point HF_HOME at a pre-filled cache and pass --data-dir mirrors (data_prep/README.md).
-python -m experiments.run_one --grid {grid_path} --index "$SLURM_ARRAY_TASK_ID"
+# exec: python is the batch shell's process, so the signal above reaches it
+exec python -m experiments.run_one --grid {grid_path} --index "$SLURM_ARRAY_TASK_ID"
 # When the array is done, collect the tables and figures (safe to rerun at any time):
 #   {aggregate}
 """

@@ -26,7 +26,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{spec.label}: done before, skipped")
         return
     print(f"[{args.index + 1}/{len(specs)}] {spec.label} -> {spec.run_dir}", flush=True)
-    importlib.import_module(f"experiments.{spec.experiment}").execute(spec)
+    from sdft.errors import reported_as_one_line
+
+    # a user's mistake, or a stop on SIGTERM / Ctrl-C (the run checkpointed; rerunning resumes it): one line
+    with reported_as_one_line([]):
+        importlib.import_module(f"experiments.{spec.experiment}").execute(spec)
 
 
 if __name__ == "__main__":

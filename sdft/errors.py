@@ -6,7 +6,8 @@ A mistake in what a user gave -- a config value, a recipe, a data file, a model 
 directory -- raises a ``UserError`` (the user-facing error classes of ``sdft``, ``data_prep`` and ``eval`` derive
 from it besides their built-in base, so ``except ValueError`` still catches a ``RecordError``). The command lines run
 their work inside ``reported_as_one_line``, which ends the process with ``SystemExit("error: <message>")`` (Python
-prints it on stderr and exits with status 1), without a traceback. ``--debug`` on the command line, or ``SDFT_DEBUG=1``, lets the traceback through. Anything else
+prints it on stderr and exits with status 1), without a traceback; a run stopped by SIGTERM / Ctrl-C (``sdft.interrupts``) is said in one line too and exits
+with 128 + the signal's number. ``--debug`` on the command line, or ``SDFT_DEBUG=1``, lets the traceback through. Anything else
 (a bug) keeps its traceback.
 """
 
@@ -44,8 +45,13 @@ def strip_debug(argv: list[str]) -> list[str]:
 def reported_as_one_line(argv: list[str] | None = None) -> Iterator[None]:
     """Run a command line's work: a ``UserError`` becomes ``SystemExit("error: <message>")`` (its traceback only
     with ``--debug`` / ``SDFT_DEBUG=1``)."""
+    from sdft.interrupts import RunInterrupted
+
     try:
         yield
+    except RunInterrupted as err:  # SIGTERM / Ctrl-C: checkpointed, said in one line, exit 128 + the signal
+        print(f"[sdft] {err}", file=sys.stderr, flush=True)
+        raise SystemExit(err.exit_code) from None
     except UserError as err:
         if debug_requested(argv):
             raise

@@ -273,11 +273,7 @@ def _main(argv: list[str]) -> Path | None:
     if args.help_config:
         print(describe_fields(cfg.method, cfg))
         return None
-    try:
-        return run_training(cfg, force=args.force)
-    except RunInterrupted as err:
-        print(f"[sdft.train] {err}", file=sys.stderr, flush=True)
-        raise SystemExit(err.exit_code) from None
+    return run_training(cfg, force=args.force)  # RunInterrupted: one line, exit 128 + signal (sdft.errors)
 
 
 if __name__ == "__main__":
