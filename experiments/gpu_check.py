@@ -1,4 +1,5 @@
-"""GPU check: the paper preset's code path at small scale -- a few steps of SDFT and SFT, then greedy evaluation.
+"""GPU check: the paper preset's code path at small scale -- a few steps of SDFT and SFT, in full and with LoRA, then
+greedy evaluation; on a GPU also the mini preset's Table 5 tool-use cells.
 
     bash experiments/gpu_check.sh [OUT_DIR]                 # one CUDA GPU, offline, a few minutes
     bash experiments/gpu_check.sh --cpu-dry-run [OUT_DIR]   # the same steps on the CPU: the script's plumbing only
@@ -17,13 +18,24 @@ What runs (``python -m experiments.gpu_check``, which the shell script calls wit
    batch 2 and short sequences on ``embedded_tool``. The dry run uses the ``smoke`` preset (float32), gradient
    checkpointing and the same switches, without vLLM. Each step's wall-clock time (CUDA-synchronised) and
    ``torch.cuda.max_memory_allocated`` (the dry run: the process's peak RSS) are printed as they happen.
-4. ``eval.evaluate`` of each trained run directory: greedy decoding of ``--eval-n`` test records (HF backend: the
+4. the same two with a LoRA adapter (``sdft+lora``, ``sft+lora``: ``use_peft=true``, rank 8 on every linear layer,
+   ``merge=true``): SDFT's EMA teacher is then a second adapter, ``model/`` the adapter and ``model_merged/`` the
+   merged model (``sdft.adapters``); on the GPU with vLLM when it imports.
+5. ``eval.evaluate`` of each trained run directory: greedy decoding of ``--eval-n`` test records (HF backend: the
    training process's colocated vLLM engine stays in this process).
+6. on a GPU only (not in the dry run, which says so; ``--skip-table5`` leaves it out): the ``mini`` preset's Table 5
+   cells of the tool-use task -- Base, SFT and SDFT, 1 seed, the best-validation checkpoint of each run -- by
+   ``python -m experiments.table5`` into ``OUT_DIR/table5_mini/`` (log ``table5_mini.log``): the same files as the
+   CPU runs of ``experiments/results/table5_mini`` (each run's ``eval.json``, ``table5.md`` / ``.csv``, the figure).
+
+Beside each run's measured peak the memory planner's prediction for its config is printed (``sdft.plan``, at the
+config's longest sequences: an upper bound of what the run needs).
 
 Then it checks what must hold (every step ran and took finite time, the losses are finite, each evaluation scored
-``--eval-n`` records; on the GPU: bf16 weights and a non-zero peak memory) and writes ``OUT_DIR/gpu_check.json``.
+``--eval-n`` records, the LoRA runs trained an adapter and saved it with its merged model, the Table 5 cells wrote
+their ``eval.json``; on the GPU: bf16 weights and a non-zero peak memory) and writes ``OUT_DIR/gpu_check.json``.
 Exit status 1 when a check fails. Run directories go to ``OUT_DIR/runs/`` (git-ignored) and are deleted at the end
-unless ``--keep-runs``.
+unless ``--keep-runs``; of ``OUT_DIR/table5_mini/`` only the checkpoints and weight files are (``drop_weights``).
 """
 
 from __future__ import annotations
@@ -43,6 +55,9 @@ from pathlib import Path
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "gpu_check"
 GPU_MODELS = ("embedded:smollm2-135m-instruct", "embedded:tiny-llama")
+RUNS = (("sdft", False), ("sft", False), ("sdft", True), ("sft", True))  # (method, LoRA)
+LORA = {"use_peft": True, "lora_r": 8, "lora_alpha": 16, "lora_target_modules": "all-linear", "merge": True}
+TABLE5_METHODS = ("base", "sft", "sdft")
 DRY_RUN_ENV = "SDFT_GPU_CHECK_CPU_DRY_RUN"
 BUDGET_S = 300  # the GPU check should finish in under 5 minutes on one H200
 GIB = 1024 ** 3
@@ -63,7 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=4, help="optimizer steps per method")
     p.add_argument("--eval-n", type=int, default=4, help="test records evaluated per trained model")
     p.add_argument("--keep-runs", action="store_true", help="keep OUT/runs/ (trained models, checkpoints)")
+    p.add_argument("--skip-table5", action="store_true",
+                   help="leave out the mini preset's Table 5 tool-use cells (they run on a GPU only)")
     return p
+
+
+def run_label(method: str, lora: bool) -> str:
+    return f"{method}+lora" if lora else method
 
 
 # ------------------------------------------------------------------------------------------------ measurements
@@ -118,6 +139,9 @@ def step_timer(label: str, steps: list[dict], facts: dict):
             if model is not None:
                 facts["param_dtype"] = str(next(model.parameters()).dtype)
                 facts["device"] = str(next(model.parameters()).device)
+                params = {id(p): p for p in model.parameters()}.values()
+                facts["trainable_params"] = sum(p.numel() for p in params if p.requires_grad)
+                facts["total_params"] = sum(p.numel() for p in params)
 
         def on_step_begin(self, args, state, control, **kwargs):
             _sync()
@@ -223,8 +247,9 @@ def speed_switch_defaults() -> dict:
     return {f.name: f.default for f in dataclasses.fields(SpeedSwitches)}
 
 
-def run_config(method: str, model: str, run_dir: Path, steps: int, dry_run: bool, use_vllm: bool):
-    """The config of one check run: the paper preset (the dry run: smoke) at small scale."""
+def run_config(method: str, model: str, run_dir: Path, steps: int, dry_run: bool, use_vllm: bool,
+               lora: bool = False):
+    """The config of one check run: the paper preset (the dry run: smoke) at small scale; ``lora``: with ``LORA``."""
     from sdft.config import build_config
 
     prompt, completion = (256, 16) if dry_run else (512, 64)
@@ -239,11 +264,25 @@ def run_config(method: str, model: str, run_dir: Path, steps: int, dry_run: bool
                          **speed_switch_defaults())
     else:
         overrides.update(max_length=prompt + completion)
+    if lora:
+        overrides.update(LORA)
     return build_config("smoke" if dry_run else "paper", method, overrides=overrides)
 
 
+def planned_peak(cfg, dry_run: bool, memory_gib: float | None) -> dict:
+    """The memory planner's peak for a run's config (``sdft.plan``), at its longest sequences."""
+    from sdft.plan import inputs_from_config, model_shape, plan_memory
+
+    try:
+        inp = inputs_from_config(cfg, device="cpu" if dry_run else "gpu", gpu_memory_gib=memory_gib or 80.0)
+        plan = plan_memory(model_shape(cfg.model), inp)
+    except Exception as err:  # the planner's view is informative only: never a failure of the check
+        return {"planned_peak_gib": None, "plan_error": f"{type(err).__name__}: {err}"}
+    return {"planned_peak_gib": round(plan.peak_bytes / GIB, 3), "planned_phase": plan.peak_phase}
+
+
 def train_one(method: str, cfg, run_dir: Path) -> dict:
-    """``sdft.train.run_training`` with a step timer added to the run's callbacks."""
+    """``sdft.train.run_training`` with a step timer added to the run's callbacks; ``method`` is the run's label."""
     import sdft.training
     from sdft.run_io import read_metrics
     from sdft.train import run_training
@@ -266,17 +305,22 @@ def train_one(method: str, cfg, run_dir: Path) -> dict:
     mem = peak_memory()
     metrics = read_metrics(run_dir)
     losses = [row["loss"] for row in metrics if "loss" in row]
+    saved = {"saved_adapter": (run_dir / "model" / "adapter_config.json").is_file(),
+             "saved_merged": (run_dir / "model_merged" / "config.json").is_file()}
+    trained = (f", {facts['trainable_params']:,} of {facts['total_params']:,} parameters trained"
+               if "trainable_params" in facts else "")
     log(f"{method}: {len(steps)} steps in {wall:.1f} s (run_training, model load and save included), weights "
-        f"{facts.get('param_dtype')} on {facts.get('device')}; {memory_text(mem)}")
+        f"{facts.get('param_dtype')} on {facts.get('device')}{trained}; {memory_text(mem)}")
     return {"method": method, "wall_s": round(wall, 2), **facts, "steps": [{k: v for k, v in s.items() if k != "printed"}
                                                                    for s in steps],
-            "losses": losses, **mem, "config": _config_facts(cfg)}
+            "losses": losses, **mem, **saved, "config": _config_facts(cfg)}
 
 
 def _config_facts(cfg) -> dict:
     keys = ["preset", "model", "task", "max_steps", "per_device_train_batch_size", "bf16", "gradient_checkpointing",
             "learning_rate", "max_length", "max_prompt_length", "max_completion_length", "use_vllm", "vllm_mode",
-            "vllm_enable_sleep_mode", "divergence", "teacher_template", *speed_switch_defaults()]
+            "vllm_enable_sleep_mode", "divergence", "teacher_template", "use_peft", "lora_r", "lora_target_modules",
+            "merge", *speed_switch_defaults()]
     flat = cfg.to_dict()
     return {k: flat[k] for k in keys if k in flat}
 
@@ -313,8 +357,16 @@ def checks(report: dict, steps: int, eval_n: int, dry_run: bool) -> list[str]:
                                                   for v in run["losses"]):
             failures.append(f"{name}: losses {run['losses']} (expected {steps} finite values)")
         want = {"gradient_checkpointing": True, "bf16": not dry_run}
-        if name == "sdft":
+        if name.split("+")[0] == "sdft":
             want.update(speed_switch_defaults(), use_vllm=bool(report["environment"]["vllm"]) and not dry_run)
+        if name.endswith("+lora"):
+            want.update(use_peft=True)
+            if not (run.get("saved_adapter") and run.get("saved_merged")):
+                failures.append(f"{name}: model/ holds no adapter or model_merged/ no merged model "
+                                f"(adapter {run.get('saved_adapter')}, merged {run.get('saved_merged')})")
+            if not 0 < run.get("trainable_params", 0) < run.get("total_params", 0):
+                failures.append(f"{name}: {run.get('trainable_params')} of {run.get('total_params')} parameters "
+                                "trained, expected an adapter's few")
         for key, value in want.items():
             if run["config"].get(key) != value:
                 failures.append(f"{name}: config {key}={run['config'].get(key)!r}, expected {value!r}")
@@ -331,6 +383,64 @@ def checks(report: dict, steps: int, eval_n: int, dry_run: bool) -> list[str]:
         if (ev.get("decoding") or {}).get("decoding") != "greedy":
             failures.append(f"{ev['method']} evaluation was not greedy: {ev['decoding']}")
     return failures
+
+
+def table5_failures(table5: dict) -> list[str]:
+    """What went wrong in the mini Table 5 cells (``table5_cells``' report), as sentences."""
+    failures = []
+    if table5.get("returncode") != 0:
+        failures.append(f"mini Table 5 cells: exit status {table5.get('returncode')} (see table5_mini.log)")
+    missing = [m for m in TABLE5_METHODS if (table5.get("runs") or {}).get(m, {}).get("new_task") is None]
+    if missing:
+        failures.append(f"mini Table 5 cells: no eval.json with a score for {missing}")
+    elif not table5.get("table"):
+        failures.append("mini Table 5 cells: no table5.md")
+    return failures
+
+
+def table5_cells(out: Path) -> dict:
+    """The mini preset's Table 5 tool-use cells (Base, SFT, SDFT; 1 seed; best-validation checkpoints) by
+    ``python -m experiments.table5``, in a process of its own, into ``out/table5_mini`` (log beside it)."""
+    import subprocess
+
+    results = out / "table5_mini"
+    cmd = [sys.executable, "-m", "experiments.table5", "--preset", "mini", "--tasks", "embedded_tool", "--methods",
+           ",".join(TABLE5_METHODS), "--seeds", "1", "--results-dir", str(results)]
+    log(f"mini Table 5 cells: {' '.join(cmd[1:])} (log {out / 'table5_mini.log'})")
+    t0 = time.perf_counter()
+    with (out / "table5_mini.log").open("w") as fh:
+        code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=str(Path(__file__).resolve().parents[1])
+                              ).returncode
+    runs = {}
+    for method in TABLE5_METHODS:
+        path = results / "embedded_tool" / method / "seed0" / "eval.json"
+        value = None
+        if path.is_file():
+            ev = json.loads(path.read_text())
+            student = (ev.get("evaluations") or {}).get("student") or {}
+            value = ((student.get("scores") or [{}])[0]).get("value")
+        runs[method] = {"eval_json": str(path), "new_task": value}
+        log(f"mini Table 5 cell {method}: new-task accuracy {value}")
+    return {"returncode": code, "wall_s": round(time.perf_counter() - t0, 1), "runs": runs,
+            "table": (results / "table5.md").is_file(), "results_dir": str(results)}
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def drop_weights(folder: Path) -> int:
+    """Delete the checkpoints and weight files under ``folder`` (the results stay: JSON, YAML, logs, tables, figures,
+    as the committed CPU runs keep them); the number of files deleted."""
+    removed = 0
+    for ckpt in sorted(folder.rglob("checkpoints")):
+        if ckpt.is_dir():
+            removed += sum(1 for f in ckpt.rglob("*") if f.is_file())
+            shutil.rmtree(ckpt)
+    for path in folder.rglob("*"):
+        if path.is_file() and path.suffix in WEIGHT_SUFFIXES:
+            path.unlink()
+            removed += 1
+    return removed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -367,17 +477,36 @@ def main(argv: list[str] | None = None) -> int:
     runs = out / "runs"
     failures: list[str] = []
     try:
-        for method in ("sdft", "sft"):
-            run_dir = runs / method
-            cfg = run_config(method, model, run_dir, args.steps, dry_run, use_vllm)
-            log(f"{method}: " + ", ".join(f"{k}={v}" for k, v in _config_facts(cfg).items()))
-            report["train"].append(train_one(method, cfg, run_dir))
-        for method in ("sdft", "sft"):
-            report["eval"].append(evaluate_one(method, runs / method, args.eval_n, 16 if dry_run else 32))
+        for method, lora in RUNS:
+            label = run_label(method, lora)
+            run_dir = runs / label
+            cfg = run_config(method, model, run_dir, args.steps, dry_run, use_vllm, lora)
+            log(f"{label}: " + ", ".join(f"{k}={v}" for k, v in _config_facts(cfg).items()))
+            run = train_one(label, cfg, run_dir)
+            run.update(planned_peak(cfg, dry_run, env.get("device_memory_gib")))
+            measured = run.get("max_memory_allocated_bytes") or run.get("peak_rss_bytes")
+            log(f"{label}: the memory planner's peak for this config {run['planned_peak_gib']} GiB "
+                f"({'CPU, float32' if dry_run else 'GPU'}; measured {measured / GIB if measured else float('nan'):.2f}"
+                f" GiB, {'peak RSS of the whole process' if dry_run else 'max_memory_allocated'})")
+            report["train"].append(run)
+        for method, lora in RUNS:
+            label = run_label(method, lora)
+            report["eval"].append(evaluate_one(label, runs / label, args.eval_n, 16 if dry_run else 32))
     except Exception as err:
         traceback.print_exc()
         failures.append(f"{type(err).__name__}: {err}")
     failures += checks(report, args.steps, args.eval_n, dry_run) if not failures else []
+    if dry_run or args.skip_table5 or failures:
+        reason = ("CPU dry run: the mini cells run on a GPU only" if dry_run else "--skip-table5" if args.skip_table5
+                  else "a check above failed")
+        log(f"mini Table 5 cells (Base, SFT, SDFT on embedded_tool): skipped ({reason})")
+        report["table5"] = {"skipped": reason}
+    else:
+        report["table5"] = table5_cells(out)
+        failures += table5_failures(report["table5"])
+        if not args.keep_runs:
+            log(f"mini Table 5 cells: deleted {drop_weights(out / 'table5_mini')} checkpoint and weight files "
+                "(--keep-runs keeps them); their results stay")
     report["wall_s"] = round(time.perf_counter() - started, 1)
     report["failures"] = failures
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
@@ -388,12 +517,18 @@ def main(argv: list[str] | None = None) -> int:
     log(f"summary ({report['mode']}, model {model}, {report['wall_s']} s):")
     for run in report["train"]:
         times = ", ".join(f"{s['seconds']:.2f}" for s in run["steps"])
-        log(f"  {run['method']:<5} train: step seconds [{times}], {memory_text(run)}")
+        log(f"  {run['method']:<9} train: step seconds [{times}], {memory_text(run)}, planned "
+            f"{run.get('planned_peak_gib')} GiB")
     for ev in report["eval"]:
-        log(f"  {ev['method']:<5} eval : {ev['metric']} {ev['value']:.1f} (n={ev['n']}), {ev['wall_s']} s, "
+        log(f"  {ev['method']:<9} eval : {ev['metric']} {ev['value']:.1f} (n={ev['n']}), {ev['wall_s']} s, "
             f"{memory_text(ev)}")
-    if not dry_run and report["wall_s"] > BUDGET_S:
-        log(f"WARNING: {report['wall_s']} s, over the {BUDGET_S} s budget of this check")
+    table5 = report.get("table5") or {}
+    if table5.get("runs"):
+        cells = ", ".join(f"{m} {r['new_task']}" for m, r in table5["runs"].items())
+        log(f"  mini Table 5 (embedded_tool, 1 seed): {cells}; {table5['wall_s']} s -> {table5['results_dir']}")
+    core_s = report["wall_s"] - (table5.get("wall_s") or 0)
+    if not dry_run and core_s > BUDGET_S:
+        log(f"WARNING: {core_s:.0f} s without the Table 5 cells, over the {BUDGET_S} s budget of this check")
     log(f"wrote {out / 'gpu_check.json'}")
     if failures:
         for f in failures:
