@@ -16,6 +16,10 @@ the target task." Here, with ``checkpoint_selection=best_val`` (the ``mini`` and
 The evaluations run between optimizer steps under a forked RNG: a run trains the same model with and without them
 (``tests/test_selection.py``). A resumed run reads the step files it already wrote. ``checkpoint_selection=final``
 turns all of this off: the final model is reported, as before.
+
+With several processes the main process evaluates and writes, the others go on to the next step -- unless the
+weights are sharded (DeepSpeed ZeRO-3, ``sdft.training.weights_sharded``): every forward then needs every process, so all of them
+run the same evaluation (the main one writes its files) and gather the model together to save ``best_model/``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from transformers import TrainerCallback
 from sdft.health import answer_collapse
 from sdft.interrupts import training_interrupted
 from sdft.run_io import read_json_or_none, write_json_atomic
+from sdft.training import any_process, gathered, weights_sharded
 
 SELECTION_DIR = "selection"
 SELECTION_FILE = "selection.json"
@@ -108,16 +113,26 @@ class BestValidationCheckpoint(TrainerCallback):
         if training_interrupted():  # an uninterrupted run would not evaluate this step (sdft.interrupts)
             return
         last = state.global_step >= state.max_steps
-        if state.global_step % self.every == 0 or last or control.should_training_stop:
-            self._evaluate(state, control, model, processing_class)
+        due = state.global_step % self.every == 0 or last or control.should_training_stop
+        if weights_sharded():  # (a collapse stop is decided on the main process only)
+            due = any_process(due, args.device)
+        if due:
+            self._evaluate(args, state, control, model, processing_class)
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if not state.is_world_process_zero or training_interrupted():  # the resumed run chooses
+        if training_interrupted():  # the resumed run chooses
+            return
+        sharded = weights_sharded()
+        if not (state.is_world_process_zero or sharded):
+            return
+        missing = state.global_step not in read_step_files(self.run_dir)
+        if sharded:
+            missing = any_process(missing, args.device)
+        if missing:  # stopped between evaluations (stop_on_collapse)
+            self._evaluate(args, state, control, model, processing_class)
+        if not state.is_world_process_zero:
             return
         steps = read_step_files(self.run_dir)
-        if state.global_step not in steps:  # stopped between evaluations (stop_on_collapse)
-            self._evaluate(state, control, model, processing_class)
-            steps = read_step_files(self.run_dir)
         summary = selection_summary(steps, state.global_step, self.metric)
         summary["stage"] = self.stage
         write_json_atomic(self.run_dir / SELECTION_FILE, summary)
@@ -127,14 +142,20 @@ class BestValidationCheckpoint(TrainerCallback):
               f"{summary['chosen_val']:.1f}; final {summary['final_val']:.1f})", flush=True)
 
     @torch.no_grad()
-    def _evaluate(self, state, control, model, tokenizer) -> None:
-        if not state.is_world_process_zero or model is None:
+    def _evaluate(self, args, state, control, model, tokenizer) -> None:
+        """Evaluate on the main process, or on every process when the weights are sharded (module docstring); the
+        main process writes. Under sharding each evaluation ends in a collective after the main process's writes,
+        so every process sees the same step files."""
+        sharded, main = weights_sharded(), state.is_world_process_zero
+        if model is None or not (main or sharded):
             return
         out = self.run_dir / SELECTION_DIR / f"step{state.global_step}.json"
-        if out.exists():
+        done = out.exists()
+        if sharded:
+            done = any_process(done, args.device)
+        if done:
             return
         from eval.task_eval import evaluate_task
-        from sdft.adapters import save_model_dir
 
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):  # greedy, but eval.generation seeds the global RNG
@@ -144,24 +165,37 @@ class BestValidationCheckpoint(TrainerCallback):
         model.train()
         score = next(s for s in result["scores"] if s.get("unit") == "percent")
         answers = answer_collapse([p["response"] for p in result["predictions"]])
-        row = {"step": state.global_step, "stage": self.stage, "metric": score["metric"], "value": score["value"],
-               "n": score["n"], "answers": answers,
-               "format_rate": next((s["value"] for s in result["scores"] if s["metric"] == "format_rate"), None)}
-        write_json_atomic(out, row)
-        self.metric = score["metric"]
-        if self.best is None or score["value"] > self.best:
-            self.best = score["value"]
-            target = self.run_dir / BEST_MODEL_DIR
-            partial = self.run_dir / f".{BEST_MODEL_DIR}.partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            save_model_dir(model, partial)  # of a LoRA run, its adapter
-            if tokenizer is not None:
-                tokenizer.save_pretrained(partial)
-            (partial / "selection_step.json").write_text(json.dumps({"step": state.global_step}))
-            shutil.rmtree(target, ignore_errors=True)
-            partial.rename(target)
+        improved = main and (self.best is None or score["value"] > self.best)
+        if main:
+            row = {"step": state.global_step, "stage": self.stage, "metric": score["metric"], "value": score["value"],
+                   "n": score["n"], "answers": answers,
+                   "format_rate": next((s["value"] for s in result["scores"] if s["metric"] == "format_rate"), None)}
+            write_json_atomic(out, row)
+            self.metric = score["metric"]
+        if sharded:  # the main process's decision, for the gathering every process takes part in
+            improved = any_process(improved, args.device)
+        if improved:
+            with gathered(model, sharded):
+                if main:
+                    self._save_best(model, tokenizer, state.global_step, score["value"])
+        if not main:
+            return
         print(f"[selection] step {state.global_step}: validation {score['metric']} {score['value']:.1f} "
               f"(n={score['n']}; best {self.best:.1f}); most common answer on {answers['mode_share']:.0%} of items",
               flush=True)
         if self.on_probe is not None:
             self.on_probe(state.global_step, answers, control)
+
+    def _save_best(self, model, tokenizer, step: int, score: float) -> None:
+        from sdft.adapters import save_model_dir
+
+        self.best = score
+        target = self.run_dir / BEST_MODEL_DIR
+        partial = self.run_dir / f".{BEST_MODEL_DIR}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        save_model_dir(model, partial)  # of a LoRA run, its adapter
+        if tokenizer is not None:
+            tokenizer.save_pretrained(partial)
+        (partial / "selection_step.json").write_text(json.dumps({"step": step}))
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)

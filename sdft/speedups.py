@@ -406,15 +406,17 @@ def _causal_lm(model):
 
 def _linear_head(model) -> torch.nn.Linear | None:
     """The output head of an unquantized causal LM (a PEFT model's included) whose body is ``.model``, when that
-    head is an ``nn.Linear`` (an adapted head is not): then logits = head(body(...).last_hidden_state) can be
-    computed in two parts."""
+    head is an ``nn.Linear`` (an adapted head is not) whose weight is whole outside the model's forward (a ZeRO-3
+    partitioned one is not): then logits = head(body(...).last_hidden_state) can be computed in two parts."""
     lm = _causal_lm(model)
     if getattr(lm, "_is_quantized", False) or getattr(lm, "is_quantized", False) \
             or getattr(lm, "is_loaded_in_4bit", False) or getattr(lm, "is_loaded_in_8bit", False) \
             or getattr(lm, "model", None) is None:
         return None
     head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
-    return head if isinstance(head, torch.nn.Linear) else None
+    if not isinstance(head, torch.nn.Linear) or hasattr(head.weight, "ds_id"):  # (ds_id: a ZeRO-3 parameter)
+        return None
+    return head
 
 
 def _one_sequence(inputs: dict, b: int) -> dict | None:

@@ -25,6 +25,10 @@ Every process trains; only the main one writes the run directory (lock, config, 
 checkpoint markers, ``model/``), and it loads the data and builds an embedded model first, the others after it.
 ``accelerate launch --cpu --num_processes N`` starts ONE process (accelerate's CPU launcher runs N only through
 mpirun, ``--mpirun_hostfile``); ``sdft.train`` says so when it sees that launch.
+
+DeepSpeed ZeRO-2 / ZeRO-3 (``pip install -e ".[deepspeed]"``; tests/test_deepspeed.py runs both on 2 CPU processes):
+
+    accelerate launch --config_file experiments/accelerate/zero3.yaml -m sdft.train ...   # or zero2.yaml
 """
 
 from __future__ import annotations
@@ -121,6 +125,15 @@ def launch_warnings(state, environ=None) -> list[str]:
     return out
 
 
+def distributed_kind(state, environ=None) -> str:
+    """How the processes train, for the run's banner: accelerate's distributed type, or under DeepSpeed its ZeRO
+    stage (the process state made before the trainer's accelerator still says MULTI_CPU / MULTI_GPU there)."""
+    env = os.environ if environ is None else environ
+    if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        return f"DeepSpeed ZeRO-{env.get('ACCELERATE_DEEPSPEED_ZERO_STAGE', '?')}"
+    return state.distributed_type.value
+
+
 def _train(cfg: RunConfig, method, run_dir: Path, fingerprint: str | None, main_process: bool, state) -> Path:
     from data_prep.schema import SplitReport
 
@@ -141,7 +154,7 @@ def _train(cfg: RunConfig, method, run_dir: Path, fingerprint: str | None, main_
             "n_train_records": len(records), "resumed_from": resume, "data": data_report.to_dict(),
         })
     if main_process:
-        procs = f", {state.num_processes} processes ({state.distributed_type.value})" if state.num_processes > 1 else ""
+        procs = f", {state.num_processes} processes ({distributed_kind(state)})" if state.num_processes > 1 else ""
         print(f"[sdft.train] {cfg.method} on {cfg.task} ({len(records)} records), model {cfg.model}, "
               f"preset {cfg.preset}{procs} -> {run_dir.resolve()}" + (f" (resuming from {resume})" if resume else ""),
               flush=True)

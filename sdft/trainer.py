@@ -73,11 +73,13 @@ from sdft.losses import (ESTIMATORS, head_token_terms, loss_from_terms, loss_mas
                          sequence_importance_weights, token_terms, truncated_importance_weights)
 from sdft.sequences import pad_sequences
 from sdft.speedups import FastPaths, SpeedSwitches, StudentHead
+from sdft.training import gathered, weights_sharded
 
 TEACHER_WEIGHTS_FILE = "teacher_model.safetensors"
 TEACHER_ADAPTER = "teacher"  # the EMA teacher's adapter beside a LoRA student's
 IMPORTANCE_SAMPLING_LEVELS = ("per_sequence", "per_token")
 EMA_CHUNK = 1 << 24  # elements per float32 intermediate of the bf16 EMA update
+EMA_GATHER_BUCKET = 1 << 26  # ZeRO-3: elements of each model gathered at once for the EMA update (128 MiB in bf16)
 
 
 @dataclass
@@ -274,30 +276,62 @@ def stochastic_round_bf16(x: torch.Tensor, generator: torch.Generator | None = N
 
 class FusedEMATeacherCallback(TrainerCallback):
     """Moves the teacher's parameters towards the student's after every ``sync_steps`` optimizer steps: those of two
-    models (``of_models``), or the teacher adapter's towards the student's (``sdft.adapters.add_teacher_adapter``)."""
+    models (``of_models``), or the teacher adapter's towards the student's (``sdft.adapters.add_teacher_adapter``).
+
+    ``sharded``: the parameters are DeepSpeed ZeRO-3 partitions (``sdft.training.weights_sharded``). Then they are
+    gathered ``EMA_GATHER_BUCKET`` elements at a time -- the student's read only, the teacher's to be changed by
+    the main process, which updates them and has them broadcast and partitioned again -- so a process holds at most
+    that many whole elements of each model at once (TRL's ``SyncTeacherModelCallback`` gathers both models whole).
+    Every process must take part."""
 
     def __init__(self, teacher_params: list[torch.Tensor], student_params: list[torch.Tensor], alpha: float,
-                 sync_steps: int = 1):
+                 sync_steps: int = 1, sharded: bool = False):
         if len(teacher_params) != len(student_params):
             raise ValueError("EMA teacher and student have different numbers of parameters")
-        self.alpha, self.sync_steps = alpha, sync_steps
+        self.alpha, self.sync_steps, self.sharded = alpha, sync_steps, sharded
         self.teacher, self.student = list(teacher_params), list(student_params)
 
     @classmethod
-    def of_models(cls, teacher_model, student_model, alpha: float, sync_steps: int = 1) -> FusedEMATeacherCallback:
+    def of_models(cls, teacher_model, student_model, alpha: float, sync_steps: int = 1,
+                  sharded: bool = False) -> FusedEMATeacherCallback:
         """Every parameter of ``teacher_model`` towards the one of the same name in ``student_model``."""
         t_named = dict(teacher_model.named_parameters())
         s_named = dict(student_model.named_parameters())
         if t_named.keys() != s_named.keys():
             raise ValueError("EMA teacher and student have different parameter names")
-        return cls([t_named[k] for k in s_named], [s_named[k] for k in s_named], alpha, sync_steps)
+        return cls([t_named[k] for k in s_named], [s_named[k] for k in s_named], alpha, sync_steps, sharded)
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.sync_steps == 0:
             # bf16 teachers round stochastically; the draws depend on (seed, step) only, so a resumed run repeats them
             device = self.teacher[0].device
             generator = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + state.global_step)
-            ema_update_([p.data for p in self.teacher], [p.data for p in self.student], self.alpha, generator)
+            if not self.sharded:
+                ema_update_([p.data for p in self.teacher], [p.data for p in self.student], self.alpha, generator)
+                return
+            import deepspeed
+
+            main = torch.distributed.get_rank() == 0
+            for lo, hi in _buckets([getattr(p, "ds_numel", p.numel()) for p in self.teacher], EMA_GATHER_BUCKET):
+                teacher, student = self.teacher[lo:hi], self.student[lo:hi]
+                with deepspeed.zero.GatheredParameters(student, modifier_rank=None), \
+                        deepspeed.zero.GatheredParameters(teacher, modifier_rank=0):
+                    if main:
+                        ema_update_([p.data for p in teacher], [p.data for p in student], self.alpha, generator)
+
+
+def _buckets(sizes: list[int], limit: int) -> list[tuple[int, int]]:
+    """Consecutive index ranges ``[lo, hi)`` of ``sizes`` whose sums stay within ``limit`` (one item larger than
+    ``limit`` is a range of its own)."""
+    out, lo, total = [], 0, 0
+    for i, n in enumerate(sizes):
+        if i > lo and total + n > limit:
+            out.append((lo, i))
+            lo, total = i, 0
+        total += n
+    if lo < len(sizes):
+        out.append((lo, len(sizes)))
+    return out
 
 
 class EpochSeededRepeatSampler(RepeatSampler):
@@ -339,18 +373,22 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
     teacher_adapter: str | None = None  # the EMA teacher's adapter (LoRA students, teacher_model_kind=ema)
 
     def _setup_teacher_model(self) -> None:
+        """TRL's teacher (a copy for ``ema`` / ``base``, made from the model's path: under ZeRO-3 a DeepSpeed engine
+        partitioned as the student, under ZeRO-2 a whole copy on every process), with the EMA update replaced by
+        ``FusedEMATeacherCallback`` (``fused_ema``; under ZeRO-3 gathered a bucket at a time); the teacher adapter
+        for ``ema`` with a LoRA student, except under DeepSpeed (TRL's ``PEFTAdapterEMACallback`` there)."""
         if self.args.teacher_model_kind == "ema" and is_peft_model(self.model) and not self.is_deepspeed_enabled:
             self._setup_teacher_adapter()
             return
         super()._setup_teacher_model()  # TRL's: ema / base copies, base adapters off, live the student
-        if self.args.teacher_model_kind != "ema" or not self.args.fused_ema or self.is_deepspeed_enabled:
+        if self.args.teacher_model_kind != "ema" or not self.args.fused_ema:
             return
         if self.teacher_model is self.model:  # (DeepSpeed with adapters: TRL's PEFTAdapterEMACallback)
             return
         self.remove_callback(SyncTeacherModelCallback)
         self.add_callback(FusedEMATeacherCallback.of_models(
             self.accelerator.unwrap_model(self.teacher_model), self.accelerator.unwrap_model(self.model),
-            self.args.teacher_update_rate, self.args.teacher_sync_steps,
+            self.args.teacher_update_rate, self.args.teacher_sync_steps, sharded=weights_sharded(),
         ))
 
     def _setup_teacher_adapter(self) -> None:
@@ -415,22 +453,47 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
             save_file(_untie(state), str(folder / TEACHER_WEIGHTS_FILE))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        """The student (transformers) and, with a separate teacher, the teacher: a checkpoint without the teacher's
-        weights is an error."""
-        path = Path(resume_from_checkpoint) / TEACHER_WEIGHTS_FILE
-        if (self._has_separate_teacher() or self.teacher_adapter is not None) and not path.exists():
-            raise FileNotFoundError(f"{resume_from_checkpoint} has no {TEACHER_WEIGHTS_FILE}: resuming it would "
-                                    "train against a teacher that is not the checkpoint's")
+        """The student (transformers) and the teacher (``_load_teacher``). Under DeepSpeed transformers restores the
+        student itself and never calls this: the teacher is loaded in ``_load_optimizer_and_scheduler`` there."""
+        self._teacher_file(resume_from_checkpoint)
         super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._load_teacher(resume_from_checkpoint)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        """transformers' (called on every resume, after the student is restored), then under DeepSpeed the
+        teacher."""
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.is_deepspeed_enabled:
+            self._load_teacher(checkpoint)
+
+    def _teacher_file(self, checkpoint) -> Path | None:
+        """The checkpoint's teacher weights, when this run has a teacher of its own; a checkpoint without them is an
+        error."""
+        if not (self._has_separate_teacher() or self.teacher_adapter is not None):
+            return None
+        path = Path(checkpoint) / TEACHER_WEIGHTS_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{checkpoint} has no {TEACHER_WEIGHTS_FILE}: resuming it would train against "
+                                    "a teacher that is not the checkpoint's")
+        return path
+
+    def _load_teacher(self, checkpoint) -> None:
+        """The separate teacher's (ema / base) weights, or the teacher adapter's, from ``checkpoint``. A ZeRO-3
+        teacher is gathered, loaded on the main process and partitioned again (every process takes part)."""
+        from safetensors.torch import load_file
+
+        path = self._teacher_file(checkpoint)
+        if path is None:
+            return
         if self.teacher_adapter is not None:
-            from safetensors.torch import load_file
-
             load_adapter_state(self.accelerator.unwrap_model(self.model), self.teacher_adapter, load_file(str(path)))
-        elif self._has_separate_teacher():
-            from safetensors.torch import load_file
-
-            teacher = self.accelerator.unwrap_model(self.teacher_model)
-            teacher.load_state_dict(load_file(str(path), device=str(next(teacher.parameters()).device)), strict=False)
+            return
+        teacher = self.accelerator.unwrap_model(self.teacher_model)
+        sharded = weights_sharded()
+        with gathered(teacher, sharded, modifier_rank=0):
+            if not sharded or self.accelerator.process_index == 0:
+                device = str(next(teacher.parameters()).device)
+                teacher.load_state_dict(load_file(str(path), device=device), strict=False)
 
     # ---------------------------------------------------------------- rollouts (vLLM importance sampling)
     def _generate_vllm(self, prompt_ids):

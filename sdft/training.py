@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -142,14 +143,35 @@ class JsonlMetricsCallback(TrainerCallback):
             fh.write(json.dumps(row) + "\n")
 
 
-def _stop_agreed(requested: bool, device) -> bool:
-    """Whether any process requested a stop (the request itself with one process)."""
+def any_process(flag: bool, device) -> bool:
+    """Whether ``flag`` is true on any process (``flag`` itself with one process). Every process must call it: it is
+    a one-element all-reduce (max)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()
             and torch.distributed.get_world_size() > 1):
-        return requested
-    flag = torch.tensor([1 if requested else 0], device=device)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return bool(flag.item())
+        return flag
+    value = torch.tensor([1 if flag else 0], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def weights_sharded() -> bool:
+    """Whether the trained model's weights are partitioned (DeepSpeed ZeRO-3, transformers' switch for it): each
+    forward of the model then needs every process, and its parameters outside a forward are empty placeholders
+    until gathered (``gathered``)."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()
+
+
+def gathered(model, sharded: bool, modifier_rank: int | None = None):
+    """A context in which ``model``'s parameters are whole on every process (ZeRO-3; every process must enter it);
+    nothing to do when not ``sharded``. Changes made to them inside are kept only with ``modifier_rank``: that
+    process's values are broadcast and partitioned again on leaving."""
+    if not sharded:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=modifier_rank)
 
 
 class StopOnSignal(TrainerCallback):
@@ -160,7 +182,7 @@ class StopOnSignal(TrainerCallback):
         request = active_request()
         if request is None or request.stopped:
             return control
-        if _stop_agreed(request.requested, args.device):
+        if any_process(request.requested, args.device):
             request.stopped_at = state.global_step
             control.should_save = True
             control.should_training_stop = True

@@ -223,29 +223,7 @@ def _launch_args(config_file: Path):
     return _validate_launch_command(args)
 
 
-def test_zero3_config_resolves_to_a_zero3_deepspeed_plugin(monkeypatch):
-    """Dry run of experiments/accelerate/zero3.yaml (deepspeed itself is not installed here): accelerate's
-    launcher reads it, turns it into the environment of the training processes, and ``DeepSpeedPlugin`` builds the
-    DeepSpeed config the Trainer would hand to DeepSpeed from that environment."""
-    from accelerate.utils import DeepSpeedPlugin
-    from accelerate.utils.launch import prepare_deepspeed_cmd_env
-
-    args, defaults, _ = _launch_args(ROOT / "experiments" / "accelerate" / "zero3.yaml")
-    assert args.use_deepspeed and not args.use_fsdp and args.num_processes == 8 and args.mixed_precision == "bf16"
-    unknown = [k for k in defaults.deepspeed_config if not hasattr(args, k)]
-    assert unknown == [], f"keys accelerate's launcher does not know (it would ignore them): {unknown}"
-    args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
-    _, env = prepare_deepspeed_cmd_env(args)
-    assert env["ACCELERATE_USE_DEEPSPEED"] == "true" and env["ACCELERATE_MIXED_PRECISION"] == "bf16"
-    for key, value in env.items():
-        if key.startswith("ACCELERATE_"):
-            monkeypatch.setenv(key, value)
-    zero = DeepSpeedPlugin().deepspeed_config["zero_optimization"]
-    assert zero["stage"] == 3
-    assert zero["stage3_gather_16bit_weights_on_model_save"] is True  # save_model writes a whole model
-    assert zero["offload_param"]["device"] == zero["offload_optimizer"]["device"] == "none"
-
-
+# (experiments/accelerate/zero2.yaml and zero3.yaml: tests/test_deepspeed.py)
 def test_fsdp_config_is_read_by_accelerate():
     args, defaults, _ = _launch_args(ROOT / "experiments" / "accelerate" / "fsdp.yaml")
     assert args.use_fsdp and not args.use_deepspeed and args.num_processes == 8
