@@ -310,11 +310,16 @@ def test_a_missing_local_model_names_the_path(name):
 
 
 def test_hub_ids_and_existing_folders_pass(tmp_path):
-    from sdft.models import resolve_model_path
+    from sdft.models import ModelNotFoundError, resolve_model_path
 
     assert resolve_model_path("Qwen/Qwen2.5-7B-Instruct") == "Qwen/Qwen2.5-7B-Instruct"
     assert resolve_model_path("gpt2") == "gpt2"
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     assert resolve_model_path(str(tmp_path)) == str(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()  # a folder that is no model is named, with the file it lacks, not looked up on the hub
+    with pytest.raises(ModelNotFoundError, match=f"{empty}: no config.json"):
+        resolve_model_path(str(empty))
 
 
 def test_training_a_missing_local_model_fails_before_the_run_directory_is_made(tmp_path):
