@@ -183,13 +183,23 @@ class CollapseWatch(TrainerCallback):
     """Trainer callback applying :class:`CollapseRule` to every logged row (``on_log``) and to the greedy probes of
     the checkpoint selection (``observe_probe``, handed to ``sdft.selection.BestValidationCheckpoint``). A firing
     prints one warning naming the step and is appended to ``<run_dir>/health.json``; with ``stop`` the run stops
-    after that step."""
+    after that step. Both arms observe on the main process only: with several processes the stop is agreed on at the
+    end of the next step (a one-element all-reduce, ``sdft.training.any_process``), so that every process stops
+    after the same step instead of the others waiting on the main one."""
 
     def __init__(self, run_dir, stop: bool = False, rule: CollapseRule | None = None, stage: str | None = None):
         from pathlib import Path
 
         self.path = Path(run_dir) / "health.json"
         self.stop, self.rule, self.stage = stop, rule or CollapseRule(), stage
+        self.stop_pending = False  # fired with ``stop`` on this process, not yet acted on by every process
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop and _several_processes():
+            from sdft.training import any_process
+
+            if any_process(self.stop_pending, args.device):
+                control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and state.is_world_process_zero:
@@ -211,4 +221,13 @@ class CollapseWatch(TrainerCallback):
         record["collapse"].append({"step": step, "stage": self.stage, "reason": reason, "stopped": self.stop})
         write_json_atomic(self.path, record)
         if self.stop and control is not None:
-            control.should_training_stop = True
+            self.stop_pending = True
+            if not _several_processes():  # else on_step_end stops every process together
+                control.should_training_stop = True
+
+
+def _several_processes() -> bool:
+    import torch
+
+    return (torch.distributed.is_available() and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1)

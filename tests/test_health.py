@@ -135,3 +135,27 @@ def test_collapse_watch_writes_health_json_and_stops_when_asked(tmp_path):
     assert control.should_training_stop
     record = json.loads((tmp_path / "health.json").read_text())
     assert record["collapse"][0]["step"] == 8 and record["collapse"][0]["stopped"]
+
+
+def test_with_several_processes_the_collapse_stop_is_agreed_on_so_every_process_stops(tmp_path, monkeypatch):
+    """The rule observes on the main process only; a stop set there alone would leave the others waiting on it."""
+    import types
+
+    from transformers import TrainerControl
+
+    import sdft.health
+    import sdft.training
+    from sdft.health import CollapseWatch
+
+    flags = {}  # process -> its stop_pending, as the all-reduce would see them
+    monkeypatch.setattr(sdft.health, "_several_processes", lambda: True)
+    monkeypatch.setattr(sdft.training, "any_process", lambda flag, device: any(flags.values()))
+    main, other = CollapseWatch(tmp_path, stop=True), CollapseWatch(tmp_path / "other", stop=True)
+    main_control, other_control = TrainerControl(), TrainerControl()
+    main.observe_probe(8, answer_collapse(["same"] * 4), main_control)
+    assert not main_control.should_training_stop  # not alone
+    flags.update(main=main.stop_pending, other=other.stop_pending)
+    args = types.SimpleNamespace(device="cpu")
+    main.on_step_end(args, None, main_control)
+    other.on_step_end(args, None, other_control)
+    assert main_control.should_training_stop and other_control.should_training_stop
