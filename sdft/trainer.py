@@ -75,6 +75,28 @@ from sdft.sequences import pad_sequences
 from sdft.speedups import FastPaths, SpeedSwitches, StudentHead
 from sdft.training import gathered, weights_sharded
 
+# The library versions the overrides below were written and tested against. TRL's SDFT trainer is experimental:
+# another version may rename or re-order what these hooks assume, so an import under another version warns once.
+#   from TRL's SDFTTrainer (trl.experimental.sdft): __init__, compute_loss, training_step, log, sample_rollouts,
+#     _setup_teacher_model, _get_train_sampler, _get_teacher_context_for_self_distillation,
+#     _compute_teacher_student_logits, _compute_self_distillation_loss, _forward_logits, _generate_transformers,
+#     _generate_vllm;
+#   from transformers' Trainer: _save, _save_checkpoint, _load_from_checkpoint, _load_optimizer_and_scheduler.
+CHECKED_VERSIONS = {"trl": "1.16.0", "transformers": "5.17.0"}
+
+
+def _warn_on_other_versions() -> None:
+    from importlib.metadata import version
+
+    other = {name: version(name) for name, want in CHECKED_VERSIONS.items() if version(name) != want}
+    if other:
+        warnings.warn(f"sdft.trainer overrides TRL / transformers hooks checked against {CHECKED_VERSIONS}; installed: "
+                      f"{other}. Run the test suite before trusting results (requirements.txt pins the checked ones).",
+                      stacklevel=2)
+
+
+_warn_on_other_versions()
+
 TEACHER_WEIGHTS_FILE = "teacher_model.safetensors"
 TEACHER_ADAPTER = "teacher"  # the EMA teacher's adapter beside a LoRA student's
 IMPORTANCE_SAMPLING_LEVELS = ("per_sequence", "per_token")

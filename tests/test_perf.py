@@ -404,3 +404,20 @@ def test_teacher_dtype_rejects_unknown_names():
     for bad in ("fp8", "float32"):  # float32 is no autocast type: leave teacher_dtype unset for the training dtype
         with pytest.raises(ValueError, match="teacher_dtype"):
             SelfDistillationConfig(output_dir="/tmp/x", teacher_dtype=bad, report_to=[])
+
+
+def test_the_trainer_warns_when_trl_or_transformers_is_not_the_checked_version(monkeypatch):
+    import importlib.metadata
+
+    import sdft.trainer
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.0.1" if name == "trl" else real(name))
+    with pytest.warns(UserWarning, match=r"installed: \{'trl': '0.0.1'\}"):
+        sdft.trainer._warn_on_other_versions()
+    monkeypatch.setattr(importlib.metadata, "version", real)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sdft.trainer._warn_on_other_versions()  # the pinned versions: silent
