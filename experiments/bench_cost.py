@@ -14,9 +14,10 @@ wrapped around the trainer's own methods (no reimplementation):
 
   generation       ``_generate`` (the on-policy rollouts: HF ``generate`` or vLLM)
   rollout_other    the rest of ``_prepare_training_batch`` (tokenisation, teacher prompts)
-  teacher_forward  ``_teacher_logits`` (TRL's path: ``_forward_logits`` on the teacher)
-  student_forward  ``_forward_logits`` on the student (SFT: ``compute_loss`` without its loss)
-  loss             ``_compute_self_distillation_loss`` (SFT: included in ``compute_loss``)
+  teacher_forward  ``sdft.speedups.teacher_logits`` as the trainer calls it
+  student_forward  ``_forward_logits`` on the student, or with the fused head the student's body (SFT:
+                   ``compute_loss`` without its loss)
+  loss             the rest of ``_sdft_loss`` (SFT: included in ``compute_loss``)
   backward         ``training_step`` minus ``_prepare_inputs`` and ``compute_loss``
   optimizer        from the end of ``training_step`` to ``on_optimizer_step`` (grad clipping + AdamW)
   ema              the EMA teacher callback's ``on_step_end``
@@ -174,12 +175,15 @@ def worker(spec: dict) -> dict:
         teacher = trainer.teacher_model
         timed(trainer, "_generate", lambda *a, **k: "generation")
         timed(trainer, "_prepare_training_batch", lambda *a, **k: "_prepare_training_batch")
-        timed(trainer, "_teacher_logits", lambda *a, **k: "_teacher_logits")
+        import sdft.trainer as trainer_module
+
+        timed(trainer_module, "teacher_logits", lambda *a, **k: "_teacher_logits")  # the name _sdft_loss calls
         timed(trainer, "_forward_logits", lambda model, *a, **k: "_teacher_forward_logits" if (
             model is teacher and teacher is not trainer.model) else "student_forward")
-        timed(trainer, "_compute_self_distillation_loss", lambda *a, **k: "loss")
-        # fused head: the student's body runs inside _fused_self_distillation_loss, the head inside the loss terms
-        timed(trainer, "_fused_self_distillation_loss", lambda *a, **k: "_fused")
+        # the loss of a batch or a rollout: teacher, student (with the fused head its body; the head inside the
+        # loss terms) and the loss terms
+        timed(trainer, "_sdft_loss", lambda *a, **k: "_sdft_loss")
+        fused = trainer._fused_head_usable(trainer.model)
         import torch as _torch
         timed(trainer.model.model, "forward",
               lambda *a, **k: "_student_body" if _torch.is_grad_enabled() else "_student_body_nograd")
@@ -232,10 +236,11 @@ def worker(spec: dict) -> dict:
                 split["rollout_other"] = cur.get("_prepare_inputs", 0.0)
             else:
                 split["rollout_other"] += cur.get("_prepare_inputs", 0.0) - cur.get("_prepare_training_batch", 0.0)
-            if "_fused" in cur:
-                split["student_forward"] = cur.get("_student_body", 0.0)
-                split["loss"] = cur["_fused"] - split["student_forward"] - split["teacher_forward"]
-            losses = cur.get("_compute_loss", 0.0) or cur.get("_fused", 0.0)  # sequence micro-batches: no compute_loss
+            if spec["method"] == "sdft":
+                if fused:
+                    split["student_forward"] = cur.get("_student_body", 0.0)
+                split["loss"] = cur.get("_sdft_loss", 0.0) - split["student_forward"] - split["teacher_forward"]
+            losses = cur.get("_compute_loss", 0.0) or cur.get("_sdft_loss", 0.0)  # sequence micro-batches: no compute_loss
             split["backward"] = cur.get("_training_step", 0.0) - cur.get("_prepare_inputs", 0.0) - losses
             split["other"] = total - sum(split[k] for k in SPLIT_KEYS if k != "other")
             steps.append({"total": total, "split": split, **count_tokens})

@@ -4,7 +4,7 @@
 
 Measured region, as in the trainer's step: the teacher's output head on its last hidden states (the full-vocabulary
 run keeps its ``[B, T, V]`` logits; the top-K run reduces them chunk by chunk, ``sdft.losses.head_top_k``, as
-``FastPaths._teacher_logits`` does), then the loss (``analytic``, forward KL, ``loss_chunk_size`` positions at a
+``sdft.speedups.teacher_logits`` does), then the loss (``analytic``, forward KL, ``loss_chunk_size`` positions at a
 time) and its backward. The student is either its ``[B, T, V]`` logits (a leaf: TRL's hook path, the logits and
 their gradient whole) or its hidden states and output head (``sdft.losses.head_token_terms``: the fused head).
 Every variant runs in its own process; peak memory is the process's peak RSS during the region above its RSS

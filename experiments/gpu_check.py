@@ -14,7 +14,7 @@ What runs (``python -m experiments.gpu_check``, which the shell script calls wit
    picks one. The dry run uses ``embedded:tiny-llama``.
 3. for SDFT and SFT: ``sdft.train.run_training`` (the path of ``python -m sdft.train``) on the ``paper`` preset --
    bf16, gradient checkpointing, vLLM colocated with sleep mode when vLLM imports (``use_vllm=false`` when it does
-   not), every speed switch of ``sdft.speedups.SpeedSwitches`` at its default -- with ``--steps`` optimizer steps at
+   not), every speed switch of ``sdft.sdft_config.SpeedSwitches`` at its default -- with ``--steps`` optimizer steps at
    batch 2 and short sequences on ``embedded_tool``. The dry run uses the ``smoke`` preset (float32), gradient
    checkpointing and the same switches, without vLLM. Each step's wall-clock time (CUDA-synchronised) and
    ``torch.cuda.max_memory_allocated`` (the dry run: the process's peak RSS) are printed as they happen.
@@ -242,7 +242,7 @@ def pick_model(candidates: tuple[str, ...], dry_run: bool) -> tuple[str, list[di
 
 # ------------------------------------------------------------------------------------------------ the runs
 def speed_switch_defaults() -> dict:
-    from sdft.speedups import SpeedSwitches
+    from sdft.sdft_config import SpeedSwitches
 
     return {f.name: f.default for f in dataclasses.fields(SpeedSwitches)}
 

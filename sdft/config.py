@@ -162,7 +162,7 @@ def derive_args(source, config_class: type, **values: Any):
     from transformers import TrainingArguments
 
     shared = {f.name: _plain(getattr(source, f.name)) for f in fields(TrainingArguments) if f.init}
-    if hasattr(source, "prompt_accumulation_steps"):  # SDFT's, before num_generations multiplied it
+    if hasattr(source, "prompt_accumulation_steps"):  # SDFT's as written (sdft.sdft_config: num_generations)
         shared["gradient_accumulation_steps"] = source.prompt_accumulation_steps
     return config_class(**{**shared, **values})
 

@@ -7,7 +7,7 @@ instead of the task (``experiments/results/stability_mini/README.md``). The loss
 and every one of them is a pure function of tensors or strings here, so that the tests can check it against an
 independent computation; ``sdft.trainer`` logs them into ``metrics.jsonl`` under ``health/`` every step.
 
-Per step (``rollout_health``, ``token_entropy``, ``divergence_summary``):
+Per step (``rollout_health``, ``token_entropy``, ``divergence_summary``, ``token_health``):
   * ``health/length_mean``: mean rollout length in tokens; ``health/truncated_share``: the share cut at the length
     cap (no EOS); ``health/eos_share``: the share that ended with an EOS token;
   * ``health/distinct_share``: distinct completions / rollouts; ``health/distinct_prefix_share``: distinct first
@@ -119,6 +119,27 @@ def divergence_summary(div: torch.Tensor, mask: torch.Tensor) -> dict[str, float
         return None
     values = div.detach()[m].float()
     return {"divergence_mean": float(values.mean()), "divergence_max": float(values.max())}
+
+
+def token_health(student_entropy: torch.Tensor, teacher_entropy: torch.Tensor | None, div: torch.Tensor,
+                 loss_mask: torch.Tensor, clipped: torch.Tensor | None) -> dict[str, list[float]]:
+    """Per rollout with loss tokens (rows of the ``[B, T]`` arguments): the divergence's mean and max, the student's
+    and the teacher's mean entropy and the share of clipped tokens over its loss tokens ``loss_mask`` (one value
+    per rollout; the logged value is their mean, a ``_max`` key's their max). Keys without values are left out."""
+    rows: dict[str, list[float]] = {"divergence_mean": [], "divergence_max": [], "student_entropy": [],
+                                    "teacher_entropy": [], "clipped_share": []}
+    for b in range(div.size(0)):
+        summary = divergence_summary(div[b], loss_mask[b])
+        if summary is None:
+            continue
+        rows["divergence_mean"].append(summary["divergence_mean"])
+        rows["divergence_max"].append(summary["divergence_max"])
+        rows["student_entropy"].append(masked_mean(student_entropy[b], loss_mask[b]))
+        if teacher_entropy is not None:
+            rows["teacher_entropy"].append(masked_mean(teacher_entropy[b], loss_mask[b]))
+        if clipped is not None:
+            rows["clipped_share"].append(masked_mean(clipped[b].float(), loss_mask[b]))
+    return {key: values for key, values in rows.items() if values}
 
 
 # ------------------------------------------------------------------------------------------------ greedy probes

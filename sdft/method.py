@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sdft.registry import Method, register_method
-from sdft.trainer import SelfDistillationConfig, SelfDistillationTrainer
+from sdft.sdft_config import SelfDistillationConfig
+from sdft.trainer import SelfDistillationTrainer
 
 
 def sdft_dataset(records: list[dict], teacher_context: str = "answer"):

@@ -639,11 +639,11 @@ def inputs_from_config(cfg, gpus: int = 1, gpu_memory_gib: float = 80.0, shardin
     prompt = get("max_prompt_length") or 1024
     completion = get("max_completion_length") or 1024
     max_length = get("max_length") if kind == "sft" else None
-    accumulation = get("prompt_accumulation_steps", None) or get("gradient_accumulation_steps", 1)
+    accumulation = get("gradient_accumulation_steps", 1)  # the trainer's (SDFT: x num_generations, sdft.sdft_config)
     values = dict(
         method=cfg.method, device=device, gpus=gpus, gpu_memory_gib=gpu_memory_gib, sharding=sharding,
         bf16=bool(get("bf16", False)), batch_size=int(get("per_device_train_batch_size", 1)),
-        gradient_accumulation_steps=int(accumulation) * int(get("num_generations", 1) or 1),
+        gradient_accumulation_steps=int(accumulation),
         prompt_length=int(prompt), completion_length=int(completion),
         max_length=int(max_length) if max_length else None,
         gradient_checkpointing=bool(get("gradient_checkpointing", False)), optim=str(get("optim", "adamw_torch")),

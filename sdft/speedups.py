@@ -1,22 +1,21 @@
-"""Fast paths of ``sdft.trainer.SelfDistillationTrainer``: they change how the loss's inputs are produced, not the loss.
+"""The trainer's fast paths, as functions: each changes how an input of the loss is produced, never the loss.
 
-``SpeedSwitches`` holds the config fields that turn each path on or off; their help is the one list of the
-switches. ``FastPaths`` is the trainer mixin that implements them, by overriding TRL's hooks and by the hooks
-the trainer calls:
+``sdft.trainer.SelfDistillationTrainer`` calls them: ``_generate`` the rollout ones, ``_sdft_loss`` (the loss of a
+batch) and ``training_step`` the others. The config fields that switch them are ``sdft.sdft_config.SpeedSwitches``
+(the one list of the switches, with what each does).
 
-  * rollouts (``_generate_transformers``; on GPUs vLLM is the low-precision sampler): sampled from a low-precision
-    copy of the student, refreshed after every optimizer step, by ``sdft.sampling``'s decode loop or by HF
-    ``generate`` with ``SampledTokenLogProbs``; either way each sampled token's log-probability is kept for the
-    importance weights of the loss. Without that copy, rollouts sampled with top-k / top-p / min-p come from the
-    student by ``generate`` with ``SampledTokenLogProbs`` too, so that the truncation is corrected alike (field help
-    of ``rollout_dtype``);
-  * the teacher (``_teacher_logits``): a constant target, computed without autograd bookkeeping, optionally under
-    low-precision autocast with its output head in float32;
-  * the student: ``_forward_logits`` skips the last position, which predicts nothing; with the fused head,
-    ``compute_loss`` hands the trainer's loss the student's hidden states and output head (``StudentHead``) instead
-    of its logits, and ``training_step`` does so one rollout at a time, without its padding.
-
-Every path ends in ``SelfDistillationTrainer._distillation_loss``, the one loss path (``sdft.trainer``'s docstring).
+  * rollouts: ``SamplerCopy``, a low-precision copy of the student that samples them (``rollout_dtype``; on GPUs
+    vLLM is the low-precision sampler), refreshed once per optimizer step; ``recorded_rollouts`` samples with
+    ``sdft.sampling``'s decode loop (``fast_rollout_sampler``) or HF ``generate`` with ``SampledTokenLogProbs``
+    and keeps each sampled token's log-probability for the importance weights. Without that copy, rollouts sampled
+    with top-k / top-p / min-p come from the student by ``recorded_rollouts`` too, so that the truncation is
+    corrected alike (field help of ``rollout_dtype``);
+  * the teacher (``teacher_logits``): a constant target, computed without autograd bookkeeping
+    (``teacher_inference_mode``), optionally under low-precision autocast with its output head in float32
+    (``teacher_dtype``); with ``distillation_topk`` reduced to its top K, from its hidden states chunk by chunk;
+  * the student: ``lean_logits`` skips the last position, which predicts nothing (``lean_logits``);
+    ``student_head`` gives the loss its hidden states and output head instead of its logits (``fused_lm_head``),
+    and ``one_sequence`` cuts a batch into rollouts without their padding (``sequence_microbatches``).
 
 With a LoRA student (``use_peft``): every switch but ``rollout_dtype`` acts as without (the fused head through
 the PEFT model's base: its LoRA layers sit inside the body); ``rollout_dtype``'s sampler copy is a copy of the whole
@@ -38,94 +37,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from accelerate.utils import is_peft_model
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
-from trl.models import unwrap_model_for_generation
 
-from sdft.losses import head_top_k, teacher_top_k
-from sdft.sampling import plain_sampling, sample_with_logprobs, split_warpers, truncates
+from sdft.losses import TeacherTopK, head_top_k, teacher_top_k
+from sdft.sampling import plain_sampling, sample_with_logprobs, split_warpers
 from sdft.sequences import lengths_to_first_eos, pad_sequences
-
-ROLLOUT_DTYPES = (None, "bfloat16", "float16", "float32")
-TEACHER_DTYPES = (None, "bfloat16", "float16")  # autocast's low-precision types
-
-
-@dataclass
-class SpeedSwitches:
-    """The trainer's speed switches (fields of ``SelfDistillationConfig``). All but ``rollout_dtype`` and
-    ``teacher_dtype`` keep the numbers up to float rounding; those two are the CPU counterparts of the paper's bf16
-    runs and change them by low-precision rounding."""
-
-    fused_ema: bool = field(
-        default=True, metadata={"help": "the EMA teacher update as one fused foreach operation over all parameters "
-                                "instead of TRL's loop of two kernels per tensor; for a bf16 teacher, computed in "
-                                "float32 and rounded stochastically (sdft.trainer.ema_update_), where TRL's loop "
-                                "rounds to nearest and loses most small updates"},
-    )
-    loss_chunk_size: int = field(
-        default=64,
-        metadata={"help": "completion positions per chunk of the full-vocabulary loss terms, recomputed in "
-                  "backward (sdft.losses.token_terms), so that their intermediates never exist for the whole "
-                  "sequence; 0 computes them in one piece. Same values and gradients."},
-    )
-    teacher_inference_mode: bool = field(
-        default=True, metadata={"help": "the teacher's forward under torch.inference_mode (TRL: no_grad)"},
-    )
-    fused_lm_head: bool = field(
-        default=True,
-        metadata={"help": "with loss_chunk_size > 0 and lean_logits: the student's logits are made chunk by chunk "
-                  "from its hidden states inside the loss (sdft.losses.head_token_terms), so that they and their "
-                  "gradient never exist whole. Single process, an nn.Linear output head (a LoRA student's too, "
-                  "unless the head is adapted; not a 4-/8-bit model) only; otherwise the student's logits are "
-                  "computed whole (the trainer prints that it is off with several processes or adapters)."},
-    )
-    sequence_microbatches: bool = field(
-        default=True,
-        metadata={"help": "with fused_lm_head: forward and backward one rollout at a time, without its padding "
-                  "(the loss is a mean over sequences, so its gradient is the sum of the per-sequence ones): no "
-                  "compute on padding, and the activations of one rollout instead of the whole batch's"},
-    )
-    lean_logits: bool = field(
-        default=True,
-        metadata={"help": "no copy of the logits for temperature 1, no forward of the last token (it predicts "
-                  "nothing), and the logged divergence taken from the loss pass instead of a second "
-                  "full-vocabulary pass"},
-    )
-    rollout_dtype: str | None = field(
-        default=None,
-        metadata={"help": "HF generation only: sample the rollouts from a copy of the student in this dtype (e.g. "
-                  "'bfloat16'; decoding on CPU reads every weight for every token, so fewer bytes per weight "
-                  "decode faster), refreshed after every optimizer step, with the sampled tokens' log-probabilities "
-                  "kept for the importance weights (vllm_importance_sampling) -- the CPU counterpart of the "
-                  "paper's bf16 vLLM sampler. None: sample from the student itself; then, with top_k > 0, "
-                  "top_p < 1 or min_p and vllm_importance_sampling, HF generate records the sampled tokens' "
-                  "log-probabilities as well (not under DeepSpeed or FSDP, and not with generate_from_teacher), so "
-                  "that the importance weights undo the truncation as on the other samplers: each is the truncated "
-                  "distribution's mass Z_t <= 1 (vllm_importance_sampling's help)."},
-    )
-    fast_rollout_sampler: bool = field(
-        default=True,
-        metadata={"help": "with rollout_dtype: the copy decodes with eager attention (at one query token SDPA's "
-                  "kernel costs more than the attention) and samples with sdft.sampling's loop (one uniform per "
-                  "row and token instead of HF's exponential draw per vocabulary entry); same distribution. "
-                  "Temperature, top_k and top_p only (sdft.sampling.plain_sampling): other sampling settings use "
-                  "HF generate"},
-    )
-    teacher_dtype: str | None = field(
-        default=None,
-        metadata={"help": "run the teacher's forward (the constant target) under autocast to this dtype, its output "
-                  "head in float32 (e.g. 'bfloat16': the CPU counterpart of the paper's bf16 GPU runs, where every "
-                  "forward is bf16). None: the training dtype"},
-    )
-
-    def __post_init__(self):
-        for name, allowed in (("rollout_dtype", ROLLOUT_DTYPES), ("teacher_dtype", TEACHER_DTYPES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        super().__post_init__()
 
 
 @dataclass
@@ -137,6 +58,7 @@ class StudentHead:
     head: torch.nn.Linear
 
 
+# ---------------------------------------------------------------------------------------------------------- rollouts
 class SampledTokenLogProbs(LogitsProcessor, StoppingCriteria):
     """Records log pi_sampler(y_t | y_<t) of every sampled token during HF ``generate``: the log-softmax of the
     scores it is handed, at the token drawn.
@@ -184,243 +106,141 @@ def generate_with_logprobs(model, input_ids: torch.Tensor, attention_mask: torch
     return out[:, input_ids.size(1):], recorder.per_token_logps()
 
 
-class FastPaths:
-    """Mixin of ``SelfDistillationTrainer``, before TRL's ``SDFTTrainer`` in its bases: the fast paths above. Its
-    loss paths end in the trainer's ``_distillation_loss`` and ``_log_divergence``."""
+class SamplerCopy:
+    """A copy of the student in ``dtype`` that samples the rollouts (``rollout_dtype``), its weights refreshed from
+    the student's by one fused copy-and-cast once per optimizer step (``sync``). Parameters only are cast: buffers
+    such as RoPE's ``inv_freq`` keep their precision. With ``eager_attention`` (``fast_rollout_sampler``) the copy
+    decodes with eager attention; the student keeps its own."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._sampler_model, self._sampler_step, self._sampler_pairs = None, None, None
-        off = self._switches_off_with_adapters()
-        if off and self.accelerator.is_main_process:
-            print(f"[sdft] with adapters (use_peft): {'; '.join(off)}", flush=True)
-        if self.args.rollout_dtype and not self.use_vllm and not is_peft_model(self.model):
-            self._setup_sampler_copy(getattr(torch, self.args.rollout_dtype))
-        if self._fused_head_requested() and self._distributed() and self.accelerator.is_main_process:
-            print(f"[sdft] fused_lm_head and sequence_microbatches are off: they run in a single unsharded process "
-                  f"only ({self.accelerator.num_processes} processes, {self.accelerator.distributed_type.value}); "
-                  "the student's logits are computed whole, the batch in one forward", flush=True)
-
-    def _switches_off_with_adapters(self) -> list[str]:
-        """The speed switches that are on and cannot act on this (PEFT) student, each with why."""
-        if not is_peft_model(self.model):
-            return []
-        off = []
-        if self.args.rollout_dtype and not self.use_vllm:
-            off.append(f"rollout_dtype={self.args.rollout_dtype} is off (its sampler is a copy of the whole model); "
-                       "the student samples its own rollouts")
-        if self._fused_head_requested() and not self._distributed() and _linear_head(self.model) is None:
-            off.append("fused_lm_head and sequence_microbatches are off (a 4-/8-bit base or an adapted output head); "
-                       "the student's logits are computed whole")
-        return off
-
-    # ---------------------------------------------------------------- rollouts from a low-precision copy
-    def _setup_sampler_copy(self, dtype: torch.dtype) -> None:
-        model = self.accelerator.unwrap_model(self.model)
-        if self.accelerator.num_processes > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled \
-                or is_peft_model(model):
-            raise ValueError("rollout_dtype needs a single-process, unsharded, non-PEFT model; on GPUs use vLLM "
-                             "(use_vllm), whose sampler is already bf16")
+    def __init__(self, model, dtype: torch.dtype, eager_attention: bool):
         sampler = copy.deepcopy(model).eval().requires_grad_(False)
-        for p in sampler.parameters():  # parameters only: buffers such as RoPE's inv_freq keep their precision
+        for p in sampler.parameters():
             p.data = p.data.to(dtype)
-        if self.args.fast_rollout_sampler and hasattr(sampler, "set_attn_implementation"):
-            sampler.set_attn_implementation("eager")  # the copy's own config: the student keeps its attention
+        if eager_attention and hasattr(sampler, "set_attn_implementation"):
+            sampler.set_attn_implementation("eager")  # the copy's own config
         named = dict(model.named_parameters())
-        self._sampler_pairs = ([p.data for _, p in sampler.named_parameters()],
-                               [named[n].data for n, _ in sampler.named_parameters()])
-        self._sampler_model = sampler
+        self.model = sampler
+        self._pairs = ([p.data for _, p in sampler.named_parameters()],
+                       [named[n].data for n, _ in sampler.named_parameters()])
+        self._step: int | None = None
 
     @torch.no_grad()
-    def _sync_sampler(self) -> None:
-        if self._sampler_step != self.state.global_step:  # once per optimizer step, one fused copy-and-cast
-            torch._foreach_copy_(*self._sampler_pairs)
-            self._sampler_step = self.state.global_step
-
-    def _records_student_rollouts(self) -> bool:
-        """Whether rollouts sampled from the student itself (no sampler copy) keep their tokens' log-probabilities:
-        when they come from a truncated distribution (top-k / top-p / min-p) that the importance weights should
-        undo (``rollout_dtype``'s help). Not under DeepSpeed or FSDP (TRL's generate there gathers the weights) and
-        not with ``generate_from_teacher`` (rollouts under the teacher's prompt, off-policy by design)."""
-        return (self.args.vllm_importance_sampling and truncates(self.generation_config)
-                and not (self.is_deepspeed_enabled or self.is_fsdp_enabled or self.generate_from_teacher))
-
-    def _generate_transformers(self, prompt_ids):
-        if self._sampler_model is not None:
-            self._sync_sampler()
-            with torch.inference_mode():
-                return self._recorded_rollouts(self._sampler_model, prompt_ids, self.args.fast_rollout_sampler)
-        if not self._records_student_rollouts():
-            return super()._generate_transformers(prompt_ids)
-        # the student itself, as TRL's generate samples it (gradient checkpointing off meanwhile), with the recorder;
-        # under no_grad (generate's), not inference mode: the student's tensors stay usable by autograd
-        with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as model:
-            return self._recorded_rollouts(model, prompt_ids, fast=False)
-
-    def _recorded_rollouts(self, model, prompt_ids, fast: bool):
-        """Rollouts of ``model`` (TRL's return value: prompts and completions cut after their first EOS), their
-        tokens' sampler log-probabilities kept in ``self._sampler_logps`` (with ``vllm_importance_sampling``)."""
-        device = self.accelerator.device
-        input_ids, attention_mask = pad_sequences(prompt_ids, self._tokenizer.pad_token_id, side="left")
-        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-        config = self.generation_config
-        if fast and plain_sampling(config):
-            completion_ids, logps = sample_with_logprobs(
-                model, input_ids, attention_mask, max_new_tokens=config.max_new_tokens,
-                eos_token_ids=self.eos_token_ids, pad_token_id=self._tokenizer.pad_token_id,
-                temperature=self.temperature, top_k=config.top_k or 0,
-                top_p=1.0 if config.top_p is None else config.top_p, min_new_tokens=config.min_new_tokens or 0,
-            )
-        else:
-            completion_ids, logps = generate_with_logprobs(model, input_ids, attention_mask, config)
-        completion_ids, logps = completion_ids.cpu(), logps.cpu()
-        lengths, _ = lengths_to_first_eos(completion_ids, self.eos_token_ids)
-        self._sampler_logps = ([logps[i, :n].tolist() for i, n in enumerate(lengths)]
-                               if self.args.vllm_importance_sampling else None)
-        return prompt_ids, [completion_ids[i, :n].tolist() for i, n in enumerate(lengths)]
-
-    # ---------------------------------------------------------------- logits
-    def _forward_logits(self, model, input_ids, attention_mask, logits_to_keep):
-        if not self.args.lean_logits:
-            return super()._forward_logits(model, input_ids, attention_mask, logits_to_keep)
-        # The last position's logits predict past the completion and are dropped by TRL: do not compute them.
-        model_inputs = {"input_ids": input_ids[:, :-1], "attention_mask": attention_mask[:, :-1], "use_cache": False}
-        if "logits_to_keep" in self.model_kwarg_keys:
-            model_inputs["logits_to_keep"] = logits_to_keep
-        logits = model(**model_inputs).logits[:, -logits_to_keep:, :]
-        return logits if self.temperature == 1.0 else logits / self.temperature
-
-    def _teacher_logits(self, teacher_model, inputs, logits_to_keep):
-        """The teacher's logits of the completion positions: constants, computed without autograd bookkeeping
-        (``teacher_inference_mode``), optionally with its body under low-precision autocast (``teacher_dtype``).
-
-        With ``distillation_topk = K > 0``: only their top-K reduction (``sdft.losses.TeacherTopK``, ``[B, T, K]``
-        values and indices, the tail's log-mass, the sampled tokens' log-probabilities). With ``lean_logits`` and a
-        plain ``nn.Linear`` output head it is made from the teacher's hidden states ``loss_chunk_size`` positions at a
-        time (``sdft.losses.head_top_k``), so the teacher's ``[B, T, V]`` logits never exist whole; otherwise they
-        come whole from its forward and are reduced at once (``sdft.losses.teacher_top_k``) and freed.
-        """
-        k = getattr(self.args, "distillation_topk", 0) or 0
-        chunk = self.args.loss_chunk_size or None
-        ids = inputs["completion_ids"]
-        if k > 0 and self.args.lean_logits and _linear_head(teacher_model) is not None:
-            with self._teacher_no_graph():
-                hidden = self._teacher_hidden(teacher_model, inputs, logits_to_keep)
-            head = _linear_head(teacher_model)
-            if self.args.teacher_dtype is not None:
-                hidden = hidden.float()  # the head in float32, as for the full logits below
-            # outside inference mode: the reduction is made of ordinary tensors, which autograd may save
-            return head_top_k(hidden, head.weight, head.bias, k, ids, chunk, self.temperature)
-        logits = self._teacher_full_logits(teacher_model, inputs, logits_to_keep)
-        return logits if k == 0 else teacher_top_k(logits, k, ids, chunk)
-
-    def _teacher_no_graph(self):
-        return torch.inference_mode() if self.args.teacher_inference_mode else torch.no_grad()
-
-    def _teacher_hidden(self, teacher_model, inputs, logits_to_keep):
-        """The teacher body's last hidden states of the completion positions (under ``teacher_dtype`` autocast when
-        set); the last position predicts past the completion and is not computed."""
-        ids, mask = inputs["teacher_input_ids"], inputs["teacher_attention_mask"]
-        autocast = (torch.autocast(ids.device.type, dtype=getattr(torch, self.args.teacher_dtype))
-                    if self.args.teacher_dtype is not None else contextlib.nullcontext())
-        with self._get_teacher_context_for_self_distillation(), autocast:
-            return _causal_lm(teacher_model).model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
-                                                   use_cache=False).last_hidden_state[:, -logits_to_keep:]
-
-    def _teacher_full_logits(self, teacher_model, inputs, logits_to_keep):
-        ids, mask = inputs["teacher_input_ids"], inputs["teacher_attention_mask"]
-        with self._teacher_no_graph(), self._get_teacher_context_for_self_distillation():
-            if self.args.teacher_dtype is None:
-                return self._forward_logits(teacher_model, ids, mask, logits_to_keep)
-            autocast = torch.autocast(ids.device.type, dtype=getattr(torch, self.args.teacher_dtype))
-            head = _linear_head(teacher_model) if self.args.lean_logits else None
-            if head is None:
-                with autocast:
-                    return self._forward_logits(teacher_model, ids, mask, logits_to_keep).float()
-            with autocast:  # the body; the last position predicts past the completion and is not computed
-                hidden = _causal_lm(teacher_model).model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
-                                             use_cache=False).last_hidden_state[:, -logits_to_keep:]
-            logits = torch.nn.functional.linear(hidden.float(), head.weight, head.bias)  # the head in float32
-        return logits if self.temperature == 1.0 else logits / self.temperature
-
-    # ---------------------------------------------------------------- the student's fused head
-    def _fused_head_requested(self) -> bool:
-        return bool(self.args.fused_lm_head and self.args.loss_chunk_size and self.args.lean_logits)
-
-    def _distributed(self) -> bool:
-        """Several processes, or sharded weights: the student's forward must go through the wrapped model."""
-        return self.accelerator.num_processes > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled
-
-    def _fused_head_usable(self, model) -> bool:
-        if not self._fused_head_requested() or self.use_teacher_server or self._distributed():
-            return False
-        return _linear_head(model) is not None
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if return_outputs or not self._fused_head_usable(model):
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        loss, div = self._fused_self_distillation_loss(model, inputs)
-        self._log_divergence(model, [(inputs["completion_mask"], div)])
-        return loss / (self.current_gradient_accumulation_steps if self.model.training else 1.0)
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        if not (self.args.sequence_microbatches and self._fused_head_usable(model)):
-            return super().training_step(model, inputs, num_items_in_batch)
-        model.train()
-        inputs = self._prepare_inputs(inputs)
-        batch_size = inputs["completion_ids"].size(0)
-        scale = batch_size * self.current_gradient_accumulation_steps
-        total = torch.zeros((), device=inputs["completion_ids"].device)
-        logged = []
-        for b in range(batch_size):
-            seq = _one_sequence(inputs, b)
-            if seq is None:  # an empty completion has no loss term (its share of the mean is 0)
-                continue
-            with self.compute_loss_context_manager():
-                loss, div = self._fused_self_distillation_loss(model, seq)
-            self.accelerator.backward(loss / scale)
-            total += loss.detach() / scale
-            logged.append((seq["completion_mask"], div))
-        self._log_divergence(model, logged)
-        self._step += 1  # TRL's training_step counts steps for its rollout buffer
-        return total
-
-    def _fused_self_distillation_loss(self, model, inputs):
-        """``_distillation_loss`` of the teacher's logits and the student's hidden states and output head."""
-        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
-        T = completion_ids.size(1)
-        teacher_logits = self._teacher_logits(self.teacher_model, inputs, T)
-        input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)[:, :-1]
-        attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)[:, :-1]
-        lm = _causal_lm(model)
-        hidden = lm.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        return self._distillation_loss(StudentHead(hidden[:, -T:], lm.get_output_embeddings()), teacher_logits,
-                                       inputs)
+    def sync(self, step: int) -> None:
+        """Copy the student's weights into the copy, once per optimizer ``step``."""
+        if self._step != step:
+            torch._foreach_copy_(*self._pairs)
+            self._step = step
 
 
-def _causal_lm(model):
-    """The causal LM itself: under a PEFT wrapper, the model it wraps (whose layers hold the LoRA layers, so that
-    its body's forward is the adapted one, and follows the active or disabled adapter)."""
-    return model.get_base_model() if is_peft_model(model) else model
+def recorded_rollouts(model, prompt_ids: list[list[int]], config: GenerationConfig, eos_token_ids: list[int],
+                      pad_token_id: int, temperature: float, device, fast: bool):
+    """Rollouts of ``model`` from the token-id ``prompt_ids`` and each sampled token's log-probability under the
+    distribution it was drawn from: ``(prompt_ids, completions, logps)``, the completions (lists of ids) cut after
+    their first EOS as TRL's ``_generate`` returns them, ``logps`` lists of the same lengths. ``fast``: with
+    ``sdft.sampling``'s decode loop when ``config`` allows it (``plain_sampling``), else HF ``generate`` with
+    ``SampledTokenLogProbs``."""
+    input_ids, attention_mask = pad_sequences(prompt_ids, pad_token_id, side="left")
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    if fast and plain_sampling(config):
+        completion_ids, logps = sample_with_logprobs(
+            model, input_ids, attention_mask, max_new_tokens=config.max_new_tokens, eos_token_ids=eos_token_ids,
+            pad_token_id=pad_token_id, temperature=temperature, top_k=config.top_k or 0,
+            top_p=1.0 if config.top_p is None else config.top_p, min_new_tokens=config.min_new_tokens or 0,
+        )
+    else:
+        completion_ids, logps = generate_with_logprobs(model, input_ids, attention_mask, config)
+    completion_ids, logps = completion_ids.cpu(), logps.cpu()
+    lengths, _ = lengths_to_first_eos(completion_ids, eos_token_ids)
+    return (prompt_ids, [completion_ids[i, :n].tolist() for i, n in enumerate(lengths)],
+            [logps[i, :n].tolist() for i, n in enumerate(lengths)])
 
 
-def _linear_head(model) -> torch.nn.Linear | None:
-    """The output head of an unquantized causal LM (a PEFT model's included) whose body is ``.model``, when that
-    head is an ``nn.Linear`` (an adapted head is not) whose weight is whole outside the model's forward (a ZeRO-3
-    partitioned one is not): then logits = head(body(...).last_hidden_state) can be computed in two parts."""
-    lm = _causal_lm(model)
-    if getattr(lm, "_is_quantized", False) or getattr(lm, "is_quantized", False) \
-            or getattr(lm, "is_loaded_in_4bit", False) or getattr(lm, "is_loaded_in_8bit", False) \
-            or getattr(lm, "model", None) is None:
-        return None
-    head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
-    if not isinstance(head, torch.nn.Linear) or hasattr(head.weight, "ds_id"):  # (ds_id: a ZeRO-3 parameter)
-        return None
-    return head
+# ------------------------------------------------------------------------------------------------- the teacher
+def teacher_logits(teacher_model, inputs: dict, args, forward_logits: Callable,
+                   weights: Callable[[], contextlib.AbstractContextManager]) -> torch.Tensor | TeacherTopK:
+    """The teacher's logits of the completion positions ``[B, T, V]``: constants, computed without autograd
+    bookkeeping (``teacher_inference_mode``), optionally with its body under low-precision autocast
+    (``teacher_dtype``), its output head in float32.
+
+    ``args``: the trainer's ``SelfDistillationConfig``; ``forward_logits``: the trainer's forward to logits
+    (``_forward_logits``); ``weights``: the context that selects the teacher's weights for its forward.
+
+    With ``distillation_topk = K > 0``: only their top-K reduction (``sdft.losses.TeacherTopK``, ``[B, T, K]``
+    values and indices, the tail's log-mass, the sampled tokens' log-probabilities). With ``lean_logits`` and a
+    plain ``nn.Linear`` output head it is made from the teacher's hidden states ``loss_chunk_size`` positions at a
+    time (``sdft.losses.head_top_k``), so the teacher's ``[B, T, V]`` logits never exist whole; otherwise they come
+    whole from its forward and are reduced at once (``sdft.losses.teacher_top_k``) and freed.
+    """
+    k, chunk, ids = args.distillation_topk, args.loss_chunk_size or None, inputs["completion_ids"]
+    head = linear_head(teacher_model) if args.lean_logits else None
+    if k > 0 and head is not None:
+        t_ids, t_mask = inputs["teacher_input_ids"], inputs["teacher_attention_mask"]
+        with _no_graph(args), weights(), _autocast(args, t_ids):
+            hidden = _body_hidden(teacher_model, t_ids, t_mask, ids.size(1))
+        if args.teacher_dtype is not None:
+            hidden = hidden.float()  # the head in float32, as for the full logits below
+        # outside inference mode: the reduction is made of ordinary tensors, which autograd may save
+        return head_top_k(hidden, head.weight, head.bias, k, ids, chunk, args.temperature)
+    logits = _teacher_full_logits(teacher_model, inputs, args, forward_logits, weights, head)
+    return logits if k == 0 else teacher_top_k(logits, k, ids, chunk)
 
 
-def _one_sequence(inputs: dict, b: int) -> dict | None:
-    """Row ``b`` of a rollout batch without its padding (prompts are left-padded, completions right-padded)."""
+def _teacher_full_logits(teacher_model, inputs, args, forward_logits, weights, head):
+    ids, mask = inputs["teacher_input_ids"], inputs["teacher_attention_mask"]
+    logits_to_keep = inputs["completion_ids"].size(1)
+    with _no_graph(args), weights():
+        if args.teacher_dtype is None:
+            return forward_logits(teacher_model, ids, mask, logits_to_keep)
+        if head is None:
+            with _autocast(args, ids):
+                return forward_logits(teacher_model, ids, mask, logits_to_keep).float()
+        with _autocast(args, ids):  # the body
+            hidden = _body_hidden(teacher_model, ids, mask, logits_to_keep)
+        logits = torch.nn.functional.linear(hidden.float(), head.weight, head.bias)  # the head in float32
+    return logits if args.temperature == 1.0 else logits / args.temperature
+
+
+def _no_graph(args):
+    return torch.inference_mode() if args.teacher_inference_mode else torch.no_grad()
+
+
+def _autocast(args, ids: torch.Tensor):
+    if args.teacher_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(ids.device.type, dtype=getattr(torch, args.teacher_dtype))
+
+
+# ------------------------------------------------------------------------------------------------- the student
+def lean_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
+                temperature: float, model_kwarg_keys) -> torch.Tensor:
+    """TRL's ``_forward_logits`` (the tempered logits of the last ``logits_to_keep`` positions that predict a
+    token) without the last position's forward, which predicts past the completion, and without a copy of the
+    logits at temperature 1."""
+    model_inputs = {"input_ids": input_ids[:, :-1], "attention_mask": attention_mask[:, :-1], "use_cache": False}
+    if "logits_to_keep" in model_kwarg_keys:
+        model_inputs["logits_to_keep"] = logits_to_keep
+    logits = model(**model_inputs).logits[:, -logits_to_keep:, :]
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def student_head(model, inputs: dict) -> StudentHead:
+    """The student's last hidden states of the completion positions and its output head (``fused_lm_head``): the
+    input of ``sdft.losses.head_token_terms``, which makes the logits chunk by chunk."""
+    T = inputs["completion_ids"].size(1)
+    hidden = _body_hidden(model, torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1),
+                          torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1), T)
+    return StudentHead(hidden, causal_lm(model).get_output_embeddings())
+
+
+def fused_head_requested(args) -> bool:
+    """Whether the switches ask for the fused head (``fused_lm_head`` needs ``loss_chunk_size`` and
+    ``lean_logits``); it acts where ``linear_head`` finds a head, in one unsharded process."""
+    return bool(args.fused_lm_head and args.loss_chunk_size and args.lean_logits)
+
+
+def one_sequence(inputs: dict, b: int) -> dict | None:
+    """Row ``b`` of a rollout batch without its padding (prompts are left-padded, completions right-padded);
+    ``None`` for an empty completion (``sequence_microbatches``)."""
     n = int(inputs["completion_mask"][b].sum())
     if n == 0:
         return None
@@ -437,3 +257,32 @@ def _one_sequence(inputs: dict, b: int) -> dict | None:
         if inputs.get(key) is not None:
             out[key] = inputs[key][b, :n][None]
     return out
+
+
+# ------------------------------------------------------------------------------------------------- models
+def _body_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int) -> torch.Tensor:
+    """The causal LM body's last hidden states of the last ``logits_to_keep`` positions that predict a token (the
+    last position predicts past the completion and is not computed)."""
+    return causal_lm(model).model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
+                                  use_cache=False).last_hidden_state[:, -logits_to_keep:]
+
+
+def causal_lm(model):
+    """The causal LM itself: under a PEFT wrapper, the model it wraps (whose layers hold the LoRA layers, so that
+    its body's forward is the adapted one, and follows the active or disabled adapter)."""
+    return model.get_base_model() if is_peft_model(model) else model
+
+
+def linear_head(model) -> torch.nn.Linear | None:
+    """The output head of an unquantized causal LM (a PEFT model's included) whose body is ``.model``, when that
+    head is an ``nn.Linear`` (an adapted head is not) whose weight is whole outside the model's forward (a ZeRO-3
+    partitioned one is not): then logits = head(body(...).last_hidden_state) can be computed in two parts."""
+    lm = causal_lm(model)
+    if getattr(lm, "_is_quantized", False) or getattr(lm, "is_quantized", False) \
+            or getattr(lm, "is_loaded_in_4bit", False) or getattr(lm, "is_loaded_in_8bit", False) \
+            or getattr(lm, "model", None) is None:
+        return None
+    head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
+    if not isinstance(head, torch.nn.Linear) or hasattr(head.weight, "ds_id"):  # (ds_id: a ZeRO-3 parameter)
+        return None
+    return head

@@ -1,88 +1,90 @@
-"""SDFT training on TRL's ``SDFTTrainer``. The only module of this repository that imports ``trl.experimental``.
+"""SDFT training on TRL's ``SDFTTrainer`` (trl.experimental.sdft); its config is ``sdft.sdft_config``.
 
-What this adds to TRL 1.16's trainer:
-  * The loss is ours (``sdft.losses``): full-vocabulary per-token divergence (forward, reverse or generalized JSD)
-    with all three gradient estimators of Appendix A.1 (TRL has the analytic and sampled-token ones, not the
-    Rao-Blackwellized one) and first-k masking; or, with ``distillation_topk = K``, the forward KL over the
-    teacher's top K tokens and a tail bucket, the teacher's logits reduced to their top K right after its forward
-    (``FastPaths._teacher_logits``).
-  * When the rollouts come from another copy of the weights (vLLM, or the low-precision sampler copy of
-    ``sdft.speedups``), the sampler's token log-probabilities are kept and the loss is reweighted by the truncated
-    ratios pi_train(y_t) / pi_sampler(y_t) (Algorithm 1, line 17): one weight per rollout, their mean over its loss
-    tokens, as the authors' code, or each token its own, as TRL (``importance_sampling_level``).
-  * ``num_generations`` rollouts per prompt keep the prompts per optimizer step and the number of steps (TRL's
-    trainer divides the prompts of a step by it).
-  * The EMA teacher update is one fused ``torch._foreach_lerp_`` over all parameters
-    (phi <- phi + alpha * (theta - phi) = alpha * theta + (1 - alpha) * phi) instead of a loop over tensors.
-  * Checkpoints also hold the teacher's weights, so a resumed run continues with the same EMA teacher; a
-    checkpoint counts as complete only with them (``sdft.checkpoints``), and resuming one without them is an
-    error, never a silent restart of the teacher.
-  * With a LoRA student (``use_peft``, ``sdft.adapters``) the teacher kinds keep their meaning without a copy of the
-    base weights: ``ema`` is the shared base weights with a second adapter, ``teacher``, which starts as a copy of
-    the student's adapter and moves towards it by the fused EMA (only the adapter weights are lerped; TRL's
-    ``PEFTAdapterEMACallback`` starts its adapter at zero instead and does not survive a resume); ``base`` is the
-    student with its adapter disabled; ``live`` is the student. Checkpoints hold the student's adapter (the
-    teacher's is not saved with it) and the teacher's in ``teacher_model.safetensors`` (PEFT's adapter form).
-  * The prompts of epoch e are the (e+1)-th permutation of the seeded sampler whichever epoch the process started
-    in (``EpochSeededRepeatSampler``): TRL's sampler draws every epoch from one generator, so a run resumed in its
-    second epoch or later replayed the first epoch's order.
-
-The loss, one path: ``SelfDistillationTrainer._distillation_loss(student, teacher_logits, batch)``
-  1. computes the per-token terms (D_t, log pi_theta(y_t), log pi(y_t)) at the completion positions:
-     ``sdft.losses.token_terms`` from the student's logits ``[B, T, V]``, or ``sdft.losses.head_token_terms`` from
-     its hidden states and output head (``sdft.speedups.StudentHead``), which makes the logits chunk by chunk;
-  2. reweights each token by the importance weights above, from the student's log-probabilities of the sampled
-     tokens;
-  3. returns ``sdft.losses.loss_from_terms``, the estimator's surrogate averaged per sequence and then over
-     sequences, with the per-token divergence, whose mean over the loss tokens is logged.
-Its inputs come from TRL's ``compute_loss``, through ``_compute_teacher_student_logits`` (the teacher's and the
-student's logits) and ``_compute_self_distillation_loss``, or from the fast paths of ``sdft.speedups`` (the
-``FastPaths`` mixin, switched by the ``SpeedSwitches`` fields), which change only how the inputs are produced: the
-student's hidden states instead of its logits, one rollout at a time, the teacher under inference mode or
-autocast.
-
-Everything else -- on-policy rollouts (HF ``generate``, or on GPUs vLLM colocated with sleep mode), teacher prompt
-construction, the teacher copy for ``base`` / ``ema`` and the student itself for ``live`` -- is TRL's.
+One step: TRL's ``_prepare_inputs`` samples the rollouts (``sample_rollouts`` -> ``_generate``) and builds the
+teacher's prompts; ``compute_loss`` (or ``training_step``, one rollout at a time) calls ``_sdft_loss``, which reads top
+to bottom: teacher logits -> the student's logits or hidden states -> per-token terms -> importance weights -> the
+estimator's surrogate (divergence, clip, per-rollout mean). The fast paths it takes are functions of
+``sdft.speedups``, the losses pure functions of ``sdft.losses``. The TRL / transformers methods overridden are
+``OVERRIDDEN_HOOKS``. What this adds to TRL 1.16's trainer:
+  * our loss: the full-vocabulary per-token divergence (forward, reverse or generalized JSD) with the three
+    gradient estimators of Appendix A.1 (TRL lacks the Rao-Blackwellized one) and first-k masking; or, with
+    ``distillation_topk = K``, the forward KL over the teacher's top K tokens and a tail bucket;
+  * when the rollouts come from another copy of the weights (vLLM, or the low-precision sampler copy), the loss
+    reweighted by the truncated ratios pi_train(y_t) / pi_sampler(y_t) (Algorithm 1, line 17): one weight per
+    rollout, the mean over its loss tokens (the authors' code), or one per token (TRL's;
+    ``importance_sampling_level``);
+  * ``num_generations`` rollouts per prompt at the same prompts per optimizer step and steps (``sdft.sdft_config``);
+  * the EMA teacher update fused over all parameters (``sdft.ema``);
+  * checkpoints that hold the teacher's weights (``sdft.teacher_checkpoint``) and count as complete only with them
+    (``sdft.checkpoints``): a resumed run continues with the same EMA teacher, never a restarted one;
+  * with a LoRA student (``use_peft``, ``sdft.adapters``) the teacher kinds without a copy of the base weights:
+    ``ema`` is a second adapter, ``teacher``, that starts as a copy of the student's and moves towards it by the
+    fused EMA (TRL's ``PEFTAdapterEMACallback`` starts at zero and does not survive a resume); ``base`` is the
+    student with its adapter disabled; ``live`` the student;
+  * the prompts of epoch e are the (e+1)-th permutation of the seeded sampler whichever epoch the process started in
+    (``EpochSeededRepeatSampler``; TRL's replays the first epoch's order after a resume in a later epoch).
+Everything else -- on-policy rollouts (HF ``generate``, or on GPUs vLLM colocated with sleep mode), the teacher's
+prompts, the teacher copy for ``base`` / ``ema`` -- is TRL's.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
-from transformers import TrainerCallback
 
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+from sdft.sdft_config import SelfDistillationConfig  # first: it imports trl.experimental silenced
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    from trl.experimental.sdft import SDFTConfig, SDFTTrainer
-    from trl.experimental.sdft.sdft_trainer import DistillationLogits
+    from trl.experimental.sdft import SDFTTrainer
     from trl.experimental.sdft.teacher_sync import SyncTeacherModelCallback
 
 from accelerate.utils import is_peft_model
+from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import RepeatSampler, selective_log_softmax, use_adapter
 
-from sdft.adapters import add_teacher_adapter, adapter_state, load_adapter_state
+from sdft.adapters import add_teacher_adapter
 from sdft.checkpoints import CompleteCheckpoints
-from sdft.health import divergence_summary, format_rate, head_entropy, masked_mean, rollout_health, token_entropy
-from sdft.losses import (ESTIMATORS, head_token_terms, loss_from_terms, loss_mask_for, per_token_divergence,
+from sdft.ema import FusedEMATeacherCallback
+from sdft.health import format_rate, head_entropy, rollout_health, token_entropy, token_health
+from sdft.losses import (head_token_terms, loss_from_terms, loss_mask_for, per_token_divergence,
                          sequence_importance_weights, token_terms, truncated_importance_weights)
+from sdft.sampling import truncates
 from sdft.sequences import pad_sequences
-from sdft.speedups import FastPaths, SpeedSwitches, StudentHead
-from sdft.training import gathered, weights_sharded
+from sdft.speedups import (SamplerCopy, StudentHead, fused_head_requested, lean_logits, linear_head, one_sequence,
+                           recorded_rollouts, student_head, teacher_logits)
+from sdft.teacher_checkpoint import (load_teacher_adapter, load_teacher_model, save_teacher_adapter,
+                                     save_teacher_model, teacher_file)
+from sdft.training import weights_sharded
 
-# The library versions the overrides below were written and tested against. TRL's SDFT trainer is experimental:
-# another version may rename or re-order what these hooks assume, so an import under another version warns once.
-#   from TRL's SDFTTrainer (trl.experimental.sdft): __init__, compute_loss, training_step, log, sample_rollouts,
-#     _setup_teacher_model, _get_train_sampler, _get_teacher_context_for_self_distillation,
-#     _compute_teacher_student_logits, _compute_self_distillation_loss, _forward_logits, _generate_transformers,
-#     _generate_vllm;
-#   from transformers' Trainer: _save, _save_checkpoint, _load_from_checkpoint, _load_optimizer_and_scheduler.
+# The versions the overrides below were written and tested against; another one warns once at import.
 CHECKED_VERSIONS = {"trl": "1.16.0", "transformers": "5.17.0"}
+# Every TRL / transformers method SelfDistillationTrainer (or its CompleteCheckpoints mixin) overrides, by where the
+# overridden one is defined, and why. tests/test_trainer_hooks.py holds each one's signature under CHECKED_VERSIONS
+# and fails when it changes, when one is no longer there, or when an override is missing from this table.
+_TRL = "trl.experimental.sdft.sdft_trainer.SDFTTrainer."
+_HF = "transformers.trainer.Trainer."
+OVERRIDDEN_HOOKS = {
+    _TRL + "__init__": "the low-precision sampler copy (rollout_dtype); says which speed switches cannot act",
+    _TRL + "compute_loss": "ours whole (_sdft_loss): TRL's loss hooks, _compute_teacher_student_logits and "
+                           "_compute_self_distillation_loss, are never called",
+    _TRL + "training_step": "one rollout at a time without its padding (sequence_microbatches)",
+    _TRL + "_forward_logits": "lean_logits; also TRL's rollout log-probs (_compute_rollout_logps), so that an "
+                              "unchanged policy has an importance ratio of exactly 1",
+    _TRL + "_generate": "rollouts with their tokens' sampler log-probabilities: vLLM's, the sampler copy's, or the "
+                        "student's when it samples a truncated distribution",
+    _TRL + "sample_rollouts": "the batch gets those log-probabilities (sampler_per_token_logps); rollout health",
+    _TRL + "_setup_teacher_model": "the fused EMA callback; the teacher adapter of a LoRA student",
+    _TRL + "_get_train_sampler": "EpochSeededRepeatSampler: a resumed run sees an uninterrupted run's prompts",
+    _TRL + "log": "the _max metrics of a logging window are reduced by max (TRL averages all)",
+    _HF + "_save": "a LoRA student with a teacher adapter: the student's adapter only",
+    _HF + "_save_checkpoint": "sdft.checkpoints.CompleteCheckpoints: a checkpoint is complete (marked) or ignored",
+    _HF + "_load_from_checkpoint": "the teacher's weights with the student's",
+    _HF + "_load_optimizer_and_scheduler": "the teacher's weights under DeepSpeed (which skips _load_from_checkpoint)",
+}
 
 
 def _warn_on_other_versions() -> None:
@@ -90,270 +92,14 @@ def _warn_on_other_versions() -> None:
 
     other = {name: version(name) for name, want in CHECKED_VERSIONS.items() if version(name) != want}
     if other:
-        warnings.warn(f"sdft.trainer overrides TRL / transformers hooks checked against {CHECKED_VERSIONS}; installed: "
-                      f"{other}. Run the test suite before trusting results (requirements.txt pins the checked ones).",
-                      stacklevel=2)
+        warnings.warn(f"sdft.trainer overrides TRL / transformers hooks (OVERRIDDEN_HOOKS) checked against "
+                      f"{CHECKED_VERSIONS}; installed: {other}. Run the test suite before trusting results "
+                      "(requirements.txt pins the checked ones).", stacklevel=2)
 
 
 _warn_on_other_versions()
 
-TEACHER_WEIGHTS_FILE = "teacher_model.safetensors"
 TEACHER_ADAPTER = "teacher"  # the EMA teacher's adapter beside a LoRA student's
-IMPORTANCE_SAMPLING_LEVELS = ("per_sequence", "per_token")
-EMA_CHUNK = 1 << 24  # elements per float32 intermediate of the bf16 EMA update
-EMA_GATHER_BUCKET = 1 << 26  # ZeRO-3: elements of each model gathered at once for the EMA update (128 MiB in bf16)
-
-
-@dataclass
-class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
-    """TRL's ``SDFTConfig`` with the paper's defaults where TRL's differ, the knobs of the paper that TRL lacks, and
-    the speed switches (``sdft.speedups.SpeedSwitches``: the one list of them, with what each does).
-
-    The divergence is computed over the full vocabulary (``distillation_mode="full_logits"``), or with
-    ``distillation_topk = K > 0`` over the teacher's top K tokens and a tail bucket (forward KL only; our loss, not
-    TRL's ``topk_logits`` mode); ``divergence`` names it and sets TRL's ``distillation_alpha`` (0 forward, 1 reverse,
-    between: generalized JSD).
-    ``teacher_template`` names the teacher's context (``sdft.prompts.TEACHER_TEMPLATES``) and sets TRL's
-    ``teacher_prompt_template``; ``teacher_context`` says what fills its demonstration slot.
-    """
-
-    # --- the paper's values where TRL's defaults differ (Appendix B; where the paper is silent, the authors' code)
-    num_generations: int = field(
-        default=1,
-        metadata={"help": "on-policy rollouts per prompt (the paper: 1; Appendix A.1 tries more). Unlike TRL, G > 1 "
-                  "changes neither the prompts per optimizer step nor the number of steps: each step sees "
-                  "per_device_train_batch_size x processes x gradient_accumulation_steps prompts, G rollouts of "
-                  "each, in G times as many micro-batches of per_device_train_batch_size rollouts (the trainer's "
-                  "gradient_accumulation_steps is multiplied by G; config.yaml keeps the value you wrote). Every "
-                  "rollout weighs the same, so the loss averages the G rollouts of a prompt, then the prompts."})
-    max_prompt_length: int | None = field(default=1024, metadata={"help": "prompts longer than this are cut on "
-                                                                          "the left"})
-    max_completion_length: int | None = field(
-        default=2048, metadata={"help": "rollout length (the paper: 2048 for skills, 1024 for knowledge)"})
-    teacher_model_kind: Literal["ema", "base", "live"] = field(
-        default="ema", metadata={"help": "teacher weights: ema (an EMA of the student, the paper's), base (the "
-                                         "frozen initial model) or live (the current student) (Appendix A.3)"})
-    teacher_update_rate: float = field(
-        default=0.01, metadata={"help": "EMA rate alpha of the teacher: phi <- alpha * theta + (1 - alpha) * phi "
-                                        "after every teacher_sync_steps optimizer steps (Table 3 sweeps "
-                                        "{0.01, 0.02, 0.05}; the authors' code: 0.01 every step)"})
-    num_loss_tokens_to_skip: int = field(
-        default=3, metadata={"help": "the first completion tokens left out of the loss (the paper is silent; the "
-                                     "authors' code skips 3, which masks the teacher template's opening artifacts "
-                                     "that Section 5 describes)"})
-    # --- ours ----------------------------------------------------------------------------------------------------
-    divergence: str = field(
-        default="forward",
-        metadata={"help": "per-token divergence: 'forward' KL(teacher || student) -- what the authors' code used for "
-                  "the paper's numbers --, 'reverse' KL(student || teacher) -- the paper's Eq. 1 --, or a number in "
-                  "[0, 1] for the generalized JSD (0 = forward, 1 = reverse, TRL's convention). Sets "
-                  "distillation_alpha."},
-    )
-    teacher_template: str = field(
-        default="paper", metadata={"help": "the teacher's context: a name of sdft.prompts.TEACHER_TEMPLATES (paper: "
-                                           "the paper's template verbatim) or a template text; sets "
-                                           "teacher_prompt_template"})
-    teacher_context: Literal["answer", "text", "text+answer"] = field(
-        default="answer", metadata={"help": "what fills the template's demonstration slot (Figure 7): answer (the "
-                                            "record's demonstration, every task's), text (its source text, "
-                                            "meta.article: the knowledge task's article) or text+answer (both)"})
-    estimator: Literal["analytic", "token", "rao_blackwell"] = field(
-        default="analytic", metadata={"help": "gradient estimator (Appendix A.1): analytic (full vocabulary per "
-                                              "token, the paper's), token (sampled token; reverse KL only), "
-                                              "rao_blackwell (unbiased for the sequence-level reverse KL)"})
-    vllm_importance_sampling: bool = field(
-        default=True,
-        metadata={"help": "reweight by truncated pi_train / pi_sampler when the rollouts come from another copy of "
-                  "the weights (vLLM, or the rollout_dtype copy), or from the student itself with top_k > 0, "
-                  "top_p < 1 or min_p (rollout_dtype's help). pi_train is the student's full tempered softmax (the "
-                  "trainer's logits / temperature); pi_sampler the distribution actually sampled: the sampler's "
-                  "tempered softmax truncated by top-k, then top-p (then min-p) and renormalized (vLLM: its "
-                  "processed_logprobs, which TRL's vLLM setup requests). On a kept token the ratio is Z_t x "
-                  "pi_train / (the sampler's untruncated tempered softmax), Z_t <= 1 the mass the truncation kept "
-                  "(>= top_p with top-p alone): the student sampling itself gets weights Z_t <= 1, a different copy "
-                  "Z_t times its precision ratio. The weights thus correct towards the student's full distribution "
-                  "on the tokens the sampler can draw; the dropped tokens are never sampled, and their share of the "
-                  "expectation stays missing."})
-    importance_sampling_cap: float = field(
-        default=2.0, metadata={"help": "truncation of the importance weights from above (min(ratio, cap)); top-k / "
-                               "top-p truncation alone gives ratios <= 1, the cap bounds the sampler copy's "
-                               "disagreement with the student"})
-    importance_sampling_level: Literal["per_sequence", "per_token"] = field(
-        default="per_sequence",
-        metadata={"help": "form of the sampler correction: per_sequence (the authors' code: one weight per rollout, "
-                  "the mean of its truncated per-token ratios over the loss tokens, on every token) or per_token "
-                  "(TRL's: each token's own truncated ratio)"})
-    distillation_topk: int = field(
-        default=0,
-        metadata={"help": "0 (the paper's): the per-token divergence over the full vocabulary. K > 0: the forward KL "
-                  "between teacher and student coarse-grained to K + 1 outcomes, the teacher's K most probable "
-                  "tokens at each position and one tail bucket for the rest (sdft.losses.topk_forward_kl; equal to "
-                  "the full forward KL at K = V). The teacher's logits are reduced to their top K right after its "
-                  "forward. divergence=forward and estimator analytic or rao_blackwell only. Replaces TRL's field "
-                  "of this name, which only its own topk_logits mode (student's top K, never used here) reads. "
-                  "tinker-cookbook's SDFT recipe uses the teacher's top 20 (renormalized, without a tail bucket)."},
-    )
-
-    token_kl_clip: float | None = field(
-        default=None,
-        metadata={"help": "cap on each token's divergence in the loss (None: no cap). The authors' fork "
-                  "(mkandrus/Self-Distillation, token_kl_clip) clamps it at c, so tokens above c carry no gradient "
-                  "(token_kl_clip_mode=zero_grad); the OPSD author's fix is the same clip of the per-token forward "
-                  "KL at 0.05. Motivation (the fork): template and style tokens can have 6-15x the KL of content "
-                  "tokens. analytic and rao_blackwell estimators (sdft.losses.clip_token_divergence)"})
-    token_kl_clip_mode: Literal["zero_grad", "rescale"] = field(
-        default="zero_grad",
-        metadata={"help": "zero_grad (the fork's clamp: a clipped token contributes the constant c, no gradient) "
-                  "or rescale (ours: the same value, the token's gradient kept in direction and scaled by "
-                  "c / D_t)"})
-    log_health: bool = field(
-        default=True,
-        metadata={"help": "log the training-health metrics of every step into metrics.jsonl (health/*: rollout "
-                  "length, truncation, EOS, diversity, format rate, student and teacher entropy, divergence mean "
-                  "and max; sdft.health). Costs one no-grad entropy pass over the student's output head"})
-
-    def __post_init__(self):
-        from sdft.losses import divergence_alpha
-        from sdft.prompts import get_template, to_trl_template
-
-        self.distillation_mode = "full_logits"
-        self.distillation_alpha = divergence_alpha(self.divergence)
-        self.teacher_prompt_template = to_trl_template(get_template(self.teacher_template))
-        if self.estimator not in ESTIMATORS:  # (the command line checks choices itself; direct construction here)
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
-        if not isinstance(self.distillation_topk, int) or self.distillation_topk < 0:
-            raise ValueError(f"distillation_topk must be an integer >= 0 (0: full vocabulary), got "
-                             f"{self.distillation_topk!r}")
-        if self.distillation_topk > 0 and self.distillation_alpha != 0.0:
-            raise ValueError(f"distillation_topk > 0 is the forward KL over the teacher's top K only: set "
-                             f"divergence=forward (got divergence={self.divergence!r})")
-        if self.distillation_topk > 0 and self.estimator not in ("analytic", "rao_blackwell"):
-            raise ValueError(f"distillation_topk > 0 serves the analytic and rao_blackwell estimators only, got "
-                             f"estimator={self.estimator!r}")
-        if self.estimator == "token" and self.distillation_alpha != 1.0:
-            raise ValueError("the token-level estimator is defined for the reverse KL only (set divergence=reverse)")
-        if not 0.0 < self.teacher_update_rate <= 1.0:
-            raise ValueError(f"teacher_update_rate must lie in (0, 1], got {self.teacher_update_rate}")
-        if self.token_kl_clip is not None and not self.token_kl_clip > 0:
-            raise ValueError(f"token_kl_clip must be > 0 (or None: no clip), got {self.token_kl_clip!r}")
-        if self.token_kl_clip is not None and self.estimator == "token":
-            raise ValueError("token_kl_clip needs estimator analytic or rao_blackwell (the token estimator has no "
-                             "per-token divergence term)")
-        if self.num_loss_tokens_to_skip < 0:
-            raise ValueError("num_loss_tokens_to_skip must be >= 0")
-        if self.importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
-            raise ValueError(f"importance_sampling_level must be one of {IMPORTANCE_SAMPLING_LEVELS}, "
-                             f"got {self.importance_sampling_level!r}")
-        if self.num_generations < 1:
-            raise ValueError(f"num_generations must be >= 1, got {self.num_generations}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must lie in (0, 1] (1: off), got {self.top_p}")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"top_k must be an integer >= 0 (0: off), got {self.top_k!r}")
-        # G rollouts per prompt at the same prompts per optimizer step: G times the micro-batches (field help)
-        self.prompt_accumulation_steps = self.gradient_accumulation_steps
-        self.gradient_accumulation_steps *= self.num_generations
-        super().__post_init__()
-
-    def to_dict(self):
-        """TRL's, with the gradient accumulation you wrote (the trainer's is that times num_generations)."""
-        out = super().to_dict()
-        out["gradient_accumulation_steps"] = self.prompt_accumulation_steps
-        return out
-
-
-@torch.no_grad()
-def ema_update_(teacher_params: list[torch.Tensor], student_params: list[torch.Tensor], alpha: float,
-                generator: torch.Generator | None = None) -> None:
-    """phi <- alpha * theta + (1 - alpha) * phi for every pair.
-
-    float32 teachers: one fused multi-tensor ``lerp``. bfloat16 teachers: each update is computed in float32 and
-    rounded back to bfloat16 stochastically (``stochastic_round_bf16``, drawing from ``generator``). An EMA step
-    ``alpha * (theta - phi)`` is usually far below half a bf16 ulp of ``phi``, so rounding to nearest -- a plain bf16
-    ``lerp`` -- drops most updates and the teacher stays near its start whatever ``alpha`` says; rounded
-    stochastically, each weight moves by the exact update in expectation. It needs no copy of the teacher: only one
-    tensor's float32 intermediates, ``EMA_CHUNK`` elements at a time (about 0.3 GB however large the tensor: a 7B
-    model's 545M-entry embedding, whole, would need some 9 GB of them).
-    """
-    pairs = list(zip(teacher_params, student_params))
-    wide = [(t, s) for t, s in pairs if t.dtype != torch.bfloat16]
-    if wide:
-        torch._foreach_lerp_([t for t, _ in wide], [s for _, s in wide], alpha)
-    for t, s in pairs:
-        if t.dtype == torch.bfloat16:
-            for t_part, s_part in zip(t.view(-1).split(EMA_CHUNK), s.reshape(-1).split(EMA_CHUNK)):
-                t_part.copy_(stochastic_round_bf16(t_part.float().lerp_(s_part.float(), alpha), generator))
-
-
-def stochastic_round_bf16(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """float32 -> bfloat16, rounding up with probability equal to the distance to the lower bf16 neighbour (in
-    ulps), so ``E[round(x)] = x``: a uniform 16-bit integer is added to the bits that bf16 drops, which are then
-    cleared (the conversion of the result is exact)."""
-    bits = x.contiguous().view(torch.int32)
-    noise = torch.randint(0, 1 << 16, bits.shape, dtype=torch.int32, device=x.device, generator=generator)
-    return ((bits + noise) & -(1 << 16)).view(torch.float32).to(torch.bfloat16)
-
-
-class FusedEMATeacherCallback(TrainerCallback):
-    """Moves the teacher's parameters towards the student's after every ``sync_steps`` optimizer steps: those of two
-    models (``of_models``), or the teacher adapter's towards the student's (``sdft.adapters.add_teacher_adapter``).
-
-    ``sharded``: the parameters are DeepSpeed ZeRO-3 partitions (``sdft.training.weights_sharded``). Then they are
-    gathered ``EMA_GATHER_BUCKET`` elements at a time -- the student's read only, the teacher's to be changed by
-    the main process, which updates them and has them broadcast and partitioned again -- so a process holds at most
-    that many whole elements of each model at once (TRL's ``SyncTeacherModelCallback`` gathers both models whole).
-    Every process must take part."""
-
-    def __init__(self, teacher_params: list[torch.Tensor], student_params: list[torch.Tensor], alpha: float,
-                 sync_steps: int = 1, sharded: bool = False):
-        if len(teacher_params) != len(student_params):
-            raise ValueError("EMA teacher and student have different numbers of parameters")
-        self.alpha, self.sync_steps, self.sharded = alpha, sync_steps, sharded
-        self.teacher, self.student = list(teacher_params), list(student_params)
-
-    @classmethod
-    def of_models(cls, teacher_model, student_model, alpha: float, sync_steps: int = 1,
-                  sharded: bool = False) -> FusedEMATeacherCallback:
-        """Every parameter of ``teacher_model`` towards the one of the same name in ``student_model``."""
-        t_named = dict(teacher_model.named_parameters())
-        s_named = dict(student_model.named_parameters())
-        if t_named.keys() != s_named.keys():
-            raise ValueError("EMA teacher and student have different parameter names")
-        return cls([t_named[k] for k in s_named], [s_named[k] for k in s_named], alpha, sync_steps, sharded)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.sync_steps == 0:
-            # bf16 teachers round stochastically; the draws depend on (seed, step) only, so a resumed run repeats them
-            device = self.teacher[0].device
-            generator = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + state.global_step)
-            if not self.sharded:
-                ema_update_([p.data for p in self.teacher], [p.data for p in self.student], self.alpha, generator)
-                return
-            import deepspeed
-
-            main = torch.distributed.get_rank() == 0
-            for lo, hi in _buckets([getattr(p, "ds_numel", p.numel()) for p in self.teacher], EMA_GATHER_BUCKET):
-                teacher, student = self.teacher[lo:hi], self.student[lo:hi]
-                with deepspeed.zero.GatheredParameters(student, modifier_rank=None), \
-                        deepspeed.zero.GatheredParameters(teacher, modifier_rank=0):
-                    if main:
-                        ema_update_([p.data for p in teacher], [p.data for p in student], self.alpha, generator)
-
-
-def _buckets(sizes: list[int], limit: int) -> list[tuple[int, int]]:
-    """Consecutive index ranges ``[lo, hi)`` of ``sizes`` whose sums stay within ``limit`` (one item larger than
-    ``limit`` is a range of its own)."""
-    out, lo, total = [], 0, 0
-    for i, n in enumerate(sizes):
-        if i > lo and total + n > limit:
-            out.append((lo, i))
-            lo, total = i, 0
-        total += n
-    if lo < len(sizes):
-        out.append((lo, len(sizes)))
-    return out
 
 
 class EpochSeededRepeatSampler(RepeatSampler):
@@ -377,10 +123,42 @@ class EpochSeededRepeatSampler(RepeatSampler):
         return super().__iter__()
 
 
-class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
-    """TRL's SDFT trainer with the paper's objective (see the module docstring)."""
+class SelfDistillationTrainer(CompleteCheckpoints, SDFTTrainer):
+    """TRL's SDFT trainer with the paper's objective (the module docstring; the hooks: ``OVERRIDDEN_HOOKS``)."""
 
     args: SelfDistillationConfig
+    teacher_adapter: str | None = None  # the EMA teacher's adapter (LoRA students, teacher_model_kind=ema)
+    rollout_format_check = None  # the task's Task.format_check, set by sdft.method: logs health/format_rate
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)  # TRL's, which ends with _setup_teacher_model
+        self.sampler_copy: SamplerCopy | None = None
+        self._sampler_logps: list[list[float]] | None = None  # the batch's, from _generate to sample_rollouts
+        config, main = self.args, self.accelerator.is_main_process
+        if is_peft_model(self.model):
+            off = []
+            if config.rollout_dtype and not self.use_vllm:
+                off.append(f"rollout_dtype={config.rollout_dtype} is off (its sampler is a copy of the whole model); "
+                           "the student samples its own rollouts")
+            if fused_head_requested(config) and not self._distributed() and linear_head(self.model) is None:
+                off.append("fused_lm_head and sequence_microbatches are off (a 4-/8-bit base or an adapted output "
+                           "head); the student's logits are computed whole")
+            if off and main:
+                print(f"[sdft] with adapters (use_peft): {'; '.join(off)}", flush=True)
+        elif config.rollout_dtype and not self.use_vllm:
+            if self._distributed():
+                raise ValueError("rollout_dtype needs a single-process, unsharded, non-PEFT model; on GPUs use vLLM "
+                                 "(use_vllm), whose sampler is already bf16")
+            self.sampler_copy = SamplerCopy(self.accelerator.unwrap_model(self.model),
+                                            getattr(torch, config.rollout_dtype), config.fast_rollout_sampler)
+        if fused_head_requested(config) and self._distributed() and main:
+            print(f"[sdft] fused_lm_head and sequence_microbatches are off: they run in a single unsharded process "
+                  f"only ({self.accelerator.num_processes} processes, {self.accelerator.distributed_type.value}); "
+                  "the student's logits are computed whole, the batch in one forward", flush=True)
+
+    def _distributed(self) -> bool:
+        """Several processes, or sharded weights: the student's forward must go through the wrapped model."""
+        return self.accelerator.num_processes > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled
 
     def _get_train_sampler(self, dataset=None):
         """TRL's sampler (``SDFTTrainer._get_train_sampler``, same arguments), seeded per epoch so that a resumed run
@@ -391,9 +169,100 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
             repeat_count=self.num_iterations * self.args.steps_per_generation, shuffle=self.shuffle_dataset,
             seed=self.args.seed)
 
-    # ---------------------------------------------------------------- teacher
-    teacher_adapter: str | None = None  # the EMA teacher's adapter (LoRA students, teacher_model_kind=ema)
+    # ---------------------------------------------------------------- the loss of one step
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The batch's SDFT loss (``_sdft_loss``), scaled for gradient accumulation as TRL's."""
+        if return_outputs:
+            raise ValueError("The SDFTTrainer does not support returning outputs")
+        loss, div = self._sdft_loss(model, inputs)
+        self._log_divergence(model, [(inputs["completion_mask"], div)])
+        return loss / (self.current_gradient_accumulation_steps if self.model.training else 1.0)
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """With the fused head and ``sequence_microbatches``: forward and backward one rollout at a time, without its
+        padding (the loss is a mean over sequences: its gradient is the sum of the rollouts'); else TRL's."""
+        if not (self.args.sequence_microbatches and self._fused_head_usable(model)):
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        batch_size = inputs["completion_ids"].size(0)
+        scale = batch_size * self.current_gradient_accumulation_steps
+        total = torch.zeros((), device=inputs["completion_ids"].device)
+        logged = []
+        for b in range(batch_size):
+            seq = one_sequence(inputs, b)
+            if seq is None:  # an empty completion has no loss term (its share of the mean is 0)
+                continue
+            with self.compute_loss_context_manager():
+                loss, div = self._sdft_loss(model, seq)
+            self.accelerator.backward(loss / scale)
+            total += loss.detach() / scale
+            logged.append((seq["completion_mask"], div))
+        self._log_divergence(model, logged)
+        self._step += 1  # TRL's training_step counts steps for its rollout buffer
+        return total
+
+    def _sdft_loss(self, model, inputs):
+        """The SDFT loss of a batch of rollouts and its detached per-token divergence ``[B, T]``.
+
+        ``inputs`` is TRL's batch (``sample_rollouts``): the rollouts' prompt and completion ids and masks, the
+        teacher's prompt (with its privileged context) and the same completions, and the sampled tokens'
+        log-probabilities under the weights that sampled them where those differ from the student's now
+        (``sampler_per_token_logps``; ``old_per_token_logps``, TRL's, for rollouts reused across steps).
+        """
+        args, ids, completion_mask = self.args, inputs["completion_ids"], inputs["completion_mask"]
+        # 1. the teacher's logits of the completion positions: constants (with distillation_topk, their top K)
+        teacher = teacher_logits(self.teacher_model, inputs, args, self._forward_logits, self._teacher_weights)
+        # 2. the student: its logits, or (fused head) its hidden states and output head, the logits made in the loss
+        fused = self._fused_head_usable(model)
+        if fused:
+            student = student_head(model, inputs)
+        else:
+            student = self._forward_logits(model, torch.cat([inputs["prompt_ids"], ids], dim=1),
+                                           torch.cat([inputs["prompt_mask"], completion_mask], dim=1), ids.size(1))
+        # 3. the per-token terms (D_t, log pi_theta(y_t), log pi(y_t)). With lean_logits (which the fused head
+        # requires) D_t is computed here whatever the estimator, and logged; without it, a second pass below.
+        need_div = args.estimator != "token" or args.lean_logits
+        if fused:
+            div, s_tok, t_tok = head_token_terms(
+                student.hidden, student.head.weight, student.head.bias, teacher, ids, args.distillation_alpha,
+                chunk_size=args.loss_chunk_size, need_div=need_div, temperature=self.temperature,
+                topk=args.distillation_topk)
+            sampled_logps = s_tok
+        else:
+            div, s_tok, t_tok = token_terms(student, teacher, ids, args.distillation_alpha,
+                                            args.loss_chunk_size or None, need_div, args.distillation_topk)
+            # TRL's log-probabilities of the sampled tokens, the function of its old_per_token_logps (so that an
+            # unchanged policy has a ratio of exactly 1); computed only when a ratio is taken
+            sampled_logps = selective_log_softmax(student, ids) if self._reweighted(inputs) else None
+        # 4. the importance weights: truncated pi_train / pi_sampler (and pi_train / pi_old), [B, T]
+        is_weights = None if sampled_logps is None else self._importance_weights(inputs, sampled_logps.detach())
+        # 5. the estimator's surrogate: each token's divergence, clipped (token_kl_clip), weighted, averaged over
+        # the loss tokens of each rollout, then over rollouts
+        loss = loss_from_terms(div, s_tok, t_tok, completion_mask, args.estimator, self.num_loss_tokens_to_skip,
+                               is_weights, "sequence_mean", args.token_kl_clip, args.token_kl_clip_mode)
+        # 6. what is logged: the per-token divergence (TRL's way without lean_logits: a second full pass), health
+        if not args.lean_logits:
+            with torch.no_grad():
+                div = per_token_divergence(student.detach(), teacher, args.distillation_alpha, args.distillation_topk)
+        if args.log_health and div is not None:
+            mask = loss_mask_for(completion_mask, self.num_loss_tokens_to_skip)
+            clipped = None if args.token_kl_clip is None else div.detach() > args.token_kl_clip
+            self._log_token_health(student, teacher, div.detach(), mask, clipped)
+        return loss, div.detach()
+
+    def _forward_logits(self, model, input_ids, attention_mask, logits_to_keep):
+        """TRL's forward to the tempered logits of the completion positions (the student's, the teacher's whole
+        logits, TRL's rollout log-probs); with ``lean_logits``, ``sdft.speedups.lean_logits``."""
+        if not self.args.lean_logits:
+            return super()._forward_logits(model, input_ids, attention_mask, logits_to_keep)
+        return lean_logits(model, input_ids, attention_mask, logits_to_keep, self.temperature, self.model_kwarg_keys)
+
+    def _fused_head_usable(self, model) -> bool:
+        """Whether the loss gets the student's hidden states and output head (``fused_lm_head``) for ``model``."""
+        return fused_head_requested(self.args) and not self._distributed() and linear_head(model) is not None
+
+    # ---------------------------------------------------------------- teacher
     def _setup_teacher_model(self) -> None:
         """TRL's teacher (a copy for ``ema`` / ``base``, made from the model's path: under ZeRO-3 a DeepSpeed engine
         partitioned as the student, under ZeRO-2 a whole copy on every process), with the EMA update replaced by
@@ -421,24 +290,25 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
         self.teacher_model, self.teacher_adapter = self.model, TEACHER_ADAPTER
         if not self.args.fused_ema and self.accelerator.is_main_process:
             print("[sdft] fused_ema=false has no effect with adapters: the EMA teacher's adapter is always updated by "
-                  "the fused update of sdft.trainer.ema_update_", flush=True)
+                  "the fused update of sdft.ema.ema_update_", flush=True)
         self.add_callback(FusedEMATeacherCallback(teacher, student, self.args.teacher_update_rate,
                                                   self.args.teacher_sync_steps))
 
-    def _get_teacher_context_for_self_distillation(self):
-        """TRL's hook: the teacher's weights for its forward -- the teacher adapter when there is one; else TRL's
-        (the adapter disabled for ``base`` with a LoRA student, nothing to do otherwise)."""
+    def _teacher_weights(self):
+        """The context of the teacher's forward that selects its weights: the teacher adapter when there is one;
+        else TRL's (the adapter disabled for ``base`` with a LoRA student, nothing to do otherwise)."""
         if self.teacher_adapter is not None:
             return use_adapter(self.accelerator.unwrap_model(self.model), self.teacher_adapter)
-        return super()._get_teacher_context_for_self_distillation()
+        return self._get_teacher_context_for_self_distillation()
 
+    # ---------------------------------------------------------------- checkpoints (the teacher's weights)
     def _has_separate_teacher(self) -> bool:
         return self.teacher_model is not None and self.teacher_model is not self.model
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """transformers' save (checkpoints and ``save_model``), of the student's adapter only when there is a
         teacher adapter: PEFT would write every adapter, the teacher's in a subfolder, and transformers' resume loads
-        the subfolders instead of the student's (the teacher's weights are ``TEACHER_WEIGHTS_FILE``)."""
+        the subfolders instead of the student's (the teacher's weights are ``sdft.teacher_checkpoint``'s)."""
         if self.teacher_adapter is None:
             return super()._save(output_dir, state_dict)
         from transformers.trainer import TRAINING_ARGS_NAME
@@ -453,31 +323,19 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     def _save_checkpoint_extras(self, folder: Path) -> None:
-        """The separate teacher's (ema / base) weights, or the teacher adapter's, written before the checkpoint is
-        marked complete.
-
-        Every process takes part in ``accelerator.get_state_dict`` (under ZeRO-3 / FSDP it gathers the teacher's
-        shards; otherwise it is the unwrapped teacher's state dict); the main process writes the file."""
+        """``CompleteCheckpoints``' hook: the teacher's weights, the teacher adapter's or the separate teacher's
+        (``sdft.teacher_checkpoint``), written before the checkpoint is marked complete (every process calls it)."""
         if self.teacher_adapter is not None:
-            if self.args.should_save:
-                from safetensors.torch import save_file
-
-                state = adapter_state(self.accelerator.unwrap_model(self.model), self.teacher_adapter)
-                save_file(state, str(folder / TEACHER_WEIGHTS_FILE))
-            return
-        if not self._has_separate_teacher():
-            return
-        full = self.accelerator.get_state_dict(self.teacher_model)
-        if self.args.should_save:
-            from safetensors.torch import save_file
-
-            state = {k: v.detach().contiguous().cpu() for k, v in full.items()}
-            save_file(_untie(state), str(folder / TEACHER_WEIGHTS_FILE))
+            save_teacher_adapter(self.accelerator.unwrap_model(self.model), self.teacher_adapter, folder,
+                                 self.args.should_save)
+        elif self._has_separate_teacher():
+            save_teacher_model(self.accelerator, self.teacher_model, folder, self.args.should_save)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        """The student (transformers) and the teacher (``_load_teacher``). Under DeepSpeed transformers restores the
-        student itself and never calls this: the teacher is loaded in ``_load_optimizer_and_scheduler`` there."""
-        self._teacher_file(resume_from_checkpoint)
+        """The student (transformers') and the teacher. Under DeepSpeed transformers restores the student itself and
+        never calls this: the teacher is loaded in ``_load_optimizer_and_scheduler`` there."""
+        if self.teacher_adapter is not None or self._has_separate_teacher():
+            teacher_file(resume_from_checkpoint)  # missing: an error before anything is loaded
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         self._load_teacher(resume_from_checkpoint)
 
@@ -488,55 +346,58 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
         if checkpoint is not None and self.is_deepspeed_enabled:
             self._load_teacher(checkpoint)
 
-    def _teacher_file(self, checkpoint) -> Path | None:
-        """The checkpoint's teacher weights, when this run has a teacher of its own; a checkpoint without them is an
-        error."""
-        if not (self._has_separate_teacher() or self.teacher_adapter is not None):
-            return None
-        path = Path(checkpoint) / TEACHER_WEIGHTS_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"{checkpoint} has no {TEACHER_WEIGHTS_FILE}: resuming it would train against "
-                                    "a teacher that is not the checkpoint's")
-        return path
-
     def _load_teacher(self, checkpoint) -> None:
-        """The separate teacher's (ema / base) weights, or the teacher adapter's, from ``checkpoint``. A ZeRO-3
-        teacher is gathered, loaded on the main process and partitioned again (every process takes part)."""
-        from safetensors.torch import load_file
-
-        path = self._teacher_file(checkpoint)
-        if path is None:
-            return
         if self.teacher_adapter is not None:
-            load_adapter_state(self.accelerator.unwrap_model(self.model), self.teacher_adapter, load_file(str(path)))
-            return
-        teacher = self.accelerator.unwrap_model(self.teacher_model)
-        sharded = weights_sharded()
-        with gathered(teacher, sharded, modifier_rank=0):
-            if not sharded or self.accelerator.process_index == 0:
-                device = str(next(teacher.parameters()).device)
-                teacher.load_state_dict(load_file(str(path), device=device), strict=False)
+            load_teacher_adapter(self.accelerator.unwrap_model(self.model), self.teacher_adapter, checkpoint)
+        elif self._has_separate_teacher():
+            load_teacher_model(self.accelerator.unwrap_model(self.teacher_model), checkpoint,
+                               self.accelerator.process_index == 0)
 
-    # ---------------------------------------------------------------- rollouts (vLLM importance sampling)
-    def _generate_vllm(self, prompt_ids):
+    # ---------------------------------------------------------------- rollouts
+    def _generate(self, prompt_ids):
+        """TRL's rollouts (``(prompt_ids, completion_ids)``, lists of token ids), keeping in ``_sampler_logps`` each
+        sampled token's log-probability wherever the sampler is not the student's full tempered softmax (with
+        ``vllm_importance_sampling``): vLLM's; the sampler copy's (``rollout_dtype``); the student's own when it
+        samples a truncation (top-k / top-p / min-p; not under DeepSpeed or FSDP, where TRL's generate gathers the
+        weights, nor with ``generate_from_teacher``, off-policy by design). Otherwise TRL's ``generate``."""
         wants_logps = self.args.vllm_importance_sampling
-        if wants_logps:
-            self.vllm_generation.logprobs = 0  # the sampled token's log-prob, after temperature, top-k and top-p (TRL asks vLLM for processed_logprobs)
-        if self.state.global_step != self._last_loaded_step:
-            self.vllm_generation.sync_weights()
-            self._last_loaded_step = self.state.global_step
-        num_generations = self.num_generations if self.model.training else self.num_generations_eval
-        prompt_ids_out, completion_ids, logprobs, _ = self.vllm_generation.generate(
-            prompts=prompt_ids, images=None, num_generations=num_generations
-        )
-        self._sampler_logps = (
-            [[float("nan") if lp[0] is None else lp[0] for lp in seq] for seq in logprobs]
-            if wants_logps and logprobs is not None else None
-        )
-        return prompt_ids_out, completion_ids
+        if self.use_vllm:
+            if wants_logps:  # the sampled token's, after temperature, top-k and top-p (TRL asks for processed ones)
+                self.vllm_generation.logprobs = 0
+            if self.state.global_step != self._last_loaded_step:
+                self.vllm_generation.sync_weights()
+                self._last_loaded_step = self.state.global_step
+            num_generations = self.num_generations if self.model.training else self.num_generations_eval
+            prompt_ids_out, completion_ids, logprobs, _ = self.vllm_generation.generate(
+                prompts=prompt_ids, images=None, num_generations=num_generations)
+            self._sampler_logps = (
+                [[float("nan") if lp[0] is None else lp[0] for lp in seq] for seq in logprobs]
+                if wants_logps and logprobs is not None else None)
+            return prompt_ids_out, completion_ids
+
+        def record(model, fast):
+            return recorded_rollouts(model, prompt_ids, self.generation_config, self.eos_token_ids,
+                                     self._tokenizer.pad_token_id, self.temperature, self.accelerator.device, fast)
+
+        if self.sampler_copy is not None:
+            self.sampler_copy.sync(self.state.global_step)
+            with torch.inference_mode():
+                prompt_ids, completion_ids, logps = record(self.sampler_copy.model, self.args.fast_rollout_sampler)
+        elif wants_logps and truncates(self.generation_config) and not (
+                self.is_deepspeed_enabled or self.is_fsdp_enabled or self.generate_from_teacher):
+            # the student, as TRL's generate samples it (gradient checkpointing off meanwhile), under no_grad
+            # (generate's), not inference mode: the student's tensors stay usable by autograd
+            with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as model:
+                prompt_ids, completion_ids, logps = record(model, fast=False)
+        else:
+            return super()._generate(prompt_ids)
+        self._sampler_logps = logps if wants_logps else None
+        return prompt_ids, completion_ids
 
     def sample_rollouts(self, inputs):
-        self._sampler_logps = None  # set by _generate_vllm / the rollout_dtype sampler
+        """TRL's batch of rollouts, with their tokens' sampler log-probabilities (``sampler_per_token_logps``, from
+        ``_generate``) and the rollouts' health metrics."""
+        self._sampler_logps = None
         batch = super().sample_rollouts(inputs)
         if self._sampler_logps is not None:
             logps, _ = pad_sequences(self._sampler_logps, 0.0, side="right", dtype=torch.float32)
@@ -546,111 +407,7 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
             self._log_rollout_health(batch)
         return batch
 
-    # ---------------------------------------------------------------- training health (sdft.health)
-    rollout_format_check = None  # the task's Task.format_check, set by sdft.method: logs health/format_rate
-
-    def _log_rollout_health(self, batch) -> None:
-        completions = self._get_completion_ids_list(batch)
-        mode = "train" if self.model.training else "eval"
-        values = rollout_health(completions, self.eos_token_ids, self.args.max_completion_length)
-        if self.rollout_format_check is not None:
-            texts = self._tokenizer.batch_decode(completions, skip_special_tokens=True)
-            values["format_rate"] = format_rate(texts, self.rollout_format_check)
-        for key, value in values.items():
-            self._metrics[mode][f"health/{key}"].append(value)
-
-    def _log_token_health(self, student, teacher_logits, div, loss_mask, clipped) -> None:
-        """Per rollout: the student's and the teacher's mean entropy and the divergence's mean and max over its
-        loss tokens (each appended once per rollout: the logged value is a mean over rollouts; ``_max`` keys a max)."""
-        mode = "train" if self.model.training else "eval"
-        chunk = self.args.loss_chunk_size or None
-        if isinstance(student, StudentHead):
-            s_ent = head_entropy(student.hidden.detach(), student.head.weight, student.head.bias, self.temperature,
-                                 chunk)
-        else:
-            s_ent = token_entropy(student.detach(), chunk)
-        t_ent = token_entropy(teacher_logits, chunk) if torch.is_tensor(teacher_logits) else None
-        for b in range(div.size(0)):
-            summary = divergence_summary(div[b], loss_mask[b])
-            if summary is None:
-                continue
-            self._metrics[mode]["health/divergence_mean"].append(summary["divergence_mean"])
-            self._metrics[mode]["health/divergence_max"].append(summary["divergence_max"])
-            self._metrics[mode]["health/student_entropy"].append(masked_mean(s_ent[b], loss_mask[b]))
-            if t_ent is not None:
-                self._metrics[mode]["health/teacher_entropy"].append(masked_mean(t_ent[b], loss_mask[b]))
-            if clipped is not None:
-                self._metrics[mode]["health/clipped_share"].append(masked_mean(clipped[b].float(), loss_mask[b]))
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """TRL's, except that the ``_max`` metrics of a logging window are reduced by max (TRL averages all)."""
-        mode = "train" if self.model.training else "eval"
-        maxima = {k: max(v) for k, v in self._metrics[mode].items() if v and k.endswith("_max")}
-        for k in maxima:
-            self._metrics[mode][k].clear()
-        if mode == "eval":
-            maxima = {f"eval_{k}": v for k, v in maxima.items()}
-        super().log({**logs, **maxima}, start_time)
-
-    # ---------------------------------------------------------------- loss
-    def _compute_teacher_student_logits(self, model, teacher_model, inputs):
-        """TRL's hook: the teacher's logits of the completion positions (constants, computed first) and the
-        student's."""
-        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
-        logits_to_keep = completion_ids.size(1)
-        teacher_logits = self._teacher_logits(teacher_model, inputs, logits_to_keep)
-        student_logits = self._forward_logits(
-            model, torch.cat([inputs["prompt_ids"], completion_ids], dim=1),
-            torch.cat([inputs["prompt_mask"], completion_mask], dim=1), logits_to_keep,
-        )
-        return DistillationLogits(completion_ids=completion_ids,
-                                  loss_mask=loss_mask_for(completion_mask, self.num_loss_tokens_to_skip),
-                                  student_logits=student_logits, teacher_logits=teacher_logits)
-
-    def _compute_self_distillation_loss(self, model, inputs, distillation_logits):
-        """TRL's hook, given both logits."""
-        loss, div = self._distillation_loss(distillation_logits.student_logits, distillation_logits.teacher_logits,
-                                            inputs)
-        self._log_divergence(model, [(inputs["completion_mask"], div)])
-        return loss
-
-    def _distillation_loss(self, student: torch.Tensor | StudentHead, teacher_logits, inputs):
-        """The loss of a batch and its detached per-token divergence ``[B, T]`` (the module docstring's path).
-
-        ``student``: the student's logits of the completion positions, or its hidden states and output head.
-        ``teacher_logits``: the teacher's logits, or with ``distillation_topk > 0`` their top-K reduction
-        (``sdft.losses.TeacherTopK``; full logits would be reduced here).
-        """
-        args, ids = self.args, inputs["completion_ids"]
-        topk = args.distillation_topk
-        # With lean_logits (which the fused head requires) the logged divergence is D_t of these terms, whatever
-        # the estimator; without it, a second pass below.
-        need_div = args.estimator != "token" or args.lean_logits
-        if isinstance(student, StudentHead):
-            div, s_tok, t_tok = head_token_terms(
-                student.hidden, student.head.weight, student.head.bias, teacher_logits, ids, args.distillation_alpha,
-                chunk_size=args.loss_chunk_size, need_div=need_div, temperature=self.temperature, topk=topk,
-            )
-            sampled_logps = s_tok
-        else:
-            div, s_tok, t_tok = token_terms(student, teacher_logits, ids, args.distillation_alpha,
-                                            args.loss_chunk_size or None, need_div, topk)
-            # TRL's log-probabilities of the sampled tokens, the function of its old_per_token_logps (so that an
-            # unchanged policy has a ratio of exactly 1); computed only when a ratio is taken
-            sampled_logps = selective_log_softmax(student, ids) if self._reweighted(inputs) else None
-        is_weights = None if sampled_logps is None else self._importance_weights(inputs, sampled_logps.detach())
-        loss = loss_from_terms(div, s_tok, t_tok, inputs["completion_mask"], args.estimator,
-                               self.num_loss_tokens_to_skip, is_weights, "sequence_mean", args.token_kl_clip,
-                               args.token_kl_clip_mode)
-        if not args.lean_logits:  # TRL's way: a second full-vocabulary pass for the logged value
-            with torch.no_grad():
-                div = per_token_divergence(student.detach(), teacher_logits, args.distillation_alpha, topk)
-        if args.log_health and div is not None:
-            mask = loss_mask_for(inputs["completion_mask"], self.num_loss_tokens_to_skip)
-            clipped = None if args.token_kl_clip is None else div.detach() > args.token_kl_clip
-            self._log_token_health(student, teacher_logits, div.detach(), mask, clipped)
-        return loss, div.detach()
-
+    # ---------------------------------------------------------------- importance weights and logged metrics
     def _reweighted(self, inputs) -> bool:
         """Whether the batch's rollouts came from other weights: reused ones (TRL's ``old_per_token_logps``, with
         ``distillation_is_clip``) or those of a sampler (``sampler_per_token_logps``)."""
@@ -688,12 +445,36 @@ class SelfDistillationTrainer(CompleteCheckpoints, FastPaths, SDFTTrainer):
         mean = self.accelerator.gather(div_sum / n_tokens.clamp(min=1.0)).mean().item()
         self._log_self_distillation_metric("train" if model.training else "eval", mean)
 
+    def _log_rollout_health(self, batch) -> None:
+        completions = self._get_completion_ids_list(batch)
+        mode = "train" if self.model.training else "eval"
+        values = rollout_health(completions, self.eos_token_ids, self.args.max_completion_length)
+        if self.rollout_format_check is not None:
+            texts = self._tokenizer.batch_decode(completions, skip_special_tokens=True)
+            values["format_rate"] = format_rate(texts, self.rollout_format_check)
+        for key, value in values.items():
+            self._metrics[mode][f"health/{key}"].append(value)
 
-def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses shared storage (tied embeddings): store independent copies."""
-    seen, out = {}, {}
-    for k, v in state.items():
-        ptr = v.data_ptr()
-        out[k] = v.clone() if ptr in seen else v
-        seen[ptr] = k
-    return out
+    def _log_token_health(self, student, teacher_logits, div, loss_mask, clipped) -> None:
+        """``sdft.health.token_health`` of the batch, with the student's and the teacher's entropies."""
+        mode = "train" if self.model.training else "eval"
+        chunk = self.args.loss_chunk_size or None
+        if isinstance(student, StudentHead):
+            s_ent = head_entropy(student.hidden.detach(), student.head.weight, student.head.bias, self.temperature,
+                                 chunk)
+        else:
+            s_ent = token_entropy(student.detach(), chunk)
+        t_ent = token_entropy(teacher_logits, chunk) if torch.is_tensor(teacher_logits) else None
+        for key, values in token_health(s_ent, t_ent, div, loss_mask, clipped).items():
+            self._metrics[mode][f"health/{key}"].extend(values)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """TRL's, except that the ``_max`` metrics of a logging window are reduced by max (TRL averages all)."""
+        mode = "train" if self.model.training else "eval"
+        maxima = {k: max(v) for k, v in self._metrics[mode].items() if v and k.endswith("_max")}
+        for k in maxima:
+            self._metrics[mode][k].clear()
+        if mode == "eval":
+            maxima = {f"eval_{k}": v for k, v in maxima.items()}
+        super().log({**logs, **maxima}, start_time)
+

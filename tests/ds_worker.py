@@ -17,7 +17,7 @@ leaves:
     end of each ``train()``, gathered with ``accelerator.get_state_dict`` (under ZeRO-3 the whole weights exist
     on the main process only, so only rank 0 writes them there);
   * ``OUT/report-rank<r>.json``: per run, the seconds of every teacher update (TRL's ``SyncTeacherModelCallback``
-    or ``sdft.trainer.FusedEMATeacherCallback``), the seconds of every optimizer step (``on_step_begin`` to
+    or ``sdft.ema.FusedEMATeacherCallback``), the seconds of every optimizer step (``on_step_begin`` to
     ``on_step_end``, the update not included), the process's peak resident memory after the run, and what the
     SDFT teacher was (its type, whether its parameters are ZeRO-3 partitions and how many of its elements this
     process holds, the EMA callbacks);
@@ -54,7 +54,7 @@ def describe_teacher(trainer) -> dict:
     """The SDFT trainer's teacher: its type, whether its parameters are ZeRO-3 partitions, the EMA callbacks."""
     from trl.experimental.sdft.teacher_sync import SyncTeacherModelCallback
 
-    from sdft.trainer import FusedEMATeacherCallback
+    from sdft.ema import FusedEMATeacherCallback
 
     teacher = trainer.teacher_model
     module = trainer.accelerator.unwrap_model(teacher)
@@ -74,7 +74,8 @@ def dump_after_train(dumps: Path, runs: Path, report: dict) -> None:
     from safetensors.torch import save_file
 
     from sdft.baselines.sft import SFTTrainer
-    from sdft.trainer import SelfDistillationTrainer, _untie
+    from sdft.teacher_checkpoint import untie
+    from sdft.trainer import SelfDistillationTrainer
 
     def wrap(cls):
         original = cls.train
@@ -95,7 +96,7 @@ def dump_after_train(dumps: Path, runs: Path, report: dict) -> None:
                 state = self.accelerator.get_state_dict(module)  # every process takes part (ZeRO-3 gathers)
                 if state:
                     state = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in state.items()}
-                    save_file(_untie(state), str(folder / f"{name}-rank{rank}.safetensors"))
+                    save_file(untie(state), str(folder / f"{name}-rank{rank}.safetensors"))
             return out
 
         cls.train = train
@@ -110,7 +111,7 @@ def time_callbacks(timings: dict, current: list) -> None:
     from trl.experimental.sdft.teacher_sync import SyncTeacherModelCallback
 
     from sdft import training
-    from sdft.trainer import FusedEMATeacherCallback
+    from sdft.ema import FusedEMATeacherCallback
 
     def wrap(cls):
         original = cls.on_step_end

@@ -90,7 +90,8 @@ def dump_after_train(dumps: Path, runs: Path) -> None:
     from safetensors.torch import save_file
 
     from sdft.baselines.sft import SFTTrainer
-    from sdft.trainer import SelfDistillationTrainer, _untie
+    from sdft.teacher_checkpoint import untie
+    from sdft.trainer import SelfDistillationTrainer
 
     def wrap(cls):
         original = cls.train
@@ -108,7 +109,7 @@ def dump_after_train(dumps: Path, runs: Path) -> None:
                 parts["teacher"] = self.accelerator.unwrap_model(teacher)
             for name, module in parts.items():
                 state = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in module.state_dict().items()}
-                save_file(_untie(state), str(folder / f"{stage}-{name}-rank{rank}.safetensors"))
+                save_file(untie(state), str(folder / f"{stage}-{name}-rank{rank}.safetensors"))
             return out
 
         cls.train = train

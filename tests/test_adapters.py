@@ -217,7 +217,7 @@ def test_teacher_kinds_with_adapters(kind, tiny_model_path, tmp_path):
     ids = torch.tensor([[5, 9, 23, 41, 7, 12]])
     with torch.no_grad():
         student = trainer.model(input_ids=ids).logits
-        with trainer._get_teacher_context_for_self_distillation():
+        with trainer._teacher_weights():
             teacher = trainer.teacher_model(input_ids=ids).logits
         base = AutoModelForCausalLM.from_pretrained(tiny_model_path)(input_ids=ids).logits
         again = trainer.model(input_ids=ids).logits  # the context put the student back
@@ -270,7 +270,7 @@ def test_the_bf16_sampler_copy_is_off_with_adapters_and_says_so(tiny_model_path,
                                  tmp_path)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[sdft] with adapters")]
     assert len(lines) == 1 and "rollout_dtype=bfloat16 is off" in lines[0]
-    assert trainer._sampler_model is None and trainer._fused_head_usable(trainer.model)
+    assert trainer.sampler_copy is None and trainer._fused_head_usable(trainer.model)
 
 
 # ------------------------------------------------------------------------------------------------ resume

@@ -16,6 +16,7 @@ from sdft.health import (
     masked_mean,
     rollout_health,
     token_entropy,
+    token_health,
 )
 
 
@@ -80,6 +81,25 @@ def test_divergence_summary_and_masked_mean_over_loss_tokens_only():
     assert s["divergence_max"] == pytest.approx(0.4)  # 5.0 and 9.0 are not loss tokens
     assert divergence_summary(div, torch.zeros_like(mask)) is None
     assert masked_mean(div[0], mask[0]) == pytest.approx(0.2)
+
+
+def test_token_health_per_rollout_over_its_loss_tokens_only():
+    """One value per rollout that has loss tokens, each over those tokens alone; a rollout without any adds none."""
+    div = torch.tensor([[0.1, 0.4, 9.0], [0.2, 0.3, 0.5], [7.0, 7.0, 7.0]])
+    mask = torch.tensor([[1, 1, 0], [0, 1, 1], [0, 0, 0]])
+    s_ent = torch.tensor([[1.0, 3.0, 50.0], [2.0, 4.0, 6.0], [9.0, 9.0, 9.0]])
+    t_ent = s_ent / 2
+    rows = token_health(s_ent, t_ent, div, mask, clipped=div > 0.35)
+    assert rows.keys() == {"divergence_mean", "divergence_max", "student_entropy", "teacher_entropy", "clipped_share"}
+    assert rows["divergence_mean"] == pytest.approx([0.25, 0.4])
+    assert rows["divergence_max"] == pytest.approx([0.4, 0.5])
+    assert rows["student_entropy"] == pytest.approx([2.0, 5.0])
+    assert rows["teacher_entropy"] == pytest.approx([1.0, 2.5])
+    assert rows["clipped_share"] == pytest.approx([0.5, 0.5])
+    # no teacher entropy (a top-K teacher) and no clip: those keys are left out
+    assert token_health(s_ent, None, div, mask, None).keys() == {"divergence_mean", "divergence_max",
+                                                                 "student_entropy"}
+    assert token_health(s_ent, t_ent, div, torch.zeros_like(mask), None) == {}
 
 
 def test_answer_collapse():

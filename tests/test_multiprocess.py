@@ -6,7 +6,7 @@ method and the one-step runs of the equivalence tests through ``sdft.train.main`
 left. (``accelerate launch --cpu --num_processes 2`` would start ONE process: accelerate's CPU launcher starts N only
 through mpirun.)
 
-Speed switches (``sdft.speedups.SpeedSwitches``), defaults of the smoke preset:
+Speed switches (``sdft.sdft_config.SpeedSwitches``), defaults of the smoke preset:
   * two processes: ``fused_ema``, ``loss_chunk_size=64``, ``teacher_inference_mode``, ``lean_logits`` on;
     ``fused_lm_head`` and ``sequence_microbatches`` off (automatically; the trainer prints that it turned them off,
     checked below); ``rollout_dtype`` / ``teacher_dtype`` unset.

@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
+from sdft.ema import ema_update_
 from sdft.losses import self_distillation_loss, token_terms
-from sdft.trainer import ema_update_
 
 
 def _batch(B=3, T=11, V=37, seed=0, dtype=torch.float64):
@@ -251,8 +251,8 @@ def test_rollout_sampler_records_the_sampled_tokens_log_probs(temperature, fast,
 
     trainer, inputs = _rollout_trainer(tiny_model_path, tmp_path, "float32", temperature=temperature,
                                        max_completion_length=12, args_overrides={"fast_rollout_sampler": fast})
-    assert trainer._sampler_model is not trainer.model
-    assert (trainer._sampler_model.config._attn_implementation == "eager") == fast
+    assert trainer.sampler_copy.model is not trainer.model
+    assert (trainer.sampler_copy.model.config._attn_implementation == "eager") == fast
     assert trainer.model.config._attn_implementation != "eager"  # the student keeps its own attention
     calls = []
     monkeypatch.setattr(sdft.speedups, "sample_with_logprobs",
@@ -299,7 +299,7 @@ def test_truncated_rollouts_record_the_truncated_distribution(rollout_dtype, fas
     trainer, inputs = _rollout_trainer(tiny_model_path, tmp_path, rollout_dtype, temperature=0.7,
                                        max_completion_length=12,
                                        args_overrides={"fast_rollout_sampler": fast, "top_k": 20, "top_p": 0.9})
-    assert (trainer._sampler_model is None) == (rollout_dtype is None)
+    assert (trainer.sampler_copy is None) == (rollout_dtype is None)
     torch.manual_seed(0)
     batch = trainer._prepare_training_batch(inputs)
     logps, m = batch["sampler_per_token_logps"], batch["completion_mask"].bool()
@@ -326,7 +326,7 @@ def test_bf16_rollout_sampler_follows_the_student_and_training_uses_its_weights(
     """The bf16 sampler is the student's weights cast to bf16 after every optimizer step (ties kept, buffers in
     float32); its rollouts carry log-probs that differ from the student's only by bf16 rounding, and a run trains."""
     trainer, inputs = _rollout_trainer(tiny_model_path, tmp_path, "bfloat16", max_steps=2)
-    sampler, student = trainer._sampler_model, trainer.model
+    sampler, student = trainer.sampler_copy.model, trainer.model
     assert all(p.dtype == torch.bfloat16 for p in sampler.parameters())
     assert all(b.dtype == s.dtype for b, s in zip(sampler.buffers(), student.buffers()))
     assert (sampler.get_input_embeddings().weight is sampler.get_output_embeddings().weight) == \
@@ -341,7 +341,7 @@ def test_bf16_rollout_sampler_follows_the_student_and_training_uses_its_weights(
     assert any(not torch.equal(before[n], p) for n, p in student.named_parameters())
     logged = [h["sampler_is_weight"] for h in trainer.state.log_history if "sampler_is_weight" in h]
     assert logged and all(0.5 < w < 1.5 for w in logged)  # bf16 vs float32: weights near 1
-    trainer._sync_sampler()
+    trainer.sampler_copy.sync(trainer.state.global_step)
     for (n, p), (_, q) in zip(student.named_parameters(), sampler.named_parameters()):
         assert torch.equal(q, p.detach().to(torch.bfloat16)), n
     torch.manual_seed(0)
@@ -353,7 +353,7 @@ def test_bf16_rollout_sampler_follows_the_student_and_training_uses_its_weights(
 
 
 def test_rollout_dtype_rejects_unknown_names():
-    from sdft.trainer import SelfDistillationConfig
+    from sdft.sdft_config import SelfDistillationConfig
 
     with pytest.raises(ValueError, match="rollout_dtype"):
         SelfDistillationConfig(output_dir="/tmp/x", rollout_dtype="int3", report_to=[])
@@ -369,15 +369,21 @@ def _teacher_reference_logits(teacher, batch):
 
 @pytest.mark.parametrize("lean", [True, False], ids=["body-autocast-head-fp32", "whole-forward-autocast"])
 def test_bf16_teacher_equals_the_float32_teacher_up_to_bf16_rounding(lean, tiny_model_path, tmp_path):
+    from sdft.speedups import teacher_logits
+
     trainer, inputs = _rollout_trainer(tiny_model_path, tmp_path, None, max_completion_length=12)
     trainer.args.lean_logits = lean
     torch.manual_seed(0)
     batch = trainer._prepare_training_batch(inputs)
-    T = batch["completion_ids"].size(1)
     ref = _teacher_reference_logits(trainer.teacher_model, batch)
-    torch.testing.assert_close(trainer._teacher_logits(trainer.teacher_model, batch, T), ref, atol=1e-5, rtol=1e-5)
+
+    def teacher():  # as the trainer's loss takes it
+        return teacher_logits(trainer.teacher_model, batch, trainer.args, trainer._forward_logits,
+                              trainer._teacher_weights)
+
+    torch.testing.assert_close(teacher(), ref, atol=1e-5, rtol=1e-5)
     trainer.args.teacher_dtype = "bfloat16"
-    low = trainer._teacher_logits(trainer.teacher_model, batch, T)
+    low = teacher()
     assert low.dtype == torch.float32 and low.shape == ref.shape
     m = batch["completion_mask"].bool()
     gap = (torch.log_softmax(low, -1) - torch.log_softmax(ref, -1))[m].abs()
@@ -399,7 +405,7 @@ def test_bf16_teacher_runs_its_body_under_autocast_and_the_student_does_not(tiny
 
 
 def test_teacher_dtype_rejects_unknown_names():
-    from sdft.trainer import SelfDistillationConfig
+    from sdft.sdft_config import SelfDistillationConfig
 
     for bad in ("fp8", "float32"):  # float32 is no autocast type: leave teacher_dtype unset for the training dtype
         with pytest.raises(ValueError, match="teacher_dtype"):

@@ -199,6 +199,17 @@ def test_qlora_quantizes_the_linear_weights_and_is_refused_without_an_adapter():
     assert "QLoRA" in P.format_plan(qlora)
 
 
+
+@pytest.mark.parametrize("generations", [1, 2])
+def test_the_plan_takes_the_trainers_micro_batches_per_step(generations):
+    """G rollouts per prompt: the trainer runs gradient_accumulation_steps x G micro-batches per step (sdft.sdft_config),
+    and so does the plan -- G times, not G squared."""
+    from sdft.config import build_config
+
+    cfg = build_config("smoke", "sdft", overrides={"num_generations": generations, "gradient_accumulation_steps": 3})
+    assert cfg.training.gradient_accumulation_steps == 3 * generations
+    assert P.inputs_from_config(cfg, device="cpu").gradient_accumulation_steps == 3 * generations
+
 # ------------------------------------------------------------------------------------------------ command line
 def test_the_command_line_plans_the_paper_preset_with_and_without_lora(capsys):
     assert P.main(["--method", "sdft", "--preset", "paper", "--gpus", "1", "--gpu-memory", "80"]) == 1

@@ -324,7 +324,7 @@ def test_temperature_only_loop_keeps_its_numbers():
 
 
 def test_config_rejects_bad_sampling_settings():
-    from sdft.trainer import SelfDistillationConfig
+    from sdft.sdft_config import SelfDistillationConfig
 
     for key, value in (("temperature", 0.0), ("temperature", -1.0), ("top_p", 0.0), ("top_p", 1.5),
                        ("top_k", -1)):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from sdft.config import build_config
+from sdft.ema import ema_update_
 from sdft.method import build_sdft_trainer
 from sdft.prompts import TEACHER_TEMPLATES, student_messages, teacher_messages
-from sdft.trainer import ema_update_
 
 PAPER_SENTENCES = (
     "This is an example for a response to the question:",
@@ -133,28 +133,38 @@ def test_cli_smoke_run_writes_the_run_directory(tmp_path):
 def test_vllm_importance_weights_rescale_the_loss(level, tiny_model_path, tmp_path):
     """Algorithm 1, line 17: the loss is reweighted by the truncated ratio pi_train / pi_sampler, token by token
     (TRL) or one weight per rollout, the mean of its truncated ratios over its loss tokens (the authors' code)."""
-    from sdft.losses import loss_mask_for, self_distillation_loss
+    from trl.trainer.utils import selective_log_softmax
 
-    cfg = _cfg(tiny_model_path, tmp_path, importance_sampling_cap=2.0, importance_sampling_level=level)
+    from sdft.losses import loss_mask_for, self_distillation_loss
+    from sdft.speedups import teacher_logits
+
+    cfg = _cfg(tiny_model_path, tmp_path, importance_sampling_cap=2.0, importance_sampling_level=level,
+               fused_lm_head=False)  # the student's logits whole: the loss of the logits below
     trainer = build_sdft_trainer(cfg, _records(2), tmp_path)
     trainer.model.train()
     batch = trainer._prepare_training_batch([{"prompt": r["prompt"], "privileged_context": r["demonstration"]}
                                              for r in _records(2)])
-    logits = trainer._compute_teacher_student_logits(trainer.model, trainer.teacher_model, batch)
-    plain = trainer._compute_self_distillation_loss(trainer.model, batch, logits)
-    from trl.trainer.utils import selective_log_softmax
+    ids = batch["completion_ids"]
+    student_logits = trainer._forward_logits(trainer.model, torch.cat([batch["prompt_ids"], ids], dim=1),
+                                             torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
+                                             ids.size(1))
+    teacher = teacher_logits(trainer.teacher_model, batch, trainer.args, trainer._forward_logits,
+                             trainer._teacher_weights)
 
-    train_logps = selective_log_softmax(logits.student_logits, logits.completion_ids).detach()
-    same = trainer._compute_self_distillation_loss(trainer.model, {**batch, "sampler_per_token_logps": train_logps}, logits)
+    def loss(sampler_logps=None):  # the trainer's loss of the batch, its rollouts sampled with these log-probs
+        extra = {} if sampler_logps is None else {"sampler_per_token_logps": sampler_logps}
+        return trainer._sdft_loss(trainer.model, {**batch, **extra})[0]
+
+    plain = loss()
+    train_logps = selective_log_softmax(student_logits, ids).detach()
+    same = loss(train_logps)
     torch.testing.assert_close(same, plain)  # sampler == trainer: weights are 1
     # the sampler gave every token 4x less probability mass: the ratio 4 is truncated at the cap 2
-    capped = trainer._compute_self_distillation_loss(
-        trainer.model, {**batch, "sampler_per_token_logps": train_logps - torch.log(torch.tensor(4.0))}, logits)
+    capped = loss(train_logps - torch.log(torch.tensor(4.0)))
     torch.testing.assert_close(capped, 2 * plain)
     # a token-dependent ratio: compare with the loss function given the weights explicitly
     shift = torch.linspace(-1.0, 0.5, train_logps.size(1)).expand_as(train_logps)
-    mixed = trainer._compute_self_distillation_loss(
-        trainer.model, {**batch, "sampler_per_token_logps": train_logps + shift}, logits)
+    mixed = loss(train_logps + shift)
     per_token = torch.exp(-shift).clamp(max=2.0)
     if level == "per_token":
         weights = per_token
@@ -166,7 +176,7 @@ def test_vllm_importance_weights_rescale_the_loss(level, tiny_model_path, tmp_pa
             rows.append([sum(kept) / len(kept) if kept else 1.0] * len(w_row))
         weights = torch.tensor(rows)
         assert not torch.allclose(weights, per_token)  # the two forms differ on this batch
-    expected = self_distillation_loss(logits.student_logits, logits.teacher_logits, logits.completion_ids,
+    expected = self_distillation_loss(student_logits, teacher, ids,
                                       batch["completion_mask"], divergence="forward", is_weights=weights,
                                       skip_first=cfg.num_loss_tokens_to_skip)
     torch.testing.assert_close(mixed, expected)
@@ -241,9 +251,9 @@ def test_a_bf16_ema_teacher_moves_as_far_as_the_exact_ema(monkeypatch):
     """bf16 student and teacher, 200 steps of small drift at alpha 0.02: the teacher's distance moved matches the
     float64 EMA of the same (bf16) student weights within 5%. Rounding each update to nearest bf16 -- a plain bf16
     lerp, as TRL and the authors' code do it -- loses most of the distance; the test checks that too, so it can fail."""
-    from sdft.trainer import stochastic_round_bf16
+    from sdft.ema import stochastic_round_bf16
 
-    monkeypatch.setattr("sdft.trainer.EMA_CHUNK", 4096)  # the 20,000 weights in 5 chunks, as large tensors go
+    monkeypatch.setattr("sdft.ema.EMA_CHUNK", 4096)  # the 20,000 weights in 5 chunks, as large tensors go
     g = torch.Generator().manual_seed(0)
     start = torch.randn(20_000, generator=g) * 0.05
     drift = 1e-5 * torch.sign(torch.randn(20_000, generator=g))  # per step, as an optimizer would move weights

@@ -249,7 +249,7 @@ def test_rao_blackwell_with_topk_is_unbiased_for_the_expected_summed_topk_kl(see
 
 # ---------------------------------------------------------------- the config and the trainer
 def test_config_refuses_what_topk_cannot_serve():
-    from sdft.trainer import SelfDistillationConfig
+    from sdft.sdft_config import SelfDistillationConfig
 
     def cfg(**kw):
         return SelfDistillationConfig(output_dir="/tmp/x", report_to=[], use_cpu=True, bf16=False, **kw)
@@ -262,6 +262,23 @@ def test_config_refuses_what_topk_cannot_serve():
             cfg(distillation_topk=20, **bad)
     with pytest.raises(ValueError, match="distillation_topk"):
         cfg(distillation_topk=-1)
+
+
+def _teacher_logits(trainer, batch):
+    """The teacher's logits (or their top-K reduction) as the trainer's loss takes them."""
+    from sdft.speedups import teacher_logits
+
+    return teacher_logits(trainer.teacher_model, batch, trainer.args, trainer._forward_logits, trainer._teacher_weights)
+
+
+def _record_teacher_logits(monkeypatch) -> list:
+    """Every teacher target the trainer's loss computes, in order."""
+    import sdft.trainer
+    from sdft.speedups import teacher_logits
+
+    seen = []
+    monkeypatch.setattr(sdft.trainer, "teacher_logits", lambda *a: seen.append(teacher_logits(*a)) or seen[-1])
+    return seen
 
 
 def _topk_trainer(tiny_model_path, tmp_path, **overrides):
@@ -280,7 +297,7 @@ def _topk_trainer(tiny_model_path, tmp_path, **overrides):
 
 @pytest.mark.parametrize("estimator", ["analytic", "rao_blackwell"])
 def test_trainer_topk_loss_is_the_same_through_every_switch_and_equals_the_loss_function(estimator, tiny_model_path,
-                                                                                          tmp_path):
+                                                                                          tmp_path, monkeypatch):
     """distillation_topk=4 through the trainer: TRL's hook path (whole logits, second pass for the log), the chunked
     lean path, the fused head (the teacher's top K made from its hidden states) and one rollout at a time, teacher
     under no_grad or inference mode, with padding and first-k masking, all give one loss and gradient, equal to
@@ -316,9 +333,7 @@ def test_trainer_topk_loss_is_the_same_through_every_switch_and_equals_the_loss_
                                   estimator=estimator, skip_first=1)
     assert not torch.allclose(full, ref_loss)  # K = 4 of V = 497 is another loss
 
-    seen = []
-    teacher_logits = trainer._teacher_logits
-    trainer._teacher_logits = lambda *a: seen.append(teacher_logits(*a)) or seen[-1]
+    seen = _record_teacher_logits(monkeypatch)
     for switches in (dict(loss_chunk_size=0, teacher_inference_mode=False, lean_logits=False, fused_lm_head=False),
                      dict(loss_chunk_size=3, teacher_inference_mode=True, lean_logits=True, fused_lm_head=False),
                      dict(loss_chunk_size=3, teacher_inference_mode=True, lean_logits=True, fused_lm_head=True,
@@ -351,13 +366,13 @@ def test_bf16_teacher_topk_equals_the_float32_reduction_up_to_rounding(tiny_mode
     for lean in (True, False):
         trainer.args.lean_logits = lean
         trainer.args.teacher_dtype = None
-        got = trainer._teacher_logits(trainer.teacher_model, batch, n)
+        got = _teacher_logits(trainer, batch)
         assert torch.equal(got.ids, ref.ids)
         torch.testing.assert_close(got.logprobs, ref.logprobs, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(got.tail_logprob, ref.tail_logprob, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(got.token_logprobs, ref.token_logprobs, atol=1e-5, rtol=1e-5)
         trainer.args.teacher_dtype = "bfloat16"
-        low = trainer._teacher_logits(trainer.teacher_model, batch, n)
+        low = _teacher_logits(trainer, batch)
         assert low.logprobs.dtype == torch.float32 and low.ids.shape == ref.ids.shape
         # rounded, and aligned (a shift by one position would be far off)
         m = batch["completion_mask"].bool()
@@ -365,7 +380,7 @@ def test_bf16_teacher_topk_equals_the_float32_reduction_up_to_rounding(tiny_mode
         assert 0 < gap.max() < 0.05
 
 
-def test_smoke_run_with_topk_trains(tiny_model_path, tmp_path):
+def test_smoke_run_with_topk_trains(tiny_model_path, tmp_path, monkeypatch):
     """The smoke preset with distillation_topk=4 for two optimizer steps through the repository's API: the teacher
     reaches the loss as its top-4 reduction, the logged losses are finite and the student's weights move."""
     import json
@@ -379,9 +394,7 @@ def test_smoke_run_with_topk_trains(tiny_model_path, tmp_path):
                                                        learning_rate=1e-2))
     assert cfg.distillation_topk == 4
     trainer = build_sdft_trainer(cfg, load_task("embedded_tool", "train", n=4), tmp_path)
-    seen = []
-    teacher_logits = trainer._teacher_logits
-    trainer._teacher_logits = lambda *a: seen.append(teacher_logits(*a)) or seen[-1]
+    seen = _record_teacher_logits(monkeypatch)
     before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
     trainer.train()
     assert seen and all(isinstance(x, TeacherTopK) and x.k == 4 for x in seen)

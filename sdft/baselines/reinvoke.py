@@ -38,7 +38,7 @@ from sdft.checkpoints import resume_point
 from sdft.config import derive_args
 from sdft.registry import Method, register_method
 from sdft.run_io import read_json_or_none, write_json_atomic
-from sdft.trainer import SelfDistillationConfig
+from sdft.sdft_config import SelfDistillationConfig
 
 STAGE1_DIR = "stage1_sft"
 STAGE2_DIR = "stage2_reinvoke"
