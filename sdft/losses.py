@@ -412,6 +412,23 @@ def _head(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     return logits if temperature == 1.0 else logits / temperature
 
 
+def head_token_log_probs(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         completion_ids: torch.Tensor, temperature: float = 1.0,
+                         chunk_size: int | None = None) -> torch.Tensor:
+    """``log softmax((hidden @ weight.T + bias) / temperature)`` at ``completion_ids``, ``[B, T]``, without a
+    graph and ``chunk_size`` positions at a time (the whole logits never exist): the sampled tokens' log-probabilities
+    at another temperature than the loss's, for the importance weights."""
+    B, T = completion_ids.shape
+    step = T if not chunk_size else max(1, int(chunk_size))
+    out = torch.empty(B, T, dtype=torch.float32, device=hidden.device)
+    with torch.no_grad():
+        for start in range(0, T, step):
+            sl = slice(start, start + step)
+            logp = _log_softmax(_head(hidden[:, sl], weight, bias, temperature))
+            out[:, sl] = logp.gather(-1, completion_ids[:, sl].unsqueeze(-1)).squeeze(-1)
+    return out
+
+
 def head_token_terms(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                      teacher_logits: torch.Tensor | TeacherTopK, completion_ids: torch.Tensor,
                      divergence: Any = "forward", chunk_size: int = 64, need_div: bool = True,

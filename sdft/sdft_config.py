@@ -158,6 +158,15 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
         default="analytic", metadata={"help": "gradient estimator (Appendix A.1): analytic (full vocabulary per "
                                               "token, the paper's), token (sampled token; reverse KL only), "
                                               "rao_blackwell (unbiased for the sequence-level reverse KL)"})
+    loss_temperature: float | None = field(
+        default=None,
+        metadata={"help": "the temperature at which the loss compares the student's and the teacher's next-token "
+                  "distributions (both logits divided by it). null (default): the sampling temperature, TRL's "
+                  "convention, under which `temperature` changes two things at once: which rollouts are sampled "
+                  "and how sharp the distillation target is. Set it to separate them: `temperature=0.7 "
+                  "loss_temperature=1.0` samples colder rollouts and distils the untempered distributions. The "
+                  "importance weights always compare the student and the sampler at the sampling temperature "
+                  "(the distribution the rollouts came from)."})
     vllm_importance_sampling: bool = field(
         default=True,
         metadata={"help": "reweight by truncated pi_train / pi_sampler when the rollouts come from another copy of "
@@ -245,6 +254,9 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
             raise ValueError(f"num_generations must be >= 1, got {self.num_generations}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.loss_temperature is not None and not self.loss_temperature > 0:
+            raise ValueError(f"loss_temperature must be > 0 (or null: the sampling temperature), "
+                             f"got {self.loss_temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must lie in (0, 1] (1: off), got {self.top_p}")
         if not isinstance(self.top_k, int) or self.top_k < 0:
@@ -260,6 +272,11 @@ class SelfDistillationConfig(SpeedSwitches, SDFTConfig):
         self.prompt_accumulation_steps = self.gradient_accumulation_steps
         self.gradient_accumulation_steps *= self.num_generations
         super().__post_init__()  # SpeedSwitches' checks, then TRL's
+
+    @property
+    def distillation_temperature(self) -> float:
+        """The temperature of the loss's distributions: ``loss_temperature``, or the sampling ``temperature``."""
+        return self.temperature if self.loss_temperature is None else self.loss_temperature
 
     def to_dict(self):
         """TRL's, with the gradient accumulation you wrote (the trainer's is that times num_generations: the comment

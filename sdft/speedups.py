@@ -162,8 +162,8 @@ def teacher_logits(teacher_model, inputs: dict, args, forward_logits: Callable,
     bookkeeping (``teacher_inference_mode``), optionally with its body under low-precision autocast
     (``teacher_dtype``), its output head in float32.
 
-    ``args``: the trainer's ``SelfDistillationConfig``; ``forward_logits``: the trainer's forward to logits
-    (``_forward_logits``); ``weights``: the context that selects the teacher's weights for its forward.
+    ``args``: the trainer's ``SelfDistillationConfig`` (the logits are divided by its ``distillation_temperature``);
+    ``forward_logits``: the trainer's forward to logits at that temperature (``_loss_logits``); ``weights``: the context that selects the teacher's weights for its forward.
 
     With ``distillation_topk = K > 0``: only their top-K reduction (``sdft.losses.TeacherTopK``, ``[B, T, K]``
     values and indices, the tail's log-mass, the sampled tokens' log-probabilities). With ``lean_logits`` and a
@@ -180,7 +180,7 @@ def teacher_logits(teacher_model, inputs: dict, args, forward_logits: Callable,
         if args.teacher_dtype is not None:
             hidden = hidden.float()  # the head in float32, as for the full logits below
         # outside inference mode: the reduction is made of ordinary tensors, which autograd may save
-        return head_top_k(hidden, head.weight, head.bias, k, ids, chunk, args.temperature)
+        return head_top_k(hidden, head.weight, head.bias, k, ids, chunk, args.distillation_temperature)
     logits = _teacher_full_logits(teacher_model, inputs, args, forward_logits, weights, head)
     return logits if k == 0 else teacher_top_k(logits, k, ids, chunk)
 
@@ -197,7 +197,8 @@ def _teacher_full_logits(teacher_model, inputs, args, forward_logits, weights, h
         with _autocast(args, ids):  # the body
             hidden = _body_hidden(teacher_model, ids, mask, logits_to_keep)
         logits = torch.nn.functional.linear(hidden.float(), head.weight, head.bias)  # the head in float32
-    return logits if args.temperature == 1.0 else logits / args.temperature
+    t = args.distillation_temperature
+    return logits if t == 1.0 else logits / t
 
 
 def _no_graph(args):

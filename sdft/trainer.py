@@ -50,7 +50,7 @@ from sdft.adapters import add_teacher_adapter
 from sdft.checkpoints import CompleteCheckpoints
 from sdft.ema import FusedEMATeacherCallback
 from sdft.health import format_rate, head_entropy, rollout_health, token_entropy, token_health
-from sdft.losses import (head_token_terms, loss_from_terms, loss_mask_for, per_token_divergence,
+from sdft.losses import (head_token_log_probs, head_token_terms, loss_from_terms, loss_mask_for, per_token_divergence,
                          sequence_importance_weights, token_terms, truncated_importance_weights)
 from sdft.sampling import truncates
 from sdft.sequences import pad_sequences
@@ -212,30 +212,37 @@ class SelfDistillationTrainer(CompleteCheckpoints, SDFTTrainer):
         """
         args, ids, completion_mask = self.args, inputs["completion_ids"], inputs["completion_mask"]
         # 1. the teacher's logits of the completion positions: constants (with distillation_topk, their top K)
-        teacher = teacher_logits(self.teacher_model, inputs, args, self._forward_logits, self._teacher_weights)
+        teacher = teacher_logits(self.teacher_model, inputs, args, self._loss_logits, self._teacher_weights)
         # 2. the student: its logits, or (fused head) its hidden states and output head, the logits made in the loss
         fused = self._fused_head_usable(model)
         if fused:
             student = student_head(model, inputs)
         else:
-            student = self._forward_logits(model, torch.cat([inputs["prompt_ids"], ids], dim=1),
-                                           torch.cat([inputs["prompt_mask"], completion_mask], dim=1), ids.size(1))
-        # 3. the per-token terms (D_t, log pi_theta(y_t), log pi(y_t)). With lean_logits (which the fused head
-        # requires) D_t is computed here whatever the estimator, and logged; without it, a second pass below.
+            student = self._loss_logits(model, torch.cat([inputs["prompt_ids"], ids], dim=1),
+                                        torch.cat([inputs["prompt_mask"], completion_mask], dim=1), ids.size(1))
+        # 3. the per-token terms (D_t, log pi_theta(y_t), log pi(y_t)), at the loss's temperature. With lean_logits
+        # (which the fused head requires) D_t is computed here whatever the estimator, and logged; without it, a
+        # second pass below.
         need_div = args.estimator != "token" or args.lean_logits
+        loss_t, sample_t = args.distillation_temperature, self.temperature
+        reweighted = self._reweighted(inputs)
         if fused:
             div, s_tok, t_tok = head_token_terms(
                 student.hidden, student.head.weight, student.head.bias, teacher, ids, args.distillation_alpha,
-                chunk_size=args.loss_chunk_size, need_div=need_div, temperature=self.temperature,
-                topk=args.distillation_topk)
+                chunk_size=args.loss_chunk_size, need_div=need_div, temperature=loss_t, topk=args.distillation_topk)
             sampled_logps = s_tok
+            if reweighted and loss_t != sample_t:
+                sampled_logps = head_token_log_probs(student.hidden.detach(), student.head.weight.detach(),
+                                                     student.head.bias, ids, sample_t, args.loss_chunk_size)
         else:
             div, s_tok, t_tok = token_terms(student, teacher, ids, args.distillation_alpha,
                                             args.loss_chunk_size or None, need_div, args.distillation_topk)
             # TRL's log-probabilities of the sampled tokens, the function of its old_per_token_logps (so that an
-            # unchanged policy has a ratio of exactly 1); computed only when a ratio is taken
-            sampled_logps = selective_log_softmax(student, ids) if self._reweighted(inputs) else None
-        # 4. the importance weights: truncated pi_train / pi_sampler (and pi_train / pi_old), [B, T]
+            # unchanged policy has a ratio of exactly 1), at the sampling temperature; only when a ratio is taken
+            sampled = student if loss_t == sample_t else student.detach() * (loss_t / sample_t)
+            sampled_logps = selective_log_softmax(sampled, ids) if reweighted else None
+        # 4. the importance weights: truncated pi_train / pi_sampler (and pi_train / pi_old), [B, T], both at the
+        # sampling temperature
         is_weights = None if sampled_logps is None else self._importance_weights(inputs, sampled_logps.detach())
         # 5. the estimator's surrogate: each token's divergence, clipped (token_kl_clip), weighted, averaged over
         # the loss tokens of each rollout, then over rollouts
@@ -257,6 +264,15 @@ class SelfDistillationTrainer(CompleteCheckpoints, SDFTTrainer):
         if not self.args.lean_logits:
             return super()._forward_logits(model, input_ids, attention_mask, logits_to_keep)
         return lean_logits(model, input_ids, attention_mask, logits_to_keep, self.temperature, self.model_kwarg_keys)
+
+    def _loss_logits(self, model, input_ids, attention_mask, logits_to_keep):
+        """``_forward_logits`` at the loss's temperature (``loss_temperature``) instead of the sampling one."""
+        loss_t = self.args.distillation_temperature
+        if loss_t == self.temperature:
+            return self._forward_logits(model, input_ids, attention_mask, logits_to_keep)
+        if self.args.lean_logits:
+            return lean_logits(model, input_ids, attention_mask, logits_to_keep, loss_t, self.model_kwarg_keys)
+        return super()._forward_logits(model, input_ids, attention_mask, logits_to_keep) * (self.temperature / loss_t)
 
     def _fused_head_usable(self, model) -> bool:
         """Whether the loss gets the student's hidden states and output head (``fused_lm_head``) for ``model``."""
@@ -460,8 +476,8 @@ class SelfDistillationTrainer(CompleteCheckpoints, SDFTTrainer):
         mode = "train" if self.model.training else "eval"
         chunk = self.args.loss_chunk_size or None
         if isinstance(student, StudentHead):
-            s_ent = head_entropy(student.hidden.detach(), student.head.weight, student.head.bias, self.temperature,
-                                 chunk)
+            s_ent = head_entropy(student.hidden.detach(), student.head.weight, student.head.bias,
+                                 self.args.distillation_temperature, chunk)
         else:
             s_ent = token_entropy(student.detach(), chunk)
         t_ent = token_entropy(teacher_logits, chunk) if torch.is_tensor(teacher_logits) else None

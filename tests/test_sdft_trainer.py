@@ -276,3 +276,42 @@ def test_a_bf16_ema_teacher_moves_as_far_as_the_exact_ema(monkeypatch):
     r = stochastic_round_bf16(x, torch.Generator().manual_seed(2)).double()
     assert set(r.unique().tolist()) == {1.0, 1.0 + 2 ** -7}
     assert abs(r.mean().item() - (1.0 + 2 ** -10)) < 3e-5  # unbiased: an eighth of the draws round up (5 sigma)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_loss_temperature_separates_the_target_from_the_sampler(fused, tiny_model_path, tmp_path):
+    """``loss_temperature``: the loss compares the student's and the teacher's distributions at that temperature,
+    while the importance weights compare the student with the sampler at the sampling temperature. Checked against
+    logits taken straight from the two models' forwards."""
+    from trl.trainer.utils import selective_log_softmax
+
+    from sdft.losses import self_distillation_loss
+
+    sample_t, loss_t = 0.7, 1.3
+    cfg = _cfg(tiny_model_path, tmp_path, temperature=sample_t, loss_temperature=loss_t, fused_lm_head=fused,
+               importance_sampling_cap=2.0, importance_sampling_level="per_token")
+    trainer = build_sdft_trainer(cfg, _records(2), tmp_path)
+    assert (trainer.temperature, trainer.args.distillation_temperature) == (sample_t, loss_t)
+    trainer.model.train()
+    batch = trainer._prepare_training_batch([{"prompt": r["prompt"], "privileged_context": r["demonstration"]}
+                                             for r in _records(2)])
+    ids, mask = batch["completion_ids"], batch["completion_mask"]
+    T = ids.size(1)
+    with torch.no_grad():  # raw logits of the completion positions, no temperature
+        raw_s = trainer.model(input_ids=torch.cat([batch["prompt_ids"], ids], dim=1),
+                              attention_mask=torch.cat([batch["prompt_mask"], mask], dim=1)).logits[:, -T - 1:-1]
+        with trainer._teacher_weights():
+            raw_t = trainer.teacher_model(input_ids=batch["teacher_input_ids"],
+                                          attention_mask=batch["teacher_attention_mask"]).logits[:, -T - 1:-1]
+    # the sampler gave each token exp(shift) times the student's probability at the sampling temperature
+    logps_at_sampling = selective_log_softmax(raw_s / sample_t, ids)
+    shift = torch.linspace(-1.0, 0.5, T).expand_as(logps_at_sampling)
+    got = trainer._sdft_loss(trainer.model, {**batch, "sampler_per_token_logps": logps_at_sampling + shift})[0]
+
+    def expected(t):
+        return self_distillation_loss(raw_s / t, raw_t / t, ids, mask, divergence="forward",
+                                      is_weights=torch.exp(-shift).clamp(max=2.0),
+                                      skip_first=cfg.num_loss_tokens_to_skip)
+
+    torch.testing.assert_close(got, expected(loss_t), rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(expected(loss_t), expected(sample_t), rtol=1e-3)  # the key changes the loss
