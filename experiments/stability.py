@@ -45,6 +45,10 @@ SETTINGS: dict[str, dict] = {
     # temperature too, so the target is sharper as well)
     "frozen_t07": {"teacher_model_kind": "base", "temperature": 0.7},
     "frozen_t05": {"teacher_model_kind": "base", "temperature": 0.5},
+    # temperature's two effects apart (loss_temperature): colder rollouts with the untempered target, and the
+    # sharper target on rollouts at temperature 1
+    "frozen_t07_loss1": {"teacher_model_kind": "base", "temperature": 0.7, "loss_temperature": 1.0},
+    "frozen_t1_loss07": {"teacher_model_kind": "base", "temperature": 1.0, "loss_temperature": 0.7},
     "ema05_t07": {"teacher_model_kind": "ema", "teacher_update_rate": 0.05, "temperature": 0.7},
     # the current student as its own teacher: Appendix A.3's unstable one (a collapse control)
     "live": {"teacher_model_kind": "live", "temperature": 1.0},
