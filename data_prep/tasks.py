@@ -1,4 +1,5 @@
-"""The tasks of this repository, registered in one place (``data_prep.registry``), and ``load_task``.
+"""The tasks of this repository, listed in one place (``BUILTIN_TASKS``; the task registry, ``data_prep.registry``,
+knows them by name).
 
 Embedded tasks (generated in code; what ``smoke`` and ``mini`` train on) stand in for the paper's tasks, which
 load from their real sources (the hub or a local mirror: ``data_prep.real_tasks``).
@@ -6,18 +7,15 @@ load from their real sources (the hub or a local mirror: ``data_prep.real_tasks`
 
 from __future__ import annotations
 
-import inspect
 import random
 from typing import Callable
 
 from data_prep import embedded
+from data_prep.fact_judge import FactJudge
 from data_prep.real_tasks import load_real_task
-from data_prep.registry import TASKS, Task, get_task, register_task
-from data_prep.schema import EmptySplitError, SplitReport, validate_records
-from eval.fact_judge import FactJudge
-from eval.scorers import has_answer_letter, has_tool_call_format, score_letter, score_short_answer, score_tool_call
-
-SPLITS = ("train", "val", "test")
+from data_prep.schema import SplitReport
+from data_prep.scorers import has_answer_letter, has_tool_call_format, score_letter, score_short_answer, score_tool_call
+from data_prep.task import Task
 
 
 def _embedded_split(generate: Callable[[int, int, str], list[dict]], sizes: dict[str, int]):
@@ -98,7 +96,7 @@ def _science_answer(record: dict) -> str:
 # and evaluation get twice the mini budget, so that a model that keeps reasoning is not cut short (table2.py).
 _SCIENCE_ANSWER_ONLY = {"mini": {"methods": {"sdft": {"max_completion_length": 128}}}}
 
-for _task in (
+BUILTIN_TASKS = (
     # --- the paper's tasks ------------------------------------------------------------------------------
     Task("science", load_real_task("science"), score=score_letter, format_check=has_answer_letter,
          metric="answer_letter_exact", title="Science Q&A", split_rule=_FIXED),
@@ -129,53 +127,9 @@ for _task in (
          title="Embedded science MCQ, answer-only demonstrations",
          paper_task="medical_answer_only", split_rule=_GENERATED + " (embedded_science's, demonstrations cut to "
          "the answer tag)", preset_values=_SCIENCE_ANSWER_ONLY),
-    # the knowledge judge's labels offline (eval.fact_judge); --judge-model names an LLM judge instead
+    # the knowledge judge's labels offline (data_prep.fact_judge); --judge-model names an LLM judge instead
     Task("embedded_knowledge", _knowledge_split, judge="knowledge", metric="judge_strict_accuracy",
          local_judge=FactJudge, title="Embedded fictional-world knowledge", paper_task="knowledge",
          split_rule="one generated world of 16 towns per seed; held-out questions (new fact pairs, other words, "
                     "two hops) for val and test; 96 / 24 / 168 records", preset_values=_KNOWLEDGE_EMBEDDED),
-):
-    register_task(_task)
-
-
-def _takes(load: Callable, name: str) -> bool:
-    """Whether a loader accepts the keyword ``name`` (or any keyword)."""
-    try:
-        params = inspect.signature(load).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-
-
-def load_task(name: str, split: str = "train", seed: int = 0, n: int | None = None, data_dir=None, *,
-              skip_invalid: bool = False, report: SplitReport | None = None, **kwargs) -> list[dict]:
-    """Records of one split of a task, validated against the schema.
-
-    ``skip_invalid`` skips malformed raw records (and records failing the schema) instead of raising; ``report``, a
-    :class:`~data_prep.schema.SplitReport`, is filled with the files read and the counts of what was skipped,
-    de-duplicated and left out (what ``sdft.train`` writes to ``splits.json``). A split without records (unless
-    ``n=0``) raises EmptySplitError naming the files.
-    """
-    task = get_task(name)
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    report = report if report is not None else SplitReport()
-    report.task, report.split = name, split
-    if _takes(task.load, "skip_invalid"):
-        kwargs["skip_invalid"] = skip_invalid
-    elif skip_invalid:
-        raise ValueError(f"task {name!r}: its loader {task.load.__name__} takes no skip_invalid")
-    if _takes(task.load, "report"):
-        kwargs["report"] = report
-    records = task.load(split, seed=seed, n=n, data_dir=data_dir, **kwargs)
-    records, invalid = validate_records(records, source=f"task {name}/{split}", skip_invalid=skip_invalid)
-    report.skipped.extend(invalid.skipped)
-    report.records = len(records)
-    if not records and n != 0:
-        read = ", ".join(report.sources) or "the task's loader"
-        raise EmptySplitError(f"task {name!r}, split {split!r}: no records (read from {read}); the source is too "
-                              "small or its records were all skipped, de-duplicated or left out")
-    return records
-
-
-__all__ = ["SPLITS", "TASKS", "Task", "get_task", "load_task", "register_task"]
+)

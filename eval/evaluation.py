@@ -16,7 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sdft.run_io import read_yaml
+from data_prep.registry import get_task, load_task
+from eval.judge import judge_for
+from sdft.plugins import PluginError, as_list, import_plugins, merge
+from sdft.run_io import InvalidJSONFile, read_json, read_yaml, write_text_atomic
 
 PRESET_EVAL: dict[str, dict[str, Any]] = {
     # prior_batch_size: lm-eval's batch for the prior suite (32: the embedded suite's generation tasks run ~2x
@@ -76,7 +79,7 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
     this model) on the task prompts. ``prior_suite``: ``paper`` | ``embedded`` | ``none``, restricted to
     ``prior_benchmarks``. Judge-scored tasks use ``judge`` (an object like ``eval.judge.LLMJudge``), else an LLMJudge
     of ``judge_model`` when one is named, else the task's ``local_judge`` if it has one (``embedded_knowledge``:
-    ``eval.fact_judge.FactJudge``, offline), else an LLMJudge of the default model. ``skip_task``: only the prior
+    ``data_prep.fact_judge.FactJudge``, offline), else an LLMJudge of the default model. ``skip_task``: only the prior
     suite. ``include``: plugins (``sdft.plugins``: module names, ``.py`` files, directories) imported before the
     task is looked up, with those a run directory recorded (its ``include``) and those of ``$SDFT_INCLUDE``.
 
@@ -158,13 +161,9 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
     result.update({"model": model_label, "model_path": path, "run_config": run_cfg or None, "preset": preset})
     t0 = time.time()
     if not skip_task:
-        from data_prep.tasks import load_task
-        from eval.scorers import needs_judge
         from eval.task_eval import evaluate_task, write_predictions
 
-        if judge is None and needs_judge(task):  # the task's local judge, unless a judge model is named
-            from eval.judge import judge_for
-
+        if judge is None and get_task(task).judge is not None:  # the task's local judge, unless a model is named
             judge = judge_for(task, judge_model, timeout=judge_timeout, deadline=judge_deadline)
         records = load_task(task, split, seed=seed, n=n, data_dir=data_dir)
         ev = evaluate_task(model, tokenizer, records, task, variant=variant, template=template,
@@ -207,9 +206,6 @@ def evaluate(model, task: str | None = None, *, tokenizer=None, split: str = "te
 def _import_plugins_and_check(task: str | None, include: list[str] | None, recorded: Any) -> None:
     """Import the plugins given and those the run recorded; an unknown task is an :class:`EvaluationError` naming
     it (and ``--include``), before any model is loaded."""
-    from data_prep.registry import get_task
-    from sdft.plugins import PluginError, as_list, import_plugins, merge
-
     try:
         import_plugins(merge(as_list(include), as_list(recorded, "the run's config.yaml: include")))
         if task is not None:
@@ -220,8 +216,6 @@ def _import_plugins_and_check(task: str | None, include: list[str] | None, recor
 
 def _read_existing(eval_path: Path) -> dict[str, Any]:
     """The eval.json that new evaluations are merged into; :class:`EvaluationError` naming it when unreadable."""
-    from eval.files import InvalidJSONFile, read_json
-
     try:
         return read_json(eval_path)
     except InvalidJSONFile as err:
@@ -230,8 +224,6 @@ def _read_existing(eval_path: Path) -> dict[str, Any]:
 
 def write_eval_json(path: str | Path, result: dict) -> None:
     """Write ``result`` to ``path`` atomically (a reader never sees a truncated file)."""
-    from eval.files import write_text_atomic
-
     write_text_atomic(path, json.dumps(result, indent=2, default=str))
 
 

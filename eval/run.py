@@ -27,6 +27,9 @@ from typing import Any
 
 from eval.evaluation import PRESET_EVAL, EvaluationError, default_output_dir, evaluate
 from eval.judge import DEFAULT_JUDGE_DEADLINE_S, DEFAULT_JUDGE_TIMEOUT_S
+from eval.prior import PriorSuiteError
+from sdft.errors import reported_as_one_line
+from sdft.llm import DeadlineExceeded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,16 +102,11 @@ def options_from_argv(argv: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sdft.errors import reported_as_one_line
-
     with reported_as_one_line(argv):  # error: <file or endpoint>: <what> (sdft.errors)
         return _main(argv)
 
 
 def _main(argv: list[str] | None) -> int:
-    from eval.prior import PriorSuiteError
-    from sdft.llm import DeadlineExceeded
-
     args = build_parser().parse_args(argv)
     try:
         kwargs = evaluate_kwargs(args)

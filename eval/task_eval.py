@@ -6,13 +6,13 @@ import json
 from typing import Any, Sequence
 
 from data_prep.registry import get_task
-from eval.files import write_text_atomic
 from eval.generation import Generations, generate
+from eval.judge import judge_for
 from eval.passk import pass_at_k_curve
 from eval.rag import rag_messages
-from eval.scorers import get_scorer, needs_judge
 from sdft.health import answer_collapse
 from sdft.prompts import student_messages, teacher_messages
+from sdft.run_io import write_text_atomic
 
 
 def build_conversations(records: Sequence[dict], variant: str = "student", template: str = "paper") -> list:
@@ -28,12 +28,10 @@ def build_conversations(records: Sequence[dict], variant: str = "student", templ
 
 def _score_responses(records, responses: list[str], task: str, judge) -> tuple[list[float], list[dict]]:
     """Per-response score in {0, 1} and extra per-response fields (judge verdicts)."""
-    if not needs_judge(task):
-        scorer = get_scorer(task)
+    scorer = get_task(task).score
+    if scorer is not None:
         return [scorer(resp, r["reference"]) for resp, r in zip(responses, records)], [{} for _ in responses]
     if judge is None:
-        from eval.judge import judge_for
-
         judge = judge_for(task)
     res = judge.judge_records(records, responses, task=task)
     scores = [1.0 if v == "CORRECT" else 0.0 for v in res.verdicts]
@@ -96,8 +94,6 @@ def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, varia
     spec = get_task(task)
     judged = spec.judge is not None
     if judge is None and judged:  # chosen once, so its settings are recorded and pass@k reuses it
-        from eval.judge import judge_for
-
         judge = judge_for(task)
     scores, extras = _score_responses(records, responses, task, judge)
     n = len(records)

@@ -44,6 +44,7 @@ import pandas as pd
 from experiments import grid as G
 from experiments import reporting as R
 from experiments import section
+from sdft.run_io import read_metrics, read_yaml, write_text_atomic
 
 EXPERIMENT = "estimators"
 METHODS = ["sdft"]
@@ -145,8 +146,6 @@ def execute(spec: G.RunSpec) -> None:
 # ------------------------------------------------------------------------------------------------ results
 def collect(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per run: row, accuracy, gradient-norm and divergence statistics; one row per run and step)."""
-    from sdft.run_io import read_metrics, read_yaml
-
     runs = R.collect_runs(results_dir)
     if runs.empty:
         raise SystemExit(f"no eval.json under {results_dir}: nothing to aggregate")
@@ -223,7 +222,6 @@ def to_markdown(table: pd.DataFrame, per_run: pd.DataFrame) -> str:
 def aggregate(results_dir: str | Path) -> pd.DataFrame:
     """estimators.md / .csv, estimators_runs.csv, estimators_gradnorm.csv and estimators.png / .pdf."""
     from figures.estimators import plot_estimators
-    from sdft.run_io import write_text_atomic
 
     results_dir = Path(results_dir)
     per_run, steps = collect(results_dir)
@@ -233,7 +231,7 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
     csv = table.rename(columns={f"{m}_ci": f"{m}_ci95" for m, _ in METRICS})
     csv.to_csv(results_dir / "estimators.csv", index=False)
     write_text_atomic(results_dir / "estimators.md", to_markdown(table, per_run))
-    plot_estimators(results_dir)
+    plot_estimators(results_dir, rows=list(ROWS), row_titles=ROW_TITLES)
     return table
 
 

@@ -16,7 +16,13 @@ import os
 import shutil
 from pathlib import Path
 
+from eval import evaluate
+from eval.evaluation import _read_existing, flatten_scores, write_eval_json
+from eval.prior import suite_fingerprint
+from eval.run import options_from_argv
 from experiments.grid import RunSpec, trains
+from sdft.registry import get_method
+from sdft.run_io import read_json
 
 
 def prior_suite_for(preset: str) -> str:
@@ -43,10 +49,6 @@ def evaluate_run(spec: RunSpec, cfg, model: str, with_validation: bool = False,
     checkpoint with the best validation score; the final model's test split goes to ``<run_dir>/final/eval.json``
     and both are summed up in ``eval.json``'s ``checkpoint`` block.
     """
-    from eval import evaluate
-    from eval.run import options_from_argv
-    from sdft.registry import get_method
-
     run_dir = Path(spec.run_dir)
     selection = reported_checkpoint(run_dir, model) if trains(spec.method) else None
     if selection is not None:
@@ -70,8 +72,6 @@ def evaluate_run(spec: RunSpec, cfg, model: str, with_validation: bool = False,
                            "prior_suite": "none", **extra})
     cache = None
     if prior and not trains(spec.method):  # an untrained model's prior suite does not depend on the task
-        from eval.prior import suite_fingerprint
-
         # the suite's items are part of the key: a cache made on other items is never merged into new results
         key = hashlib.sha256(json.dumps([model, suite, suite_fingerprint(suite), spec.preset, spec.seed,
                                          extra_args or []]).encode()).hexdigest()[:16]
@@ -114,15 +114,11 @@ def reported_checkpoint(run_dir: Path, final_model: str) -> dict | None:
 def _write_checkpoint_block(run_dir: Path, selection: dict) -> None:
     """Add the protocol's facts to ``<run_dir>/eval.json``: chosen and final step, their validation scores, and the
     final model's test scores (``experiments.reporting`` reads ``selection.json`` where a run lacks them)."""
-    from eval.evaluation import _read_existing, write_eval_json
-
     path = run_dir / "eval.json"
     result = _read_existing(path)
     final_eval = run_dir / FINAL_DIR / "eval.json"
     final_scores = None
     if selection["final_model"] is not None:
-        from eval.files import read_json
-
         final_scores = {v: {"scores": e["scores"], "answers": e.get("answers")}
                         for v, e in read_json(final_eval).get("evaluations", {}).items()}
     result["checkpoint"] = {
@@ -135,8 +131,6 @@ def _write_checkpoint_block(run_dir: Path, selection: dict) -> None:
 
 
 def _merge_prior(eval_path: Path, result: dict, cached: dict, suite: str) -> None:
-    from eval.evaluation import flatten_scores, write_eval_json
-
     result.setdefault("prior", {})[suite] = {**cached["prior"][suite], "reused_from_cache": True}
     result["scores"] = flatten_scores(result)
     write_eval_json(eval_path, result)

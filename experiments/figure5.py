@@ -39,10 +39,12 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from eval.stats import mean_ci
 from experiments import grid as G
 from experiments import reporting as R
 from experiments import reproductions as RP
 from experiments import section
+from sdft.run_io import read_json
 
 EXPERIMENT = "figure5"
 METHODS = ["base", "sft", "sdft"]
@@ -166,8 +168,6 @@ def passk_score(evaluation: dict | None) -> dict | None:
 
 def collect(results_dir: str | Path) -> pd.DataFrame:
     """Every run of the results tree (:func:`experiments.reporting.collect_runs`) with its pass@k score (or None)."""
-    from eval.files import read_json
-
     runs = R.collect_runs(results_dir)
     if runs.empty:
         raise SystemExit(f"no eval.json under {results_dir}: nothing to aggregate")
@@ -186,8 +186,6 @@ def scale_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per model: SFT and SDFT accuracy (mean and 95% half-width over seeds, best sweep point per seed) and the
     SDFT − SFT difference, paired by seed (mean and half-width of the per-seed differences, over the seeds both
     methods ran), with the paper's difference where it printed one. One row per model that has SFT or SDFT runs."""
-    from eval.stats import mean_ci
-
     def stats(values: list[float]) -> tuple[float, float]:
         if not values:
             return float("nan"), float("nan")
@@ -216,8 +214,6 @@ def passk_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per method and k: pass@k (percent) averaged over the seeds of the runs that sampled (one model), with the
     95% half-width, the number of seeds, test questions and samples per question. Read from eval.json (computed
     there by :func:`eval.passk.pass_at_k_curve` from each question's count of correct samples)."""
-    from eval.stats import mean_ci
-
     sampled = runs[runs["passk"].notna()]
     models = sorted(set(sampled["model"].dropna()))
     if len(models) > 1:

@@ -18,6 +18,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sdft.config import build_config, config_keys, load_recipe
+from sdft.interrupts import RunInterrupted, catch_stop_signals
+from sdft.plugins import as_list, import_plugins
+from sdft.registry import get_method
+from sdft.run_io import InvalidJSONFile, read_json
+from sdft.validation import SourceError, SourceProblem, is_source_key, value_problem
 
 
 @dataclass
@@ -44,8 +49,6 @@ class RunSpec:
     def import_plugins(self) -> list[str]:
         """Import the plugins the grid's overrides name (``include``, ``sdft.plugins``): before this spec's task or
         method is looked up in a process of its own (``experiments.run_one``)."""
-        from sdft.plugins import as_list, import_plugins
-
         return import_plugins(as_list(self.overrides.get("include"), f"grid {self.experiment}: include"))
 
     def config(self):
@@ -95,8 +98,6 @@ def validate_grid(specs: list[RunSpec]) -> None:
     """Check a grid before any of its runs trains: build the config of one run per (preset, task, method, recipe,
     overrides) -- which validates its data sources (``sdft.validation``) -- and check every sweep value of a source
     key (``reinvoke_prompts``, ``data_dir``, ...). Raises ``ValueError`` naming the key, the value and the file."""
-    from sdft.validation import SourceError, SourceProblem, is_source_key, value_problem
-
     built: set[str] = set()
     problems: list[SourceProblem] = []
     for spec in specs:
@@ -116,8 +117,6 @@ def validate_grid(specs: list[RunSpec]) -> None:
 
 def trains(method: str) -> bool:
     """Whether a method trains (``base``, the untrained model, is evaluated only)."""
-    from sdft.registry import get_method
-
     return get_method(method).train is not None
 
 
@@ -162,8 +161,6 @@ def grid_summary(specs: list[RunSpec]) -> str:
 def is_done(spec: RunSpec) -> bool:
     """Whether the run's ``eval.json`` exists and is valid JSON. An eval.json (or ``val/eval.json``) that is not is
     reported and moved aside to ``<name>.invalid``, so that the run is evaluated again."""
-    from eval.files import InvalidJSONFile, read_json
-
     run_dir = Path(spec.run_dir)
     if not (run_dir / "eval.json").exists():
         return False
@@ -229,8 +226,6 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
         else:
             todo.append(i)
 
-    from sdft.interrupts import catch_stop_signals
-
     children: dict[int, subprocess.Popen] = {}
 
     def launch(i: int) -> tuple[int, int | None, float]:
@@ -275,8 +270,6 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
                 if code not in (0, 128 + signal.SIGTERM, 128 + signal.SIGINT):
                     failed.append(f"{specs[i].label} ({run_log(specs[i])})")
     if stop.requested or interrupted:
-        from sdft.interrupts import RunInterrupted
-
         print(f"[grid] interrupted by {stop.signal_name or 'a signal'}: {len(interrupted)} run(s) checkpointed, "
               "the runs not started are left; rerun the same command to go on", flush=True)
         raise RunInterrupted(stop.signum or signal.SIGTERM, None, grid_path)

@@ -41,10 +41,15 @@ from typing import Any
 
 import pandas as pd
 
+from eval import evaluate
+from eval.run import options_from_argv
+from eval.stats import proportion_ci
 from experiments import grid as G
 from experiments import reporting as R
 from experiments import reproductions as RP
 from experiments import section
+from sdft.config import build_config
+from sdft.run_io import read_json, read_yaml, write_json_atomic, write_text_atomic
 
 EXPERIMENT = "icl_check"
 METHODS = ["base", "sft"]
@@ -74,8 +79,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def reused_runs(dirs: list[str], tasks: set[str]) -> dict[str, Path]:
     """``{task: run_dir}`` of the ``--sft-run`` directories; ``SystemExit`` naming the directory or file at fault."""
-    from sdft.run_io import read_yaml
-
     out: dict[str, Path] = {}
     for d in dirs:
         run = Path(d).resolve()
@@ -119,8 +122,6 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
 
 
 def _preset_template(preset: str) -> str:
-    from sdft.config import build_config
-
     return build_config(preset, "sdft").teacher_template
 
 
@@ -136,9 +137,6 @@ def execute(spec: G.RunSpec) -> None:
     """``base``: the teacher evaluation (with its KL to the base) into ``<run>/teacher/``, then the student's into
     ``<run>/eval.json``. ``sft``: train (or take ``spec.model_from``'s model), then evaluate with the KL to the base
     into ``<run>/eval.json`` (written last: it marks the run done)."""
-    from eval import evaluate
-    from eval.run import options_from_argv
-    from sdft.run_io import read_yaml, write_json_atomic
     from sdft.train import run_training
 
     cfg = spec.config()
@@ -173,9 +171,6 @@ def execute(spec: G.RunSpec) -> None:
 def evaluation_row(eval_json: Path, variant: str) -> dict[str, Any]:
     """Accuracy (the headline score of ``variant``), its Wilson 95% interval and, when evaluated, the KL to the base
     model (per sequence and per token) of one ``eval.json``."""
-    from eval.files import read_json
-    from eval.stats import proportion_ci
-
     ev = read_json(eval_json).get("evaluations", {}).get(variant)
     value, metric = R.primary_score(ev)
     if value is None:
@@ -258,13 +253,12 @@ def to_markdown(table: pd.DataFrame) -> str:
 def aggregate(results_dir: str | Path) -> pd.DataFrame:
     """icl_check.md / .csv and figure2_icl.png / .pdf, from the result files only."""
     from figures.icl import plot_icl
-    from sdft.run_io import write_text_atomic
 
     results_dir = Path(results_dir)
     table = collect(results_dir)
     table.to_csv(results_dir / "icl_check.csv", index=False)
     write_text_atomic(results_dir / "icl_check.md", to_markdown(table))
-    plot_icl(results_dir)
+    plot_icl(results_dir, roles=ROLES, paper_values={t: paper_values(t) for t in dict.fromkeys(table["task"])})
     return table
 
 

@@ -26,6 +26,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from experiments import grid as G
+from experiments.evaluation import evaluate_run
+from sdft.config import parse_overrides
+from sdft.errors import reported_as_one_line
+from sdft.plugins import HINT, PluginError, as_list, env_specs, import_plugins, merge
+from sdft.registry import method_names
+from sdft.run_io import InvalidJSONFile
 
 GridHook = Callable[[argparse.Namespace, list], Any]  # (parsed options, the grid's RunSpecs) -> ...
 RECIPES = Path(__file__).resolve().parent / "recipes" / "qwen2.5-7b-instruct"
@@ -34,8 +40,6 @@ RECIPES = Path(__file__).resolve().parent / "recipes" / "qwen2.5-7b-instruct"
 def execute(spec: G.RunSpec, prior: bool = True, also_tasks: dict[str, str] | None = None) -> None:
     """Train (unless the method is evaluated only) and evaluate one run; writes eval.json into its directory.
     ``prior`` and ``also_tasks``: as :func:`experiments.evaluation.evaluate_run`."""
-    from experiments.evaluation import evaluate_run
-
     cfg = spec.config()
     if not G.trains(spec.method):
         Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
@@ -99,10 +103,6 @@ def build_parser(doc: str | None, experiment: str, methods: Sequence[str]) -> ar
 def build_grid(args, experiment: str, tasks: dict[str, list[str]], methods: Sequence[str],
                recipes: Path = RECIPES) -> list[G.RunSpec]:
     """The runs that the parsed options ask for (the preset's tasks, the section's methods, seeds, sweep)."""
-    from sdft.config import parse_overrides
-    from sdft.plugins import HINT
-    from sdft.registry import method_names
-
     chosen_tasks = args.tasks.split(",") if args.tasks else tasks[args.preset]
     chosen = args.methods.split(",") if args.methods else list(methods)
     unknown = [m for m in chosen if m not in methods and m not in method_names()]
@@ -122,9 +122,6 @@ def build_grid(args, experiment: str, tasks: dict[str, list[str]], methods: Sequ
 
 def plugin_specs(args) -> list[str]:
     """The plugins a section's command line names (``--include`` and an ``include=`` override), normalized."""
-    from sdft.config import parse_overrides
-    from sdft.plugins import as_list, merge
-
     given = parse_overrides([o for o in args.overrides if o.split("=", 1)[0].strip() == "include"])
     return merge(as_list(given.get("include"), "command line: include"), getattr(args, "include", None) or [])
 
@@ -132,8 +129,6 @@ def plugin_specs(args) -> list[str]:
 def import_section_plugins(args) -> list[str]:
     """Import the plugins of the command line (:func:`plugin_specs`) and of ``$SDFT_INCLUDE``; exits with one line
     naming the spec when one cannot be imported."""
-    from sdft.plugins import PluginError, env_specs, import_plugins
-
     try:
         specs = plugin_specs(args)
         import_plugins([*env_specs(), *specs])
@@ -153,8 +148,6 @@ def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dic
     ``execute_fn``: the run step of one spec in this process (``--jobs 1``; default :func:`run_step`); give the
     section's own ``execute`` here, as ``experiments.run_one`` calls it for ``--jobs N`` and SLURM. A user error
     (``sdft.errors``) ends it with one line naming its file or key."""
-    from sdft.errors import reported_as_one_line
-
     with reported_as_one_line(argv):
         _main(argv, experiment=experiment, doc=doc, tasks=tasks, methods=methods, aggregate=aggregate,
               outputs=outputs, recipes=recipes, add_arguments=add_arguments, adjust_grid=adjust_grid,
@@ -163,7 +156,6 @@ def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dic
 
 def _main(argv, *, experiment, doc, tasks, methods, aggregate, outputs, recipes, add_arguments, adjust_grid, describe,
           preflight, execute_fn) -> None:
-    from eval.files import InvalidJSONFile
 
     parser = build_parser(doc, experiment, methods)
     if add_arguments is not None:

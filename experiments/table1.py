@@ -14,7 +14,7 @@ share judged CORRECT: all details right), *lenient* accuracy (CORRECT or PARTIAL
 wrong statement) on the in-distribution test questions, and *OOD* accuracy (strict) on the "indirect" questions,
 which need the new facts without naming them. The paper preset judges with an LLM over an OpenAI-compatible
 endpoint (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``); smoke and mini use the embedded fictional world and its
-offline fact judge (``eval.fact_judge``: the same labels from the reference's key facts), or the LLM judge with
+offline fact judge (``data_prep.fact_judge``: the same labels from the reference's key facts), or the LLM judge with
 ``--judge-model``. The indirect questions are part of the embedded test split (``meta.kind``); on the paper preset
 they are the task ``knowledge_ood``, evaluated into ``<run>/ood/eval.json``.
 
@@ -33,9 +33,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from data_prep import load_task
+from data_prep.registry import get_task
+from eval.evaluation import PRESET_EVAL
 from experiments import grid as G
 from experiments import reporting as R
 from experiments import section
+from experiments.teacher_view import main as teacher_view
+from sdft.run_io import read_json
 
 EXPERIMENT = "table1"
 METHODS = ["base", "rag", "cpt", "sft", "sdft"]
@@ -96,9 +101,6 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
 def judge_calls(specs: list[G.RunSpec]) -> tuple[int, bool]:
     """Judge calls of a grid (test items, indirect items, validation items of sweep points) and whether every
     count was read from the data (else :data:`ESTIMATED_ITEMS` stood in)."""
-    from data_prep import load_task
-    from eval.evaluation import PRESET_EVAL
-
     sizes: dict[tuple[str, str], int] = {}
     cap = PRESET_EVAL[specs[0].preset]["n"] if specs else None  # the preset evaluates at most this many records
     exact = True
@@ -122,12 +124,10 @@ def judge_calls(specs: list[G.RunSpec]) -> tuple[int, bool]:
 
 
 def describe(args, specs: list[G.RunSpec]) -> list[str]:
-    from data_prep.registry import get_task
-
     tasks = sorted({s.task for s in specs})
     llm = bool(args.judge_model) or any(getattr(get_task(t), "local_judge", None) is None for t in tasks)
     if not llm:
-        return ["scoring: the offline fact judge (eval.fact_judge); no LLM judge calls "
+        return ["scoring: the offline fact judge (data_prep.fact_judge); no LLM judge calls "
                 "(--judge-model M to use one)"]
     calls, exact = judge_calls(specs)
     how = "from the splits" if exact else "estimated: the data are not readable here"
@@ -137,8 +137,6 @@ def describe(args, specs: list[G.RunSpec]) -> list[str]:
 
 def preflight(args, specs: list[G.RunSpec]) -> None:
     """The teacher view on the validation split for the grid's SDFT contexts, once per results directory."""
-    from experiments.teacher_view import main as teacher_view
-
     out = Path(args.results_dir) / "teacher_view"
     if (out / "teacher_view.csv").exists() and not args.force:
         print(f"[{EXPERIMENT}] teacher view: {out / 'teacher_view.md'} (from an earlier run)", flush=True)
@@ -176,8 +174,6 @@ def knowledge_scores(run_dir: str | Path, method: str) -> dict:
     with their item counts and the judge that gave the verdicts, from one run's eval.json (and ``ood/eval.json``).
     In-distribution = every question kind but ``indirect`` (embedded: direct and paraphrased), pooled by item
     count."""
-    from eval.files import read_json
-
     run_dir = Path(run_dir)
     variant = R.eval_variant(method)
     main = read_json(run_dir / "eval.json").get("evaluations", {}).get(variant)

@@ -40,6 +40,7 @@ import pandas as pd
 from experiments import grid as G
 from experiments import reporting as R
 from experiments import section
+from sdft.run_io import read_json
 
 EXPERIMENT = "table2"
 METHODS = ["base", "sft", "sdft"]
@@ -91,8 +92,6 @@ def token_counts(evaluation: dict | None) -> dict:
 
 def collect(results_dir: str | Path) -> pd.DataFrame:
     """Every run of the results tree with its accuracy and token counts (one row per run directory)."""
-    from eval.files import read_json
-
     runs = R.collect_runs(results_dir)
     if runs.empty:
         raise SystemExit(f"no eval.json under {results_dir}: nothing to aggregate")

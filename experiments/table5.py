@@ -78,7 +78,8 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
     shown = table.assign(task=table["paper_task"])
     plot_pareto(shown, results_dir / "figure4_pareto", paper=paper,
                 task_titles={t: R.task_title(t) for t in shown["task"]},
-                subtitle=f"ours: {R.run_summary(runs)}", paper_on_same_axes=same_suite)
+                subtitle=f"ours: {R.run_summary(runs)}", paper_on_same_axes=same_suite,
+                method_styles={m: R.method_style(m) for m in dict.fromkeys([*shown["method"], *paper["method"]])})
     return table
 
 

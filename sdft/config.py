@@ -36,8 +36,14 @@ from typing import Any, Literal
 
 import yaml
 
+from data_prep.registry import Task, get_task
 from sdft.errors import ConfigError
+from sdft.method import Method
+from sdft.plugins import as_list, env_specs, import_plugins, merge
+from sdft.registry import get_method
 from sdft.run_io import read_yaml
+from sdft.validation import SourceError, SourceProblem, validate_sources
+from sdft.validation import task_problem as task_problem_of
 
 PRESETS = ("smoke", "mini", "paper")
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -101,6 +107,10 @@ class RunConfig:
     adapter: Any | None = None  # sdft.adapters.AdapterArguments
     origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     """key -> the layer its value came from (``build_config``); a key absent here has its field's default."""
+    method_spec: Method | None = field(default=None, compare=False, repr=False)
+    """The registered method ``method`` names, resolved once (``build_config``): what trains the run."""
+    task_spec: Task | None = field(default=None, compare=False, repr=False)
+    """The registered task ``task`` names, resolved once (``build_config``): its records, scorer, judge."""
 
     def __post_init__(self):
         if self.adapter is None:
@@ -109,7 +119,8 @@ class RunConfig:
             self.adapter = AdapterArguments()
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("script", "training", "method_args", "adapter", "origins"):
+        if name.startswith("__") or name in ("script", "training", "method_args", "adapter", "origins", "method_spec",
+                                              "task_spec"):
             raise AttributeError(name)
         for part in (self.script, self.adapter, self.method_args, self.training):
             if part is not None and name in _field_names(type(part)):
@@ -154,17 +165,6 @@ class RunConfig:
                 raise ValueError(f"{type(args).__name__} has no field {name!r}")
             setattr(args, name, value)
         return args
-
-
-def derive_args(source, config_class: type, **values: Any):
-    """A ``config_class`` with the ``TrainingArguments`` fields of ``source`` (optimiser, schedule, precision,
-    logging, seed...) and ``values``: the config of another stage of a multi-stage method, nothing translated."""
-    from transformers import TrainingArguments
-
-    shared = {f.name: _plain(getattr(source, f.name)) for f in fields(TrainingArguments) if f.init}
-    if hasattr(source, "prompt_accumulation_steps"):  # SDFT's, before num_generations multiplied it
-        shared["gradient_accumulation_steps"] = source.prompt_accumulation_steps
-    return config_class(**{**shared, **values})
 
 
 def _plain(value: Any) -> Any:
@@ -244,7 +244,6 @@ def _parser(dataclass_types: list[type]):
 def parser_for(method: str):
     """The parser of one method's fields (``python -m sdft.train --method M --help`` prints its help)."""
     from sdft.adapters import AdapterArguments
-    from sdft.registry import get_method
 
     spec = get_method(method)
     return _parser([ScriptArguments, AdapterArguments, *([spec.args_class] if spec.args_class else []),
@@ -273,11 +272,6 @@ def build_config(
     checked last (``sdft.validation.validate_sources``: task, model, data_dir, reinvoke_prompts, ...), reading and
     downloading nothing; a bad one is a ``SourceError`` (a ``ValueError``) naming the key, the value and its layer.
     """
-    from data_prep.registry import get_task
-    from sdft.registry import get_method
-    from sdft.validation import SourceError, SourceProblem, validate_sources
-    from sdft.validation import task_problem as task_problem_of
-
     overrides = _resolve_aliases(dict(overrides or {}), "command line")
     argv = [f"--{ALIASES[a[2:]]}" if a.startswith("--") and a[2:] in ALIASES else a for a in argv or []]
     recipe_values = load_recipe(recipe)[0] if recipe is not None else {}
@@ -300,7 +294,8 @@ def build_config(
 
     parser = parser_for(method)
     known = {action.dest for action in parser._actions}
-    in_preset = get_task(task).preset_values.get(preset, {})
+    task_spec = get_task(task)
+    in_preset = task_spec.preset_values.get(preset, {})
     task_values = {k: v for k, v in (in_preset.get("common") or {}).items() if k in known}
     task_values.update((in_preset.get("methods") or {}).get(method) or {})
     layers = [
@@ -325,7 +320,7 @@ def build_config(
         raise ConfigError(f"config of method {method!r}: {err}") from None
     script, adapter, *rest = parts
     cfg = RunConfig(script=script, training=rest[-1], method_args=rest[0] if len(rest) == 2 else None,
-                    adapter=adapter, origins=_origins(layers, argv))
+                    adapter=adapter, origins=_origins(layers, argv), method_spec=spec, task_spec=task_spec)
     _check_choices(parser, cfg)
     if not _given("output_dir", [layer for _, layer in layers], argv):
         default = f"runs/{cfg.task}/{cfg.method}/{cfg.preset}-seed{cfg.seed}"
@@ -344,8 +339,6 @@ def build_config(
 def import_layers_plugins(layers: list[tuple[str, dict[str, Any]]]) -> list[str]:
     """Import the plugins (``sdft.plugins``) of ``$SDFT_INCLUDE`` and of the ``include`` key of every layer; return
     them all, normalized, in that order: the ``include`` value a run records (the union, not the last layer's)."""
-    from sdft.plugins import as_list, env_specs, import_plugins, merge
-
     specs = merge(env_specs(), *(as_list(layer.get("include"), f"{where}: include") for where, layer in layers))
     import_plugins(specs)
     return specs
@@ -390,7 +383,6 @@ def describe_fields(method: str = "sdft", cfg: RunConfig | None = None) -> str:
     resolved config), the value each key resolves to and the layer it came from (``RunConfig.origins``); without,
     the field's default."""
     from sdft.adapters import AdapterArguments
-    from sdft.registry import get_method
 
     spec = get_method(method)
     groups = [("script", ScriptArguments), ("adapters (LoRA / QLoRA: trl.ModelConfig's fields, and merge)",

@@ -73,7 +73,7 @@ from sdft.losses import (ESTIMATORS, head_token_terms, loss_from_terms, loss_mas
                          sequence_importance_weights, token_terms, truncated_importance_weights)
 from sdft.sequences import pad_sequences
 from sdft.speedups import FastPaths, SpeedSwitches, StudentHead
-from sdft.training import gathered, weights_sharded
+from sdft.distributed import gathered, weights_sharded
 
 # The library versions the overrides below were written and tested against. TRL's SDFT trainer is experimental:
 # another version may rename or re-order what these hooks assume, so an import under another version warns once.

@@ -176,7 +176,7 @@ def test_offline_distillation_of_an_adapter_distils_from_the_initial_model_witho
 
 # ------------------------------------------------------------------------------------------------ SDFT's teachers
 def test_ema_teacher_adapter_is_the_lerp_of_the_adapters_and_the_base_weights_stay_put(tiny_model_path, tmp_path):
-    from sdft.method import build_sdft_trainer
+    from sdft.self_distillation import build_sdft_trainer
     from sdft.trainer import TEACHER_ADAPTER
 
     rate = 0.3
@@ -207,7 +207,7 @@ def test_teacher_kinds_with_adapters(kind, tiny_model_path, tmp_path):
     student. None is a second copy of the weights."""
     from transformers import AutoModelForCausalLM
 
-    from sdft.method import build_sdft_trainer
+    from sdft.self_distillation import build_sdft_trainer
 
     cfg = _cfg("sdft", tiny_model_path, tmp_path, max_steps=2, teacher_model_kind=kind, learning_rate=1e-2,
                teacher_update_rate=0.5)
@@ -231,7 +231,7 @@ def test_teacher_kinds_with_adapters(kind, tiny_model_path, tmp_path):
 
 
 def test_fused_and_chunked_paths_give_the_plain_loss_and_gradient_of_a_lora_student(tiny_model_path, tmp_path):
-    from sdft.method import build_sdft_trainer
+    from sdft.self_distillation import build_sdft_trainer
 
     recs = _records(2)
     trainer = build_sdft_trainer(_cfg("sdft", tiny_model_path, tmp_path), recs, tmp_path)
@@ -264,7 +264,7 @@ def test_fused_and_chunked_paths_give_the_plain_loss_and_gradient_of_a_lora_stud
 
 
 def test_the_bf16_sampler_copy_is_off_with_adapters_and_says_so(tiny_model_path, tmp_path, capsys):
-    from sdft.method import build_sdft_trainer
+    from sdft.self_distillation import build_sdft_trainer
 
     trainer = build_sdft_trainer(_cfg("sdft", tiny_model_path, tmp_path, rollout_dtype="bfloat16"), _records(2),
                                  tmp_path)

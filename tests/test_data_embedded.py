@@ -5,9 +5,9 @@ from collections import Counter
 import pytest
 
 from data_prep import embedded
-from data_prep.tasks import SPLITS, TASKS, load_task
-from eval.fact_judge import FactJudge, occurs
-from eval.scorers import get_scorer
+from data_prep.fact_judge import FactJudge, occurs
+from data_prep.registry import TASKS, load_task
+from data_prep.task import SPLITS
 
 EMBEDDED = ["embedded_tool", "embedded_science", "embedded_medical", "embedded_knowledge"]
 
@@ -22,7 +22,7 @@ def test_deterministic_given_the_seed(task):
 @pytest.mark.parametrize("task", ["embedded_tool", "embedded_science", "embedded_medical"])
 def test_demonstration_scores_full_marks_and_a_wrong_answer_scores_zero(task):
     """The demonstration is a correct response for the task's own scorer; another record's answer is not."""
-    scorer = get_scorer(task)
+    scorer = TASKS[task].score
     records = load_task(task, "test")
     assert all(scorer(r["demonstration"], r["reference"]) == 1.0 for r in records)
     wrong = [(r, o) for r in records for o in records if o["reference"] != r["reference"]][:20]

@@ -32,7 +32,7 @@ def test_evaluate_returns_the_eval_json_and_writes_it(tmp_path):
     preds = [json.loads(line) for line in (out / "predictions_student.jsonl").read_text().splitlines()]
     assert len(preds) == 3
     # the format rate is the share of answers the tool-call parser accepts, recorded per answer
-    from eval.scorers import has_tool_call_format
+    from data_prep.scorers import has_tool_call_format
 
     assert [p["format_ok"] for p in preds] == [has_tool_call_format(p["response"]) for p in preds]
     assert st["scores"][1]["value"] == pytest.approx(100 * sum(p["format_ok"] for p in preds) / 3)
@@ -102,7 +102,7 @@ def test_options_from_argv_are_the_given_cli_options():
 
 
 def test_a_judged_task_uses_its_local_judge_unless_a_judge_model_is_named(tmp_path, monkeypatch):
-    from eval.fact_judge import FactJudge
+    from data_prep.fact_judge import FactJudge
     from eval.judge import DEFAULT_JUDGE_MODEL, LLMJudge, judge_for
     from eval.run import options_from_argv
 

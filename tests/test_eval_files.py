@@ -6,8 +6,8 @@ import json
 import pytest
 
 from eval.evaluation import EvaluationError, evaluate, write_eval_json
-from eval.files import InvalidJSONFile, read_json, write_text_atomic
 from eval.task_eval import write_predictions
+from sdft.run_io import InvalidJSONFile, read_json, write_text_atomic
 
 TRUNCATED = '{"evaluations": {"student": {"task": "embedded_tool", "scores": [{"metric": "tool_call_m'
 

@@ -24,7 +24,7 @@ def _task_module(name: str, task: str, extra: str = "") -> str:
     return textwrap.dedent(f'''
         """{name}: registers the task {task!r}."""
         from data_prep.registry import Task, register_task
-        from eval.scorers import score_short_answer
+        from data_prep.scorers import score_short_answer
 
         def load(split, seed=0, n=None, data_dir=None):
             return [{{"id": "{task}-" + split, "task": "{task}", "prompt": [{{"role": "user", "content": "Hi?"}}],
@@ -103,8 +103,7 @@ def test_a_directory_imports_each_of_its_py_files_in_name_order(registries, tmp_
 
 def test_the_environment_variable_is_imported_by_the_registries_first_look_up(registries, tmp_path, monkeypatch):
     from data_prep.registry import TASKS
-    from sdft.plugins import ENV_VAR, env_specs
-    from sdft.registry import Registry
+    from sdft.plugins import ENV_VAR, Registry, env_specs
 
     one, two = tmp_path / "env_one.py", tmp_path / "env_two.py"
     one.write_text(_task_module("env_one", "plugin_env_one"))
@@ -112,7 +111,7 @@ def test_the_environment_variable_is_imported_by_the_registries_first_look_up(re
     monkeypatch.setenv(ENV_VAR, os.pathsep.join([str(one), "", str(two)]))
     assert env_specs() == [str(one), str(two)]
     assert "plugin_env_one" not in TASKS
-    fresh = Registry("thing", lambda: None)  # a registry not looked up yet, as in a new process
+    fresh = Registry("thing", lambda: [])  # a registry not looked up yet, as in a new process
     assert fresh.names() == []
     assert {"plugin_env_one", "plugin_env_two"} <= set(TASKS)
 

@@ -37,7 +37,7 @@ def toy_registrations():
     from trl import SFTConfig
 
     from data_prep.registry import TASKS, Task, register_task
-    from eval.scorers import score_short_answer
+    from data_prep.scorers import score_short_answer
     from sdft.registry import METHODS, Method, method_names, register_method
 
     method_names()  # the built-in methods first

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from sdft.config import build_config
-from sdft.method import build_sdft_trainer
 from sdft.prompts import TEACHER_TEMPLATES, student_messages, teacher_messages
+from sdft.self_distillation import build_sdft_trainer
 from sdft.trainer import ema_update_
 
 PAPER_SENTENCES = (

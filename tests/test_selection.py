@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sdft.selection import SELECTION_DIR, choose_step, read_step_files, selection_summary
+from sdft.run_io import SELECTION_DIR, read_step_files
+from sdft.selection import choose_step, selection_summary
 
 
 def _write_steps(run_dir, values, collapsed=()):

@@ -79,7 +79,7 @@ def test_mini_stand_in_gives_the_rollouts_and_answers_twice_the_mini_budget(tmp_
 
 
 def test_the_answer_only_task_is_embedded_science_with_the_demonstration_cut_to_the_answer():
-    from data_prep.tasks import get_task, load_task
+    from data_prep.registry import get_task, load_task
 
     for split in ("train", "test"):
         full, short = load_task("embedded_science", split, n=20), load_task("embedded_science_answer_only", split, n=20)
