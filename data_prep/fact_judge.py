@@ -86,7 +86,7 @@ class FactJudge:
         """What scored the responses (for eval.json)."""
         return {"judge": "facts", "rule": RULE}
 
-    def judge_records(self, records: Sequence[dict], responses: Sequence[str], task: str | None = None,
+    def judge_records(self, records: Sequence[dict], responses: Sequence[str], task=None,
                       progress: str | None = None) -> JudgeResult:
         """Verdicts of ``responses`` to ``records``; ``raw`` holds, per response, the facts found, missing and
         contradicted (JSON). ``task`` and ``progress`` are accepted for the LLM judge's interface and unused."""

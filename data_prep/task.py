@@ -41,7 +41,7 @@ class Task:
     task has no format to check (free-text answers)."""
     local_judge: Callable[[], Any] | None = None
     """For a judge-scored task that can be judged without a model: a zero-argument factory of an object with the
-    LLM judge's ``judge_records(records, responses, task=None, progress=None) -> data_prep.verdicts.JudgeResult``
+    LLM judge's ``judge_records(records, responses, task, progress=None) -> data_prep.verdicts.JudgeResult``
     and ``settings() -> dict`` (e.g. ``data_prep.fact_judge.FactJudge``). The evaluation uses it when no judge model is
     named (``judge_model`` of ``eval.evaluate``, ``--judge-model`` of ``eval.run``), else the LLM judge of that
     model; ``None``: the LLM judge always."""

@@ -47,7 +47,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from data_prep.registry import get_task
+from data_prep.task import Task
 from data_prep.verdicts import LABELS, UNPARSEABLE, JudgeResult, summarize
 from sdft.llm import CachedChatClient
 
@@ -105,14 +105,6 @@ _NEGATED_LABEL = re.compile(r"(?:\b(?:NOT|NO|NEVER|NOR)|N['’]T)[\s*_`\"'“”
                             r"(?:PARTIALLY_CORRECT|INCORRECT|CORRECT)\b")
 DEFAULT_JUDGE_TIMEOUT_S = 60.0
 DEFAULT_JUDGE_DEADLINE_S = 180.0
-
-
-def judge_kind(task: str) -> str:
-    """``medical`` or ``knowledge``: the judge prompt of a task (``Task.judge``, ``data_prep.tasks``)."""
-    kind = get_task(task).judge
-    if kind is None:
-        raise KeyError(f"task {task!r} has a rule-based scorer, not a judge prompt")
-    return kind
 
 
 def _normalize(text: str) -> str:
@@ -209,25 +201,27 @@ class LLMJudge:
         summary.update(self.settings())
         return JudgeResult(verdicts=verdicts, raw=raw, summary=summary)
 
-    def judge_records(self, records: Sequence[dict], responses: Sequence[str], task: str | None = None,
+    def judge_records(self, records: Sequence[dict], responses: Sequence[str], task: Task,
                       progress: str | None = None) -> JudgeResult:
-        """Judge responses to schema records: question = ``meta["question"]`` or the last user turn."""
-        kind = judge_kind(task or records[0]["task"])
+        """Judge responses to ``task``'s records with its judge prompt (``Task.judge``): question =
+        ``meta["question"]`` or the last user turn."""
+        if task.judge is None:
+            raise ValueError(f"task {task.name!r} has a rule-based scorer, not a judge prompt")
+        kind = task.judge
         questions = [r.get("meta", {}).get("question") or r["prompt"][-1]["content"] for r in records]
         references = [r["reference"] if isinstance(r["reference"], str) else json.dumps(r["reference"])
                       for r in records]
         return self.judge(kind, questions, references, responses, progress=progress)
 
 
-def judge_for(task: str, judge_model: str | None = None, timeout: float | None = None,
+def judge_for(task: Task, judge_model: str | None = None, timeout: float | None = None,
               deadline: float | None = None):
-    """The judge of a judge-scored task when none is given: the task's ``local_judge`` (``data_prep.registry``)
+    """The judge of a judge-scored task when none is given: the task's ``local_judge`` (``Task.local_judge``)
     unless a ``judge_model`` is named, else an :class:`LLMJudge` of ``judge_model`` (default
     :data:`DEFAULT_JUDGE_MODEL`) with the given time limits. So an offline task stays offline by default and the LLM
     judge is one option away."""
-    spec = get_task(task)
-    if spec.judge is None:
-        raise KeyError(f"task {task!r} has a rule-based scorer, not a judge")
-    if judge_model is None and spec.local_judge is not None:
-        return spec.local_judge()
+    if task.judge is None:
+        raise KeyError(f"task {task.name!r} has a rule-based scorer, not a judge")
+    if judge_model is None and task.local_judge is not None:
+        return task.local_judge()
     return LLMJudge(model=judge_model or DEFAULT_JUDGE_MODEL, timeout=timeout, deadline=deadline)

@@ -53,7 +53,8 @@ import time
 from pathlib import Path
 
 from data_prep.registry import load_task
-from sdft.config import build_config, load_preset
+from sdft.config import build_config
+from sdft.config_layers import load_preset
 from sdft.prompts import student_messages
 
 SWITCHES = ("chunked_loss", "fused_lm_head", "sequence_microbatches", "teacher_inference_mode",

@@ -17,18 +17,16 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from eval import evaluate
 from eval.stats import proportion_ci
 from experiments import grid as G
 from experiments import reporting as R
 from experiments import reproductions as RP
 from experiments import section
-from experiments.evaluation import evaluate_run
+from experiments.evaluation import evaluate_model, evaluate_run
 from experiments.learning_curve import checkpoints
 from sdft.run_io import read_json, read_json_or_none, read_yaml, write_text_atomic
 
 CURVE = "curve"
-KEEP_FLAG = "--keep-checkpoints"  # carried in RunSpec.eval_args; taken out before the evaluations see them
 
 
 def curve_overrides(every: int) -> dict[str, Any]:
@@ -41,11 +39,10 @@ def curve_overrides(every: int) -> dict[str, Any]:
 def execute_with_curve(spec: G.RunSpec) -> None:
     """An untrained method: its test accuracy (no prior suite). A trained one: train, evaluate every checkpoint
     before the last step into the curve (a point with an ``eval.json`` is not evaluated again), delete the
-    checkpoints unless :data:`KEEP_FLAG` is among the spec's ``eval_args``, then the run's own ``eval.json``."""
+    checkpoints unless the spec keeps them (``RunSpec.keep_evaluated_checkpoints``), then the run's own
+    ``eval.json``."""
     from sdft.train import run_training
 
-    keep = KEEP_FLAG in spec.eval_args
-    spec = G.RunSpec(**{**spec.__dict__, "eval_args": [a for a in spec.eval_args if a != KEEP_FLAG]})
     if not G.trains(spec.method):
         section.execute(spec, prior=False)
         return
@@ -58,12 +55,11 @@ def execute_with_curve(spec: G.RunSpec) -> None:
     for step, folder in checkpoints(run_dir):
         out = run_dir / CURVE / f"step{step}"
         if step < final and not (out / "eval.json").exists():
-            evaluate(str(folder), task=spec.task, split="test", preset=spec.preset, seed=spec.seed,
-                     template=getattr(cfg, "teacher_template", None), data_dir=cfg.data_dir, output_dir=out)
-    if not keep and (run_dir / "checkpoints").is_dir():
+            evaluate_model(str(folder), spec.task, out, split="test", preset=spec.preset, seed=spec.seed,
+                           template=getattr(cfg, "teacher_template", None), data_dir=cfg.data_dir)
+    if not spec.keep_evaluated_checkpoints and (run_dir / "checkpoints").is_dir():
         shutil.rmtree(run_dir / "checkpoints")  # evaluated; model/ is the final point
-    evaluate_run(spec, cfg, str(run_dir / "model"), with_validation=bool(spec.sweep_point),
-                 extra_args=spec.eval_args, prior=False)
+    evaluate_run(spec, cfg, str(run_dir / "model"), with_validation=bool(spec.sweep_point), prior=False)
 
 
 def generations_per_step(config: dict[str, Any], where: str | Path = "config") -> int:

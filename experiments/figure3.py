@@ -44,11 +44,12 @@ from typing import Any
 
 import pandas as pd
 
-from eval import evaluate
 from eval.stats import mean_ci
+from experiments.evaluation import evaluate_model
 from experiments.learning_curve import checkpoints
 from figures.sequential import plot_sequential
-from sdft.config import build_config, config_keys, parse_overrides
+from sdft.config import build_config, config_keys
+from sdft.config_layers import parse_overrides
 from sdft.run_io import read_json, read_json_or_none, write_json_atomic, write_text_atomic
 
 EXPERIMENT = "figure3"
@@ -94,10 +95,10 @@ def evaluate_point(model: str, point_dir: Path, tasks: list[str], preset: str, s
     for task in tasks:
         out = point_dir / task
         if not (out / "eval.json").exists():
-            evaluate(model, task=task, split="test", n=n_eval, preset=preset, seed=seed, output_dir=out)
+            evaluate_model(model, task, out, split="test", n=n_eval, preset=preset, seed=seed)
     if prior_suite != "none" and not (point_dir / PRIOR_FOLDER / "eval.json").exists():
-        evaluate(model, task=tasks[0], preset=preset, seed=seed, prior_suite=prior_suite, skip_task=True,
-                 output_dir=point_dir / PRIOR_FOLDER)
+        evaluate_model(model, tasks[0], point_dir / PRIOR_FOLDER, preset=preset, seed=seed, prior_suite=prior_suite,
+                       skip_task=True)
 
 
 def _preset_model(preset: str, method: str, overrides: dict[str, Any]) -> str:

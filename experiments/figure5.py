@@ -126,7 +126,7 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
             out.append(G.RunSpec(spec.experiment, spec.task, spec.method, spec.seed, spec.preset,
                                  str(run_dir.parent / f"{slug}_{run_dir.name}"), spec.recipe,
                                  {**spec.overrides, "model": model}, dict(spec.sweep_point),
-                                 [*spec.eval_args, *(["--passk", str(k)] if model == first else [])],
+                                 {**spec.eval_options, **({"passk": k} if model == first else {})},
                                  variant=f"{MODEL_LABELS.get(model, model)}" + (f", pass@{k}" if model == first else "")))
     return out
 

@@ -56,7 +56,7 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
     for spec in specs:
         if G.trains(spec.method):
             spec.overrides = {**spec.overrides, **curve}
-            spec.eval_args = [*spec.eval_args, *([C.KEEP_FLAG] if args.keep_checkpoints else [])]
+            spec.keep_evaluated_checkpoints = args.keep_checkpoints
     return specs
 
 

@@ -77,10 +77,11 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
         if spec.method != "sdft":
             out.append(spec)
             continue
-        eval_args = [*spec.eval_args, *([C.KEEP_FLAG] if args.keep_checkpoints else [])]
         for kind in kinds:
-            out.append(G.as_variant(spec, teacher_run_id(kind, Path(spec.run_dir).name),
-                                    {"teacher_model_kind": kind, **curve}, f"teacher: {kind}", eval_args))
+            variant = G.as_variant(spec, teacher_run_id(kind, Path(spec.run_dir).name),
+                                   {"teacher_model_kind": kind, **curve}, f"teacher: {kind}")
+            variant.keep_evaluated_checkpoints = args.keep_checkpoints
+            out.append(variant)
     return out
 
 

@@ -53,7 +53,7 @@ import time
 import traceback
 from pathlib import Path
 
-from eval.evaluation import evaluate
+from experiments.evaluation import evaluate_model
 from sdft.config import build_config
 from sdft.plan import inputs_from_config, model_shape, plan_memory
 from sdft.run_io import read_metrics
@@ -328,8 +328,8 @@ def _config_facts(cfg) -> dict:
 def evaluate_one(method: str, run_dir: Path, n: int, max_new_tokens: int) -> dict:
     reset_peak_memory()
     t0 = time.perf_counter()
-    result = evaluate(str(run_dir), split="test", n=n, max_new_tokens=max_new_tokens, batch_size=n, backend="hf",
-                      output_dir=run_dir)
+    result = evaluate_model(str(run_dir), output_dir=run_dir, split="test", n=n, max_new_tokens=max_new_tokens,
+                            batch_size=n, backend="hf")
     wall = time.perf_counter() - t0
     mem = peak_memory()
     ev = result["evaluations"]["student"]

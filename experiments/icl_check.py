@@ -14,7 +14,7 @@ the task's scorer, with Wilson 95% intervals:
     seed), or a finished run directory given with ``--sft-run`` (its ``model/`` is evaluated, nothing trained).
 
 and the KL divergence to the base model ``KL(pi || pi_base)`` of the teacher and of the SFT model, estimated by
-``eval.kl.kl_to_base`` (through ``eval.evaluate(..., kl_base=...)``): one sample per test prompt from ``pi`` at
+``eval.kl.kl_to_base`` (through ``eval.evaluate`` with ``kl_base``): one sample per test prompt from ``pi`` at
 temperature 1 (the teacher sampling with its demonstration context, the SFT model with the plain prompt), at most
 the preset's number of new tokens, ``pi_base`` scoring the same tokens given the plain prompt, the full-vocabulary
 per-token form summed over the sample. Two units are reported: nats per *sequence* (``kl_seq``: the mean over
@@ -41,13 +41,12 @@ from typing import Any
 
 import pandas as pd
 
-from eval import evaluate
-from eval.run import options_from_argv
 from eval.stats import proportion_ci
 from experiments import grid as G
 from experiments import reporting as R
 from experiments import reproductions as RP
 from experiments import section
+from experiments.evaluation import evaluate_model
 from sdft.config import build_config
 from sdft.run_io import read_json, read_yaml, write_json_atomic, write_text_atomic
 
@@ -105,11 +104,11 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
         specs = [s for s in specs if s.seed == 0]
     template = args.template or _preset_template(specs[0].preset if specs else args.preset)
     batch = args.batch_size if args.batch_size is not None else BATCH_SIZE[args.preset]
-    extra = ["--template", template] + (["--batch-size", str(batch)] if batch else [])
+    extra = {"template": template, **({"batch_size": batch} if batch else {})}
     reused = reused_runs(args.sft_run, {s.task for s in specs})
     out, placed = [], set()
     for spec in specs:
-        spec.eval_args = [*spec.eval_args, *extra]
+        spec.eval_options = {**spec.eval_options, **extra}
         if spec.method == "sft" and spec.task in reused:
             if spec.task in placed:
                 continue  # one evaluation of the given model per task, whatever the seeds
@@ -141,17 +140,17 @@ def execute(spec: G.RunSpec) -> None:
 
     cfg = spec.config()
     run_dir = Path(spec.run_dir)
-    # the grid's evaluation options (--template, --batch-size from adjust_grid; --allow-code-execution, ...) win,
-    # as on a command line
-    common: dict[str, Any] = {"task": spec.task, "split": "test", "preset": spec.preset, "seed": spec.seed,
-                              "data_dir": getattr(cfg, "data_dir", None), **options_from_argv(list(spec.eval_args))}
+    # the grid's evaluation options (template, batch_size from adjust_grid; allow_code_execution, ...) win over the
+    # run's values, as on a command line
+    common: dict[str, Any] = {"split": "test", "preset": spec.preset, "seed": spec.seed,
+                              "data_dir": getattr(cfg, "data_dir", None), **spec.eval_options}
     if spec.method == "base":
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.yaml")
         if not (run_dir / TEACHER_FOLDER / "eval.json").exists():
-            evaluate(cfg.model, **{**common, "variant": "teacher", "kl_base": cfg.model,
-                                   "output_dir": run_dir / TEACHER_FOLDER})
-        evaluate(cfg.model, **{**common, "variant": "student", "output_dir": run_dir})
+            evaluate_model(cfg.model, spec.task, run_dir / TEACHER_FOLDER,
+                           **{**common, "variant": "teacher", "kl_base": cfg.model})
+        evaluate_model(cfg.model, spec.task, run_dir, **{**common, "variant": "student"})
         return
     if spec.model_from:
         source = Path(spec.model_from)
@@ -164,7 +163,7 @@ def execute(spec: G.RunSpec) -> None:
     else:
         run_training(cfg)
         model, base = run_dir / "model", cfg.model
-    evaluate(str(model), **{**common, "variant": "student", "kl_base": base, "output_dir": run_dir})
+    evaluate_model(str(model), spec.task, run_dir, **{**common, "variant": "student", "kl_base": base})
 
 
 # ------------------------------------------------------------------------------------------------ results

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval import evaluate
 from eval.stats import proportion_ci
-from sdft.config import build_config, config_keys, parse_overrides
+from experiments.evaluation import evaluate_model
+from sdft.config import build_config, config_keys
+from sdft.config_layers import parse_overrides
 from sdft.run_io import read_yaml, write_json_atomic, write_text_atomic
 
 CURVE_METHODS = ("sdft", "sft", "dft")  # single-stage methods: one optimizer-step axis
@@ -48,7 +49,7 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 def _point(model, task: str, split: str, n: int | None, preset: str, seed: int, prior_suite: str) -> list[dict]:
     """Rows of one evaluated point: the task's headline metric and, with a prior suite, its average."""
-    result = evaluate(model, task, split=split, n=n, preset=preset, seed=seed, prior_suite=prior_suite)
+    result = evaluate_model(model, task, split=split, n=n, preset=preset, seed=seed, prior_suite=prior_suite)
     head = result["evaluations"]["student"]["scores"][0]
     ci = proportion_ci(round(head["value"] * head["n"] / 100), head["n"])
     rows = [{"metric": head["metric"], "value": head["value"], "ci_low": 100 * ci["ci_low"],

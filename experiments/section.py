@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 from experiments import grid as G
 from experiments.evaluation import evaluate_run
-from sdft.config import parse_overrides
+from sdft.config_layers import parse_overrides
 from sdft.errors import reported_as_one_line
 from sdft.plugins import HINT, PluginError, as_list, env_specs, import_plugins, merge
 from sdft.registry import method_names
@@ -50,8 +50,7 @@ def execute(spec: G.RunSpec, prior: bool = True, also_tasks: dict[str, str] | No
 
         run_training(cfg)
         model = str(Path(spec.run_dir) / "model")
-    evaluate_run(spec, cfg, model, with_validation=bool(spec.sweep_point), extra_args=spec.eval_args, prior=prior,
-                 also_tasks=also_tasks)
+    evaluate_run(spec, cfg, model, with_validation=bool(spec.sweep_point), prior=prior, also_tasks=also_tasks)
 
 
 def run_step(experiment: str) -> Callable[[G.RunSpec], None]:
@@ -117,7 +116,7 @@ def build_grid(args, experiment: str, tasks: dict[str, list[str]], methods: Sequ
     return G.expand(experiment, args.preset, chosen_tasks, chosen, seeds, args.results_dir,
                     recipe_for=(lambda t, m: recipe_for(t, m, recipes)) if args.preset == "paper" else None,
                     sweep=args.sweep, overrides=overrides,
-                    eval_args=["--allow-code-execution"] if args.allow_code_execution else [])
+                    eval_options={"allow_code_execution": True} if args.allow_code_execution else {})
 
 
 def plugin_specs(args) -> list[str]:

@@ -35,7 +35,7 @@ import pandas as pd
 
 from data_prep import load_task
 from data_prep.registry import get_task
-from eval.evaluation import PRESET_EVAL
+from eval.config import build_eval_config
 from experiments import grid as G
 from experiments import reporting as R
 from experiments import section
@@ -85,10 +85,10 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
     given = "teacher_context" in specs[0].overrides if specs else False
     if given:
         raise SystemExit("error: set the teacher context with --contexts, not teacher_context=...")
-    judge = ["--judge-model", args.judge_model] if args.judge_model else []
+    judge = {"judge_model": args.judge_model} if args.judge_model else {}
     out = []
     for spec in specs:
-        spec.eval_args = [*spec.eval_args, *judge]
+        spec.eval_options = {**spec.eval_options, **judge}
         if spec.method != "sdft":
             out.append(spec)
             continue
@@ -102,7 +102,7 @@ def judge_calls(specs: list[G.RunSpec]) -> tuple[int, bool]:
     """Judge calls of a grid (test items, indirect items, validation items of sweep points) and whether every
     count was read from the data (else :data:`ESTIMATED_ITEMS` stood in)."""
     sizes: dict[tuple[str, str], int] = {}
-    cap = PRESET_EVAL[specs[0].preset]["n"] if specs else None  # the preset evaluates at most this many records
+    cap = build_eval_config({"preset": specs[0].preset}).n if specs else None  # the preset evaluates at most this many
     exact = True
 
     def items(task: str, split: str) -> int:

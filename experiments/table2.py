@@ -62,7 +62,7 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
     budget = EVAL_MAX_NEW_TOKENS[args.preset]
     for spec in specs:
         spec.overrides = {"model": MODEL[args.preset], **spec.overrides}
-        spec.eval_args = [*spec.eval_args, *(["--max-new-tokens", str(budget)] if budget else [])]
+        spec.eval_options = {**spec.eval_options, **({"max_new_tokens": budget} if budget else {})}
     return specs
 
 

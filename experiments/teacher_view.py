@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_prep import load_task
 from data_prep.registry import get_task
-from eval.evaluation import PRESET_EVAL
+from data_prep.task import load_records
+from eval.config import build_eval_config
 from eval.judge import judge_for
 from eval.stats import proportion_ci
 from sdft.config import build_config
@@ -47,18 +47,19 @@ def measure(model, tokenizer, task: str, split: str, n: int | None, templates: l
     """Rows of the table for one task: the student prompt, then the teacher prompt of each template and context."""
     from eval.task_eval import evaluate_task, write_predictions
 
-    records = load_task(task, split, seed=seed, n=n)
-    settings = PRESET_EVAL[preset]
+    spec = get_task(task)
+    records = load_records(spec, split, seed=seed, n=n)
+    settings = build_eval_config({"preset": preset})
     judge = None
-    if get_task(task).judge is not None:  # one judge for every prompt (the task's local one unless a model is named)
-        judge = judge_for(task, judge_model)
+    if spec.judge is not None:  # one judge for every prompt (the task's local one unless a model is named)
+        judge = judge_for(spec, judge_model)
     rows, student = [], None
     prompts = [("student", None, "answer")] + [("teacher", t, c) for t in templates for c in contexts]
     for variant, template, context in prompts:
         shown = records if context == "answer" else \
             [{**r, "demonstration": teacher_demonstration(r, context)} for r in records]
-        result = evaluate_task(model, tokenizer, shown, task, variant=variant, template=template or "paper",
-                               max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"],
+        result = evaluate_task(model, tokenizer, shown, spec, variant=variant, template=template or "paper",
+                               max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                                seed=seed, backend="hf", judge=judge)
         head = result["scores"][0]
         tokens = next(s for s in result["scores"] if s["metric"] == "mean_generated_tokens")

@@ -29,14 +29,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import enum
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from data_prep.registry import Task, get_task
+from data_prep.registry import get_task
+from data_prep.task import Task
+from eval.config import EvalConfig, build_eval_config
+from sdft.config_layers import check_choices, dataclass_parser, load_preset, plain
 from sdft.errors import ConfigError
 from sdft.method import Method
 from sdft.plugins import as_list, env_specs, import_plugins, merge
@@ -44,9 +46,6 @@ from sdft.registry import get_method
 from sdft.run_io import read_yaml
 from sdft.validation import SourceError, SourceProblem, validate_sources
 from sdft.validation import task_problem as task_problem_of
-
-PRESETS = ("smoke", "mini", "paper")
-PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 # Names accepted for a field under another name. transformers 5 folded ``warmup_ratio`` into ``warmup_steps``
 # (a value below 1 is a fraction of the training steps); recipes written for older versions still use it.
@@ -111,6 +110,9 @@ class RunConfig:
     """The registered method ``method`` names, resolved once (``build_config``): what trains the run."""
     task_spec: Task | None = field(default=None, compare=False, repr=False)
     """The registered task ``task`` names, resolved once (``build_config``): its records, scorer, judge."""
+    evaluation: EvalConfig | None = field(default=None, compare=False, repr=False)
+    """How the run's model is evaluated (``build_config``: the preset's ``eval:`` block with the run's seed, data,
+    the method's prompt and teacher template): the validation evaluations of ``checkpoint_selection=best_val``."""
 
     def __post_init__(self):
         if self.adapter is None:
@@ -120,7 +122,7 @@ class RunConfig:
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in ("script", "training", "method_args", "adapter", "origins", "method_spec",
-                                              "task_spec"):
+                                              "task_spec", "evaluation"):
             raise AttributeError(name)
         for part in (self.script, self.adapter, self.method_args, self.training):
             if part is not None and name in _field_names(type(part)):
@@ -135,7 +137,7 @@ class RunConfig:
         out: dict[str, Any] = {}
         for part in self.parts():
             values = part.to_dict() if hasattr(part, "to_dict") else dataclasses.asdict(part)
-            out.update({k: _plain(v) for k, v in values.items() if k in _field_names(type(part))})
+            out.update({k: plain(v) for k, v in values.items() if k in _field_names(type(part))})
         return out
 
     def field_defaults(self) -> dict[str, Any]:
@@ -145,9 +147,9 @@ class RunConfig:
         for part in self.parts():
             for f in fields(type(part)):
                 if f.default is not dataclasses.MISSING:
-                    out[f.name] = _plain(f.default)
+                    out[f.name] = plain(f.default)
                 elif f.default_factory is not dataclasses.MISSING:
-                    out[f.name] = _plain(f.default_factory())
+                    out[f.name] = plain(f.default_factory())
         return out
 
     def save(self, path: str | Path) -> None:
@@ -167,27 +169,11 @@ class RunConfig:
         return args
 
 
-def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, enum.Enum) else value
-
-
 def _field_names(cls: type) -> frozenset[str]:
     return frozenset(f.name for f in fields(cls))
 
 
 # ------------------------------------------------------------------------------------------------ layers
-def load_preset(preset: str) -> dict[str, Any]:
-    """``{"common": {...}, "methods": {name: {...}}}`` of ``sdft/presets/<preset>.yaml``."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; expected one of {PRESETS}")
-    path = PRESET_DIR / f"{preset}.yaml"
-    values = read_yaml(path) or {}
-    unknown = sorted(set(values) - {"common", "methods"})
-    if unknown:
-        raise ConfigError(f"{path}: top-level keys must be 'common' and 'methods', got {unknown}")
-    return {"common": values.get("common") or {}, "methods": values.get("methods") or {}}
-
-
 def load_recipe(path: str | Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """A YAML recipe: config keys, plus an optional ``sweep:`` mapping of key -> list of values (Tables 3-4).
 
@@ -203,21 +189,6 @@ def load_recipe(path: str | Path) -> tuple[dict[str, Any], dict[str, list[Any]]]
     return _resolve_aliases(values, str(path)), _resolve_aliases(sweep, f"{path} (sweep)")
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["learning_rate=1e-5", "divergence=reverse"]`` -> dict; values parsed as YAML scalars."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item or item.startswith("-"):
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value != "" else None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: the value is not a YAML value ({getattr(err, 'problem', err)})") \
-                from None
-    return out
-
-
 def _resolve_aliases(values: dict[str, Any], where: str) -> dict[str, Any]:
     out = dict(values)
     for alias, name in ALIASES.items():
@@ -228,25 +199,12 @@ def _resolve_aliases(values: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
-# ------------------------------------------------------------------------------------------------ parser
-def _parser(dataclass_types: list[type]):
-    from trl import TrlParser
-
-    class ConfigParser(TrlParser):
-        """TrlParser raising ``ValueError`` (argparse exits) so callers name the layer; ``sdft.train`` prints it."""
-
-        def error(self, message):
-            raise ConfigError(message)
-
-    return ConfigParser(dataclass_types)
-
-
 def parser_for(method: str):
     """The parser of one method's fields (``python -m sdft.train --method M --help`` prints its help)."""
     from sdft.adapters import AdapterArguments
 
     spec = get_method(method)
-    return _parser([ScriptArguments, AdapterArguments, *([spec.args_class] if spec.args_class else []),
+    return dataclass_parser([ScriptArguments, AdapterArguments, *([spec.args_class] if spec.args_class else []),
                     spec.config_class])
 
 
@@ -321,12 +279,15 @@ def build_config(
     script, adapter, *rest = parts
     cfg = RunConfig(script=script, training=rest[-1], method_args=rest[0] if len(rest) == 2 else None,
                     adapter=adapter, origins=_origins(layers, argv), method_spec=spec, task_spec=task_spec)
-    _check_choices(parser, cfg)
+    check_choices(parser, cfg)
     if not _given("output_dir", [layer for _, layer in layers], argv):
         default = f"runs/{cfg.task}/{cfg.method}/{cfg.preset}-seed{cfg.seed}"
         if require_output_dir:
             raise ConfigError(f"no run directory given: pass --output-dir DIR (for example --output-dir {default})")
         cfg.training.output_dir = default
+    cfg.evaluation = build_eval_config({"preset": preset, "seed": cfg.seed, "data_dir": cfg.data_dir,
+                                        "variant": spec.eval_variant,
+                                        "template": getattr(cfg, "teacher_template", None) or None})
     validate_sources(cfg, cfg.origins, unset="default")
     from sdft.adapters import adapter_problems
 
@@ -360,17 +321,6 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _check_choices(parser, cfg: RunConfig) -> None:
-    """argparse checks choices of command-line values only; values from YAML layers are checked here."""
-    for action in parser._actions:
-        if action.choices is None or not hasattr(cfg, action.dest):
-            continue
-        value = getattr(cfg, action.dest)
-        for item in value if isinstance(value, (list, tuple)) else [value]:
-            if item is not None and _plain(item) not in action.choices:
-                raise ConfigError(f"config key {action.dest!r}: {item!r} is not one of {list(action.choices)}")
 
 
 def _given(name: str, layers: list[dict[str, Any]], argv: list[str]) -> bool:
@@ -407,5 +357,5 @@ def describe_fields(method: str = "sdft", cfg: RunConfig | None = None) -> str:
             if f.default_factory is not dataclasses.MISSING:
                 default = f.default_factory()
             default = spec.defaults.get(f.name, default)
-            lines.append(f"  {f.name} (default {_plain(default)!r}): {help_text}")
+            lines.append(f"  {f.name} (default {plain(default)!r}): {help_text}")
     return "\n".join(lines)

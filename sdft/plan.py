@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdft.config import build_config, parse_overrides
+from sdft.config import build_config
+from sdft.config_layers import parse_overrides
 from sdft.errors import UserError, reported_as_one_line
 
 GIB = 1024 ** 3

@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from transformers import TrainerCallback
 
+from data_prep.task import Task
 from sdft.adapters import save_model_dir
 from sdft.distributed import any_process, gathered, weights_sharded
 from sdft.health import answer_collapse
@@ -75,7 +76,7 @@ class BestValidationCheckpoint(TrainerCallback):
     task's judge, made once per run.
     """
 
-    def __init__(self, run_dir: str | Path, records: Sequence[dict], task: str, *, every: int, variant: str = "student",
+    def __init__(self, run_dir: str | Path, records: Sequence[dict], task: Task, *, every: int, variant: str = "student",
                  template: str = "paper", max_new_tokens: int = 64, batch_size: int = 8, seed: int = 0,
                  stage: str | None = None, on_probe: Callable[[int, dict, Any], None] | None = None,
                  judge=None):

@@ -42,11 +42,12 @@ import sys
 import time
 from pathlib import Path
 
-from data_prep import load_task
 from data_prep.schema import SplitReport
+from data_prep.task import load_records
 from sdft import plugins
 from sdft.checkpoints import resume_point
-from sdft.config import PRESETS, RunConfig, build_config, describe_fields, parse_overrides
+from sdft.config import RunConfig, build_config, describe_fields
+from sdft.config_layers import PRESETS, parse_overrides
 from sdft.errors import ConfigError, reported_as_one_line
 from sdft.interrupts import RunInterrupted, catch_stop_signals
 from sdft.plugins import import_plugins
@@ -58,8 +59,8 @@ _PRE_OPTIONS = ("method", "task", "model", "preset", "output_dir", "config", "se
 
 
 def load_train_records(cfg: RunConfig, report=None) -> list[dict]:
-    return load_task(cfg.task, "train", seed=cfg.seed, n=cfg.n_train, data_dir=cfg.data_dir,
-                     skip_invalid=cfg.skip_invalid, report=report)
+    return load_records(cfg.task_spec, "train", seed=cfg.seed, n=cfg.n_train, data_dir=cfg.data_dir,
+                        skip_invalid=cfg.skip_invalid, report=report)
 
 
 def run_training(cfg: RunConfig, force: bool = False) -> Path:

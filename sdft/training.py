@@ -15,9 +15,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
-from data_prep.registry import get_task, load_task
 from data_prep.schema import SplitReport
-from eval.evaluation import PRESET_EVAL
+from data_prep.task import Task, load_records
 from sdft.adapters import is_adapter_dir, load_adapter_model, quantization_kwargs
 from sdft.distributed import any_process
 from sdft.health import CollapseWatch
@@ -69,43 +68,42 @@ def run_callbacks(run_dir: str | Path, stage: str | None = None, cfg=None, selec
     return callbacks
 
 
-def selection_judge(task: str):
+def selection_judge(task: Task):
     """The judge the validation evaluations of a judge-scored task use (one per run): the task's local judge, else
     an LLM judge, which needs ``OPENAI_API_KEY``; ``(None, reason)`` when it cannot run here."""
-    import os
-
     from eval.judge import LLMJudge, judge_for
 
-    if get_task(task).judge is None:
+    if task.judge is None:
         return None, None
     judge = judge_for(task)
     if isinstance(judge, LLMJudge) and not os.environ.get("OPENAI_API_KEY"):
-        return None, f"task {task!r} is scored by an LLM judge and OPENAI_API_KEY is not set"
+        return None, f"task {task.name!r} is scored by an LLM judge and OPENAI_API_KEY is not set"
     return judge, None
 
 
 def selection_callback(cfg, run_dir: str | Path, stage: str | None = None, on_probe=None):
     """``sdft.selection.BestValidationCheckpoint`` for a run: the task's validation split (``selection_records`` of
     it; default the preset's evaluation size, all of it on ``mini`` and ``paper``; scored by the task's judge where
-    it has one, None -- the run then reports its final model, and says so -- when that judge cannot run), prompted as the method is evaluated, at the preset's evaluation length, every ``selection_steps`` steps
-    (default ``save_steps``)."""
-    preset = PRESET_EVAL.get(cfg.preset, PRESET_EVAL["mini"])
-    judge, problem = selection_judge(cfg.task)
+    it has one, None -- the run then reports its final model, and says so -- when that judge cannot run), prompted
+    as the method is evaluated, at the preset's evaluation length (the run's ``cfg.evaluation``), every
+    ``selection_steps`` steps (default ``save_steps``)."""
+    evaluation = cfg.evaluation
+    judge, problem = selection_judge(cfg.task_spec)
     if problem:  # said, never silent: the run then reports its final model
         print(f"[selection] checkpoint_selection=best_val is off for this run: {problem}; the final model is "
               "reported", flush=True)
         return None
     report = SplitReport()
-    records = load_task(cfg.task, "val", seed=cfg.seed, n=cfg.selection_records or preset["n"], data_dir=cfg.data_dir,
-                        skip_invalid=cfg.skip_invalid, report=report)
+    records = load_records(cfg.task_spec, "val", seed=cfg.seed, n=cfg.selection_records or evaluation.n,
+                           data_dir=cfg.data_dir, skip_invalid=cfg.skip_invalid, report=report)
     if report.skipped:  # as the training split's, never silently
         print(f"[selection] skipped {len(report.skipped)} malformed validation record(s) (skip_invalid), e.g. "
               f"{report.skipped[0]}", flush=True)
     every = cfg.selection_steps or int(cfg.save_steps)
     return BestValidationCheckpoint(
-        run_dir, records, cfg.task, every=every, variant=cfg.method_spec.eval_variant,
-        template=getattr(cfg, "teacher_template", None) or "paper", max_new_tokens=preset["max_new_tokens"],
-        batch_size=preset["batch_size"], seed=cfg.seed, stage=stage, on_probe=on_probe, judge=judge)
+        run_dir, records, cfg.task_spec, every=every, variant=evaluation.variant, template=evaluation.template,
+        max_new_tokens=evaluation.max_new_tokens, batch_size=evaluation.batch_size, seed=evaluation.seed, stage=stage,
+        on_probe=on_probe, judge=judge)
 
 
 def derive_args(source, config_class: type, **values: Any):

@@ -38,6 +38,7 @@ from typing import Any, Callable, Mapping
 
 from data_prep.general_prompts import hub_id_problem, source_problem
 from data_prep.registry import get_task
+from data_prep.task import Task
 from sdft.errors import UserError
 from sdft.prompts import get_template
 
@@ -221,7 +222,7 @@ def source_problems(cfg, origins: Mapping[str, str] | None = None, unset: str = 
         for key, check in SAMPLING_CHECKS.items():
             if key in sampling and values.get(key) != getattr(args, key):  # not already checked above
                 add(key, getattr(args, key), check(getattr(args, key)))
-    if values.get("data_dir") in (None, "") and os.environ.get("SDFT_DATA_DIR") and _reads_real_data(values.get("task")):
+    if values.get("data_dir") in (None, "") and os.environ.get("SDFT_DATA_DIR") and _reads_real_data(cfg.task_spec):
         add("data_dir", None, data_dir_problem(os.environ["SDFT_DATA_DIR"]), "$SDFT_DATA_DIR (data_dir not given)")
     return problems
 
@@ -234,9 +235,6 @@ def validate_sources(cfg, origins: Mapping[str, str] | None = None, unset: str =
         raise SourceError(problems, getattr(cfg.script, "method", None))
 
 
-def _reads_real_data(task: Any) -> bool:
+def _reads_real_data(task: Task | None) -> bool:
     """Whether ``task`` is one of the paper's tasks (read from ``data_dir`` / ``$SDFT_DATA_DIR`` or the hub)."""
-    try:
-        return getattr(get_task(task).load, "__module__", "") == "data_prep.real_tasks"
-    except KeyError:
-        return False
+    return task is not None and getattr(task.load, "__module__", "") == "data_prep.real_tasks"

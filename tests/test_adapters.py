@@ -134,15 +134,22 @@ def test_evaluation_of_an_adapter_run_prefers_its_merged_copy_and_keeps_vllm_off
 
     monkeypatch.setattr("sdft.models.load_model_and_tokenizer", lambda ref: loaded.append(ref) or (None, None))
     monkeypatch.setattr("eval.task_eval.evaluate_task", stop)
+    from data_prep.registry import get_task
+    from eval.config import build_eval_config
+
+    def evaluate(backend):
+        cfg = build_eval_config({"backend": backend}, run_config=evaluation.run_config_of(str(run)))
+        return evaluation.evaluate(str(run), get_task("embedded_tool"), cfg)
+
     with pytest.raises(evaluation.EvaluationError, match="LoRA adapter and vLLM loads full models"):
-        evaluation.evaluate(str(run), backend="vllm")
+        evaluate("vllm")
     with pytest.raises(Loaded):
-        evaluation.evaluate(str(run), backend="auto")
+        evaluate("auto")
     assert loaded == [str(run / "model")]
     (run / "model_merged").mkdir()
     (run / "model_merged" / "config.json").write_text(json.dumps({"model_type": "llama"}))  # a folder whose config names its model
     with pytest.raises(Loaded):
-        evaluation.evaluate(str(run), backend="hf")
+        evaluate("hf")
     assert loaded[-1] == str(run / "model_merged")
 
 

@@ -3,7 +3,8 @@
 import pytest
 import yaml
 
-from sdft.config import PRESETS, build_config, config_keys, describe_fields, parse_overrides
+from sdft.config import build_config, config_keys, describe_fields
+from sdft.config_layers import PRESETS, parse_overrides
 from sdft.registry import get_method, method_names
 
 

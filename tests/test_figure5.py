@@ -168,7 +168,7 @@ def test_paper_runs_use_the_7b_recipes_with_the_model_overridden(tmp_path):
     assert by[("sft", "Qwen/Qwen2.5-3B-Instruct")].model == "Qwen/Qwen2.5-3B-Instruct"
     assert {Path(s.recipe).name for s in specs if s.recipe} == {"sft_science.yaml", "sdft_science.yaml"}
     assert len({s.run_dir for s in specs}) == len(specs)
-    assert {s.overrides["model"] for s in specs if "--passk" in s.eval_args} == {"Qwen/Qwen2.5-7B-Instruct"}
+    assert {s.overrides["model"] for s in specs if "passk" in s.eval_options} == {"Qwen/Qwen2.5-7B-Instruct"}
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -11,7 +11,8 @@ import yaml
 
 from experiments import grid as G
 from experiments import section
-from sdft.config import _plain, build_config, load_recipe
+from sdft.config import build_config, load_recipe
+from sdft.config_layers import plain
 from sdft.validation import SourceError, source_problems, validate_sources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def _spec(recipe, tmp_path, sweep_point=None, preset="paper"):
 
 
 def _same(got, want) -> bool:
-    got = _plain(got)
+    got = plain(got)
     if isinstance(want, float) or isinstance(got, float):
         return math.isclose(float(got), float(want), rel_tol=1e-12)
     return got == want

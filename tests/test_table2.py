@@ -63,7 +63,7 @@ def test_every_paper_run_is_the_reasoning_model_with_the_long_budget(tmp_path):
     assert {c.model for c in configs.values()} == {"allenai/Olmo-3-7B-Think"}  # Base too, which has no recipe
     assert {c.task for c in configs.values()} == {"medical_answer_only"}
     assert configs["sdft"].training.max_completion_length == 8192
-    assert all(s.eval_args[-2:] == ["--max-new-tokens", "16384"] for s in specs)
+    assert all(s.eval_options["max_new_tokens"] == 16384 for s in specs)
     assert {Path(s.recipe).parent.name for s in specs if s.recipe} == {"olmo-3-7b-think"}
 
 
@@ -72,7 +72,7 @@ def test_mini_stand_in_gives_the_rollouts_and_answers_twice_the_mini_budget(tmp_
     configs = {s.method: s.config() for s in specs}
     assert {c.model for c in configs.values()} == {"embedded:smollm2-135m-instruct"}
     assert configs["sdft"].training.max_completion_length == 128
-    assert all(s.eval_args == ["--max-new-tokens", "128"] for s in specs)
+    assert all(s.eval_options == {"max_new_tokens": 128} for s in specs)
     # a model named on the command line wins over the preset's
     assert {s.config().model for s in _grid("mini", tmp_path, ["model=embedded:tiny-llama"])} == \
         {"embedded:tiny-llama"}
