@@ -11,7 +11,6 @@ import json
 import re
 from pathlib import Path
 
-from eval.passk import pass_at_k
 from eval.sandbox import run_program
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -132,6 +131,8 @@ def humaneval_pass_at_k(references: list[str], predictions: list[list[str]], k: 
 
     Returns ``{"pass@k": mean over problems}`` for each k no larger than every problem's number of candidates.
     """
+    from eval.passk import pass_at_k
+
     ks = [k] if isinstance(k, int) else list(k)
     correct = [(len(cands), sum(run_code_test(c + "\n" + ref, HUMANEVAL_TIMEOUT) for c in cands))
                for ref, cands in zip(references, predictions)]
