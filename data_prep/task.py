@@ -8,8 +8,8 @@ task registry (``data_prep.registry``).
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from data_prep.schema import EmptySplitError, SplitReport, validate_records
 from data_prep.verdicts import LABELS
@@ -49,10 +49,6 @@ class Task:
     """The paper's task this one stands in for (the embedded tasks); ``None`` for the paper's own tasks."""
     split_rule: str = ""
     """How train / val / test are made, in one sentence (shown by ``python -m data_prep.prepare --list``)."""
-    preset_values: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    """Config values this task sets inside a preset, in a preset file's shape: ``{"paper": {"common": {...},
-    "methods": {"sdft": {...}}}}``. ``common`` values apply to the methods whose configs have those fields, a
-    method's block to that method; both sit above the preset and below recipes and the command line."""
 
     def __post_init__(self):
         if (self.score is None) == (self.judge is None):

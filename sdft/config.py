@@ -13,7 +13,8 @@ trainer options -- is a command-line and recipe key, under its own name:
 Values come from these layers, later ones winning:
   1. the dataclass defaults, the machine (``use_cpu`` without CUDA), the method's defining values (``Method.defaults``),
   2. the preset (``sdft/presets/<preset>.yaml``: ``common`` keys, then the method's block under ``methods``),
-  3. the task's values inside that preset (``Task.preset_values``, e.g. the paper's 1024-token knowledge rollouts),
+  3. the task's values inside that preset (the preset's ``tasks`` block, e.g. the paper's 1024-token knowledge
+     rollouts),
   4. a YAML recipe (``--config recipe.yaml``; ``experiments/recipes/``),
   5. the command line: ``key=value`` (the value read as YAML) and ``--key value`` (argparse; wins over ``key=value``).
 
@@ -253,7 +254,7 @@ def build_config(
     parser = parser_for(method)
     known = {action.dest for action in parser._actions}
     task_spec = get_task(task)
-    in_preset = task_spec.preset_values.get(preset, {})
+    in_preset = values["tasks"].get(task) or {}
     task_values = {k: v for k, v in (in_preset.get("common") or {}).items() if k in known}
     task_values.update((in_preset.get("methods") or {}).get(method) or {})
     layers = [

@@ -2,8 +2,9 @@
 evaluation's (``eval.config.EvalConfig``) alike: the preset files, ``key=value`` overrides, and the parser that reads
 dataclasses from layers of values and a command line (TRL's ``TrlParser``, transformers' ``HfArgumentParser``).
 
-A preset file ``sdft/presets/<preset>.yaml`` has three blocks: ``common`` (config keys of every method), ``methods``
-(a block per method, above ``common``) and ``eval`` (the evaluation's keys: ``eval.config.EvalConfig``).
+A preset file ``sdft/presets/<preset>.yaml`` has four blocks: ``common`` (config keys of every method), ``methods``
+(a block per method, above ``common``), ``tasks`` (a block per task, in the shape of the two above: a task's own
+values on this preset, above them) and ``eval`` (the evaluation's keys: ``eval.config.EvalConfig``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from sdft.run_io import read_yaml
 
 PRESETS = ("smoke", "mini", "paper")
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
-PRESET_BLOCKS = ("common", "methods", "eval")
+PRESET_BLOCKS = ("common", "methods", "tasks", "eval")
 
 
 def load_preset(preset: str) -> dict[str, Any]:
-    """``{"common": {...}, "methods": {name: {...}}, "eval": {...}}`` of ``sdft/presets/<preset>.yaml``."""
+    """``{"common": {...}, "methods": {name: {...}}, "tasks": {name: {"common": {...}, "methods": {...}}},
+    "eval": {...}}`` of ``sdft/presets/<preset>.yaml``."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; expected one of {PRESETS}")
     path = PRESET_DIR / f"{preset}.yaml"

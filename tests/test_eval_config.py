@@ -82,3 +82,16 @@ def test_grids_carry_evaluation_options_as_a_dict_through_their_file(tmp_path):
     assert back == specs[0] and back.eval_options == {"allow_code_execution": True, "max_new_tokens": 16}
     with pytest.raises(ValueError, match=r"unknown evaluation options \['max_tokens'\]"):
         G.expand("t", "smoke", ["embedded_tool"], ["base"], [0], tmp_path, eval_options={"max_tokens": 16})
+
+
+def test_a_tasks_values_on_a_preset_are_the_preset_files():
+    """What a preset means for a task (the validation sweep's learning rates, the knowledge runs' lengths) is in
+    its file's ``tasks`` block, a layer above the preset's method blocks and below the command line."""
+    from sdft.config import build_config
+
+    assert load_preset("mini")["tasks"]["embedded_tool"] == {"methods": {"sdft": {"learning_rate": 2.0e-4}}}
+    assert build_config("mini", "sdft", overrides={"task": "embedded_tool"}).learning_rate == 2.0e-4
+    assert build_config("mini", "sft", overrides={"task": "embedded_tool"}).learning_rate == 1.0e-4  # the preset's
+    assert build_config("mini", "sdft", overrides={"task": "embedded_tool", "learning_rate": 5e-5}).learning_rate == 5e-5
+    paper = build_config("paper", "sdft", overrides={"task": "knowledge_ood"})
+    assert (paper.max_completion_length, paper.num_train_epochs, paper.teacher_template) == (1024, 4, "reference")
