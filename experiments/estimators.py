@@ -48,7 +48,6 @@ from sdft.run_io import read_metrics, read_yaml, write_text_atomic
 
 EXPERIMENT = "estimators"
 METHODS = ["sdft"]
-TASKS = {"smoke": ["embedded_tool"], "mini": ["embedded_tool"], "paper": ["tooluse"]}
 ROW_KEYS = ("estimator", "divergence", "distillation_topk", "num_generations")
 ROWS: dict[str, dict[str, Any]] = {
     "analytic": {"estimator": "analytic", "divergence": "forward", "distillation_topk": 0, "num_generations": 1},
@@ -236,7 +235,7 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, methods=METHODS, aggregate=aggregate,
                  outputs=["estimators.md", "estimators.csv", "estimators_runs.csv", "estimators_gradnorm.csv",
                           "estimators.png (and .pdf)"],
                  add_arguments=add_arguments, adjust_grid=adjust_grid, describe=describe, execute_fn=execute)

@@ -23,12 +23,14 @@ from eval.config import build_eval_config
 from eval.evaluation import _read_existing, flatten_scores, run_config_of, write_eval_json
 from eval.prior import suite_fingerprint
 from experiments.grid import RunSpec, trains
+from sdft.config_layers import load_preset
 from sdft.plugins import as_list, import_plugins
 from sdft.run_io import read_json
 
 
 def prior_suite_for(preset: str) -> str:
-    return "paper" if preset == "paper" else "embedded"
+    """The prior-capability suite a section's runs are evaluated on (``experiments.prior_suite`` of the preset)."""
+    return load_preset(preset)["experiments"]["prior_suite"]
 
 
 def _results_root(spec: RunSpec) -> Path:

@@ -48,7 +48,6 @@ from sdft.run_io import read_json
 
 EXPERIMENT = "figure5"
 METHODS = ["base", "sft", "sdft"]
-TASKS = {"smoke": ["embedded_science"], "mini": ["embedded_science"], "paper": ["science"]}
 MODELS = {
     "smoke": ["embedded:tiny-llama"],
     "mini": ["embedded:smollm2-135m-instruct", "embedded:gemma3-270m"],
@@ -341,7 +340,7 @@ def aggregate(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, methods=METHODS, aggregate=aggregate,
                  outputs=["figure5.md", "figure5.csv", "figure5_scale.png (and .pdf)",
                           "figure5_passk.png (and .pdf)"],
                  add_arguments=add_arguments, adjust_grid=adjust_grid, describe=describe, preflight=preflight)

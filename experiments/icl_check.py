@@ -52,7 +52,6 @@ from sdft.run_io import read_json, read_yaml, write_json_atomic, write_text_atom
 
 EXPERIMENT = "icl_check"
 METHODS = ["base", "sft"]
-TASKS = {"smoke": ["embedded_tool"], "mini": ["embedded_tool"], "paper": ["tooluse"]}
 ROLES = ("student", "teacher", "sft")
 ROLE_TITLES = {"student": "base model (no demonstration)", "teacher": "teacher (base + demonstration)",
                "sft": "SFT model"}
@@ -262,7 +261,7 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, methods=METHODS, aggregate=aggregate,
                  outputs=["icl_check.md", "icl_check.csv", "figure2_icl.png (and .pdf)"],
                  add_arguments=add_arguments, adjust_grid=adjust_grid, describe=describe, execute_fn=execute)
 

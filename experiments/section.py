@@ -1,10 +1,11 @@
 """The command line and the run step shared by every paper-section script (``experiments/table5.py``, ...).
 
-A section script defines its grid (tasks per preset, methods), the paper's numbers and an ``aggregate(results_dir)``
-that writes its tables and figures (with :mod:`experiments.reporting`), then hands them to :func:`main`::
+A section script defines its grid (methods; its tasks on each preset are the preset file's, ``experiments.tasks``
+of ``sdft/presets/<preset>.yaml``), the paper's numbers and an ``aggregate(results_dir)`` that writes its tables and
+figures (with :mod:`experiments.reporting`), then hands them to :func:`main`::
 
     def main(argv=None):
-        section.main(argv, experiment="table5", doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+        section.main(argv, experiment="table5", doc=__doc__, methods=METHODS, aggregate=aggregate,
                      outputs=["table5.md", "table5.csv"])
     execute = section.execute  # the run step ``experiments.run_one`` calls for a SLURM array task
 
@@ -27,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 from experiments import grid as G
 from experiments.evaluation import evaluate_run
-from sdft.config_layers import parse_overrides
+from sdft.config_layers import load_preset, parse_overrides
 from sdft.errors import reported_as_one_line
 from sdft.plugins import HINT, PluginError, as_list, env_specs, import_plugins, merge
 from sdft.registry import method_names
@@ -99,10 +100,18 @@ def build_parser(doc: str | None, experiment: str, methods: Sequence[str]) -> ar
     return parser
 
 
-def build_grid(args, experiment: str, tasks: dict[str, list[str]], methods: Sequence[str],
-               recipes: Path = RECIPES) -> list[G.RunSpec]:
+def preset_tasks(experiment: str, preset: str) -> list[str]:
+    """The tasks a section runs on a preset (``experiments.tasks`` of its preset file)."""
+    tasks = load_preset(preset)["experiments"].get("tasks") or {}
+    if experiment not in tasks:
+        raise SystemExit(f"error: sdft/presets/{preset}.yaml names no tasks for {experiment} (experiments.tasks); "
+                         "give --tasks")
+    return list(tasks[experiment])
+
+
+def build_grid(args, experiment: str, methods: Sequence[str], recipes: Path = RECIPES) -> list[G.RunSpec]:
     """The runs that the parsed options ask for (the preset's tasks, the section's methods, seeds, sweep)."""
-    chosen_tasks = args.tasks.split(",") if args.tasks else tasks[args.preset]
+    chosen_tasks = args.tasks.split(",") if args.tasks else preset_tasks(experiment, args.preset)
     chosen = args.methods.split(",") if args.methods else list(methods)
     unknown = [m for m in chosen if m not in methods and m not in method_names()]
     if unknown:
@@ -136,8 +145,7 @@ def import_section_plugins(args) -> list[str]:
     return specs
 
 
-def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dict[str, list[str]],
-         methods: Sequence[str], aggregate: Callable[[Path], Any], outputs: Sequence[str],
+def main(argv: list[str] | None, *, experiment: str, doc: str | None, methods: Sequence[str], aggregate: Callable[[Path], Any], outputs: Sequence[str],
          recipes: Path = RECIPES, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
          adjust_grid: GridHook | None = None, describe: GridHook | None = None,
          preflight: GridHook | None = None,
@@ -148,12 +156,12 @@ def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dic
     section's own ``execute`` here, as ``experiments.run_one`` calls it for ``--jobs N`` and SLURM. A user error
     (``sdft.errors``) ends it with one line naming its file or key."""
     with reported_as_one_line(argv):
-        _main(argv, experiment=experiment, doc=doc, tasks=tasks, methods=methods, aggregate=aggregate,
+        _main(argv, experiment=experiment, doc=doc, methods=methods, aggregate=aggregate,
               outputs=outputs, recipes=recipes, add_arguments=add_arguments, adjust_grid=adjust_grid,
               describe=describe, preflight=preflight, execute_fn=execute_fn)
 
 
-def _main(argv, *, experiment, doc, tasks, methods, aggregate, outputs, recipes, add_arguments, adjust_grid, describe,
+def _main(argv, *, experiment, doc, methods, aggregate, outputs, recipes, add_arguments, adjust_grid, describe,
           preflight, execute_fn) -> None:
 
     parser = build_parser(doc, experiment, methods)
@@ -168,7 +176,7 @@ def _main(argv, *, experiment, doc, tasks, methods, aggregate, outputs, recipes,
         except InvalidJSONFile as err:  # one line naming the file, not a traceback
             raise SystemExit(f"error: {err}") from None
         return
-    specs = build_grid(args, experiment, tasks, methods, recipes)
+    specs = build_grid(args, experiment, methods, recipes)
     if adjust_grid is not None:
         specs = adjust_grid(args, specs)
     try:  # every recipe builds and its data sources are valid before the first run trains

@@ -37,7 +37,6 @@ from sdft.run_io import read_json_or_none, read_metrics, read_step_files, read_y
 
 EXPERIMENT = "stability"
 METHODS = ["sdft"]
-TASKS = {"smoke": ["embedded_tool"], "mini": ["embedded_tool"], "paper": ["tooluse"]}
 
 # name -> SDFT config values on top of the preset's (each key documented in `python -m sdft.train --help-config`)
 SETTINGS: dict[str, dict] = {
@@ -200,7 +199,7 @@ def aggregate(results_dir: str | Path, order: list[str] | None = None) -> pd.Dat
 
 
 def main(argv: list[str] | None = None) -> None:
-    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, methods=METHODS, aggregate=aggregate,
                  outputs=["stability.md", "stability.csv", "health_<task>.png (and .pdf)"],
                  add_arguments=add_arguments, adjust_grid=adjust_grid, execute_fn=execute)
 

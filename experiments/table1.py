@@ -44,7 +44,6 @@ from sdft.run_io import read_json
 
 EXPERIMENT = "table1"
 METHODS = ["base", "rag", "cpt", "sft", "sdft"]
-TASKS = {"smoke": ["embedded_knowledge"], "mini": ["embedded_knowledge"], "paper": ["knowledge"]}
 OOD_TASKS = {"knowledge": "knowledge_ood"}  # tasks whose indirect questions are a task of their own
 CONTEXTS = ("answer", "text", "text+answer")
 TABLE_CONTEXT = "text+answer"  # the teacher of Table 1's SDFT row
@@ -259,7 +258,7 @@ def _judge_name(evaluation: dict | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, methods=METHODS, aggregate=aggregate,
                  outputs=["table1.md", "table1.csv", "figure7_teacher_context.png (and .pdf)", "teacher_view/"],
                  add_arguments=add_arguments, adjust_grid=adjust_grid, describe=describe, preflight=preflight,
                  execute_fn=execute)

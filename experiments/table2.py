@@ -44,8 +44,6 @@ from sdft.run_io import read_json
 
 EXPERIMENT = "table2"
 METHODS = ["base", "sft", "sdft"]
-TASKS = {"smoke": ["embedded_science_answer_only"], "mini": ["embedded_science_answer_only"],
-         "paper": ["medical_answer_only"]}
 MODEL = {"smoke": "embedded:tiny-llama", "mini": "embedded:smollm2-135m-instruct", "paper": "allenai/Olmo-3-7B-Think"}
 EVAL_MAX_NEW_TOKENS = {"smoke": None, "mini": 128, "paper": 16384}  # None: the preset's evaluation budget
 RECIPES = Path(__file__).resolve().parent / "recipes" / "olmo-3-7b-think"
@@ -128,7 +126,7 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, methods=METHODS, aggregate=aggregate,
                  outputs=["table2.md", "table2.csv"], recipes=RECIPES, adjust_grid=adjust_grid, describe=describe)
 
 

@@ -27,11 +27,6 @@ from experiments import section
 
 EXPERIMENT = "table5"
 METHODS = ["base", "sft", "reinvoke", "dft", "sdft"]
-TASKS = {
-    "smoke": ["embedded_science", "embedded_tool", "embedded_medical"],
-    "mini": ["embedded_science", "embedded_tool", "embedded_medical"],
-    "paper": ["science", "tooluse", "medical"],
-}
 PRIOR = ["hellaswag", "humaneval", "ifeval", "mmlu", "truthfulqa", "winogrande"]
 
 # Paper, Table 5 (Qwen2.5-7B-Instruct): new task, then HellaSwag, HumanEval, IFEval, MMLU, TruthfulQA, Winogrande.
@@ -84,7 +79,7 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, methods=METHODS, aggregate=aggregate,
                  outputs=["table5.md", "table5.csv", "figure4_pareto.png (and .pdf)"])
 
 

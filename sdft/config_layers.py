@@ -2,9 +2,10 @@
 evaluation's (``eval.config.EvalConfig``) alike: the preset files, ``key=value`` overrides, and the parser that reads
 dataclasses from layers of values and a command line (TRL's ``TrlParser``, transformers' ``HfArgumentParser``).
 
-A preset file ``sdft/presets/<preset>.yaml`` has four blocks: ``common`` (config keys of every method), ``methods``
+A preset file ``sdft/presets/<preset>.yaml`` has five blocks: ``common`` (config keys of every method), ``methods``
 (a block per method, above ``common``), ``tasks`` (a block per task, in the shape of the two above: a task's own
-values on this preset, above them) and ``eval`` (the evaluation's keys: ``eval.config.EvalConfig``).
+values on this preset, above them), ``eval`` (the evaluation's keys: ``eval.config.EvalConfig``) and
+``experiments`` (the paper-section scripts': ``prior_suite``, and ``tasks``, a list per section).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from sdft.run_io import read_yaml
 
 PRESETS = ("smoke", "mini", "paper")
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
-PRESET_BLOCKS = ("common", "methods", "tasks", "eval")
+PRESET_BLOCKS = ("common", "methods", "tasks", "eval", "experiments")
 
 
 def load_preset(preset: str) -> dict[str, Any]:
     """``{"common": {...}, "methods": {name: {...}}, "tasks": {name: {"common": {...}, "methods": {...}}},
-    "eval": {...}}`` of ``sdft/presets/<preset>.yaml``."""
+    "eval": {...}, "experiments": {"prior_suite": ..., "tasks": {section: [...]}}}`` of
+    ``sdft/presets/<preset>.yaml``."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; expected one of {PRESETS}")
     path = PRESET_DIR / f"{preset}.yaml"

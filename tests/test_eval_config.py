@@ -95,3 +95,16 @@ def test_a_tasks_values_on_a_preset_are_the_preset_files():
     assert build_config("mini", "sdft", overrides={"task": "embedded_tool", "learning_rate": 5e-5}).learning_rate == 5e-5
     paper = build_config("paper", "sdft", overrides={"task": "knowledge_ood"})
     assert (paper.max_completion_length, paper.num_train_epochs, paper.teacher_template) == (1024, 4, "reference")
+
+
+def test_a_sections_tasks_and_prior_suite_on_a_preset_are_the_preset_files():
+    from experiments import section
+    from experiments.evaluation import prior_suite_for
+
+    for preset, suite in (("smoke", "embedded"), ("mini", "embedded"), ("paper", "paper")):
+        assert prior_suite_for(preset) == suite
+    assert section.preset_tasks("table5", "mini") == ["embedded_science", "embedded_tool", "embedded_medical"]
+    assert section.preset_tasks("table5", "paper") == ["science", "tooluse", "medical"]
+    assert section.preset_tasks("table1", "paper") == ["knowledge"]
+    with pytest.raises(SystemExit, match="names no tasks for nowhere"):
+        section.preset_tasks("nowhere", "smoke")

@@ -157,7 +157,7 @@ def _grid(argv):
     parser = section.build_parser(None, figure5.EXPERIMENT, figure5.METHODS)
     figure5.add_arguments(parser)
     args = parser.parse_args(argv)
-    specs = section.build_grid(args, figure5.EXPERIMENT, figure5.TASKS, figure5.METHODS)
+    specs = section.build_grid(args, figure5.EXPERIMENT, figure5.METHODS)
     return args, figure5.adjust_grid(args, specs)
 
 

@@ -202,7 +202,7 @@ def test_the_registry_docstring_example_runs(registries):
 def test_a_section_passes_its_plugins_to_every_run_of_its_grid(registries, tmp_path):
     from experiments import grid as G
     from experiments import section
-    from experiments.table5 import METHODS, TASKS
+    from experiments.table5 import METHODS
 
     plugin = tmp_path / "my_plugin.py"
     shutil.copy(EXAMPLE, plugin)
@@ -210,7 +210,7 @@ def test_a_section_passes_its_plugins_to_every_run_of_its_grid(registries, tmp_p
     args = parser.parse_args(["--preset", "smoke", "--include", str(plugin), "--tasks", "mine_task", "--methods",
                               "base,mine", "--results-dir", str(tmp_path / "t5"), "target=both"])
     assert section.import_section_plugins(args) == [str(plugin)]
-    specs = section.build_grid(args, "table5", TASKS, METHODS)
+    specs = section.build_grid(args, "table5", METHODS)
     assert [s.method for s in specs] == ["base", "mine"]
     assert all(s.overrides["include"] == [str(plugin)] for s in specs)
     G.write_grid(specs, tmp_path / "grid.json")  # what experiments.run_one reads in another process
@@ -218,7 +218,7 @@ def test_a_section_passes_its_plugins_to_every_run_of_its_grid(registries, tmp_p
     assert specs[1].config().include == [str(plugin)]
     bad = parser.parse_args(["--preset", "smoke", "--methods", "base,lab_nope", "--results-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match=r"^error: unknown methods \['lab_nope'\]; .*--include"):
-        section.build_grid(bad, "table5", TASKS, METHODS)
+        section.build_grid(bad, "table5", METHODS)
 
 
 # ------------------------------------------------------------------------------------------------ end to end

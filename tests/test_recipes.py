@@ -77,8 +77,7 @@ def test_the_paper_grids_validate_before_any_run_and_use_every_recipe(tmp_path):
         if module is table1:
             table1.add_arguments(parser)
         args = parser.parse_args(["--preset", "paper", "--sweep", "--results-dir", str(tmp_path)])
-        specs = section.build_grid(args, module.EXPERIMENT, module.TASKS, module.METHODS,
-                                   getattr(module, "RECIPES", section.RECIPES))
+        specs = section.build_grid(args, module.EXPERIMENT, module.METHODS, getattr(module, "RECIPES", section.RECIPES))
         specs = module.adjust_grid(args, specs) if hasattr(module, "adjust_grid") else specs
         assert len(specs) > 100
         G.validate_grid(specs)
@@ -134,7 +133,7 @@ def test_the_section_command_line_refuses_a_bad_recipe_before_running(tmp_path, 
         (recipes / "reinvoke_medical.yaml").read_text().replace("hub:allenai/tulu-3-sft-mixture", "hub"))
     with pytest.raises(SystemExit, match="reinvoke_medical.yaml: config key 'reinvoke_prompts' = 'hub'"):
         section.main(["--preset", "paper", "--dry-run", "--results-dir", str(tmp_path / "results")],
-                     experiment="table5", doc=None, tasks=table5.TASKS, methods=table5.METHODS,
+                     experiment="table5", doc=None, methods=table5.METHODS,
                      aggregate=lambda d: None, outputs=[], recipes=recipes)
     assert "->" not in capsys.readouterr().out  # no run was listed, let alone started
 

@@ -53,7 +53,7 @@ def _grid(preset, tmp_path, extra=()):
 
     args = section.build_parser(None, table2.EXPERIMENT, table2.METHODS).parse_args(
         ["--preset", preset, "--results-dir", str(tmp_path), *extra])
-    specs = section.build_grid(args, table2.EXPERIMENT, table2.TASKS, table2.METHODS, table2.RECIPES)
+    specs = section.build_grid(args, table2.EXPERIMENT, table2.METHODS, table2.RECIPES)
     return table2.adjust_grid(args, specs)
 
 
