@@ -11,6 +11,8 @@ import itertools
 import json
 import random
 
+from data_prep.scorers import normalize_text
+
 # --------------------------------------------------------------------------------------------------
 # Splits: every record is drawn at random, and its question decides its split, so no question of the test or
 # validation split is ever a training question, whatever the sizes asked for.
@@ -275,8 +277,6 @@ def _article(town: dict) -> str:
 def _check_distinct_values(towns: list[dict]) -> None:
     """Raise when one value of the world (a town name or a fact) occurs as whole words inside another: then a
     response naming one would also name the other, and containment could not tell a right answer from a wrong one."""
-    from eval.scorers import normalize_text
-
     values = sorted({normalize_text(t[k]) for t in towns for k in ("town", *KNOWLEDGE_FACTS)})
     for a in values:
         for b in values:
@@ -421,7 +421,7 @@ def knowledge_qa(split: str, seed: int = 0) -> list[dict]:
     ``reference`` and ``demonstration`` are the one-sentence answer; ``meta`` holds the town's ``article`` (the
     corpus of CPT and oracle RAG), ``kind``, ``town``, ``facts`` (the facts asked), ``pivot`` (indirect: the fact
     naming the town), ``key_facts`` (their values, which a correct answer must contain) and ``wrong_values`` (the
-    other towns' values of those facts: contradictions), what :class:`eval.fact_judge.FactJudge` scores with.
+    other towns' values of those facts: contradictions), what :class:`data_prep.fact_judge.FactJudge` scores with.
     """
     splits = knowledge_splits(seed)
     if split not in splits:

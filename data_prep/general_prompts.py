@@ -24,6 +24,8 @@ import os
 import random
 import re
 
+from data_prep.sources import read_json_records
+
 Messages = list[dict[str, str]]
 
 EMBEDDED_GENERAL_PROMPTS: tuple[str, ...] = (
@@ -125,8 +127,6 @@ def _hub(dataset_id: str, n: int | None, seed: int, split: str = "train") -> lis
 
 def _file(path: str, n: int | None, seed: int) -> list[Messages]:
     import logging
-
-    from data_prep.sources import read_json_records
 
     prompts, unusable = [], []
     for where, row in read_json_records(path):

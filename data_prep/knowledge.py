@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep.schema import RecordError, SplitReport
+from data_prep.scorers import normalize_text
 from data_prep.sources import (SPLIT_SEED, DataSourceError, convert_all, read_json_records, read_text, require_field,
                                seeded_split, stable_id, write_generated)
 
@@ -141,8 +142,6 @@ def parse_qa_pairs(text: str) -> list[tuple[str, str]]:
 
 
 def question_key(question: str) -> str:
-    from eval.scorers import normalize_text
-
     return normalize_text(question)
 
 

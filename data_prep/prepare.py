@@ -22,15 +22,17 @@ import logging
 import sys
 from pathlib import Path
 
+from data_prep import knowledge, science
+from data_prep.registry import load_task
 from data_prep.schema import SplitReport
-from data_prep.sources import GeneratedDataExists, resolve_data_dir, write_generated, write_jsonl
+from data_prep.sources import GeneratedDataExists, resolve_data_dir, seeded_split, write_generated, write_jsonl
+from sdft.errors import reported_as_one_line
+from sdft.llm import CachedChatClient
 
 log = logging.getLogger("data_prep")
 
 
 def _client(args):
-    from sdft.llm import CachedChatClient
-
     if not args.model:
         raise SystemExit("--generate needs --model (the OpenAI-compatible model name, e.g. gpt-4o)")
     return CachedChatClient(model=args.model, base_url=args.base_url, cache_path=args.cache,
@@ -38,9 +40,6 @@ def _client(args):
 
 
 def generate_science(args, data_dir: Path | None) -> dict:
-    from data_prep import science
-    from data_prep.sources import seeded_split
-
     train = seeded_split(science.load_all(data_dir, args.skip_invalid), "train")
     client = _client(args)
     demos, report = science.generate_demonstrations(train, client, max_samples=args.max_samples,
@@ -54,8 +53,6 @@ def generate_science(args, data_dir: Path | None) -> dict:
 
 
 def generate_knowledge(args, data_dir: Path | None) -> dict:
-    from data_prep import knowledge
-
     if data_dir is None:
         raise SystemExit("knowledge: --generate needs --data-dir (the QA pairs are written under it)")
     articles = knowledge.read_articles(knowledge.find_articles(data_dir))
@@ -78,8 +75,6 @@ def _write_or_refuse(write) -> str:
 
 
 def fetch_articles(data_dir: Path | None, overwrite: bool = False) -> dict:
-    from data_prep import knowledge
-
     if data_dir is None:
         raise SystemExit("--fetch-articles needs --data-dir (the articles are written under it)")
     articles = knowledge.fetch_wikipedia_articles()
@@ -93,8 +88,6 @@ def write_splits(task: str, out_dir: Path, data_dir, seed: int, n: int | None, s
                  splits=("train", "val", "test")) -> dict:
     """Write every split of ``task``; returns the manifest entries (counts, SHA-256 and the split's
     ``SplitReport``: files read, skipped, duplicates removed, left out)."""
-    from data_prep.tasks import load_task
-
     files = {}
     for split in splits:
         report = SplitReport()
@@ -140,8 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from sdft.errors import reported_as_one_line
-
     with reported_as_one_line(argv):  # error: <file or endpoint>: <what> (sdft.errors)
         return _main(argv)
 

@@ -3,7 +3,7 @@
 ``science``, ``tooluse``, ``medical`` (and ``medical_answer_only``, Table 2) and ``knowledge`` (and ``knowledge_ood``:
 its indirect test questions). Each reads a local mirror (``data_dir`` / ``$SDFT_DATA_DIR``) or the hub (see
 ``data_prep.sources``); the train/val/test partition is fixed (``sources.SPLIT_SEED``) and ``seed`` only chooses the
-subsample when ``n`` is given. The tasks are registered in ``data_prep.tasks``.
+subsample when ``n`` is given. The tasks are listed in ``data_prep.tasks``.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep.schema import RecordError, SplitReport
+from data_prep.scorers import extract_answer_letter
 from data_prep.sources import (DataSourceError, convert_all, dedupe, hub_rows, read_json_records, require_field,
                                seeded_split, stable_id, whitespace_key, write_generated)
 
@@ -168,8 +169,6 @@ def generate_demonstrations(records: list[dict], client, max_samples: int = 8, t
     Two cached requests per question at most: one sample, then (only when it is wrong) ``max_samples - 1`` more in
     one request with ``n``. ``client`` is an ``sdft.llm.CachedChatClient``, so a rerun sends nothing.
     """
-    from eval.scorers import extract_answer_letter
-
     report = DemoReport(questions=len(records))
     demos: dict[str, str] = {}
     convs = [r["prompt"] for r in records]

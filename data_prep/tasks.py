@@ -1,4 +1,5 @@
-"""The tasks of this repository, registered in one place (``data_prep.registry``), and ``load_task``.
+"""The tasks of this repository, listed in one place (``BUILTIN_TASKS``; the task registry, ``data_prep.registry``,
+knows them by name).
 
 Embedded tasks (generated in code; what ``smoke`` and ``mini`` train on) stand in for the paper's tasks, which
 load from their real sources (the hub or a local mirror: ``data_prep.real_tasks``).
@@ -6,18 +7,15 @@ load from their real sources (the hub or a local mirror: ``data_prep.real_tasks`
 
 from __future__ import annotations
 
-import inspect
 import random
 from typing import Callable
 
 from data_prep import embedded
+from data_prep.fact_judge import FactJudge
 from data_prep.real_tasks import load_real_task
-from data_prep.registry import TASKS, Task, get_task, register_task
-from data_prep.schema import EmptySplitError, SplitReport, validate_records
-from eval.fact_judge import FactJudge
-from eval.scorers import has_answer_letter, has_tool_call_format, score_letter, score_short_answer, score_tool_call
-
-SPLITS = ("train", "val", "test")
+from data_prep.schema import SplitReport
+from data_prep.scorers import has_answer_letter, has_tool_call_format, score_letter, score_short_answer, score_tool_call
+from data_prep.task import Task
 
 
 def _embedded_split(generate: Callable[[int, int, str], list[dict]], sizes: dict[str, int]):
@@ -46,34 +44,10 @@ def _knowledge_split(split: str, seed: int = 0, n: int | None = None, data_dir=N
 
 
 _EMBEDDED_SIZES = {"train": 256, "val": 50, "test": 100}
-# The learning-rate sweep on the validation split (Tables 3-4's protocol on mini: 32 steps, seed 1, val n = 50;
-# experiments/results/table5_mini/sweep/sweep.md) selected 2e-4 for SDFT on tool use (60.0 vs 34.0 at the preset's
-# 1e-4) and for SFT on science (26.0 vs 24.0); 1e-4 (the preset's) elsewhere.
-_TOOL_MINI = {"mini": {"methods": {"sdft": {"learning_rate": 2.0e-4}}}}
-_SCIENCE_MINI = {"mini": {"methods": {"sft": {"learning_rate": 2.0e-4}}}}
-# SDFT on medical trains 2 epochs on mini (64 steps): under the checkpoint protocol, validation at the selected step
-# 82 / 74 / 72 over seeds 0-2 against 76 / 52 / 70 for one epoch, still rising at step 32 on two seeds; on science a
-# second epoch did not help (seed 0: 18 at step 32, then down to 10). experiments/results/stability_mini/README.md.
-_MEDICAL_MINI = {"mini": {"methods": {"sdft": {"num_train_epochs": 2}}}}
 _GENERATED = ("generated in code; the question decides the split (a stable hash: no val or test question is a "
               "training question); 256 / 50 / 100 records")
 _FIXED = "a fixed seeded partition of the source (data_prep.sources.SPLIT_SEED); `seed` only picks a subsample"
-# Appendix B: knowledge acquisition generates at most 1024 tokens (Table 4); SDFT's typical choice there is 4 epochs
-# (2 for skills)
-# SDFT's teacher sees the article and the answer (Table 1; Figure 7 varies it). On paper, framed as reference
-# material (the `reference` template; the paper prints none for this case). On mini the preset's `strict_format`
-# stays: SmolLM2's teacher did better with it in every context (val, n = 24: answer 79 vs 58, text 71 vs 17,
-# text + answer 62.5 vs 62.5; experiments/results/table1_mini/teacher_view_templates/).
-_KNOWLEDGE_PAPER = {"paper": {"common": {"max_completion_length": 1024},
-                              "methods": {"sdft": {"num_train_epochs": 4, "teacher_template": "reference",
-                                                   "teacher_context": "text+answer"}}}}
-# The embedded world on mini: 96 training questions (24 steps an epoch at batch 4), so the facts are seen 3 times
-# (SFT, SDFT) and CPT, whose corpus is 16 short articles (a few blocks), runs 8 epochs (Table 4's largest).
-_KNOWLEDGE_EMBEDDED = {
-    "smoke": {"methods": {"sdft": {"teacher_context": "text+answer"}}},
-    "mini": {"common": {"num_train_epochs": 3},
-             "methods": {"sdft": {"teacher_context": "text+answer"}, "cpt": {"num_train_epochs": 8}}},
-}
+
 
 def _answer_only(load, task: str, cut: Callable[[dict], str]):
     """A loader whose records are ``load``'s with the demonstration cut to the final answer (``cut(record)``) and
@@ -94,11 +68,9 @@ def _science_answer(record: dict) -> str:
 
 # Table 2's mechanism on the embedded tasks (the `mini` stand-in of experiments/table2.py): the science MCQ, whose
 # system prompt asks for a sentence of reasoning before the letter (the model's own reasoning -- naming the symbol
-# or the family -- is what picks the option), trained on demonstrations cut to `<answer>X</answer>`. Its rollouts
-# and evaluation get twice the mini budget, so that a model that keeps reasoning is not cut short (table2.py).
-_SCIENCE_ANSWER_ONLY = {"mini": {"methods": {"sdft": {"max_completion_length": 128}}}}
-
-for _task in (
+# or the family -- is what picks the option), trained on demonstrations cut to `<answer>X</answer>` (its values in
+# the mini preset: sdft/presets/mini.yaml, tasks).
+BUILTIN_TASKS = (
     # --- the paper's tasks ------------------------------------------------------------------------------
     Task("science", load_real_task("science"), score=score_letter, format_check=has_answer_letter,
          metric="answer_letter_exact", title="Science Q&A", split_rule=_FIXED),
@@ -109,73 +81,29 @@ for _task in (
     Task("medical_answer_only", load_real_task("medical_answer_only"), judge="medical", metric="judge_accuracy",
          title="Medical (answer-only demonstrations)", split_rule=_FIXED),
     Task("knowledge", load_real_task("knowledge"), judge="knowledge", metric="judge_strict_accuracy",
-         title="Knowledge acquisition", split_rule=_FIXED, preset_values=_KNOWLEDGE_PAPER),
+         title="Knowledge acquisition", split_rule=_FIXED),
     Task("knowledge_ood", load_real_task("knowledge_ood"), judge="knowledge", metric="judge_strict_accuracy",
-         title="Knowledge acquisition (indirect questions)", split_rule=_FIXED, preset_values=_KNOWLEDGE_PAPER),
+         title="Knowledge acquisition (indirect questions)", split_rule=_FIXED),
     # --- embedded stand-ins ---------------------------------------------------------------------------------
     Task("embedded_tool", _embedded_split(embedded.tool_calls, _EMBEDDED_SIZES),
          score=score_tool_call, format_check=has_tool_call_format, metric="tool_call_match",
-         title="Embedded tool calls", paper_task="tooluse", split_rule=_GENERATED, preset_values=_TOOL_MINI),
+         title="Embedded tool calls", paper_task="tooluse", split_rule=_GENERATED),
     Task("embedded_science", _embedded_split(embedded.science_mcq, _EMBEDDED_SIZES),
          score=score_letter, format_check=has_answer_letter, metric="answer_letter_exact",
-         title="Embedded science MCQ", paper_task="science", split_rule=_GENERATED, preset_values=_SCIENCE_MINI),
+         title="Embedded science MCQ", paper_task="science", split_rule=_GENERATED),
     Task("embedded_medical", _embedded_split(embedded.medical_qa, _EMBEDDED_SIZES),
          score=score_short_answer, metric="normalized_containment", title="Embedded medical QA",
-         paper_task="medical", split_rule=_GENERATED, preset_values=_MEDICAL_MINI),
+         paper_task="medical", split_rule=_GENERATED),
     Task("embedded_science_answer_only",
          _answer_only(_embedded_split(embedded.science_mcq, _EMBEDDED_SIZES), "embedded_science_answer_only",
                       _science_answer),
          score=score_letter, format_check=has_answer_letter, metric="answer_letter_exact",
          title="Embedded science MCQ, answer-only demonstrations",
          paper_task="medical_answer_only", split_rule=_GENERATED + " (embedded_science's, demonstrations cut to "
-         "the answer tag)", preset_values=_SCIENCE_ANSWER_ONLY),
-    # the knowledge judge's labels offline (eval.fact_judge); --judge-model names an LLM judge instead
+         "the answer tag)"),
+    # the knowledge judge's labels offline (data_prep.fact_judge); --judge-model names an LLM judge instead
     Task("embedded_knowledge", _knowledge_split, judge="knowledge", metric="judge_strict_accuracy",
          local_judge=FactJudge, title="Embedded fictional-world knowledge", paper_task="knowledge",
          split_rule="one generated world of 16 towns per seed; held-out questions (new fact pairs, other words, "
-                    "two hops) for val and test; 96 / 24 / 168 records", preset_values=_KNOWLEDGE_EMBEDDED),
-):
-    register_task(_task)
-
-
-def _takes(load: Callable, name: str) -> bool:
-    """Whether a loader accepts the keyword ``name`` (or any keyword)."""
-    try:
-        params = inspect.signature(load).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-
-
-def load_task(name: str, split: str = "train", seed: int = 0, n: int | None = None, data_dir=None, *,
-              skip_invalid: bool = False, report: SplitReport | None = None, **kwargs) -> list[dict]:
-    """Records of one split of a task, validated against the schema.
-
-    ``skip_invalid`` skips malformed raw records (and records failing the schema) instead of raising; ``report``, a
-    :class:`~data_prep.schema.SplitReport`, is filled with the files read and the counts of what was skipped,
-    de-duplicated and left out (what ``sdft.train`` writes to ``splits.json``). A split without records (unless
-    ``n=0``) raises EmptySplitError naming the files.
-    """
-    task = get_task(name)
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    report = report if report is not None else SplitReport()
-    report.task, report.split = name, split
-    if _takes(task.load, "skip_invalid"):
-        kwargs["skip_invalid"] = skip_invalid
-    elif skip_invalid:
-        raise ValueError(f"task {name!r}: its loader {task.load.__name__} takes no skip_invalid")
-    if _takes(task.load, "report"):
-        kwargs["report"] = report
-    records = task.load(split, seed=seed, n=n, data_dir=data_dir, **kwargs)
-    records, invalid = validate_records(records, source=f"task {name}/{split}", skip_invalid=skip_invalid)
-    report.skipped.extend(invalid.skipped)
-    report.records = len(records)
-    if not records and n != 0:
-        read = ", ".join(report.sources) or "the task's loader"
-        raise EmptySplitError(f"task {name!r}, split {split!r}: no records (read from {read}); the source is too "
-                              "small or its records were all skipped, de-duplicated or left out")
-    return records
-
-
-__all__ = ["SPLITS", "TASKS", "Task", "get_task", "load_task", "register_task"]
+                    "two hops) for val and test; 96 / 24 / 168 records"),
+)

@@ -1,12 +1,10 @@
-"""Evaluation: task scorers, LLM judge, generation, pass@k, KL to base, prior-capability suite (lm-eval).
+"""Evaluation: generation, scoring by the task's scorer or the LLM judge, pass@k, KL to base, prior-capability suite
+(lm-eval).
 
-``eval.evaluate(model, task, ...)`` evaluates a run directory or a model and returns the content of ``eval.json``.
+``eval.evaluate(model, task, cfg)`` evaluates a run directory or a model on a task (``data_prep.task.Task``) with the
+options of ``cfg`` (``eval.config.EvalConfig``) and returns the content of ``eval.json``.
 """
 
-# isort: off
-import sdft as _sdft  # noqa: F401  (chooses the OpenMP wait policy before torch is imported; see sdft/__init__.py)
 from eval.evaluation import evaluate
-
-# isort: on
 
 __all__ = ["evaluate"]

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from sdft.models import load_model
 from sdft.prompts import render
 from sdft.sequences import eos_token_ids, lengths_to_first_eos, pad_sequences
 
@@ -71,8 +72,6 @@ def generate(model, tokenizer, conversations: Sequence[Messages], *, greedy: boo
         out = _generate_vllm(model, tokenizer, prompts, greedy, temperature, top_p, n, max_new_tokens, seed)
     else:
         if isinstance(model, str):
-            from sdft.models import load_model
-
             model = load_model(model)
         out = _generate_hf(model, tokenizer, prompts, greedy, temperature, top_p, n, max_new_tokens, batch_size, seed)
     texts, ids, counts, finished = out

@@ -44,15 +44,14 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from data_prep.task import Task
+from data_prep.verdicts import LABELS, UNPARSEABLE, JudgeResult, summarize
 from sdft.llm import CachedChatClient
 
 DEFAULT_JUDGE_MODEL = "gpt-5-mini"
-UNPARSEABLE = "UNPARSEABLE"
 
 MEDICAL_PROMPT = """You are an expert medical evaluator assessing whether a model's
 response correctly answers a medical question. Your task is to
@@ -97,7 +96,6 @@ Evaluate the model's response. Output ONLY one of:
 "CORRECT", "PARTIALLY_CORRECT", or "INCORRECT"."""
 
 PROMPTS = {"medical": MEDICAL_PROMPT, "knowledge": KNOWLEDGE_PROMPT}
-LABELS = {"medical": ("CORRECT", "INCORRECT"), "knowledge": ("CORRECT", "PARTIALLY_CORRECT", "INCORRECT")}
 _LABEL_RE = re.compile(r"\b(PARTIALLY_CORRECT|INCORRECT|CORRECT)\b")
 _ALL_LABELS = ("CORRECT", "PARTIALLY_CORRECT", "INCORRECT")
 _WRAPPERS = " \t\r\n*_`\"'“”‘’"
@@ -107,16 +105,6 @@ _NEGATED_LABEL = re.compile(r"(?:\b(?:NOT|NO|NEVER|NOR)|N['’]T)[\s*_`\"'“”
                             r"(?:PARTIALLY_CORRECT|INCORRECT|CORRECT)\b")
 DEFAULT_JUDGE_TIMEOUT_S = 60.0
 DEFAULT_JUDGE_DEADLINE_S = 180.0
-
-
-def judge_kind(task: str) -> str:
-    """``medical`` or ``knowledge``: the judge prompt of a task (its registration in ``data_prep.tasks``)."""
-    from data_prep.registry import get_task
-
-    kind = get_task(task).judge
-    if kind is None:
-        raise KeyError(f"task {task!r} has a rule-based scorer, not a judge prompt")
-    return kind
 
 
 def _normalize(text: str) -> str:
@@ -175,28 +163,6 @@ def is_reasoning_model(model: str) -> bool:
     return name.startswith(("gpt-5", "o1", "o3", "o4"))
 
 
-@dataclass
-class JudgeResult:
-    verdicts: list[str]
-    raw: list[str]
-    summary: dict[str, Any]
-
-
-def summarize(verdicts: Sequence[str], kind: str) -> dict[str, Any]:
-    n = len(verdicts)
-    counts = Counter(verdicts)
-    out: dict[str, Any] = {"n": n, "counts": {k: counts.get(k, 0) for k in (*LABELS[kind], UNPARSEABLE)},
-                           "n_unparseable": counts.get(UNPARSEABLE, 0)}
-    if n == 0:
-        return out
-    if kind == "medical":
-        out["accuracy"] = counts["CORRECT"] / n
-    else:
-        out["strict_accuracy"] = counts["CORRECT"] / n
-        out["lenient_accuracy"] = (counts["CORRECT"] + counts["PARTIALLY_CORRECT"]) / n
-    return out
-
-
 class LLMJudge:
     """``timeout``: seconds one attempt waits for the endpoint's reply; ``deadline``: seconds one verdict may take,
     all attempts and back-off waits together (then :class:`sdft.llm.DeadlineExceeded`)."""
@@ -235,27 +201,27 @@ class LLMJudge:
         summary.update(self.settings())
         return JudgeResult(verdicts=verdicts, raw=raw, summary=summary)
 
-    def judge_records(self, records: Sequence[dict], responses: Sequence[str], task: str | None = None,
+    def judge_records(self, records: Sequence[dict], responses: Sequence[str], task: Task,
                       progress: str | None = None) -> JudgeResult:
-        """Judge responses to schema records: question = ``meta["question"]`` or the last user turn."""
-        kind = judge_kind(task or records[0]["task"])
+        """Judge responses to ``task``'s records with its judge prompt (``Task.judge``): question =
+        ``meta["question"]`` or the last user turn."""
+        if task.judge is None:
+            raise ValueError(f"task {task.name!r} has a rule-based scorer, not a judge prompt")
+        kind = task.judge
         questions = [r.get("meta", {}).get("question") or r["prompt"][-1]["content"] for r in records]
         references = [r["reference"] if isinstance(r["reference"], str) else json.dumps(r["reference"])
                       for r in records]
         return self.judge(kind, questions, references, responses, progress=progress)
 
 
-def judge_for(task: str, judge_model: str | None = None, timeout: float | None = None,
+def judge_for(task: Task, judge_model: str | None = None, timeout: float | None = None,
               deadline: float | None = None):
-    """The judge of a judge-scored task when none is given: the task's ``local_judge`` (``data_prep.registry``)
+    """The judge of a judge-scored task when none is given: the task's ``local_judge`` (``Task.local_judge``)
     unless a ``judge_model`` is named, else an :class:`LLMJudge` of ``judge_model`` (default
     :data:`DEFAULT_JUDGE_MODEL`) with the given time limits. So an offline task stays offline by default and the LLM
     judge is one option away."""
-    from data_prep.registry import get_task
-
-    spec = get_task(task)
-    if spec.judge is None:
-        raise KeyError(f"task {task!r} has a rule-based scorer, not a judge")
-    if judge_model is None and spec.local_judge is not None:
-        return spec.local_judge()
+    if task.judge is None:
+        raise KeyError(f"task {task.name!r} has a rule-based scorer, not a judge")
+    if judge_model is None and task.local_judge is not None:
+        return task.local_judge()
     return LLMJudge(model=judge_model or DEFAULT_JUDGE_MODEL, timeout=timeout, deadline=deadline)

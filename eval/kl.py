@@ -22,6 +22,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from eval.generation import generate
+from eval.stats import mean_ci
 from sdft.prompts import render, student_messages, teacher_messages
 from sdft.sequences import left_padded_position_ids, pad_sequences
 
@@ -67,8 +69,6 @@ def summarize_kl(per_token: Sequence[torch.Tensor]) -> dict[str, float]:
     """``kl_seq`` (the mean over samples of the summed per-token terms) with its 95% t-interval over samples
     (``kl_seq_ci_low`` / ``kl_seq_ci_high``; None for fewer than two samples, so that eval.json stays strict JSON),
     ``kl_per_token``, ``n_samples``, ``mean_tokens``."""
-    from eval.stats import mean_ci
-
     seq = [float(k.sum()) for k in per_token]
     n_tok = sum(len(k) for k in per_token)
     ci = mean_ci(seq) if len(seq) > 1 else {"ci_low": None, "ci_high": None}
@@ -84,8 +84,6 @@ def kl_to_base(model, base, tokenizer, records: Sequence[dict], *, context: str 
     Samples come from ``model`` at ``temperature``/``top_p`` (default: the model's own distribution,
     top_p 1.0, which is what the estimator's expectation assumes). ``base`` sees the student prompt.
     """
-    from eval.generation import generate
-
     ctx = (lambda r: teacher_messages(r, template)) if context == "teacher" else student_messages
     convs = [ctx(r) for r in records]
     gens = generate(model, tokenizer, convs, greedy=False, temperature=temperature, top_p=top_p, n=n_samples,

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eval.sandbox import protections
 from sdft.errors import UserError
 
 TASKS_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
@@ -285,8 +286,6 @@ def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | 
                 "all_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and "stderr" not in k},
             }
     if any(spec.unsafe for spec in specs.values()):
-        from eval.sandbox import protections
-
         extra["code_sandbox"] = protections()
     averaged = [k for k in out if not specs[k].extra]
     values = [out[k]["value"] for k in averaged]

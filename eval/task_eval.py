@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from data_prep.registry import get_task
-from eval.files import write_text_atomic
+from data_prep.task import Task
 from eval.generation import Generations, generate
+from eval.judge import judge_for
 from eval.passk import pass_at_k_curve
 from eval.rag import rag_messages
-from eval.scorers import get_scorer, needs_judge
 from sdft.health import answer_collapse
 from sdft.prompts import student_messages, teacher_messages
+from sdft.run_io import write_text_atomic
 
 
 def build_conversations(records: Sequence[dict], variant: str = "student", template: str = "paper") -> list:
@@ -26,16 +26,12 @@ def build_conversations(records: Sequence[dict], variant: str = "student", templ
     raise ValueError(f"unknown variant {variant!r}; expected student | teacher | rag")
 
 
-def _score_responses(records, responses: list[str], task: str, judge) -> tuple[list[float], list[dict]]:
-    """Per-response score in {0, 1} and extra per-response fields (judge verdicts)."""
-    if not needs_judge(task):
-        scorer = get_scorer(task)
-        return [scorer(resp, r["reference"]) for resp, r in zip(responses, records)], [{} for _ in responses]
-    if judge is None:
-        from eval.judge import judge_for
-
-        judge = judge_for(task)
-    res = judge.judge_records(records, responses, task=task)
+def _score_responses(records, responses: list[str], task: Task, judge) -> tuple[list[float], list[dict]]:
+    """Per-response score in {0, 1} (the task's scorer, else ``judge``'s verdicts) and extra per-response fields
+    (judge verdicts)."""
+    if task.score is not None:
+        return [task.score(resp, r["reference"]) for resp, r in zip(responses, records)], [{} for _ in responses]
+    res = judge.judge_records(records, responses, task)
     scores = [1.0 if v == "CORRECT" else 0.0 for v in res.verdicts]
     extras = [{"verdict": v, "judge_raw": raw} for v, raw in zip(res.verdicts, res.raw)]
     return scores, extras
@@ -74,13 +70,15 @@ def knowledge_scores(records: Sequence[dict], verdicts: Sequence[str]) -> list[d
     return out
 
 
-def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, variant: str = "student",
+def evaluate_task(model, tokenizer, records: Sequence[dict], task: Task, *, variant: str = "student",
                   template: str = "paper", max_new_tokens: int = 256, batch_size: int = 8, passk: int | None = None,
                   seed: int = 0, judge=None, backend: str = "auto", passk_temperature: float = 1.0,
                   passk_top_p: float = 0.95) -> dict[str, Any]:
     """Greedy accuracy (and optionally pass@k with ``passk`` samples per prompt) of ``model`` on ``records``.
 
-    ``model``: a loaded causal LM, or a path/id (vLLM backend). Returns a dict with ``scores`` (each
+    ``model``: a loaded causal LM, or a path/id (vLLM backend); ``task``: the records' task (its scorer, judge
+    prompt, metric and format check); ``judge``: for a judge-scored task, default :func:`eval.judge.judge_for` it.
+    Returns a dict with ``scores`` (each
     ``{"metric", "value", "unit", "n", ...}``), ``settings``, ``answers`` (how alike the greedy answers are:
     ``sdft.health.answer_collapse``; ``collapsed`` when one answer covers half the items) and per-example
     ``predictions``.
@@ -93,23 +91,20 @@ def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, varia
     gens: Generations = generate(model, tokenizer, convs, greedy=True, max_new_tokens=max_new_tokens,
                                  batch_size=batch_size, seed=seed, backend=backend)
     responses = gens.first
-    spec = get_task(task)
-    judged = spec.judge is not None
+    judged = task.judge is not None
     if judge is None and judged:  # chosen once, so its settings are recorded and pass@k reuses it
-        from eval.judge import judge_for
-
         judge = judge_for(task)
     scores, extras = _score_responses(records, responses, task, judge)
     n = len(records)
     out_scores: list[dict[str, Any]] = []
-    if spec.judge == "knowledge":
+    if task.judge == "knowledge":
         out_scores += knowledge_scores(records, [e["verdict"] for e in extras])
     else:
-        entry = {"metric": spec.metric, "value": 100 * sum(scores) / n, "unit": "percent", "n": n}
+        entry = {"metric": task.metric, "value": 100 * sum(scores) / n, "unit": "percent", "n": n}
         if judged:
             entry["n_unparseable"] = sum(e["verdict"] == "UNPARSEABLE" for e in extras)
         out_scores.append(entry)
-    formatted = [spec.format_check(resp) for resp in responses] if spec.format_check else None
+    formatted = [task.format_check(resp) for resp in responses] if task.format_check else None
     if formatted is not None:
         out_scores.append({"metric": "format_rate", "value": 100 * sum(formatted) / n, "unit": "percent", "n": n})
     out_scores.append({"metric": "mean_generated_tokens", "value": gens.mean_tokens(), "unit": "tokens", "n": n,
@@ -120,7 +115,7 @@ def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, varia
                             "n_tokens": c[0], "finished": f[0], **e})
     for p, ok in zip(predictions, formatted or []):
         p["format_ok"] = ok
-    settings: dict[str, Any] = {"task": task, "variant": variant, "template": template if variant == "teacher" else None,
+    settings: dict[str, Any] = {"task": task.name, "variant": variant, "template": template if variant == "teacher" else None,
                                 "decoding": gens.settings, "judge": getattr(judge, "settings", lambda: None)()
                                 if judge is not None else None}
     if passk:
@@ -138,7 +133,7 @@ def evaluate_task(model, tokenizer, records: Sequence[dict], task: str, *, varia
             p["passk_correct"] = c
             p["samples"] = texts
         settings["passk_decoding"] = sg.settings
-    return {"task": task, "variant": variant, "n": n, "scores": out_scores, "settings": settings,
+    return {"task": task.name, "variant": variant, "n": n, "scores": out_scores, "settings": settings,
             "answers": answer_collapse(responses), "predictions": predictions}
 
 

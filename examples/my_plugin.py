@@ -25,7 +25,7 @@ from typing import Literal
 from trl import SFTConfig
 
 from data_prep.registry import Task, register_task
-from eval.scorers import normalize_text
+from data_prep.scorers import normalize_text
 from sdft.baselines.sft import SFT_DEFAULTS, build_sft_trainer
 from sdft.registry import Method, register_method
 

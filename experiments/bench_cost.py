@@ -5,7 +5,7 @@
 
 Every variant trains in its own subprocess (so that its peak memory is its own, and so that environment
 switches such as ``OMP_WAIT_POLICY`` take effect before torch is imported), on the same model, data
-(``data_prep.tasks.load_task(task, "train")``), seed and batch shape. Variants run in turn, SFT first, and the
+(``data_prep.load_task(task, "train")``), seed and batch shape. Variants run in turn, SFT first, and the
 sequence repeats ``--rounds`` times: the machine's load (shared cores) then affects them alike. Reported per
 variant: the median over rounds of the mean measured step (after ``--warmup`` steps), per-example seconds,
 tokens/s, peak memory (CPU: the process's peak RSS during training, ``VmHWM`` after resetting it through
@@ -52,6 +52,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from data_prep.registry import load_task
+from sdft.config import build_config
+from sdft.config_layers import load_preset
+from sdft.prompts import student_messages
 
 SWITCHES = ("chunked_loss", "fused_lm_head", "sequence_microbatches", "teacher_inference_mode",
             "lean_logits", "fused_ema", "bf16_rollouts", "fast_sampler", "bf16_teacher")
@@ -105,9 +110,6 @@ def worker(spec: dict) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from data_prep.tasks import load_task
-    from sdft.config import build_config, load_preset
-
     cuda = torch.cuda.is_available()
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
@@ -140,7 +142,7 @@ def worker(spec: dict) -> dict:
 
         trainer = build_sft_trainer(cfg, records, tmp, callbacks=[])
     else:
-        from sdft.method import build_sdft_trainer
+        from sdft.self_distillation import build_sdft_trainer
 
         trainer = build_sdft_trainer(cfg, records, tmp, callbacks=[], args_overrides=trainer_args)
 
@@ -286,10 +288,8 @@ def eval_worker(spec: dict) -> dict:
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
-    from data_prep.tasks import load_task
     from eval.generation import generate
     from sdft.models import load_model_and_tokenizer
-    from sdft.prompts import student_messages
 
     model, tok = load_model_and_tokenizer(spec["model"])
     convs = [student_messages(r) for r in load_task(spec["task"], "train")[: spec["eval_prompts"]]]

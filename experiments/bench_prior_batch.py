@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from sdft.models import load_model_and_tokenizer
+
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,7 +32,6 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from eval.prior import evaluate_prior, select_benchmarks
-    from sdft.models import load_model_and_tokenizer
 
     names = list(select_benchmarks("embedded")[0])  # the averaged suite, as Table 5 runs it (no extras, no code)
     rows = []

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from sdft.losses import head_token_terms, head_top_k, loss_from_terms, token_terms
+
 
 def _status_mb(key: str) -> float:
     with open("/proc/self/status") as f:
@@ -39,8 +41,6 @@ def _reset_peak() -> None:
 
 def run_variant(student: str, k: int, args) -> dict:
     import torch
-
-    from sdft.losses import head_token_terms, head_top_k, loss_from_terms
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -59,8 +59,6 @@ def run_variant(student: str, k: int, args) -> dict:
                        else torch.nn.functional.linear(t_hidden, t_weight))
         if student == "logits":
             leaf = s_logits.detach().requires_grad_(True)
-            from sdft.losses import token_terms
-
             div, s_tok, t_tok = token_terms(leaf, teacher, ids, "forward", args.chunk)
         else:
             div, s_tok, t_tok = head_token_terms(s_hidden, s_weight, None, teacher, ids, "forward",

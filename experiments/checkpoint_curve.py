@@ -17,12 +17,16 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
+from eval.stats import proportion_ci
 from experiments import grid as G
 from experiments import reporting as R
 from experiments import reproductions as RP
+from experiments import section
+from experiments.evaluation import evaluate_model, evaluate_run
+from experiments.learning_curve import checkpoints
+from sdft.run_io import read_json, read_json_or_none, read_yaml, write_text_atomic
 
 CURVE = "curve"
-KEEP_FLAG = "--keep-checkpoints"  # carried in RunSpec.eval_args; taken out before the evaluations see them
 
 
 def curve_overrides(every: int) -> dict[str, Any]:
@@ -35,16 +39,10 @@ def curve_overrides(every: int) -> dict[str, Any]:
 def execute_with_curve(spec: G.RunSpec) -> None:
     """An untrained method: its test accuracy (no prior suite). A trained one: train, evaluate every checkpoint
     before the last step into the curve (a point with an ``eval.json`` is not evaluated again), delete the
-    checkpoints unless :data:`KEEP_FLAG` is among the spec's ``eval_args``, then the run's own ``eval.json``."""
-    from eval import evaluate
-    from experiments import section
-    from experiments.evaluation import evaluate_run
-    from experiments.learning_curve import checkpoints
-    from sdft.run_io import read_json_or_none
+    checkpoints unless the spec keeps them (``RunSpec.keep_evaluated_checkpoints``), then the run's own
+    ``eval.json``."""
     from sdft.train import run_training
 
-    keep = KEEP_FLAG in spec.eval_args
-    spec = G.RunSpec(**{**spec.__dict__, "eval_args": [a for a in spec.eval_args if a != KEEP_FLAG]})
     if not G.trains(spec.method):
         section.execute(spec, prior=False)
         return
@@ -57,12 +55,11 @@ def execute_with_curve(spec: G.RunSpec) -> None:
     for step, folder in checkpoints(run_dir):
         out = run_dir / CURVE / f"step{step}"
         if step < final and not (out / "eval.json").exists():
-            evaluate(str(folder), task=spec.task, split="test", preset=spec.preset, seed=spec.seed,
-                     template=getattr(cfg, "teacher_template", None), data_dir=cfg.data_dir, output_dir=out)
-    if not keep and (run_dir / "checkpoints").is_dir():
+            evaluate_model(str(folder), spec.task, out, split="test", preset=spec.preset, seed=spec.seed,
+                           template=getattr(cfg, "teacher_template", None), data_dir=cfg.data_dir)
+    if not spec.keep_evaluated_checkpoints and (run_dir / "checkpoints").is_dir():
         shutil.rmtree(run_dir / "checkpoints")  # evaluated; model/ is the final point
-    evaluate_run(spec, cfg, str(run_dir / "model"), with_validation=bool(spec.sweep_point),
-                 extra_args=spec.eval_args, prior=False)
+    evaluate_run(spec, cfg, str(run_dir / "model"), with_validation=bool(spec.sweep_point), prior=False)
 
 
 def generations_per_step(config: dict[str, Any], where: str | Path = "config") -> int:
@@ -77,9 +74,6 @@ def generations_per_step(config: dict[str, Any], where: str | Path = "config") -
 def point(eval_json: Path, method: str) -> dict[str, Any]:
     """Accuracy, item count and Wilson 95% interval of one evaluation (the headline score of the method's
     variant)."""
-    from eval.files import read_json
-    from eval.stats import proportion_ci
-
     variant = R.eval_variant(method)
     result = read_json(eval_json)
     evaluation = result.get("evaluations", {}).get(variant)
@@ -96,9 +90,6 @@ def point(eval_json: Path, method: str) -> dict[str, Any]:
 def collect_curves(results_dir: str | Path, label: Callable[[Any, dict], str], label_column: str) -> pd.DataFrame:
     """Every point of every trained run's curve, one row each: task, ``label_column`` (``label(run, config)``, e.g.
     the teacher kind or the method), seed, run_id, step, generations, final, metric, value, n, ci_low, ci_high."""
-    from eval.files import read_json
-    from sdft.run_io import read_yaml
-
     results_dir = Path(results_dir)
     runs = R.collect_runs(results_dir)
     if runs.empty:
@@ -187,8 +178,6 @@ def aggregate_curves(results_dir: Path, experiment: str, curve: pd.DataFrame, la
     """:func:`curve_table` of ``curve`` (every point of the experiment's runs) written as ``<experiment>_curve.csv``,
     ``<experiment>.csv`` (its label column named ``label_column``) and ``<experiment>.md`` (with ``reproductions``,
     :func:`curve_markdown`; the CSV files hold ours only); returns the table."""
-    from sdft.run_io import write_text_atomic
-
     if curve.empty:
         raise SystemExit(f"no trained run under {results_dir}: nothing to aggregate")
     table = curve_table(curve, label_column, order)

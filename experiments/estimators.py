@@ -44,10 +44,10 @@ import pandas as pd
 from experiments import grid as G
 from experiments import reporting as R
 from experiments import section
+from sdft.run_io import read_metrics, read_yaml, write_text_atomic
 
 EXPERIMENT = "estimators"
 METHODS = ["sdft"]
-TASKS = {"smoke": ["embedded_tool"], "mini": ["embedded_tool"], "paper": ["tooluse"]}
 ROW_KEYS = ("estimator", "divergence", "distillation_topk", "num_generations")
 ROWS: dict[str, dict[str, Any]] = {
     "analytic": {"estimator": "analytic", "divergence": "forward", "distillation_topk": 0, "num_generations": 1},
@@ -145,8 +145,6 @@ def execute(spec: G.RunSpec) -> None:
 # ------------------------------------------------------------------------------------------------ results
 def collect(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per run: row, accuracy, gradient-norm and divergence statistics; one row per run and step)."""
-    from sdft.run_io import read_metrics, read_yaml
-
     runs = R.collect_runs(results_dir)
     if runs.empty:
         raise SystemExit(f"no eval.json under {results_dir}: nothing to aggregate")
@@ -223,7 +221,6 @@ def to_markdown(table: pd.DataFrame, per_run: pd.DataFrame) -> str:
 def aggregate(results_dir: str | Path) -> pd.DataFrame:
     """estimators.md / .csv, estimators_runs.csv, estimators_gradnorm.csv and estimators.png / .pdf."""
     from figures.estimators import plot_estimators
-    from sdft.run_io import write_text_atomic
 
     results_dir = Path(results_dir)
     per_run, steps = collect(results_dir)
@@ -233,12 +230,12 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
     csv = table.rename(columns={f"{m}_ci": f"{m}_ci95" for m, _ in METRICS})
     csv.to_csv(results_dir / "estimators.csv", index=False)
     write_text_atomic(results_dir / "estimators.md", to_markdown(table, per_run))
-    plot_estimators(results_dir)
+    plot_estimators(results_dir, rows=list(ROWS), row_titles=ROW_TITLES)
     return table
 
 
 def main(argv: list[str] | None = None) -> None:
-    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, methods=METHODS, aggregate=aggregate,
                  outputs=["estimators.md", "estimators.csv", "estimators_runs.csv", "estimators_gradnorm.csv",
                           "estimators.png (and .pdf)"],
                  add_arguments=add_arguments, adjust_grid=adjust_grid, describe=describe, execute_fn=execute)

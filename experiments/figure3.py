@@ -44,6 +44,14 @@ from typing import Any
 
 import pandas as pd
 
+from eval.stats import mean_ci
+from experiments.evaluation import evaluate_model
+from experiments.learning_curve import checkpoints
+from figures.sequential import plot_sequential
+from sdft.config import build_config, config_keys
+from sdft.config_layers import parse_overrides
+from sdft.run_io import read_json, read_json_or_none, write_json_atomic, write_text_atomic
+
 EXPERIMENT = "figure3"
 METHODS = ("sdft", "sft")
 PHASES = {  # the paper's order: Tool Use, then Science Q&A, then Medical
@@ -77,8 +85,6 @@ def base_dir(results_dir: Path, seed: int) -> Path:
 
 
 def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    from experiments.learning_curve import checkpoints
-
     return checkpoints(run_dir)
 
 
@@ -86,21 +92,17 @@ def evaluate_point(model: str, point_dir: Path, tasks: list[str], preset: str, s
                    prior_suite: str) -> None:
     """Evaluate ``model`` on every task's test split (and the prior suite unless ``none``) into ``point_dir``;
     an evaluation whose ``eval.json`` exists is skipped."""
-    from eval import evaluate
-
     for task in tasks:
         out = point_dir / task
         if not (out / "eval.json").exists():
-            evaluate(model, task=task, split="test", n=n_eval, preset=preset, seed=seed, output_dir=out)
+            evaluate_model(model, task, out, split="test", n=n_eval, preset=preset, seed=seed)
     if prior_suite != "none" and not (point_dir / PRIOR_FOLDER / "eval.json").exists():
-        evaluate(model, task=tasks[0], preset=preset, seed=seed, prior_suite=prior_suite, skip_task=True,
-                 output_dir=point_dir / PRIOR_FOLDER)
+        evaluate_model(model, tasks[0], point_dir / PRIOR_FOLDER, preset=preset, seed=seed, prior_suite=prior_suite,
+                       skip_task=True)
 
 
 def _preset_model(preset: str, method: str, overrides: dict[str, Any]) -> str:
     """The model the first phase starts from: the preset's, or ``model=`` among the overrides."""
-    from sdft.config import build_config, config_keys
-
     keys = config_keys(method)
     return build_config(preset, method, overrides={k: v for k, v in overrides.items() if k in keys}).model
 
@@ -109,8 +111,6 @@ def run_sequence(preset: str, method: str, seed: int, phases: list[str], results
                  n_eval: int | None, prior_suite: str, overrides: dict[str, Any],
                  keep_checkpoints: bool = False) -> list[Path]:
     """Train and evaluate one sequence (see the module's docstring); returns its phase directories."""
-    from sdft.config import build_config, config_keys
-    from sdft.run_io import read_json_or_none, write_json_atomic
     from sdft.train import run_training
 
     keys = config_keys(method)
@@ -146,15 +146,11 @@ def run_sequence(preset: str, method: str, seed: int, phases: list[str], results
 
 # ------------------------------------------------------------------------------------------------ the results
 def _headline(eval_json: Path) -> dict[str, Any]:
-    from eval.files import read_json
-
     score = read_json(eval_json)["evaluations"]["student"]["scores"][0]
     return {"metric": score["metric"], "value": float(score["value"]), "n": int(score["n"])}
 
 
 def _prior_average(eval_json: Path) -> float:
-    from eval.files import read_json
-
     prior = read_json(eval_json)["prior"]
     return float(next(iter(prior.values()))["average"])
 
@@ -176,8 +172,6 @@ def _points(curve_dir: Path, start_step: int) -> list[dict[str, Any]]:
 def collect_points(results_dir: Path) -> pd.DataFrame:
     """Every evaluated point under ``results_dir``, one row per (method, seed, global step, task); the base
     model's points are step 0 of every method."""
-    from eval.files import read_json
-
     results_dir = Path(results_dir)
     base_rows: dict[int, list[dict]] = {}
     for seed_dir in sorted((results_dir / "base").glob("seed*")):
@@ -203,8 +197,6 @@ def collect_points(results_dir: Path) -> pd.DataFrame:
 
 def mean_curves(raw: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds per (method, global step, task), with a 95% t-interval (``seeds`` of them)."""
-    from eval.stats import mean_ci
-
     rows = []
     keys = ["method", "phase", "phase_task", "global_step", "task", "metric"]
     for key, group in raw.groupby(keys, sort=True, dropna=False):
@@ -266,9 +258,6 @@ def to_markdown(curves: pd.DataFrame, prior: pd.DataFrame, summary: str) -> str:
 def aggregate(results_dir: str | Path) -> pd.DataFrame:
     """Read the evaluated points under ``results_dir``; write figure3_raw.csv, figure3.csv / .md, figure3.png /
     .pdf (see the module's docstring). Returns the normalized mean curves."""
-    from figures.sequential import plot_sequential
-    from sdft.run_io import write_text_atomic
-
     results_dir = Path(results_dir)
     raw = collect_points(results_dir)
     if raw.empty:
@@ -308,8 +297,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args) -> dict[str, Any]:
-    from sdft.config import parse_overrides
-
     defaults = EVAL_DEFAULTS[args.preset]
     methods = args.methods.split(",")
     unknown = sorted(set(methods) - set(METHODS))

@@ -39,14 +39,15 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from eval.stats import mean_ci
 from experiments import grid as G
 from experiments import reporting as R
 from experiments import reproductions as RP
 from experiments import section
+from sdft.run_io import read_json
 
 EXPERIMENT = "figure5"
 METHODS = ["base", "sft", "sdft"]
-TASKS = {"smoke": ["embedded_science"], "mini": ["embedded_science"], "paper": ["science"]}
 MODELS = {
     "smoke": ["embedded:tiny-llama"],
     "mini": ["embedded:smollm2-135m-instruct", "embedded:gemma3-270m"],
@@ -124,7 +125,7 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
             out.append(G.RunSpec(spec.experiment, spec.task, spec.method, spec.seed, spec.preset,
                                  str(run_dir.parent / f"{slug}_{run_dir.name}"), spec.recipe,
                                  {**spec.overrides, "model": model}, dict(spec.sweep_point),
-                                 [*spec.eval_args, *(["--passk", str(k)] if model == first else [])],
+                                 {**spec.eval_options, **({"passk": k} if model == first else {})},
                                  variant=f"{MODEL_LABELS.get(model, model)}" + (f", pass@{k}" if model == first else "")))
     return out
 
@@ -166,8 +167,6 @@ def passk_score(evaluation: dict | None) -> dict | None:
 
 def collect(results_dir: str | Path) -> pd.DataFrame:
     """Every run of the results tree (:func:`experiments.reporting.collect_runs`) with its pass@k score (or None)."""
-    from eval.files import read_json
-
     runs = R.collect_runs(results_dir)
     if runs.empty:
         raise SystemExit(f"no eval.json under {results_dir}: nothing to aggregate")
@@ -186,8 +185,6 @@ def scale_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per model: SFT and SDFT accuracy (mean and 95% half-width over seeds, best sweep point per seed) and the
     SDFT − SFT difference, paired by seed (mean and half-width of the per-seed differences, over the seeds both
     methods ran), with the paper's difference where it printed one. One row per model that has SFT or SDFT runs."""
-    from eval.stats import mean_ci
-
     def stats(values: list[float]) -> tuple[float, float]:
         if not values:
             return float("nan"), float("nan")
@@ -216,8 +213,6 @@ def passk_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per method and k: pass@k (percent) averaged over the seeds of the runs that sampled (one model), with the
     95% half-width, the number of seeds, test questions and samples per question. Read from eval.json (computed
     there by :func:`eval.passk.pass_at_k_curve` from each question's count of correct samples)."""
-    from eval.stats import mean_ci
-
     sampled = runs[runs["passk"].notna()]
     models = sorted(set(sampled["model"].dropna()))
     if len(models) > 1:
@@ -345,7 +340,7 @@ def aggregate(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, methods=METHODS, aggregate=aggregate,
                  outputs=["figure5.md", "figure5.csv", "figure5_scale.png (and .pdf)",
                           "figure5_passk.png (and .pdf)"],
                  add_arguments=add_arguments, adjust_grid=adjust_grid, describe=describe, preflight=preflight)

@@ -39,7 +39,6 @@ from experiments import section
 
 EXPERIMENT = "figure6"
 METHODS = ["base", "sdft", "offline_distill", "sft_from_teacher"]
-TASKS = {"smoke": ["embedded_tool"], "mini": ["embedded_tool"], "paper": ["tooluse"]}
 EVERY = {"smoke": 1, "mini": 8, "paper": 25}  # optimizer steps between evaluated checkpoints
 
 
@@ -56,7 +55,7 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
     for spec in specs:
         if G.trains(spec.method):
             spec.overrides = {**spec.overrides, **curve}
-            spec.eval_args = [*spec.eval_args, *([C.KEEP_FLAG] if args.keep_checkpoints else [])]
+            spec.keep_evaluated_checkpoints = args.keep_checkpoints
     return specs
 
 
@@ -91,7 +90,7 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, methods=METHODS, aggregate=aggregate,
                  outputs=["figure6.md", "figure6.csv", "figure6_curve.csv", "figure6_onpolicy.png (and .pdf)"],
                  add_arguments=add_arguments, adjust_grid=adjust_grid, describe=describe, execute_fn=execute)
 

@@ -41,7 +41,6 @@ from experiments import section
 
 EXPERIMENT = "figure8"
 METHODS = ["base", "sdft"]
-TASKS = {"smoke": ["embedded_tool"], "mini": ["embedded_tool"], "paper": ["tooluse"]}
 TEACHERS = ("ema", "base", "live")
 TEACHER_TITLES = {"ema": "EMA(θ) (the paper's)", "base": "θ₀ (frozen base)", "live": "θ (current student)"}
 EVERY = {"smoke": 1, "mini": 8, "paper": 25}  # optimizer steps between evaluated checkpoints
@@ -77,10 +76,11 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
         if spec.method != "sdft":
             out.append(spec)
             continue
-        eval_args = [*spec.eval_args, *([C.KEEP_FLAG] if args.keep_checkpoints else [])]
         for kind in kinds:
-            out.append(G.as_variant(spec, teacher_run_id(kind, Path(spec.run_dir).name),
-                                    {"teacher_model_kind": kind, **curve}, f"teacher: {kind}", eval_args))
+            variant = G.as_variant(spec, teacher_run_id(kind, Path(spec.run_dir).name),
+                                   {"teacher_model_kind": kind, **curve}, f"teacher: {kind}")
+            variant.keep_evaluated_checkpoints = args.keep_checkpoints
+            out.append(variant)
     return out
 
 
@@ -127,7 +127,7 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, methods=METHODS, aggregate=aggregate,
                  outputs=["figure8.md", "figure8.csv", "figure8_curve.csv", "figure8_teacher.png (and .pdf)"],
                  add_arguments=add_arguments, adjust_grid=adjust_grid, describe=describe, execute_fn=execute)
 

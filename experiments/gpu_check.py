@@ -53,6 +53,11 @@ import time
 import traceback
 from pathlib import Path
 
+from experiments.evaluation import evaluate_model
+from sdft.config import build_config
+from sdft.plan import inputs_from_config, model_shape, plan_memory
+from sdft.run_io import read_metrics
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "gpu_check"
 GPU_MODELS = ("embedded:smollm2-135m-instruct", "embedded:tiny-llama")
 RUNS = (("sdft", False), ("sft", False), ("sdft", True), ("sft", True))  # (method, LoRA)
@@ -250,8 +255,6 @@ def speed_switch_defaults() -> dict:
 def run_config(method: str, model: str, run_dir: Path, steps: int, dry_run: bool, use_vllm: bool,
                lora: bool = False):
     """The config of one check run: the paper preset (the dry run: smoke) at small scale; ``lora``: with ``LORA``."""
-    from sdft.config import build_config
-
     prompt, completion = (256, 16) if dry_run else (512, 64)
     overrides = dict(model=model, task="embedded_tool", n_train=2 * steps, max_steps=steps,
                      per_device_train_batch_size=2, gradient_accumulation_steps=1, gradient_checkpointing=True,
@@ -271,8 +274,6 @@ def run_config(method: str, model: str, run_dir: Path, steps: int, dry_run: bool
 
 def planned_peak(cfg, dry_run: bool, memory_gib: float | None) -> dict:
     """The memory planner's peak for a run's config (``sdft.plan``), at its longest sequences."""
-    from sdft.plan import inputs_from_config, model_shape, plan_memory
-
     try:
         inp = inputs_from_config(cfg, device="cpu" if dry_run else "gpu", gpu_memory_gib=memory_gib or 80.0)
         plan = plan_memory(model_shape(cfg.model), inp)
@@ -284,7 +285,6 @@ def planned_peak(cfg, dry_run: bool, memory_gib: float | None) -> dict:
 def train_one(method: str, cfg, run_dir: Path) -> dict:
     """``sdft.train.run_training`` with a step timer added to the run's callbacks; ``method`` is the run's label."""
     import sdft.training
-    from sdft.run_io import read_metrics
     from sdft.train import run_training
 
     steps: list[dict] = []
@@ -326,12 +326,10 @@ def _config_facts(cfg) -> dict:
 
 
 def evaluate_one(method: str, run_dir: Path, n: int, max_new_tokens: int) -> dict:
-    from eval.evaluation import evaluate
-
     reset_peak_memory()
     t0 = time.perf_counter()
-    result = evaluate(str(run_dir), split="test", n=n, max_new_tokens=max_new_tokens, batch_size=n, backend="hf",
-                      output_dir=run_dir)
+    result = evaluate_model(str(run_dir), output_dir=run_dir, split="test", n=n, max_new_tokens=max_new_tokens,
+                            batch_size=n, backend="hf")
     wall = time.perf_counter() - t0
     mem = peak_memory()
     ev = result["evaluations"]["student"]

@@ -17,7 +17,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from eval.config import field_names as eval_field_names
 from sdft.config import build_config, config_keys, load_recipe
+from sdft.interrupts import RunInterrupted, catch_stop_signals
+from sdft.plugins import as_list, import_plugins
+from sdft.registry import get_method
+from sdft.run_io import InvalidJSONFile, read_json
+from sdft.validation import SourceError, SourceProblem, is_source_key, value_problem
 
 
 @dataclass
@@ -31,7 +37,10 @@ class RunSpec:
     recipe: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     sweep_point: dict[str, Any] = field(default_factory=dict)
-    eval_args: list[str] = field(default_factory=list)  # extra `python -m eval.run` options, e.g. --allow-code-execution
+    eval_options: dict[str, Any] = field(default_factory=dict)
+    """``eval.config.EvalConfig`` values of every evaluation of the run (e.g. ``allow_code_execution``, a
+    generation budget): above the preset's ``eval:`` block and the run's own values (``experiments.evaluation``)."""
+    keep_evaluated_checkpoints: bool = False  # a curve's checkpoints stay once evaluated (checkpoint_curve)
     variant: str = ""  # a variable of the experiment besides task, method, seed and sweep (Table 1: teacher context)
     model_from: str = ""  # a finished run directory whose model/ is evaluated instead of training (icl_check --sft-run)
 
@@ -44,8 +53,6 @@ class RunSpec:
     def import_plugins(self) -> list[str]:
         """Import the plugins the grid's overrides name (``include``, ``sdft.plugins``): before this spec's task or
         method is looked up in a process of its own (``experiments.run_one``)."""
-        from sdft.plugins import as_list, import_plugins
-
         return import_plugins(as_list(self.overrides.get("include"), f"grid {self.experiment}: include"))
 
     def config(self):
@@ -71,13 +78,14 @@ def run_id(seed: int, sweep_point: dict[str, Any]) -> str:
 def expand(experiment: str, preset: str, tasks: list[str], methods: list[str], seeds: list[int],
            results_dir: str | Path, recipe_for: Callable[[str, str], str | None] | None = None,
            sweep: bool = False, overrides: dict[str, Any] | None = None,
-           eval_args: list[str] | None = None) -> list[RunSpec]:
+           eval_options: dict[str, Any] | None = None) -> list[RunSpec]:
     """Every (seed, task, method, sweep point) of an experiment, in a stable order (seed-major).
 
     ``overrides`` apply to every run whose method has those keys (``divergence=reverse`` reaches the distilling
     methods, not SFT); a key that no method of the grid has is an error, and which methods skip which key is printed.
     """
     check_overrides(overrides or {}, methods)
+    check_eval_options(eval_options or {})
     specs = []
     for seed, task, method in itertools.product(seeds, tasks, methods):  # seed-major: a partial grid holds whole seeds
         recipe = recipe_for(task, method) if (recipe_for and trains(method)) else None
@@ -87,7 +95,7 @@ def expand(experiment: str, preset: str, tasks: list[str], methods: list[str], s
             point = dict(zip(keys, values))
             run_dir = Path(results_dir) / task / method / run_id(seed, point)
             specs.append(RunSpec(experiment, task, method, seed, preset, str(run_dir), recipe,
-                                 dict(overrides or {}), point, list(eval_args or [])))
+                                 dict(overrides or {}), point, dict(eval_options or {})))
     return specs
 
 
@@ -95,8 +103,6 @@ def validate_grid(specs: list[RunSpec]) -> None:
     """Check a grid before any of its runs trains: build the config of one run per (preset, task, method, recipe,
     overrides) -- which validates its data sources (``sdft.validation``) -- and check every sweep value of a source
     key (``reinvoke_prompts``, ``data_dir``, ...). Raises ``ValueError`` naming the key, the value and the file."""
-    from sdft.validation import SourceError, SourceProblem, is_source_key, value_problem
-
     built: set[str] = set()
     problems: list[SourceProblem] = []
     for spec in specs:
@@ -116,8 +122,6 @@ def validate_grid(specs: list[RunSpec]) -> None:
 
 def trains(method: str) -> bool:
     """Whether a method trains (``base``, the untrained model, is evaluated only)."""
-    from sdft.registry import get_method
-
     return get_method(method).train is not None
 
 
@@ -129,13 +133,19 @@ def comma_subset(text: str, allowed, option: str) -> list[str]:
     return chosen
 
 
-def as_variant(spec: RunSpec, run_id: str, overrides: dict[str, Any], variant: str,
-               eval_args: list[str] | None = None) -> RunSpec:
+def as_variant(spec: RunSpec, run_id: str, overrides: dict[str, Any], variant: str) -> RunSpec:
     """A copy of ``spec`` as one variant of its experiment (a teacher kind, an estimator row, a teacher context): its
     run folder ``run_id`` beside the spec's, ``overrides`` on top of the spec's, ``variant`` in its label."""
     return replace(spec, run_dir=str(Path(spec.run_dir).parent / run_id), overrides={**spec.overrides, **overrides},
-                   sweep_point=dict(spec.sweep_point), eval_args=list(spec.eval_args if eval_args is None else eval_args),
-                   variant=variant)
+                   sweep_point=dict(spec.sweep_point), eval_options=dict(spec.eval_options), variant=variant)
+
+
+def check_eval_options(options: dict[str, Any]) -> None:
+    """Every key a field of ``eval.config.EvalConfig`` (a ``ValueError`` naming the others)."""
+    unknown = sorted(set(options) - eval_field_names())
+    if unknown:
+        raise ValueError(f"unknown evaluation options {unknown}; the fields of eval.config.EvalConfig: "
+                         f"{sorted(eval_field_names())}")
 
 
 def check_overrides(overrides: dict[str, Any], methods: list[str]) -> None:
@@ -162,8 +172,6 @@ def grid_summary(specs: list[RunSpec]) -> str:
 def is_done(spec: RunSpec) -> bool:
     """Whether the run's ``eval.json`` exists and is valid JSON. An eval.json (or ``val/eval.json``) that is not is
     reported and moved aside to ``<name>.invalid``, so that the run is evaluated again."""
-    from eval.files import InvalidJSONFile, read_json
-
     run_dir = Path(spec.run_dir)
     if not (run_dir / "eval.json").exists():
         return False
@@ -229,8 +237,6 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
         else:
             todo.append(i)
 
-    from sdft.interrupts import catch_stop_signals
-
     children: dict[int, subprocess.Popen] = {}
 
     def launch(i: int) -> tuple[int, int | None, float]:
@@ -275,8 +281,6 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
                 if code not in (0, 128 + signal.SIGTERM, 128 + signal.SIGINT):
                     failed.append(f"{specs[i].label} ({run_log(specs[i])})")
     if stop.requested or interrupted:
-        from sdft.interrupts import RunInterrupted
-
         print(f"[grid] interrupted by {stop.signal_name or 'a signal'}: {len(interrupted)} run(s) checkpointed, "
               "the runs not started are left; rerun the same command to go on", flush=True)
         raise RunInterrupted(stop.signum or signal.SIGTERM, None, grid_path)

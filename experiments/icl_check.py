@@ -14,7 +14,7 @@ the task's scorer, with Wilson 95% intervals:
     seed), or a finished run directory given with ``--sft-run`` (its ``model/`` is evaluated, nothing trained).
 
 and the KL divergence to the base model ``KL(pi || pi_base)`` of the teacher and of the SFT model, estimated by
-``eval.kl.kl_to_base`` (through ``eval.evaluate(..., kl_base=...)``): one sample per test prompt from ``pi`` at
+``eval.kl.kl_to_base`` (through ``eval.evaluate`` with ``kl_base``): one sample per test prompt from ``pi`` at
 temperature 1 (the teacher sampling with its demonstration context, the SFT model with the plain prompt), at most
 the preset's number of new tokens, ``pi_base`` scoring the same tokens given the plain prompt, the full-vocabulary
 per-token form summed over the sample. Two units are reported: nats per *sequence* (``kl_seq``: the mean over
@@ -41,14 +41,17 @@ from typing import Any
 
 import pandas as pd
 
+from eval.stats import proportion_ci
 from experiments import grid as G
 from experiments import reporting as R
 from experiments import reproductions as RP
 from experiments import section
+from experiments.evaluation import evaluate_model
+from sdft.config import build_config
+from sdft.run_io import read_json, read_yaml, write_json_atomic, write_text_atomic
 
 EXPERIMENT = "icl_check"
 METHODS = ["base", "sft"]
-TASKS = {"smoke": ["embedded_tool"], "mini": ["embedded_tool"], "paper": ["tooluse"]}
 ROLES = ("student", "teacher", "sft")
 ROLE_TITLES = {"student": "base model (no demonstration)", "teacher": "teacher (base + demonstration)",
                "sft": "SFT model"}
@@ -74,8 +77,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def reused_runs(dirs: list[str], tasks: set[str]) -> dict[str, Path]:
     """``{task: run_dir}`` of the ``--sft-run`` directories; ``SystemExit`` naming the directory or file at fault."""
-    from sdft.run_io import read_yaml
-
     out: dict[str, Path] = {}
     for d in dirs:
         run = Path(d).resolve()
@@ -102,11 +103,11 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
         specs = [s for s in specs if s.seed == 0]
     template = args.template or _preset_template(specs[0].preset if specs else args.preset)
     batch = args.batch_size if args.batch_size is not None else BATCH_SIZE[args.preset]
-    extra = ["--template", template] + (["--batch-size", str(batch)] if batch else [])
+    extra = {"template": template, **({"batch_size": batch} if batch else {})}
     reused = reused_runs(args.sft_run, {s.task for s in specs})
     out, placed = [], set()
     for spec in specs:
-        spec.eval_args = [*spec.eval_args, *extra]
+        spec.eval_options = {**spec.eval_options, **extra}
         if spec.method == "sft" and spec.task in reused:
             if spec.task in placed:
                 continue  # one evaluation of the given model per task, whatever the seeds
@@ -119,8 +120,6 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
 
 
 def _preset_template(preset: str) -> str:
-    from sdft.config import build_config
-
     return build_config(preset, "sdft").teacher_template
 
 
@@ -136,24 +135,21 @@ def execute(spec: G.RunSpec) -> None:
     """``base``: the teacher evaluation (with its KL to the base) into ``<run>/teacher/``, then the student's into
     ``<run>/eval.json``. ``sft``: train (or take ``spec.model_from``'s model), then evaluate with the KL to the base
     into ``<run>/eval.json`` (written last: it marks the run done)."""
-    from eval import evaluate
-    from eval.run import options_from_argv
-    from sdft.run_io import read_yaml, write_json_atomic
     from sdft.train import run_training
 
     cfg = spec.config()
     run_dir = Path(spec.run_dir)
-    # the grid's evaluation options (--template, --batch-size from adjust_grid; --allow-code-execution, ...) win,
-    # as on a command line
-    common: dict[str, Any] = {"task": spec.task, "split": "test", "preset": spec.preset, "seed": spec.seed,
-                              "data_dir": getattr(cfg, "data_dir", None), **options_from_argv(list(spec.eval_args))}
+    # the grid's evaluation options (template, batch_size from adjust_grid; allow_code_execution, ...) win over the
+    # run's values, as on a command line
+    common: dict[str, Any] = {"split": "test", "preset": spec.preset, "seed": spec.seed,
+                              "data_dir": getattr(cfg, "data_dir", None), **spec.eval_options}
     if spec.method == "base":
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.yaml")
         if not (run_dir / TEACHER_FOLDER / "eval.json").exists():
-            evaluate(cfg.model, **{**common, "variant": "teacher", "kl_base": cfg.model,
-                                   "output_dir": run_dir / TEACHER_FOLDER})
-        evaluate(cfg.model, **{**common, "variant": "student", "output_dir": run_dir})
+            evaluate_model(cfg.model, spec.task, run_dir / TEACHER_FOLDER,
+                           **{**common, "variant": "teacher", "kl_base": cfg.model})
+        evaluate_model(cfg.model, spec.task, run_dir, **{**common, "variant": "student"})
         return
     if spec.model_from:
         source = Path(spec.model_from)
@@ -166,16 +162,13 @@ def execute(spec: G.RunSpec) -> None:
     else:
         run_training(cfg)
         model, base = run_dir / "model", cfg.model
-    evaluate(str(model), **{**common, "variant": "student", "kl_base": base, "output_dir": run_dir})
+    evaluate_model(str(model), spec.task, run_dir, **{**common, "variant": "student", "kl_base": base})
 
 
 # ------------------------------------------------------------------------------------------------ results
 def evaluation_row(eval_json: Path, variant: str) -> dict[str, Any]:
     """Accuracy (the headline score of ``variant``), its Wilson 95% interval and, when evaluated, the KL to the base
     model (per sequence and per token) of one ``eval.json``."""
-    from eval.files import read_json
-    from eval.stats import proportion_ci
-
     ev = read_json(eval_json).get("evaluations", {}).get(variant)
     value, metric = R.primary_score(ev)
     if value is None:
@@ -258,18 +251,17 @@ def to_markdown(table: pd.DataFrame) -> str:
 def aggregate(results_dir: str | Path) -> pd.DataFrame:
     """icl_check.md / .csv and figure2_icl.png / .pdf, from the result files only."""
     from figures.icl import plot_icl
-    from sdft.run_io import write_text_atomic
 
     results_dir = Path(results_dir)
     table = collect(results_dir)
     table.to_csv(results_dir / "icl_check.csv", index=False)
     write_text_atomic(results_dir / "icl_check.md", to_markdown(table))
-    plot_icl(results_dir)
+    plot_icl(results_dir, roles=ROLES, paper_values={t: paper_values(t) for t in dict.fromkeys(table["task"])})
     return table
 
 
 def main(argv: list[str] | None = None) -> None:
-    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, methods=METHODS, aggregate=aggregate,
                  outputs=["icl_check.md", "icl_check.csv", "figure2_icl.png (and .pdf)"],
                  add_arguments=add_arguments, adjust_grid=adjust_grid, describe=describe, execute_fn=execute)
 

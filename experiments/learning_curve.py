@@ -29,6 +29,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from eval.stats import proportion_ci
+from experiments.evaluation import evaluate_model
+from sdft.config import build_config, config_keys
+from sdft.config_layers import parse_overrides
+from sdft.run_io import read_yaml, write_json_atomic, write_text_atomic
+
 CURVE_METHODS = ("sdft", "sft", "dft")  # single-stage methods: one optimizer-step axis
 
 
@@ -43,10 +49,7 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 def _point(model, task: str, split: str, n: int | None, preset: str, seed: int, prior_suite: str) -> list[dict]:
     """Rows of one evaluated point: the task's headline metric and, with a prior suite, its average."""
-    from eval import evaluate
-    from eval.stats import proportion_ci
-
-    result = evaluate(model, task, split=split, n=n, preset=preset, seed=seed, prior_suite=prior_suite)
+    result = evaluate_model(model, task, split=split, n=n, preset=preset, seed=seed, prior_suite=prior_suite)
     head = result["evaluations"]["student"]["scores"][0]
     ci = proportion_ci(round(head["value"] * head["n"] / 100), head["n"])
     rows = [{"metric": head["metric"], "value": head["value"], "ci_low": 100 * ci["ci_low"],
@@ -105,8 +108,6 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
 
 def from_runs(run_dirs: list[Path], split: str, n: int | None, prior_suite: str) -> pd.DataFrame:
     """Rows of every kept checkpoint of finished runs, and of each task's base model (step 0, ``seed`` empty)."""
-    from sdft.run_io import read_yaml
-
     rows, based = [], set()
     for run_dir in run_dirs:
         config_path = Path(run_dir) / "config.yaml"
@@ -132,8 +133,6 @@ def from_runs(run_dirs: list[Path], split: str, n: int | None, prior_suite: str)
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from sdft.config import build_config, config_keys, parse_overrides
-    from sdft.run_io import write_json_atomic, write_text_atomic
     from sdft.train import run_training
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -198,8 +197,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def _main_from_runs(args: argparse.Namespace, argv: list[str] | None) -> Path:
-    from sdft.run_io import write_json_atomic, write_text_atomic
-
     if args.output is None:
         raise SystemExit("--from-runs needs --output")
     args.output.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,8 @@ from pathlib import Path
 import pandas as pd
 
 from experiments import learning_curve
+from sdft.config import build_config
+from sdft.run_io import write_json_atomic, write_text_atomic
 
 SWEEP_DIR = "lr{}"
 
@@ -131,9 +133,6 @@ def _reuse(values: list[str]) -> dict[float, Path]:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from sdft.config import build_config
-    from sdft.run_io import write_json_atomic, write_text_atomic
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="mini", choices=["smoke", "mini", "paper"])
     ap.add_argument("--tasks", default="embedded_tool,embedded_science,embedded_medical")

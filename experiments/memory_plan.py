@@ -41,6 +41,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from sdft.config import build_config
+from sdft.plan import (
+    build_parser,
+    format_plan,
+    inputs_from_config,
+    model_shape,
+    one_rollout_at_a_time,
+    plan_from_args,
+    plan_memory,
+)
+
 MIB = 1024 ** 2
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "memory_plan"
 # case -> (preset, model, use_peft, extra overrides). tiny: the smoke preset's shapes (batch 2, prompts <= 384,
@@ -127,9 +138,8 @@ def worker(case: str, steps: int, mode: str, out_json: str) -> None:
     import torch
     from transformers import TrainerCallback
 
-    import sdft.method  # noqa: F401  (the trainer and its imports, before the baseline)
+    import sdft.self_distillation  # noqa: F401  (the trainer and its imports, before the baseline)
     import sdft.training
-    from sdft.config import build_config
     from sdft.models import resolve_model_path
     from sdft.train import run_training
 
@@ -186,9 +196,6 @@ def worker(case: str, steps: int, mode: str, out_json: str) -> None:
 # ------------------------------------------------------------------------------------------------ planning a case
 def planned(case: str, steps: int, shapes: list[dict]):
     """The planner's CPU plan of a case, given the longest rollout row the run trained on."""
-    from sdft.config import build_config
-    from sdft.plan import inputs_from_config, model_shape, one_rollout_at_a_time, plan_memory
-
     preset, overrides = case_overrides(case, steps, "/tmp/unused")
     cfg = build_config(preset, "sdft", overrides=overrides)
     inp = inputs_from_config(cfg, device="cpu")
@@ -309,8 +316,6 @@ def markdown(rows: list[dict], raw: dict, command: str, wall_s: float, plans: li
 
 
 def paper_plans(out: Path) -> None:
-    from sdft.plan import build_parser, format_plan, plan_from_args
-
     (out / "plans").mkdir(parents=True, exist_ok=True)
     for name, argv in PAPER_PLANS.items():
         args = build_parser().parse_args(["--method", "sdft", "--preset", "paper", *argv])

@@ -18,8 +18,11 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from data_prep.registry import get_task
+from eval.stats import mean_ci
 from experiments import reproductions as RP
-from sdft.run_io import read_yaml
+from sdft.registry import get_method
+from sdft.run_io import read_json, read_yaml
 
 RUN_COLUMNS = {"task", "method", "run_id", "seed", "model", "divergence", "teacher_template", "teacher_context",
                "new_task", "new_task_metric", "val", "run_dir", "prior_avg", "prior_suite", "prior_metrics",
@@ -37,35 +40,35 @@ def _registered(get, name: str, attribute: str, default):
 
 def shown_as(task: str) -> str:
     """The task a table row belongs to: the paper's task an embedded stand-in plays, else the task itself."""
-    from data_prep.registry import get_task
-
     return _registered(get_task, task, "shown_as", task)
 
 
 def task_title(task: str) -> str:
     """Display title of the task a row is shown as (``embedded_tool`` -> the title of ``tooluse``)."""
-    from data_prep.registry import get_task
-
     return _registered(get_task, shown_as(task), "title", task)
 
 
 def _distils(method: str) -> bool:
     """Whether a method trains on a divergence (an unregistered name: whether its config names one)."""
-    from sdft.registry import get_method
-
     return _registered(get_method, method, "distils", True)
 
 
 def method_title(method: str) -> str:
-    from sdft.registry import get_method
-
     return _registered(get_method, method, "title", method)
+
+
+def method_style(method: str) -> dict[str, Any]:
+    """The method's figure style (``color``, ``marker``) and legend ``label`` (its title); ``{}`` for a name no
+    registry holds (the figures' default style then)."""
+    try:
+        spec = get_method(method)
+    except KeyError:
+        return {}
+    return {**spec.style, "label": spec.title}
 
 
 def eval_variant(method: str) -> str:
     """The evaluation a method's scores come from (``student``; ``rag`` for Oracle RAG)."""
-    from sdft.registry import get_method
-
     return _registered(get_method, method, "eval_variant", "student")
 
 
@@ -131,9 +134,7 @@ def collect_runs(results_dir: str | Path) -> pd.DataFrame:
     """One row per run directory holding an eval.json (the test split): new-task score, validation score, the
     prior benchmarks (one column each), their average and the run's config (seed, model, divergence, ...; a run
     without config.yaml has its seed from its folder's name, :func:`seed_of`, and no other config column).
-    An eval.json that is not valid JSON raises :class:`eval.files.InvalidJSONFile` naming it."""
-    from eval.files import read_json
-
+    An eval.json that is not valid JSON raises :class:`sdft.run_io.InvalidJSONFile` naming it."""
     rows = []
     for eval_path in sorted(Path(results_dir).glob("*/*/*/eval.json")):
         run_dir = eval_path.parent
@@ -194,8 +195,6 @@ def select_best(runs: pd.DataFrame) -> pd.DataFrame:
 def summarize(best: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Mean and 95% t-interval half-width (``<metric>_ci``) over seeds for each (task, method) and metric, with the
     number of seeds (``n_seeds``)."""
-    from eval.stats import mean_ci
-
     rows = []
     for (task, method), group in best.groupby(["task", "method"], sort=False):
         row: dict[str, Any] = {"task": task, "method": method, "n_seeds": len(group),

@@ -8,6 +8,7 @@ import argparse
 import importlib
 
 from experiments.grid import is_done, read_grid
+from sdft.errors import reported_as_one_line
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,7 +27,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{spec.label}: done before, skipped")
         return
     print(f"[{args.index + 1}/{len(specs)}] {spec.label} -> {spec.run_dir}", flush=True)
-    from sdft.errors import reported_as_one_line
 
     # a user's mistake, or a stop on SIGTERM / Ctrl-C (the run checkpointed; rerunning resumes it): one line
     with reported_as_one_line([]):

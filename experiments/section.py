@@ -1,10 +1,11 @@
 """The command line and the run step shared by every paper-section script (``experiments/table5.py``, ...).
 
-A section script defines its grid (tasks per preset, methods), the paper's numbers and an ``aggregate(results_dir)``
-that writes its tables and figures (with :mod:`experiments.reporting`), then hands them to :func:`main`::
+A section script defines its grid (methods; its tasks on each preset are the preset file's, ``experiments.tasks``
+of ``sdft/presets/<preset>.yaml``), the paper's numbers and an ``aggregate(results_dir)`` that writes its tables and
+figures (with :mod:`experiments.reporting`), then hands them to :func:`main`::
 
     def main(argv=None):
-        section.main(argv, experiment="table5", doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+        section.main(argv, experiment="table5", doc=__doc__, methods=METHODS, aggregate=aggregate,
                      outputs=["table5.md", "table5.csv"])
     execute = section.execute  # the run step ``experiments.run_one`` calls for a SLURM array task
 
@@ -26,6 +27,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from experiments import grid as G
+from experiments.evaluation import evaluate_run
+from sdft.config_layers import load_preset, parse_overrides
+from sdft.errors import reported_as_one_line
+from sdft.plugins import HINT, PluginError, as_list, env_specs, import_plugins, merge
+from sdft.registry import method_names
+from sdft.run_io import InvalidJSONFile
 
 GridHook = Callable[[argparse.Namespace, list], Any]  # (parsed options, the grid's RunSpecs) -> ...
 RECIPES = Path(__file__).resolve().parent / "recipes" / "qwen2.5-7b-instruct"
@@ -34,8 +41,6 @@ RECIPES = Path(__file__).resolve().parent / "recipes" / "qwen2.5-7b-instruct"
 def execute(spec: G.RunSpec, prior: bool = True, also_tasks: dict[str, str] | None = None) -> None:
     """Train (unless the method is evaluated only) and evaluate one run; writes eval.json into its directory.
     ``prior`` and ``also_tasks``: as :func:`experiments.evaluation.evaluate_run`."""
-    from experiments.evaluation import evaluate_run
-
     cfg = spec.config()
     if not G.trains(spec.method):
         Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
@@ -46,8 +51,7 @@ def execute(spec: G.RunSpec, prior: bool = True, also_tasks: dict[str, str] | No
 
         run_training(cfg)
         model = str(Path(spec.run_dir) / "model")
-    evaluate_run(spec, cfg, model, with_validation=bool(spec.sweep_point), extra_args=spec.eval_args, prior=prior,
-                 also_tasks=also_tasks)
+    evaluate_run(spec, cfg, model, with_validation=bool(spec.sweep_point), prior=prior, also_tasks=also_tasks)
 
 
 def run_step(experiment: str) -> Callable[[G.RunSpec], None]:
@@ -96,14 +100,18 @@ def build_parser(doc: str | None, experiment: str, methods: Sequence[str]) -> ar
     return parser
 
 
-def build_grid(args, experiment: str, tasks: dict[str, list[str]], methods: Sequence[str],
-               recipes: Path = RECIPES) -> list[G.RunSpec]:
-    """The runs that the parsed options ask for (the preset's tasks, the section's methods, seeds, sweep)."""
-    from sdft.config import parse_overrides
-    from sdft.plugins import HINT
-    from sdft.registry import method_names
+def preset_tasks(experiment: str, preset: str) -> list[str]:
+    """The tasks a section runs on a preset (``experiments.tasks`` of its preset file)."""
+    tasks = load_preset(preset)["experiments"].get("tasks") or {}
+    if experiment not in tasks:
+        raise SystemExit(f"error: sdft/presets/{preset}.yaml names no tasks for {experiment} (experiments.tasks); "
+                         "give --tasks")
+    return list(tasks[experiment])
 
-    chosen_tasks = args.tasks.split(",") if args.tasks else tasks[args.preset]
+
+def build_grid(args, experiment: str, methods: Sequence[str], recipes: Path = RECIPES) -> list[G.RunSpec]:
+    """The runs that the parsed options ask for (the preset's tasks, the section's methods, seeds, sweep)."""
+    chosen_tasks = args.tasks.split(",") if args.tasks else preset_tasks(experiment, args.preset)
     chosen = args.methods.split(",") if args.methods else list(methods)
     unknown = [m for m in chosen if m not in methods and m not in method_names()]
     if unknown:
@@ -117,14 +125,11 @@ def build_grid(args, experiment: str, tasks: dict[str, list[str]], methods: Sequ
     return G.expand(experiment, args.preset, chosen_tasks, chosen, seeds, args.results_dir,
                     recipe_for=(lambda t, m: recipe_for(t, m, recipes)) if args.preset == "paper" else None,
                     sweep=args.sweep, overrides=overrides,
-                    eval_args=["--allow-code-execution"] if args.allow_code_execution else [])
+                    eval_options={"allow_code_execution": True} if args.allow_code_execution else {})
 
 
 def plugin_specs(args) -> list[str]:
     """The plugins a section's command line names (``--include`` and an ``include=`` override), normalized."""
-    from sdft.config import parse_overrides
-    from sdft.plugins import as_list, merge
-
     given = parse_overrides([o for o in args.overrides if o.split("=", 1)[0].strip() == "include"])
     return merge(as_list(given.get("include"), "command line: include"), getattr(args, "include", None) or [])
 
@@ -132,8 +137,6 @@ def plugin_specs(args) -> list[str]:
 def import_section_plugins(args) -> list[str]:
     """Import the plugins of the command line (:func:`plugin_specs`) and of ``$SDFT_INCLUDE``; exits with one line
     naming the spec when one cannot be imported."""
-    from sdft.plugins import PluginError, env_specs, import_plugins
-
     try:
         specs = plugin_specs(args)
         import_plugins([*env_specs(), *specs])
@@ -142,8 +145,7 @@ def import_section_plugins(args) -> list[str]:
     return specs
 
 
-def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dict[str, list[str]],
-         methods: Sequence[str], aggregate: Callable[[Path], Any], outputs: Sequence[str],
+def main(argv: list[str] | None, *, experiment: str, doc: str | None, methods: Sequence[str], aggregate: Callable[[Path], Any], outputs: Sequence[str],
          recipes: Path = RECIPES, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
          adjust_grid: GridHook | None = None, describe: GridHook | None = None,
          preflight: GridHook | None = None,
@@ -153,17 +155,14 @@ def main(argv: list[str] | None, *, experiment: str, doc: str | None, tasks: dic
     ``execute_fn``: the run step of one spec in this process (``--jobs 1``; default :func:`run_step`); give the
     section's own ``execute`` here, as ``experiments.run_one`` calls it for ``--jobs N`` and SLURM. A user error
     (``sdft.errors``) ends it with one line naming its file or key."""
-    from sdft.errors import reported_as_one_line
-
     with reported_as_one_line(argv):
-        _main(argv, experiment=experiment, doc=doc, tasks=tasks, methods=methods, aggregate=aggregate,
+        _main(argv, experiment=experiment, doc=doc, methods=methods, aggregate=aggregate,
               outputs=outputs, recipes=recipes, add_arguments=add_arguments, adjust_grid=adjust_grid,
               describe=describe, preflight=preflight, execute_fn=execute_fn)
 
 
-def _main(argv, *, experiment, doc, tasks, methods, aggregate, outputs, recipes, add_arguments, adjust_grid, describe,
+def _main(argv, *, experiment, doc, methods, aggregate, outputs, recipes, add_arguments, adjust_grid, describe,
           preflight, execute_fn) -> None:
-    from eval.files import InvalidJSONFile
 
     parser = build_parser(doc, experiment, methods)
     if add_arguments is not None:
@@ -177,7 +176,7 @@ def _main(argv, *, experiment, doc, tasks, methods, aggregate, outputs, recipes,
         except InvalidJSONFile as err:  # one line naming the file, not a traceback
             raise SystemExit(f"error: {err}") from None
         return
-    specs = build_grid(args, experiment, tasks, methods, recipes)
+    specs = build_grid(args, experiment, methods, recipes)
     if adjust_grid is not None:
         specs = adjust_grid(args, specs)
     try:  # every recipe builds and its data sources are valid before the first run trains

@@ -27,12 +27,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from eval.evaluation import write_eval_json
+from eval.stats import mean_ci
 from experiments import grid as G
 from experiments import section
+from experiments.reporting import fmt
+from figures.health import plot_health
+from sdft.run_io import read_json_or_none, read_metrics, read_step_files, read_yaml
 
 EXPERIMENT = "stability"
 METHODS = ["sdft"]
-TASKS = {"smoke": ["embedded_tool"], "mini": ["embedded_tool"], "paper": ["tooluse"]}
 
 # name -> SDFT config values on top of the preset's (each key documented in `python -m sdft.train --help-config`)
 SETTINGS: dict[str, dict] = {
@@ -85,7 +89,6 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
 
 def execute(spec: G.RunSpec) -> None:
     """Train; the run's ``eval.json`` records its selection (validation only: no test split is evaluated here)."""
-    from eval.evaluation import write_eval_json
     from sdft.selection import read_selection
     from sdft.train import run_training
 
@@ -101,8 +104,7 @@ def collect(results_dir: str | Path) -> pd.DataFrame:
     """One row per finished run: task, setting, seed, selected and final validation scores and steps, whether the
     final / selected checkpoint's greedy answers collapsed, the collapse rule's warnings, the last step's health."""
     from sdft.health import CollapseRule
-    from sdft.run_io import read_json_or_none, read_metrics, read_yaml
-    from sdft.selection import read_selection, read_step_files
+    from sdft.selection import read_selection
 
     rows = []
     for sel_path in sorted(Path(results_dir).glob("*/sdft/*/selection.json")):
@@ -134,8 +136,6 @@ def collect(results_dir: str | Path) -> pd.DataFrame:
 def summarize(runs: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     """Per (task, setting): seeds, mean ± 95% t-interval of the selected and final validation scores, collapse
     counts, mean last-step health; ``chosen`` marks each task's best setting (module docstring)."""
-    from eval.stats import mean_ci
-
     rows = []
     for (task, setting), g in runs.groupby(["task", "setting"], sort=False):
         row = {"task": task, "setting": setting, "n_seeds": len(g), "metric": g["metric"].iloc[0],
@@ -164,8 +164,6 @@ def summarize(runs: pd.DataFrame, order: list[str]) -> pd.DataFrame:
 
 
 def write_table(table: pd.DataFrame, results_dir: Path) -> None:
-    from experiments.reporting import fmt
-
     table.to_csv(results_dir / "stability.csv", index=False)
     lines = ["# SDFT stabilizers on the validation split", "",
              "Per setting: the validation score (greedy, %) of the checkpoint the protocol selects and of the final "
@@ -192,8 +190,6 @@ def write_table(table: pd.DataFrame, results_dir: Path) -> None:
 
 
 def aggregate(results_dir: str | Path, order: list[str] | None = None) -> pd.DataFrame:
-    from figures.health import plot_health
-
     results_dir = Path(results_dir)
     runs = collect(results_dir)
     if runs.empty:
@@ -207,7 +203,7 @@ def aggregate(results_dir: str | Path, order: list[str] | None = None) -> pd.Dat
 
 
 def main(argv: list[str] | None = None) -> None:
-    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, methods=METHODS, aggregate=aggregate,
                  outputs=["stability.md", "stability.csv", "health_<task>.png (and .pdf)"],
                  add_arguments=add_arguments, adjust_grid=adjust_grid, execute_fn=execute)
 

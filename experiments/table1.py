@@ -14,7 +14,7 @@ share judged CORRECT: all details right), *lenient* accuracy (CORRECT or PARTIAL
 wrong statement) on the in-distribution test questions, and *OOD* accuracy (strict) on the "indirect" questions,
 which need the new facts without naming them. The paper preset judges with an LLM over an OpenAI-compatible
 endpoint (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``); smoke and mini use the embedded fictional world and its
-offline fact judge (``eval.fact_judge``: the same labels from the reference's key facts), or the LLM judge with
+offline fact judge (``data_prep.fact_judge``: the same labels from the reference's key facts), or the LLM judge with
 ``--judge-model``. The indirect questions are part of the embedded test split (``meta.kind``); on the paper preset
 they are the task ``knowledge_ood``, evaluated into ``<run>/ood/eval.json``.
 
@@ -33,13 +33,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from data_prep import load_task
+from data_prep.registry import get_task
+from eval.config import build_eval_config
 from experiments import grid as G
 from experiments import reporting as R
 from experiments import section
+from experiments.teacher_view import main as teacher_view
+from sdft.run_io import read_json
 
 EXPERIMENT = "table1"
 METHODS = ["base", "rag", "cpt", "sft", "sdft"]
-TASKS = {"smoke": ["embedded_knowledge"], "mini": ["embedded_knowledge"], "paper": ["knowledge"]}
 OOD_TASKS = {"knowledge": "knowledge_ood"}  # tasks whose indirect questions are a task of their own
 CONTEXTS = ("answer", "text", "text+answer")
 TABLE_CONTEXT = "text+answer"  # the teacher of Table 1's SDFT row
@@ -80,10 +84,10 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
     given = "teacher_context" in specs[0].overrides if specs else False
     if given:
         raise SystemExit("error: set the teacher context with --contexts, not teacher_context=...")
-    judge = ["--judge-model", args.judge_model] if args.judge_model else []
+    judge = {"judge_model": args.judge_model} if args.judge_model else {}
     out = []
     for spec in specs:
-        spec.eval_args = [*spec.eval_args, *judge]
+        spec.eval_options = {**spec.eval_options, **judge}
         if spec.method != "sdft":
             out.append(spec)
             continue
@@ -96,11 +100,8 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
 def judge_calls(specs: list[G.RunSpec]) -> tuple[int, bool]:
     """Judge calls of a grid (test items, indirect items, validation items of sweep points) and whether every
     count was read from the data (else :data:`ESTIMATED_ITEMS` stood in)."""
-    from data_prep import load_task
-    from eval.evaluation import PRESET_EVAL
-
     sizes: dict[tuple[str, str], int] = {}
-    cap = PRESET_EVAL[specs[0].preset]["n"] if specs else None  # the preset evaluates at most this many records
+    cap = build_eval_config({"preset": specs[0].preset}).n if specs else None  # the preset evaluates at most this many
     exact = True
 
     def items(task: str, split: str) -> int:
@@ -122,12 +123,10 @@ def judge_calls(specs: list[G.RunSpec]) -> tuple[int, bool]:
 
 
 def describe(args, specs: list[G.RunSpec]) -> list[str]:
-    from data_prep.registry import get_task
-
     tasks = sorted({s.task for s in specs})
     llm = bool(args.judge_model) or any(getattr(get_task(t), "local_judge", None) is None for t in tasks)
     if not llm:
-        return ["scoring: the offline fact judge (eval.fact_judge); no LLM judge calls "
+        return ["scoring: the offline fact judge (data_prep.fact_judge); no LLM judge calls "
                 "(--judge-model M to use one)"]
     calls, exact = judge_calls(specs)
     how = "from the splits" if exact else "estimated: the data are not readable here"
@@ -137,8 +136,6 @@ def describe(args, specs: list[G.RunSpec]) -> list[str]:
 
 def preflight(args, specs: list[G.RunSpec]) -> None:
     """The teacher view on the validation split for the grid's SDFT contexts, once per results directory."""
-    from experiments.teacher_view import main as teacher_view
-
     out = Path(args.results_dir) / "teacher_view"
     if (out / "teacher_view.csv").exists() and not args.force:
         print(f"[{EXPERIMENT}] teacher view: {out / 'teacher_view.md'} (from an earlier run)", flush=True)
@@ -176,8 +173,6 @@ def knowledge_scores(run_dir: str | Path, method: str) -> dict:
     with their item counts and the judge that gave the verdicts, from one run's eval.json (and ``ood/eval.json``).
     In-distribution = every question kind but ``indirect`` (embedded: direct and paraphrased), pooled by item
     count."""
-    from eval.files import read_json
-
     run_dir = Path(run_dir)
     variant = R.eval_variant(method)
     main = read_json(run_dir / "eval.json").get("evaluations", {}).get(variant)
@@ -263,7 +258,7 @@ def _judge_name(evaluation: dict | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, methods=METHODS, aggregate=aggregate,
                  outputs=["table1.md", "table1.csv", "figure7_teacher_context.png (and .pdf)", "teacher_view/"],
                  add_arguments=add_arguments, adjust_grid=adjust_grid, describe=describe, preflight=preflight,
                  execute_fn=execute)

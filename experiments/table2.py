@@ -40,11 +40,10 @@ import pandas as pd
 from experiments import grid as G
 from experiments import reporting as R
 from experiments import section
+from sdft.run_io import read_json
 
 EXPERIMENT = "table2"
 METHODS = ["base", "sft", "sdft"]
-TASKS = {"smoke": ["embedded_science_answer_only"], "mini": ["embedded_science_answer_only"],
-         "paper": ["medical_answer_only"]}
 MODEL = {"smoke": "embedded:tiny-llama", "mini": "embedded:smollm2-135m-instruct", "paper": "allenai/Olmo-3-7B-Think"}
 EVAL_MAX_NEW_TOKENS = {"smoke": None, "mini": 128, "paper": 16384}  # None: the preset's evaluation budget
 RECIPES = Path(__file__).resolve().parent / "recipes" / "olmo-3-7b-think"
@@ -61,7 +60,7 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
     budget = EVAL_MAX_NEW_TOKENS[args.preset]
     for spec in specs:
         spec.overrides = {"model": MODEL[args.preset], **spec.overrides}
-        spec.eval_args = [*spec.eval_args, *(["--max-new-tokens", str(budget)] if budget else [])]
+        spec.eval_options = {**spec.eval_options, **({"max_new_tokens": budget} if budget else {})}
     return specs
 
 
@@ -91,8 +90,6 @@ def token_counts(evaluation: dict | None) -> dict:
 
 def collect(results_dir: str | Path) -> pd.DataFrame:
     """Every run of the results tree with its accuracy and token counts (one row per run directory)."""
-    from eval.files import read_json
-
     runs = R.collect_runs(results_dir)
     if runs.empty:
         raise SystemExit(f"no eval.json under {results_dir}: nothing to aggregate")
@@ -129,7 +126,7 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, methods=METHODS, aggregate=aggregate,
                  outputs=["table2.md", "table2.csv"], recipes=RECIPES, adjust_grid=adjust_grid, describe=describe)
 
 

@@ -27,11 +27,6 @@ from experiments import section
 
 EXPERIMENT = "table5"
 METHODS = ["base", "sft", "reinvoke", "dft", "sdft"]
-TASKS = {
-    "smoke": ["embedded_science", "embedded_tool", "embedded_medical"],
-    "mini": ["embedded_science", "embedded_tool", "embedded_medical"],
-    "paper": ["science", "tooluse", "medical"],
-}
 PRIOR = ["hellaswag", "humaneval", "ifeval", "mmlu", "truthfulqa", "winogrande"]
 
 # Paper, Table 5 (Qwen2.5-7B-Instruct): new task, then HellaSwag, HumanEval, IFEval, MMLU, TruthfulQA, Winogrande.
@@ -78,12 +73,13 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
     shown = table.assign(task=table["paper_task"])
     plot_pareto(shown, results_dir / "figure4_pareto", paper=paper,
                 task_titles={t: R.task_title(t) for t in shown["task"]},
-                subtitle=f"ours: {R.run_summary(runs)}", paper_on_same_axes=same_suite)
+                subtitle=f"ours: {R.run_summary(runs)}", paper_on_same_axes=same_suite,
+                method_styles={m: R.method_style(m) for m in dict.fromkeys([*shown["method"], *paper["method"]])})
     return table
 
 
 def main(argv: list[str] | None = None) -> None:
-    section.main(argv, experiment=EXPERIMENT, doc=__doc__, tasks=TASKS, methods=METHODS, aggregate=aggregate,
+    section.main(argv, experiment=EXPERIMENT, doc=__doc__, methods=METHODS, aggregate=aggregate,
                  outputs=["table5.md", "table5.csv", "figure4_pareto.png (and .pdf)"])
 
 

@@ -23,6 +23,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from data_prep.registry import get_task
+from data_prep.task import load_records
+from eval.config import build_eval_config
+from eval.judge import judge_for
+from eval.stats import proportion_ci
+from sdft.config import build_config
+from sdft.prompts import TEACHER_CONTEXTS, teacher_demonstration
+from sdft.run_io import write_json_atomic, write_text_atomic
+
 DEFAULT_TASKS = ("embedded_tool", "embedded_science", "embedded_medical")
 DEFAULT_OUTPUT = Path("experiments/results/teacher_view")
 PRECONDITION_POINTS = 30.0  # the teacher should beat the student by at least this much on a skill task
@@ -36,27 +45,21 @@ def measure(model, tokenizer, task: str, split: str, n: int | None, templates: l
             seed: int = 0, predictions_dir: Path | None = None, contexts: tuple[str, ...] = ("answer",),
             judge_model: str | None = None) -> list[dict]:
     """Rows of the table for one task: the student prompt, then the teacher prompt of each template and context."""
-    from data_prep import load_task
-    from data_prep.registry import get_task
-    from eval.evaluation import PRESET_EVAL
-    from eval.stats import proportion_ci
     from eval.task_eval import evaluate_task, write_predictions
-    from sdft.prompts import teacher_demonstration
 
-    records = load_task(task, split, seed=seed, n=n)
-    settings = PRESET_EVAL[preset]
+    spec = get_task(task)
+    records = load_records(spec, split, seed=seed, n=n)
+    settings = build_eval_config({"preset": preset})
     judge = None
-    if get_task(task).judge is not None:  # one judge for every prompt (the task's local one unless a model is named)
-        from eval.judge import judge_for
-
-        judge = judge_for(task, judge_model)
+    if spec.judge is not None:  # one judge for every prompt (the task's local one unless a model is named)
+        judge = judge_for(spec, judge_model)
     rows, student = [], None
     prompts = [("student", None, "answer")] + [("teacher", t, c) for t in templates for c in contexts]
     for variant, template, context in prompts:
         shown = records if context == "answer" else \
             [{**r, "demonstration": teacher_demonstration(r, context)} for r in records]
-        result = evaluate_task(model, tokenizer, shown, task, variant=variant, template=template or "paper",
-                               max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"],
+        result = evaluate_task(model, tokenizer, shown, spec, variant=variant, template=template or "paper",
+                               max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                                seed=seed, backend="hf", judge=judge)
         head = result["scores"][0]
         tokens = next(s for s in result["scores"] if s["metric"] == "mean_generated_tokens")
@@ -87,10 +90,7 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from sdft.config import build_config
     from sdft.models import load_model_and_tokenizer
-    from sdft.prompts import TEACHER_CONTEXTS
-    from sdft.run_io import write_json_atomic, write_text_atomic
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="mini", choices=["smoke", "mini", "paper"])

@@ -14,6 +14,9 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+from figures.save import save_figure
+from sdft.run_io import read_metrics, read_step_files
+
 PANELS = [  # (metrics.jsonl key or probe field, title)
     ("health/student_entropy", "student entropy (nats)"),
     ("health/teacher_entropy", "teacher entropy (nats)"),
@@ -29,9 +32,6 @@ STYLES = ["-", "--", ":", "-."]
 
 def series(run_dir: Path, key: str) -> tuple[list[int], list[float]]:
     """(steps, values) of one panel's quantity in one run."""
-    from sdft.run_io import read_metrics
-    from sdft.selection import read_step_files
-
     if key.startswith("probe:"):
         field = key.split(":", 1)[1]
         steps = read_step_files(run_dir)
@@ -48,8 +48,6 @@ def plot_health(runs: Sequence[tuple[str, Path]], out_base: str | Path, title: s
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from figures.save import save_figure
 
     groups = list(dict.fromkeys(label.split(" seed")[0] for label, _ in runs))
     colours = {g: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(groups)}

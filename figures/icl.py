@@ -1,10 +1,11 @@
 """Figure 2 (right), Section 3.2: accuracy of the base model, its demonstration-conditioned teacher and the SFT
 model, and the KL of the teacher and of the SFT model to the base, from ``icl_check.csv``
-(``experiments.icl_check``). The paper's values (Tool Use) are drawn as black ticks."""
+(``experiments.icl_check``). The paper's values, where it prints them, are drawn as black ticks."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -18,22 +19,22 @@ COLORS = {"student": "#7f7f7f", "teacher": "#2ca02c", "sft": "#1f77b4"}
 LABELS = {"student": "base\n(no demo)", "teacher": "teacher\n(base + demo)", "sft": "SFT"}
 
 
-def plot_icl(results_dir: str | Path, out_base: str | Path | None = None) -> list[Path]:
+def plot_icl(results_dir: str | Path, out_base: str | Path | None = None, *, roles: Sequence[str],
+             paper_values: Mapping[str, Mapping[str, float]]) -> list[Path]:
     """Per task two panels: accuracy (%) per model with Wilson 95% error bars, and KL to the base model in nats per
     sequence (bars; nats per token written on them) for the teacher and the SFT model. Several seeds: their mean,
-    each seed a dot. Reads only ``icl_check.csv``; writes ``figure2_icl.png`` / ``.pdf`` in ``results_dir`` (or at
-    ``out_base``)."""
-    from experiments.icl_check import ROLES, paper_values
-
+    each seed a dot. ``roles``: the models' order (of ``student``, ``teacher``, ``sft``); ``paper_values``: task -> the
+    paper's values (accuracy per role, ``kl_teacher``, ``kl_sft``), a task without any left out. Reads only
+    ``icl_check.csv``; writes ``figure2_icl.png`` / ``.pdf`` in ``results_dir`` (or at ``out_base``)."""
     results_dir = Path(results_dir)
     table = pd.read_csv(results_dir / "icl_check.csv")
     tasks = list(dict.fromkeys(table["task"]))
     fig, axes = plt.subplots(len(tasks), 2, figsize=(8.5, 3.6 * len(tasks)), squeeze=False)
     for (acc_ax, kl_ax), task in zip(axes, tasks):
         sub = table[table["task"] == task]
-        paper = paper_values(task)
-        roles = [r for r in ROLES if r in set(sub["role"])]
-        for i, role in enumerate(roles):
+        paper = paper_values.get(task, {})
+        shown = [r for r in roles if r in set(sub["role"])]
+        for i, role in enumerate(shown):
             rows = sub[sub["role"] == role]
             mean = rows["accuracy"].mean()
             low, high = rows["ci_low"].mean(), rows["ci_high"].mean()
@@ -45,12 +46,12 @@ def plot_icl(results_dir: str | Path, out_base: str | Path | None = None) -> lis
                 acc_ax.scatter([i] * len(rows), rows["accuracy"], color="black", s=8, zorder=3)
             if role in paper:
                 acc_ax.scatter([i], [paper[role]], marker="_", s=600, color="black", zorder=4)
-        acc_ax.set_xticks(range(len(roles)), [LABELS[r] for r in roles], fontsize=8)
+        acc_ax.set_xticks(range(len(shown)), [LABELS[r] for r in shown], fontsize=8)
         acc_ax.set_ylim(0, 125)  # room for the legend above 100%
         acc_ax.set_ylabel("accuracy (%)")
         acc_ax.set_title(f"{task}: accuracy (Wilson 95% CI)", fontsize=9)
         acc_ax.grid(axis="y", alpha=0.3)
-        if any(r in paper for r in roles):
+        if any(r in paper for r in shown):
             acc_ax.scatter([], [], marker="_", s=200, color="black", label="paper (Qwen2.5-7B-Instruct, ToolAlpaca)")
             acc_ax.legend(fontsize=7, loc="upper left")
         kl_roles = [r for r in ("teacher", "sft") if r in set(sub["role"])]

@@ -13,7 +13,8 @@ trainer options -- is a command-line and recipe key, under its own name:
 Values come from these layers, later ones winning:
   1. the dataclass defaults, the machine (``use_cpu`` without CUDA), the method's defining values (``Method.defaults``),
   2. the preset (``sdft/presets/<preset>.yaml``: ``common`` keys, then the method's block under ``methods``),
-  3. the task's values inside that preset (``Task.preset_values``, e.g. the paper's 1024-token knowledge rollouts),
+  3. the task's values inside that preset (the preset's ``tasks`` block, e.g. the paper's 1024-token knowledge
+     rollouts),
   4. a YAML recipe (``--config recipe.yaml``; ``experiments/recipes/``),
   5. the command line: ``key=value`` (the value read as YAML) and ``--key value`` (argparse; wins over ``key=value``).
 
@@ -29,18 +30,23 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import enum
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from data_prep.registry import get_task
+from data_prep.task import Task
+from eval.config import EvalConfig, build_eval_config
+from sdft.config_layers import check_choices, dataclass_parser, load_preset, plain
 from sdft.errors import ConfigError
+from sdft.method import Method
+from sdft.plugins import as_list, env_specs, import_plugins, merge
+from sdft.registry import get_method
 from sdft.run_io import read_yaml
-
-PRESETS = ("smoke", "mini", "paper")
-PRESET_DIR = Path(__file__).resolve().parent / "presets"
+from sdft.validation import SourceError, SourceProblem, validate_sources
+from sdft.validation import task_problem as task_problem_of
 
 # Names accepted for a field under another name. transformers 5 folded ``warmup_ratio`` into ``warmup_steps``
 # (a value below 1 is a fraction of the training steps); recipes written for older versions still use it.
@@ -101,6 +107,13 @@ class RunConfig:
     adapter: Any | None = None  # sdft.adapters.AdapterArguments
     origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     """key -> the layer its value came from (``build_config``); a key absent here has its field's default."""
+    method_spec: Method | None = field(default=None, compare=False, repr=False)
+    """The registered method ``method`` names, resolved once (``build_config``): what trains the run."""
+    task_spec: Task | None = field(default=None, compare=False, repr=False)
+    """The registered task ``task`` names, resolved once (``build_config``): its records, scorer, judge."""
+    evaluation: EvalConfig | None = field(default=None, compare=False, repr=False)
+    """How the run's model is evaluated (``build_config``: the preset's ``eval:`` block with the run's seed, data,
+    the method's prompt and teacher template): the validation evaluations of ``checkpoint_selection=best_val``."""
 
     def __post_init__(self):
         if self.adapter is None:
@@ -109,7 +122,8 @@ class RunConfig:
             self.adapter = AdapterArguments()
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("script", "training", "method_args", "adapter", "origins"):
+        if name.startswith("__") or name in ("script", "training", "method_args", "adapter", "origins", "method_spec",
+                                              "task_spec", "evaluation"):
             raise AttributeError(name)
         for part in (self.script, self.adapter, self.method_args, self.training):
             if part is not None and name in _field_names(type(part)):
@@ -124,7 +138,7 @@ class RunConfig:
         out: dict[str, Any] = {}
         for part in self.parts():
             values = part.to_dict() if hasattr(part, "to_dict") else dataclasses.asdict(part)
-            out.update({k: _plain(v) for k, v in values.items() if k in _field_names(type(part))})
+            out.update({k: plain(v) for k, v in values.items() if k in _field_names(type(part))})
         return out
 
     def field_defaults(self) -> dict[str, Any]:
@@ -134,9 +148,9 @@ class RunConfig:
         for part in self.parts():
             for f in fields(type(part)):
                 if f.default is not dataclasses.MISSING:
-                    out[f.name] = _plain(f.default)
+                    out[f.name] = plain(f.default)
                 elif f.default_factory is not dataclasses.MISSING:
-                    out[f.name] = _plain(f.default_factory())
+                    out[f.name] = plain(f.default_factory())
         return out
 
     def save(self, path: str | Path) -> None:
@@ -156,38 +170,11 @@ class RunConfig:
         return args
 
 
-def derive_args(source, config_class: type, **values: Any):
-    """A ``config_class`` with the ``TrainingArguments`` fields of ``source`` (optimiser, schedule, precision,
-    logging, seed...) and ``values``: the config of another stage of a multi-stage method, nothing translated."""
-    from transformers import TrainingArguments
-
-    shared = {f.name: _plain(getattr(source, f.name)) for f in fields(TrainingArguments) if f.init}
-    if hasattr(source, "prompt_accumulation_steps"):  # SDFT's as written (sdft.sdft_config: num_generations)
-        shared["gradient_accumulation_steps"] = source.prompt_accumulation_steps
-    return config_class(**{**shared, **values})
-
-
-def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, enum.Enum) else value
-
-
 def _field_names(cls: type) -> frozenset[str]:
     return frozenset(f.name for f in fields(cls))
 
 
 # ------------------------------------------------------------------------------------------------ layers
-def load_preset(preset: str) -> dict[str, Any]:
-    """``{"common": {...}, "methods": {name: {...}}}`` of ``sdft/presets/<preset>.yaml``."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; expected one of {PRESETS}")
-    path = PRESET_DIR / f"{preset}.yaml"
-    values = read_yaml(path) or {}
-    unknown = sorted(set(values) - {"common", "methods"})
-    if unknown:
-        raise ConfigError(f"{path}: top-level keys must be 'common' and 'methods', got {unknown}")
-    return {"common": values.get("common") or {}, "methods": values.get("methods") or {}}
-
-
 def load_recipe(path: str | Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """A YAML recipe: config keys, plus an optional ``sweep:`` mapping of key -> list of values (Tables 3-4).
 
@@ -203,21 +190,6 @@ def load_recipe(path: str | Path) -> tuple[dict[str, Any], dict[str, list[Any]]]
     return _resolve_aliases(values, str(path)), _resolve_aliases(sweep, f"{path} (sweep)")
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["learning_rate=1e-5", "divergence=reverse"]`` -> dict; values parsed as YAML scalars."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item or item.startswith("-"):
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value != "" else None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: the value is not a YAML value ({getattr(err, 'problem', err)})") \
-                from None
-    return out
-
-
 def _resolve_aliases(values: dict[str, Any], where: str) -> dict[str, Any]:
     out = dict(values)
     for alias, name in ALIASES.items():
@@ -228,26 +200,12 @@ def _resolve_aliases(values: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
-# ------------------------------------------------------------------------------------------------ parser
-def _parser(dataclass_types: list[type]):
-    from trl import TrlParser
-
-    class ConfigParser(TrlParser):
-        """TrlParser raising ``ValueError`` (argparse exits) so callers name the layer; ``sdft.train`` prints it."""
-
-        def error(self, message):
-            raise ConfigError(message)
-
-    return ConfigParser(dataclass_types)
-
-
 def parser_for(method: str):
     """The parser of one method's fields (``python -m sdft.train --method M --help`` prints its help)."""
     from sdft.adapters import AdapterArguments
-    from sdft.registry import get_method
 
     spec = get_method(method)
-    return _parser([ScriptArguments, AdapterArguments, *([spec.args_class] if spec.args_class else []),
+    return dataclass_parser([ScriptArguments, AdapterArguments, *([spec.args_class] if spec.args_class else []),
                     spec.config_class])
 
 
@@ -273,11 +231,6 @@ def build_config(
     checked last (``sdft.validation.validate_sources``: task, model, data_dir, reinvoke_prompts, ...), reading and
     downloading nothing; a bad one is a ``SourceError`` (a ``ValueError``) naming the key, the value and its layer.
     """
-    from data_prep.registry import get_task
-    from sdft.registry import get_method
-    from sdft.validation import SourceError, SourceProblem, validate_sources
-    from sdft.validation import task_problem as task_problem_of
-
     overrides = _resolve_aliases(dict(overrides or {}), "command line")
     argv = [f"--{ALIASES[a[2:]]}" if a.startswith("--") and a[2:] in ALIASES else a for a in argv or []]
     recipe_values = load_recipe(recipe)[0] if recipe is not None else {}
@@ -300,7 +253,8 @@ def build_config(
 
     parser = parser_for(method)
     known = {action.dest for action in parser._actions}
-    in_preset = get_task(task).preset_values.get(preset, {})
+    task_spec = get_task(task)
+    in_preset = values["tasks"].get(task) or {}
     task_values = {k: v for k, v in (in_preset.get("common") or {}).items() if k in known}
     task_values.update((in_preset.get("methods") or {}).get(method) or {})
     layers = [
@@ -325,13 +279,16 @@ def build_config(
         raise ConfigError(f"config of method {method!r}: {err}") from None
     script, adapter, *rest = parts
     cfg = RunConfig(script=script, training=rest[-1], method_args=rest[0] if len(rest) == 2 else None,
-                    adapter=adapter, origins=_origins(layers, argv))
-    _check_choices(parser, cfg)
+                    adapter=adapter, origins=_origins(layers, argv), method_spec=spec, task_spec=task_spec)
+    check_choices(parser, cfg)
     if not _given("output_dir", [layer for _, layer in layers], argv):
         default = f"runs/{cfg.task}/{cfg.method}/{cfg.preset}-seed{cfg.seed}"
         if require_output_dir:
             raise ConfigError(f"no run directory given: pass --output-dir DIR (for example --output-dir {default})")
         cfg.training.output_dir = default
+    cfg.evaluation = build_eval_config({"preset": preset, "seed": cfg.seed, "data_dir": cfg.data_dir,
+                                        "variant": spec.eval_variant,
+                                        "template": getattr(cfg, "teacher_template", None) or None})
     validate_sources(cfg, cfg.origins, unset="default")
     from sdft.adapters import adapter_problems
 
@@ -344,8 +301,6 @@ def build_config(
 def import_layers_plugins(layers: list[tuple[str, dict[str, Any]]]) -> list[str]:
     """Import the plugins (``sdft.plugins``) of ``$SDFT_INCLUDE`` and of the ``include`` key of every layer; return
     them all, normalized, in that order: the ``include`` value a run records (the union, not the last layer's)."""
-    from sdft.plugins import as_list, env_specs, import_plugins, merge
-
     specs = merge(env_specs(), *(as_list(layer.get("include"), f"{where}: include") for where, layer in layers))
     import_plugins(specs)
     return specs
@@ -369,17 +324,6 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _check_choices(parser, cfg: RunConfig) -> None:
-    """argparse checks choices of command-line values only; values from YAML layers are checked here."""
-    for action in parser._actions:
-        if action.choices is None or not hasattr(cfg, action.dest):
-            continue
-        value = getattr(cfg, action.dest)
-        for item in value if isinstance(value, (list, tuple)) else [value]:
-            if item is not None and _plain(item) not in action.choices:
-                raise ConfigError(f"config key {action.dest!r}: {item!r} is not one of {list(action.choices)}")
-
-
 def _given(name: str, layers: list[dict[str, Any]], argv: list[str]) -> bool:
     flags = {f"--{name}", f"--{name.replace('_', '-')}"}
     return any(name in layer for layer in layers) or any(a.split("=", 1)[0] in flags for a in argv)
@@ -390,7 +334,6 @@ def describe_fields(method: str = "sdft", cfg: RunConfig | None = None) -> str:
     resolved config), the value each key resolves to and the layer it came from (``RunConfig.origins``); without,
     the field's default."""
     from sdft.adapters import AdapterArguments
-    from sdft.registry import get_method
 
     spec = get_method(method)
     groups = [("script", ScriptArguments), ("adapters (LoRA / QLoRA: trl.ModelConfig's fields, and merge)",
@@ -415,5 +358,5 @@ def describe_fields(method: str = "sdft", cfg: RunConfig | None = None) -> str:
             if f.default_factory is not dataclasses.MISSING:
                 default = f.default_factory()
             default = spec.defaults.get(f.name, default)
-            lines.append(f"  {f.name} (default {_plain(default)!r}): {help_text}")
+            lines.append(f"  {f.name} (default {plain(default)!r}): {help_text}")
     return "\n".join(lines)

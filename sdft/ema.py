@@ -52,7 +52,7 @@ class FusedEMATeacherCallback(TrainerCallback):
     """Moves the teacher's parameters towards the student's after every ``sync_steps`` optimizer steps: those of two
     models (``of_models``), or the teacher adapter's towards the student's (``sdft.adapters.add_teacher_adapter``).
 
-    ``sharded``: the parameters are DeepSpeed ZeRO-3 partitions (``sdft.training.weights_sharded``). Then they are
+    ``sharded``: the parameters are DeepSpeed ZeRO-3 partitions (``sdft.distributed.weights_sharded``). Then they are
     gathered ``EMA_GATHER_BUCKET`` elements at a time -- the student's read only, the teacher's to be changed by
     the main process, which updates them and has them broadcast and partitioned again -- so a process holds at most
     that many whole elements of each model at once (TRL's ``SyncTeacherModelCallback`` gathers both models whole).

@@ -18,6 +18,8 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
+from sdft.interrupts import RunInterrupted
+
 DEBUG_ENV = "SDFT_DEBUG"
 
 
@@ -45,8 +47,6 @@ def strip_debug(argv: list[str]) -> list[str]:
 def reported_as_one_line(argv: list[str] | None = None) -> Iterator[None]:
     """Run a command line's work: a ``UserError`` becomes ``SystemExit("error: <message>")`` (its traceback only
     with ``--debug`` / ``SDFT_DEBUG=1``)."""
-    from sdft.interrupts import RunInterrupted
-
     try:
         yield
     except RunInterrupted as err:  # SIGTERM / Ctrl-C: checkpointed, said in one line, exit 128 + the signal

@@ -44,6 +44,10 @@ from typing import Callable, Iterable, Sequence
 import torch
 from transformers import TrainerCallback
 
+from sdft import distributed
+from sdft.losses import _head
+from sdft.run_io import read_json_or_none, write_json_atomic
+
 PREFIX_TOKENS = 8  # the prefix whose diversity is logged (distinct_prefix_share)
 COLLAPSED_ANSWER_SHARE = 0.5  # a checkpoint giving one answer to >= this share of the items is marked collapsed
 
@@ -98,8 +102,6 @@ def head_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
                  chunk_size: int | None = 64) -> torch.Tensor:
     """``token_entropy`` of the logits ``(hidden @ weight.T + bias) / temperature`` (``hidden`` ``[B, T, H]``),
     made ``chunk_size`` positions at a time by the loss's own head (``sdft.losses._head``)."""
-    from sdft.losses import _head
-
     T = hidden.size(1)
     step = T if not chunk_size or chunk_size <= 0 else int(chunk_size)
     parts = [_entropy(_head(hidden[:, t0:t0 + step], weight, bias, temperature)) for t0 in range(0, T, step)]
@@ -205,7 +207,7 @@ class CollapseWatch(TrainerCallback):
     the checkpoint selection (``observe_probe``, handed to ``sdft.selection.BestValidationCheckpoint``). A firing
     prints one warning naming the step and is appended to ``<run_dir>/health.json``; with ``stop`` the run stops
     after that step. Both arms observe on the main process only: with several processes the stop is agreed on at the
-    end of the next step (a one-element all-reduce, ``sdft.training.any_process``), so that every process stops
+    end of the next step (a one-element all-reduce, ``sdft.distributed.any_process``), so that every process stops
     after the same step instead of the others waiting on the main one."""
 
     def __init__(self, run_dir, stop: bool = False, rule: CollapseRule | None = None, stage: str | None = None):
@@ -216,10 +218,8 @@ class CollapseWatch(TrainerCallback):
         self.stop_pending = False  # fired with ``stop`` on this process, not yet acted on by every process
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.stop and _several_processes():
-            from sdft.training import any_process
-
-            if any_process(self.stop_pending, args.device):
+        if self.stop and distributed.several_processes():
+            if distributed.any_process(self.stop_pending, args.device):
                 control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -234,8 +234,6 @@ class CollapseWatch(TrainerCallback):
             return
         import sys
 
-        from sdft.run_io import read_json_or_none, write_json_atomic
-
         print(f"[health] warning: collapse: {reason}" + ("; stopping (stop_on_collapse)" if self.stop else ""),
               file=sys.stderr, flush=True)
         record = read_json_or_none(self.path) or {"collapse": []}
@@ -243,12 +241,5 @@ class CollapseWatch(TrainerCallback):
         write_json_atomic(self.path, record)
         if self.stop and control is not None:
             self.stop_pending = True
-            if not _several_processes():  # else on_step_end stops every process together
+            if not distributed.several_processes():  # else on_step_end stops every process together
                 control.should_training_stop = True
-
-
-def _several_processes() -> bool:
-    import torch
-
-    return (torch.distributed.is_available() and torch.distributed.is_initialized()
-            and torch.distributed.get_world_size() > 1)

@@ -1,62 +1,37 @@
-"""SDFT as a method of this repository: its dataset, its trainer built from a run's config, its registration.
-
-The algorithm itself (config, loss, EMA teacher, rollouts) is ``sdft.trainer``.
-"""
+"""What a training method is to the rest of the repository: a :class:`Method`, the entry of the method registry
+(``sdft.registry``, where the repository's own are listed and a method of your own is registered)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
-from sdft.registry import Method, register_method
-from sdft.sdft_config import SelfDistillationConfig
-from sdft.trainer import SelfDistillationTrainer
-
-
-def sdft_dataset(records: list[dict], teacher_context: str = "answer"):
-    """TRL's columns: ``prompt`` (chat messages, the student's context) and ``privileged_context`` (what the teacher
-    sees besides: :func:`sdft.prompts.teacher_demonstration` of ``teacher_context``)."""
-    from datasets import Dataset
-
-    from sdft.prompts import teacher_demonstration
-
-    return Dataset.from_list([{"prompt": r["prompt"], "privileged_context": teacher_demonstration(r, teacher_context)}
-                              for r in records])
+TrainFn = Callable[..., tuple[Any, dict]]  # (cfg, records, run_dir, resume_from_checkpoint) -> (trainer, info)
 
 
-def build_sdft_trainer(cfg, records, run_dir, model=None, tokenizer=None, callbacks=None, checkpoint_dir=None,
-                       args_overrides: dict | None = None) -> SelfDistillationTrainer:
-    """The trainer of one run. ``checkpoint_dir`` defaults to ``<run_dir>/checkpoints`` (multi-stage methods give
-    each stage its own); ``args_overrides`` sets fields of the run's ``SelfDistillationConfig`` for this trainer.
-    With ``use_peft`` the trainer puts the run's LoRA adapter on ``model`` (unless it holds one already)."""
-    from sdft.adapters import peft_config
-    from sdft.training import load_student, run_callbacks
+@dataclass(frozen=True)
+class Method:
+    """Everything the rest of the repository needs to know about a method."""
 
-    if model is None:
-        model, tokenizer = load_student(cfg)
-    args = cfg.trainer_args(checkpoint_dir or Path(run_dir) / "checkpoints", **(args_overrides or {}))
-    return SelfDistillationTrainer(
-        model=model,
-        args=args,
-        train_dataset=sdft_dataset(records, args.teacher_context),
-        processing_class=tokenizer,
-        callbacks=(callbacks if callbacks is not None else run_callbacks(run_dir, cfg=cfg)),
-        peft_config=peft_config(cfg, model),
-    )
-
-
-def train_sdft(cfg, records, run_dir, resume_from_checkpoint=None):
-    """SDFT (Algorithm 1): on-policy rollouts, demonstration-conditioned EMA teacher, per-token divergence."""
-    from data_prep.registry import get_task
-    from sdft.training import final_train_metrics
-
-    trainer = build_sdft_trainer(cfg, records, run_dir)
-    trainer.rollout_format_check = get_task(cfg.task).format_check  # health/format_rate of the rollouts
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    return trainer, final_train_metrics(trainer)
-
-
-register_method(Method(
-    "sdft", train=train_sdft, config_class=SelfDistillationConfig, title="SDFT (ours)", distils=True,
-    style={"color": "#1f77b4", "marker": "*"},
-    description="on-policy self-distillation from the demonstration-conditioned EMA teacher (the paper)",
-))
+    name: str
+    train: TrainFn | None
+    """The training function; ``None`` for a method that is evaluated only (``base``: the untrained model)."""
+    config_class: type
+    """The trainer's config, a ``transformers.TrainingArguments`` subclass (``SelfDistillationConfig``,
+    ``trl.SFTConfig``, ...): every one of its fields is a command-line and recipe key of this method."""
+    title: str
+    """Display title in tables and figures."""
+    args_class: type | None = None
+    """A dataclass of the method's own knobs that its trainer config lacks (e.g. ``reinvoke_steps``)."""
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    """Field values that define the method on top of its config class (e.g. DFT: ``loss_type="dft"``); the lowest
+    layer of the configuration, below presets, recipes and the command line."""
+    distils: bool = False
+    """Trains on a divergence to a teacher: the run records which divergence ran (``divergence`` in its config,
+    or the training function's ``info["divergence"]``)."""
+    style: Mapping[str, Any] = field(default_factory=lambda: {"color": "black", "marker": "x"})
+    """Matplotlib style of the method in figures (``color``, ``marker``)."""
+    eval_variant: str = "student"
+    """The prompt the method's model is evaluated with (``eval.evaluation.VARIANTS``): ``student`` (the query
+    alone, every trained method's) or ``rag`` (the question's source text before it: Oracle RAG, Table 1)."""
+    description: str = ""

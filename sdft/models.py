@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from sdft.adapters import is_adapter_dir, load_adapter_model
 from sdft.errors import UserError
 
 EMBEDDED_PREFIX = "embedded:"
@@ -207,8 +208,6 @@ def load_model(name: str, dtype: torch.dtype | str = "auto", device: str | None 
     """Load a causal LM. ``dtype="auto"``: bfloat16 on a CUDA device, float32 on the CPU. A folder holding a LoRA
     adapter (a ``use_peft`` run's ``model/``) loads as the base model it names with the adapter merged in."""
     from transformers import AutoModelForCausalLM
-
-    from sdft.adapters import is_adapter_dir, load_adapter_model
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype == "auto":

@@ -44,7 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdft.errors import UserError
+from sdft.config import build_config
+from sdft.config_layers import parse_overrides
+from sdft.errors import UserError, reported_as_one_line
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -720,8 +722,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def plan_from_args(args: argparse.Namespace) -> MemoryPlan:
-    from sdft.config import build_config, parse_overrides
-
     overrides = parse_overrides(args.overrides)
     if args.model:
         overrides["model"] = args.model
@@ -735,8 +735,6 @@ def plan_from_args(args: argparse.Namespace) -> MemoryPlan:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sdft.errors import reported_as_one_line
-
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     with reported_as_one_line(argv):

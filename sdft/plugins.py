@@ -14,6 +14,9 @@ section script), the config key ``include`` (a list, settable in presets, recipe
 every process). A run records the specs it imported in its ``config.yaml`` (``include``, relative paths made
 absolute), so ``eval.run`` on its directory and a rerun into it import them again. Importing a spec twice
 imports it once.
+
+:class:`Registry` is what the method and task registries (``sdft.registry``, ``data_prep.registry``) are: name ->
+entry, the repository's own entries first, ``$SDFT_INCLUDE`` imported on the first look-up.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sdft.errors import UserError
 
@@ -166,3 +169,60 @@ def _import_file(path: Path, spec: str) -> str:
         del sys.modules[name]
         raise PluginError(f"{where}: import failed: {type(err).__name__}: {err}") from err
     return name
+
+
+# ------------------------------------------------------------------------------------------------ registries
+class UnknownName(UserError, KeyError):
+    """A name no registry entry has; its message (not quoted, unlike a ``KeyError``'s) names it, the known names and
+    how to add one of your own."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class Registry(dict):
+    """Name -> entry (an ``sdft.method.Method`` or a ``data_prep.task.Task``), filled by :meth:`register`.
+
+    ``builtins``: the repository's own entries, registered at once, or a function returning them, called on the
+    first look-up (for entries whose modules are slow to import: the methods import torch and TRL); they are
+    listed before the entries registered earlier. The plugins of ``$SDFT_INCLUDE`` are imported on the first
+    look-up."""
+
+    def __init__(self, kind: str, builtins: Iterable[Any] | Callable[[], Iterable[Any]]):
+        super().__init__()
+        self.kind, self._loaded = kind, False
+        self._builtins = builtins if callable(builtins) else None
+        for entry in [] if callable(builtins) else builtins:
+            self.register(entry)
+
+    def register(self, entry, replace: bool = False):
+        """Add ``entry`` under ``entry.name``; another entry under a registered name is an error unless ``replace``."""
+        if entry.name in self and not replace and self[entry.name] != entry:
+            raise ValueError(f"{self.kind} {entry.name!r} is registered already")
+        self[entry.name] = entry
+        return entry
+
+    def lookup(self, name: str):
+        """The entry registered under ``name``; :class:`UnknownName` naming the known ones when there is none."""
+        self.load_builtins()
+        if name not in self:
+            raise UnknownName(f"unknown {self.kind} {name!r}; known {self.kind}s: {sorted(self)}; a {self.kind} of "
+                              f"your own: {HINT}")
+        return self[name]
+
+    def names(self) -> list[str]:
+        """Every registered name, the repository's own and the plugins' alike."""
+        self.load_builtins()
+        return list(self)
+
+    def load_builtins(self) -> None:
+        """Once: the repository's own entries, if they come from a function, then the plugins of
+        ``$SDFT_INCLUDE``."""
+        if not self._loaded:
+            self._loaded = True
+            if self._builtins is not None:
+                registered = list(self.values())
+                self.clear()
+                for entry in [*self._builtins(), *registered]:
+                    self.register(entry)
+            import_env_plugins()

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from sdft.checkpoints import checkpoint_folders
 from sdft.errors import UserError
 from sdft.run_io import read_json_or_none, write_json_atomic
 
@@ -220,8 +221,6 @@ def _check_same_config(run_dir: Path, digest: str, values: dict[str, Any],
 def _trained_nothing(run_dir: Path) -> bool:
     """Whether the run in ``run_dir`` ended (or died) before anything could be resumed or reported: no checkpoint,
     no ``model/``, no ``best_model/`` (a run that failed on its data, its model or its first steps)."""
-    from sdft.checkpoints import checkpoint_folders
-
     if (read_json_or_none(run_dir / MANIFEST_FILE) or {}).get("status") == "completed":
         return False
     return not (checkpoint_folders(run_dir / "checkpoints") or (run_dir / "model").exists()

@@ -11,6 +11,11 @@
                               adapter, with model_merged/ beside it under merge=true (sdft.adapters)
     <run_dir>/checkpoints/    resumable Trainer checkpoints (student, teacher, optimizer, scheduler, RNG), each
                               complete once its sdft_complete.json is written (sdft.checkpoints)
+    <run_dir>/selection/      step<S>.json: the validation evaluation of step S (sdft.selection)
+
+Every file is written whole or not at all (:func:`write_text_atomic`: a temporary file in the same folder, then
+``os.replace`` puts it in place, so a reader, or a run killed mid-write, sees the old file or the new one, never a
+truncated one), and read back with errors that name the file (:func:`read_json`: :class:`InvalidJSONFile`).
 """
 
 from __future__ import annotations
@@ -26,8 +31,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from sdft.errors import ConfigError, UserError
+
 PACKAGES = ("torch", "transformers", "trl", "datasets", "accelerate", "peft", "lm-eval", "vllm", "openai")
 _SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+SELECTION_DIR = "selection"
 
 
 def git_commit() -> str | None:
@@ -95,8 +103,24 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
+class InvalidJSONFile(UserError, ValueError):
+    """A results file that cannot be read as JSON (truncated by an interrupted write of older code, edited, ...)."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{self.path}: not valid JSON ({reason}); delete or move it to evaluate this run again")
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON content of ``path``; :class:`InvalidJSONFile` naming it when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InvalidJSONFile(path, str(err)) from None
+
+
 def read_json_or_none(path: str | Path) -> Any:
-    """The JSON content of ``path``; ``None`` when it is absent or not JSON (``eval.files.read_json`` raises)."""
+    """The JSON content of ``path``; ``None`` when it is absent or not JSON (:func:`read_json` raises)."""
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
@@ -107,8 +131,6 @@ def read_yaml(path: str | Path) -> Any:
     """The YAML content of ``path``; a file that is missing, not UTF-8 or not YAML is a ``ConfigError`` naming the
     file, and the line and column of a syntax error."""
     import yaml
-
-    from sdft.errors import ConfigError
 
     path = Path(path)
     try:
@@ -184,3 +206,16 @@ class RunManifest:
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def read_step_files(run_dir: str | Path) -> dict[int, dict]:
+    """step -> the content of ``<run_dir>/selection/step<S>.json`` (files that are not valid JSON raise, naming
+    the file)."""
+    out = {}
+    for path in Path(run_dir, SELECTION_DIR).glob("step*.json"):
+        try:
+            step = int(path.stem[4:])
+        except ValueError:
+            continue
+        out[step] = read_json(path)
+    return dict(sorted(out.items()))

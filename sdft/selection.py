@@ -18,7 +18,7 @@ The evaluations run between optimizer steps under a forked RNG: a run trains the
 turns all of this off: the final model is reported, as before.
 
 With several processes the main process evaluates and writes, the others go on to the next step -- unless the
-weights are sharded (DeepSpeed ZeRO-3, ``sdft.training.weights_sharded``): every forward then needs every process, so all of them
+weights are sharded (DeepSpeed ZeRO-3, ``sdft.distributed.weights_sharded``): every forward then needs every process, so all of them
 run the same evaluation (the main one writes its files) and gather the model together to save ``best_model/``.
 """
 
@@ -32,12 +32,13 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from transformers import TrainerCallback
 
+from data_prep.task import Task
+from sdft.adapters import save_model_dir
+from sdft.distributed import any_process, gathered, weights_sharded
 from sdft.health import answer_collapse
 from sdft.interrupts import training_interrupted
-from sdft.run_io import read_json_or_none, write_json_atomic
-from sdft.training import any_process, gathered, weights_sharded
+from sdft.run_io import SELECTION_DIR, read_json_or_none, read_step_files, write_json_atomic
 
-SELECTION_DIR = "selection"
 SELECTION_FILE = "selection.json"
 BEST_MODEL_DIR = "best_model"
 CHECKPOINT_SELECTIONS = ("best_val", "final")
@@ -48,21 +49,6 @@ def choose_step(scores: Mapping[int, float]) -> int:
     if not scores:
         raise ValueError("no validation scores to choose a checkpoint from")
     return min(scores, key=lambda step: (-scores[step], step))
-
-
-def read_step_files(run_dir: str | Path) -> dict[int, dict]:
-    """step -> the content of ``<run_dir>/selection/step<S>.json`` (files that are not valid JSON raise, naming
-    the file)."""
-    from eval.files import read_json
-
-    out = {}
-    for path in Path(run_dir, SELECTION_DIR).glob("step*.json"):
-        try:
-            step = int(path.stem[4:])
-        except ValueError:
-            continue
-        out[step] = read_json(path)
-    return dict(sorted(out.items()))
 
 
 def read_selection(run_dir: str | Path) -> dict | None:
@@ -90,7 +76,7 @@ class BestValidationCheckpoint(TrainerCallback):
     task's judge, made once per run.
     """
 
-    def __init__(self, run_dir: str | Path, records: Sequence[dict], task: str, *, every: int, variant: str = "student",
+    def __init__(self, run_dir: str | Path, records: Sequence[dict], task: Task, *, every: int, variant: str = "student",
                  template: str = "paper", max_new_tokens: int = 64, batch_size: int = 8, seed: int = 0,
                  stage: str | None = None, on_probe: Callable[[int, dict, Any], None] | None = None,
                  judge=None):
@@ -187,8 +173,6 @@ class BestValidationCheckpoint(TrainerCallback):
             self.on_probe(state.global_step, answers, control)
 
     def _save_best(self, model, tokenizer, step: int, score: float) -> None:
-        from sdft.adapters import save_model_dir
-
         self.best = score
         target = self.run_dir / BEST_MODEL_DIR
         partial = self.run_dir / f".{BEST_MODEL_DIR}.partial"

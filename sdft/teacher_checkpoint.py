@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from sdft.adapters import adapter_state, load_adapter_state
-from sdft.training import gathered, weights_sharded
+from sdft.distributed import gathered, weights_sharded
 
 TEACHER_WEIGHTS_FILE = "teacher_model.safetensors"
 

@@ -42,11 +42,15 @@ import sys
 import time
 from pathlib import Path
 
+from data_prep.schema import SplitReport
+from data_prep.task import load_records
+from sdft import plugins
 from sdft.checkpoints import resume_point
-from sdft.config import PRESETS, RunConfig, build_config, describe_fields, parse_overrides
+from sdft.config import RunConfig, build_config, describe_fields
+from sdft.config_layers import PRESETS, parse_overrides
 from sdft.errors import ConfigError, reported_as_one_line
 from sdft.interrupts import RunInterrupted, catch_stop_signals
-from sdft.registry import get_method
+from sdft.plugins import import_plugins
 from sdft.run_dir import CREATED_BY, open_run_dir, run_is_complete
 from sdft.run_io import RunManifest
 
@@ -55,10 +59,8 @@ _PRE_OPTIONS = ("method", "task", "model", "preset", "output_dir", "config", "se
 
 
 def load_train_records(cfg: RunConfig, report=None) -> list[dict]:
-    from data_prep import load_task
-
-    return load_task(cfg.task, "train", seed=cfg.seed, n=cfg.n_train, data_dir=cfg.data_dir,
-                     skip_invalid=cfg.skip_invalid, report=report)
+    return load_records(cfg.task_spec, "train", seed=cfg.seed, n=cfg.n_train, data_dir=cfg.data_dir,
+                        skip_invalid=cfg.skip_invalid, report=report)
 
 
 def run_training(cfg: RunConfig, force: bool = False) -> Path:
@@ -72,7 +74,7 @@ def run_training(cfg: RunConfig, force: bool = False) -> Path:
 
     state = process_state(cfg)
     main_process = state.is_main_process
-    method = get_method(cfg.method)
+    method = cfg.method_spec
     if method.train is None:
         raise ValueError(f"method {cfg.method!r} is evaluated only; it has nothing to train")
     if main_process:
@@ -135,8 +137,6 @@ def distributed_kind(state, environ=None) -> str:
 
 
 def _train(cfg: RunConfig, method, run_dir: Path, fingerprint: str | None, main_process: bool, state) -> Path:
-    from data_prep.schema import SplitReport
-
     data_report = SplitReport()  # skipped / de-duplicated counts, for splits.json and the manifest
     with state.main_process_first():  # downloads and caches are written once, by the main process
         records = load_train_records(cfg, data_report)
@@ -251,8 +251,6 @@ def split_argv(argv: list[str]) -> tuple[argparse.Namespace, dict, list[str]]:
 def include_specs(args: argparse.Namespace, overrides: dict) -> list[str]:
     """The plugins a command line names (``include=`` and ``--include``) and those its existing run directory
     recorded (``--output-dir``; not with ``--force``, which deletes it), normalized, each once."""
-    from sdft import plugins
-
     run_dir = None if args.force else (args.output_dir or overrides.get("output_dir"))
     return plugins.merge(plugins.as_list(overrides.get("include"), "command line: include"), args.include or [],
                          plugins.recorded(run_dir))
@@ -265,8 +263,6 @@ def main(argv: list[str] | None = None) -> Path | None:
 
 
 def _main(argv: list[str]) -> Path | None:
-    from sdft.plugins import import_plugins
-
     args, overrides, tokens = split_argv(argv)
     if args.help:
         print(USAGE)

@@ -58,7 +58,7 @@ from sdft.speedups import (SamplerCopy, StudentHead, fused_head_requested, lean_
                            recorded_rollouts, student_head, teacher_logits)
 from sdft.teacher_checkpoint import (load_teacher_adapter, load_teacher_model, save_teacher_adapter,
                                      save_teacher_model, teacher_file)
-from sdft.training import weights_sharded
+from sdft.distributed import weights_sharded
 
 # The versions the overrides below were written and tested against; another one warns once at import.
 CHECKED_VERSIONS = {"trl": "1.16.0", "transformers": "5.17.0"}
@@ -128,7 +128,7 @@ class SelfDistillationTrainer(CompleteCheckpoints, SDFTTrainer):
 
     args: SelfDistillationConfig
     teacher_adapter: str | None = None  # the EMA teacher's adapter (LoRA students, teacher_model_kind=ema)
-    rollout_format_check = None  # the task's Task.format_check, set by sdft.method: logs health/format_rate
+    rollout_format_check = None  # the task's Task.format_check, set by sdft.self_distillation: logs health/format_rate
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)  # TRL's, which ends with _setup_teacher_model

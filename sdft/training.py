@@ -1,20 +1,29 @@
-"""Pieces every method's training function shares: the student, its tokenizer, the run's callbacks."""
+"""Pieces every method's training function shares: the student, its tokenizer, the run's callbacks, the config of
+another stage."""
 
 from __future__ import annotations
 
-import contextlib
+import enum
 import json
 import math
 import os
 import time
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainingArguments
 
+from data_prep.schema import SplitReport
+from data_prep.task import Task, load_records
+from sdft.adapters import is_adapter_dir, load_adapter_model, quantization_kwargs
+from sdft.distributed import any_process
+from sdft.health import CollapseWatch
 from sdft.interrupts import active_request
 from sdft.models import load_tokenizer, resolve_model_path
 from sdft.run_io import write_text_atomic
+from sdft.selection import BestValidationCheckpoint
 
 
 def load_student(cfg, model_name: str | None = None):
@@ -24,8 +33,6 @@ def load_student(cfg, model_name: str | None = None):
     ``model_name`` may name a saved adapter (re-invoke's stage-1 model of an adapter run): then the run's base
     model with that adapter, trainable (a PEFT model; the trainer trains it on instead of adding one)."""
     from transformers import AutoModelForCausalLM
-
-    from sdft.adapters import is_adapter_dir, load_adapter_model, quantization_kwargs
 
     name = model_name or cfg.model
     cuda = torch.cuda.is_available()
@@ -51,7 +58,6 @@ def run_callbacks(run_dir: str | Path, stage: str | None = None, cfg=None, selec
     callbacks = [StopOnSignal(), JsonlMetricsCallback(Path(run_dir) / "metrics.jsonl", stage=stage)]
     if cfg is None:
         return callbacks
-    from sdft.health import CollapseWatch
 
     watch = CollapseWatch(run_dir, stop=cfg.stop_on_collapse, stage=stage)
     callbacks.append(watch)
@@ -62,50 +68,52 @@ def run_callbacks(run_dir: str | Path, stage: str | None = None, cfg=None, selec
     return callbacks
 
 
-def selection_judge(task: str):
+def selection_judge(task: Task):
     """The judge the validation evaluations of a judge-scored task use (one per run): the task's local judge, else
     an LLM judge, which needs ``OPENAI_API_KEY``; ``(None, reason)`` when it cannot run here."""
-    import os
-
     from eval.judge import LLMJudge, judge_for
-    from eval.scorers import needs_judge
 
-    if not needs_judge(task):
+    if task.judge is None:
         return None, None
     judge = judge_for(task)
     if isinstance(judge, LLMJudge) and not os.environ.get("OPENAI_API_KEY"):
-        return None, f"task {task!r} is scored by an LLM judge and OPENAI_API_KEY is not set"
+        return None, f"task {task.name!r} is scored by an LLM judge and OPENAI_API_KEY is not set"
     return judge, None
 
 
 def selection_callback(cfg, run_dir: str | Path, stage: str | None = None, on_probe=None):
     """``sdft.selection.BestValidationCheckpoint`` for a run: the task's validation split (``selection_records`` of
     it; default the preset's evaluation size, all of it on ``mini`` and ``paper``; scored by the task's judge where
-    it has one, None -- the run then reports its final model, and says so -- when that judge cannot run), prompted as the method is evaluated, at the preset's evaluation length, every ``selection_steps`` steps
-    (default ``save_steps``)."""
-    from data_prep.schema import SplitReport
-    from data_prep.tasks import load_task
-    from eval.evaluation import PRESET_EVAL
-    from sdft.registry import get_method
-    from sdft.selection import BestValidationCheckpoint
-
-    preset = PRESET_EVAL.get(cfg.preset, PRESET_EVAL["mini"])
-    judge, problem = selection_judge(cfg.task)
+    it has one, None -- the run then reports its final model, and says so -- when that judge cannot run), prompted
+    as the method is evaluated, at the preset's evaluation length (the run's ``cfg.evaluation``), every
+    ``selection_steps`` steps (default ``save_steps``)."""
+    evaluation = cfg.evaluation
+    judge, problem = selection_judge(cfg.task_spec)
     if problem:  # said, never silent: the run then reports its final model
         print(f"[selection] checkpoint_selection=best_val is off for this run: {problem}; the final model is "
               "reported", flush=True)
         return None
     report = SplitReport()
-    records = load_task(cfg.task, "val", seed=cfg.seed, n=cfg.selection_records or preset["n"], data_dir=cfg.data_dir,
-                        skip_invalid=cfg.skip_invalid, report=report)
+    records = load_records(cfg.task_spec, "val", seed=cfg.seed, n=cfg.selection_records or evaluation.n,
+                           data_dir=cfg.data_dir, skip_invalid=cfg.skip_invalid, report=report)
     if report.skipped:  # as the training split's, never silently
         print(f"[selection] skipped {len(report.skipped)} malformed validation record(s) (skip_invalid), e.g. "
               f"{report.skipped[0]}", flush=True)
     every = cfg.selection_steps or int(cfg.save_steps)
     return BestValidationCheckpoint(
-        run_dir, records, cfg.task, every=every, variant=get_method(cfg.method).eval_variant,
-        template=getattr(cfg, "teacher_template", None) or "paper", max_new_tokens=preset["max_new_tokens"],
-        batch_size=preset["batch_size"], seed=cfg.seed, stage=stage, on_probe=on_probe, judge=judge)
+        run_dir, records, cfg.task_spec, every=every, variant=evaluation.variant, template=evaluation.template,
+        max_new_tokens=evaluation.max_new_tokens, batch_size=evaluation.batch_size, seed=evaluation.seed, stage=stage,
+        on_probe=on_probe, judge=judge)
+
+
+def derive_args(source, config_class: type, **values: Any):
+    """A ``config_class`` with the ``TrainingArguments`` fields of ``source`` (optimiser, schedule, precision,
+    logging, seed...) and ``values``: the config of another stage of a multi-stage method, nothing translated."""
+    shared = {f.name: getattr(source, f.name) for f in fields(TrainingArguments) if f.init}
+    shared = {name: value.value if isinstance(value, enum.Enum) else value for name, value in shared.items()}
+    if hasattr(source, "prompt_accumulation_steps"):  # SDFT's, before num_generations multiplied it
+        shared["gradient_accumulation_steps"] = source.prompt_accumulation_steps
+    return config_class(**{**shared, **values})
 
 
 def final_train_metrics(trainer) -> dict:
@@ -141,37 +149,6 @@ class JsonlMetricsCallback(TrainerCallback):
             row[k] = v if not isinstance(v, float) or math.isfinite(v) else str(v)
         with self.path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
-
-
-def any_process(flag: bool, device) -> bool:
-    """Whether ``flag`` is true on any process (``flag`` itself with one process). Every process must call it: it is
-    a one-element all-reduce (max)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()
-            and torch.distributed.get_world_size() > 1):
-        return flag
-    value = torch.tensor([1 if flag else 0], device=device)
-    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-    return bool(value.item())
-
-
-def weights_sharded() -> bool:
-    """Whether the trained model's weights are partitioned (DeepSpeed ZeRO-3, transformers' switch for it): each
-    forward of the model then needs every process, and its parameters outside a forward are empty placeholders
-    until gathered (``gathered``)."""
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    return is_deepspeed_zero3_enabled()
-
-
-def gathered(model, sharded: bool, modifier_rank: int | None = None):
-    """A context in which ``model``'s parameters are whole on every process (ZeRO-3; every process must enter it);
-    nothing to do when not ``sharded``. Changes made to them inside are kept only with ``modifier_rank``: that
-    process's values are broadcast and partitioned again on leaving."""
-    if not sharded:
-        return contextlib.nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=modifier_rank)
 
 
 class StopOnSignal(TrainerCallback):

@@ -36,7 +36,11 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
+from data_prep.general_prompts import hub_id_problem, source_problem
+from data_prep.registry import get_task
+from data_prep.task import Task
 from sdft.errors import UserError
+from sdft.prompts import get_template
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,6 @@ class SourceError(UserError, ValueError):
 
 # ------------------------------------------------------------------------------------------------ one value each
 def task_problem(name: Any) -> str | None:
-    from data_prep.registry import get_task
-
     try:
         get_task(name)
     except KeyError as err:
@@ -75,7 +77,6 @@ def task_problem(name: Any) -> str | None:
 
 
 def model_problem(name: Any) -> str | None:
-    from data_prep.general_prompts import hub_id_problem
     from sdft.models import EMBEDDED_MODELS, EMBEDDED_PREFIX, is_embedded, looks_like_path, model_folder_problem
 
     if not isinstance(name, str) or not name.strip():
@@ -109,14 +110,10 @@ def data_dir_problem(value: Any) -> str | None:
 
 
 def general_prompts_problem(value: Any) -> str | None:
-    from data_prep.general_prompts import source_problem
-
     return source_problem(value)
 
 
 def teacher_template_problem(value: Any) -> str | None:
-    from sdft.prompts import get_template
-
     try:
         get_template(value)
     except (ValueError, TypeError) as err:
@@ -225,7 +222,7 @@ def source_problems(cfg, origins: Mapping[str, str] | None = None, unset: str = 
         for key, check in SAMPLING_CHECKS.items():
             if key in sampling and values.get(key) != getattr(args, key):  # not already checked above
                 add(key, getattr(args, key), check(getattr(args, key)))
-    if values.get("data_dir") in (None, "") and os.environ.get("SDFT_DATA_DIR") and _reads_real_data(values.get("task")):
+    if values.get("data_dir") in (None, "") and os.environ.get("SDFT_DATA_DIR") and _reads_real_data(cfg.task_spec):
         add("data_dir", None, data_dir_problem(os.environ["SDFT_DATA_DIR"]), "$SDFT_DATA_DIR (data_dir not given)")
     return problems
 
@@ -238,11 +235,6 @@ def validate_sources(cfg, origins: Mapping[str, str] | None = None, unset: str =
         raise SourceError(problems, getattr(cfg.script, "method", None))
 
 
-def _reads_real_data(task: Any) -> bool:
+def _reads_real_data(task: Task | None) -> bool:
     """Whether ``task`` is one of the paper's tasks (read from ``data_dir`` / ``$SDFT_DATA_DIR`` or the hub)."""
-    from data_prep.registry import get_task
-
-    try:
-        return getattr(get_task(task).load, "__module__", "") == "data_prep.real_tasks"
-    except KeyError:
-        return False
+    return task is not None and getattr(task.load, "__module__", "") == "data_prep.real_tasks"

@@ -134,15 +134,22 @@ def test_evaluation_of_an_adapter_run_prefers_its_merged_copy_and_keeps_vllm_off
 
     monkeypatch.setattr("sdft.models.load_model_and_tokenizer", lambda ref: loaded.append(ref) or (None, None))
     monkeypatch.setattr("eval.task_eval.evaluate_task", stop)
+    from data_prep.registry import get_task
+    from eval.config import build_eval_config
+
+    def evaluate(backend):
+        cfg = build_eval_config({"backend": backend}, run_config=evaluation.run_config_of(str(run)))
+        return evaluation.evaluate(str(run), get_task("embedded_tool"), cfg)
+
     with pytest.raises(evaluation.EvaluationError, match="LoRA adapter and vLLM loads full models"):
-        evaluation.evaluate(str(run), backend="vllm")
+        evaluate("vllm")
     with pytest.raises(Loaded):
-        evaluation.evaluate(str(run), backend="auto")
+        evaluate("auto")
     assert loaded == [str(run / "model")]
     (run / "model_merged").mkdir()
     (run / "model_merged" / "config.json").write_text(json.dumps({"model_type": "llama"}))  # a folder whose config names its model
     with pytest.raises(Loaded):
-        evaluation.evaluate(str(run), backend="hf")
+        evaluate("hf")
     assert loaded[-1] == str(run / "model_merged")
 
 
@@ -176,7 +183,7 @@ def test_offline_distillation_of_an_adapter_distils_from_the_initial_model_witho
 
 # ------------------------------------------------------------------------------------------------ SDFT's teachers
 def test_ema_teacher_adapter_is_the_lerp_of_the_adapters_and_the_base_weights_stay_put(tiny_model_path, tmp_path):
-    from sdft.method import build_sdft_trainer
+    from sdft.self_distillation import build_sdft_trainer
     from sdft.trainer import TEACHER_ADAPTER
 
     rate = 0.3
@@ -207,7 +214,7 @@ def test_teacher_kinds_with_adapters(kind, tiny_model_path, tmp_path):
     student. None is a second copy of the weights."""
     from transformers import AutoModelForCausalLM
 
-    from sdft.method import build_sdft_trainer
+    from sdft.self_distillation import build_sdft_trainer
 
     cfg = _cfg("sdft", tiny_model_path, tmp_path, max_steps=2, teacher_model_kind=kind, learning_rate=1e-2,
                teacher_update_rate=0.5)
@@ -231,7 +238,7 @@ def test_teacher_kinds_with_adapters(kind, tiny_model_path, tmp_path):
 
 
 def test_fused_and_chunked_paths_give_the_plain_loss_and_gradient_of_a_lora_student(tiny_model_path, tmp_path):
-    from sdft.method import build_sdft_trainer
+    from sdft.self_distillation import build_sdft_trainer
 
     recs = _records(2)
     trainer = build_sdft_trainer(_cfg("sdft", tiny_model_path, tmp_path), recs, tmp_path)
@@ -264,7 +271,7 @@ def test_fused_and_chunked_paths_give_the_plain_loss_and_gradient_of_a_lora_stud
 
 
 def test_the_bf16_sampler_copy_is_off_with_adapters_and_says_so(tiny_model_path, tmp_path, capsys):
-    from sdft.method import build_sdft_trainer
+    from sdft.self_distillation import build_sdft_trainer
 
     trainer = build_sdft_trainer(_cfg("sdft", tiny_model_path, tmp_path, rollout_dtype="bfloat16"), _records(2),
                                  tmp_path)

@@ -3,7 +3,8 @@
 import pytest
 import yaml
 
-from sdft.config import PRESETS, build_config, config_keys, describe_fields, parse_overrides
+from sdft.config import build_config, config_keys, describe_fields
+from sdft.config_layers import PRESETS, parse_overrides
 from sdft.registry import get_method, method_names
 
 
@@ -91,17 +92,17 @@ def test_help_config_lists_every_field_of_the_method_with_its_help():
 
 def test_cli_smoke_run_with_a_transformers_and_a_trl_knob(tmp_path, monkeypatch):
     """`python -m sdft.train --method sdft --preset smoke --output-dir D warmup_ratio=0.1 fused_lm_head=false`."""
-    import sdft.method
+    import sdft.self_distillation
     from sdft.train import main
 
     built = []
 
-    class Recording(sdft.method.SelfDistillationTrainer):
+    class Recording(sdft.self_distillation.SelfDistillationTrainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             built.append(self)
 
-    monkeypatch.setattr(sdft.method, "SelfDistillationTrainer", Recording)
+    monkeypatch.setattr(sdft.self_distillation, "SelfDistillationTrainer", Recording)
     out = tmp_path / "a"
     assert main(["--method", "sdft", "--preset", "smoke", "--output-dir", str(out), "warmup_ratio=0.1",
                  "fused_lm_head=false"]) == out

@@ -5,9 +5,9 @@ from collections import Counter
 import pytest
 
 from data_prep import embedded
-from data_prep.tasks import SPLITS, TASKS, load_task
-from eval.fact_judge import FactJudge, occurs
-from eval.scorers import get_scorer
+from data_prep.fact_judge import FactJudge, occurs
+from data_prep.registry import TASKS, load_task
+from data_prep.task import SPLITS
 
 EMBEDDED = ["embedded_tool", "embedded_science", "embedded_medical", "embedded_knowledge"]
 
@@ -22,7 +22,7 @@ def test_deterministic_given_the_seed(task):
 @pytest.mark.parametrize("task", ["embedded_tool", "embedded_science", "embedded_medical"])
 def test_demonstration_scores_full_marks_and_a_wrong_answer_scores_zero(task):
     """The demonstration is a correct response for the task's own scorer; another record's answer is not."""
-    scorer = get_scorer(task)
+    scorer = TASKS[task].score
     records = load_task(task, "test")
     assert all(scorer(r["demonstration"], r["reference"]) == 1.0 for r in records)
     wrong = [(r, o) for r in records for o in records if o["reference"] != r["reference"]][:20]
@@ -197,7 +197,7 @@ def test_knowledge_demonstrations_are_correct_and_other_towns_answers_are_not():
     (all its values different) is INCORRECT; half of a two-fact answer is PARTIALLY_CORRECT."""
     from eval.judge import judge_for
 
-    judge = judge_for("embedded_knowledge")
+    judge = judge_for(TASKS["embedded_knowledge"])
     assert isinstance(judge, FactJudge)
     records = knowledge("test")
     assert set(judge.judge_records(records, [r["demonstration"] for r in records]).verdicts) == {"CORRECT"}
@@ -227,7 +227,7 @@ def test_smollm2_teacher_beats_student_with_the_demonstration_in_context(task, m
 
     model, tok = load_model_and_tokenizer(f"embedded:{SMOLLM2}")
     records = load_task(task, "test", n=8)
-    acc = {v: evaluate_task(model, tok, records, task, variant=v, template="same_format",
+    acc = {v: evaluate_task(model, tok, records, TASKS[task], variant=v, template="same_format",
                             max_new_tokens=max_new_tokens, batch_size=8)["scores"][0]["value"]
            for v in ("student", "teacher")}
     assert acc["teacher"] >= acc["student"] + 25, acc

@@ -317,7 +317,7 @@ def test_embedded_knowledge_subsamples_stay_inside_their_split():
 
 def test_a_loader_without_skip_invalid_says_so():
     from data_prep.registry import TASKS, Task, register_task
-    from eval.scorers import score_short_answer
+    from data_prep.scorers import score_short_answer
 
     def plain(split, seed=0, n=None, data_dir=None):
         return [{"id": "p", "task": "plain", "prompt": [{"role": "user", "content": "q"}], "demonstration": "a",

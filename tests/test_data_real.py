@@ -7,7 +7,7 @@ import pytest
 from data_prep import science, tooluse
 from data_prep.schema import RecordError, validate_records
 from data_prep.sources import seeded_split
-from eval.scorers import normalize_golden_calls, score_letter, score_tool_call
+from data_prep.scorers import normalize_golden_calls, score_letter, score_tool_call
 
 
 # ---------------------------------------------------------------------------------------------- science

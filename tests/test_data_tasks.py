@@ -7,23 +7,22 @@ import pytest
 from data_prep import knowledge, load_task, medical
 from data_prep.schema import RecordError
 from data_prep.sources import DataSourceError
-from eval.scorers import needs_judge
 
 
 @pytest.mark.parametrize("name", ["science", "tooluse", "medical", "medical_answer_only", "knowledge", "knowledge_ood"])
 def test_real_tasks_are_registered_and_scored(name):
-    from data_prep.tasks import TASKS
-    from eval.scorers import get_scorer
+    from data_prep.registry import TASKS
 
     assert name in TASKS
-    if not needs_judge(name):
-        get_scorer(name)
+    task = TASKS[name]
+    assert (task.score is None) != (task.judge is None)  # a rule-based scorer or a judge, never both or neither
+    assert callable(task.score) or task.judge in ("medical", "knowledge")
 
 
 def test_a_local_judge_is_a_factory_for_judge_scored_tasks_only():
+    from data_prep.fact_judge import FactJudge
     from data_prep.registry import Task, get_task
-    from eval.fact_judge import FactJudge
-    from eval.scorers import score_short_answer
+    from data_prep.scorers import score_short_answer
 
     spec = get_task("embedded_knowledge")
     assert spec.judge == "knowledge" and spec.metric == "judge_strict_accuracy" and spec.local_judge is FactJudge

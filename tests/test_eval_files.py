@@ -5,9 +5,11 @@ import json
 
 import pytest
 
+from data_prep.registry import get_task
+from eval.config import build_eval_config
 from eval.evaluation import EvaluationError, evaluate, write_eval_json
-from eval.files import InvalidJSONFile, read_json, write_text_atomic
 from eval.task_eval import write_predictions
+from sdft.run_io import InvalidJSONFile, read_json, write_text_atomic
 
 TRUNCATED = '{"evaluations": {"student": {"task": "embedded_tool", "scores": [{"metric": "tool_call_m'
 
@@ -54,7 +56,8 @@ def test_evaluate_and_eval_run_name_a_truncated_eval_json(tmp_path):
     out.mkdir()
     (out / "eval.json").write_text(TRUNCATED)
     with pytest.raises(EvaluationError, match=f"{out / 'eval.json'}: not valid JSON"):
-        evaluate("embedded:tiny-llama", "embedded_tool", n=2, max_new_tokens=2, output_dir=out)
+        evaluate("embedded:tiny-llama", get_task("embedded_tool"), build_eval_config({"n": 2, "max_new_tokens": 2}),
+                 output_dir=out)
     with pytest.raises(SystemExit, match=f"error: {out / 'eval.json'}: not valid JSON"):
         main(["--model", "embedded:tiny-llama", "--task", "embedded_tool", "--n", "2", "--max-new-tokens", "2",
               "--output", str(out)])

@@ -7,6 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from data_prep.registry import get_task
 from eval.judge import LLMJudge, UNPARSEABLE, parse_verdict
 
 SECRET = "sk-test-SECRET-7f3a9c"
@@ -203,7 +204,7 @@ def test_evaluate_task_with_judge(server, tmp_path):
     recs = [{"id": f"k{i}", "task": "knowledge", "prompt": [{"role": "user", "content": f"Question number {i}?"}],
              "demonstration": "d", "reference": f"ref {i}", "meta": {}} for i in range(3)]
     judge = _judge(tmp_path)
-    ev = evaluate_task(model, tok, recs, "knowledge", max_new_tokens=4, judge=judge)
+    ev = evaluate_task(model, tok, recs, get_task("knowledge"), max_new_tokens=4, judge=judge)
     metrics = {s["metric"]: s for s in ev["scores"]}
     # the random model's text carries no verdict marker: the fake judge answers "no idea" -> unparseable
     assert metrics["judge_strict_accuracy"]["value"] == 0.0 and metrics["judge_strict_accuracy"]["n_unparseable"] == 3
@@ -339,13 +340,15 @@ def toy_judged_task():
 @pytest.mark.parametrize("url_form", ["query", "userinfo"])
 def test_a_key_in_the_base_url_is_written_nowhere(server, tmp_path, monkeypatch, toy_judged_task, url_form):
     from eval import evaluate
+    from eval.config import build_eval_config
 
     url_secret = "urlSECRET-42"
     host = server.url.split("://", 1)[1]
     url = f"{server.url}?key={url_secret}" if url_form == "query" else f"http://user:{url_secret}@{host}"
     judge = LLMJudge(base_url=url, cache_path=tmp_path / "cache.sqlite", initial_backoff=0.01)
     out = tmp_path / "out"
-    result = evaluate("embedded:tiny-llama", "toy_judged", n=2, max_new_tokens=4, judge=judge, output_dir=out)
+    result = evaluate("embedded:tiny-llama", toy_judged_task, build_eval_config({"n": 2, "max_new_tokens": 4}),
+                      judge=judge, output_dir=out)
     assert result["evaluations"]["student"]["settings"]["judge"]["judge_base_url"] == server.url
     assert url_secret not in repr(judge.client)
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -358,12 +361,12 @@ def test_a_key_in_the_base_url_is_written_nowhere(server, tmp_path, monkeypatch,
 
 
 def test_eval_run_reaches_the_judge_time_limits(server, tmp_path, monkeypatch, toy_judged_task):
-    from eval.run import main, options_from_argv
+    from eval.run import main, parse_command_line
 
     monkeypatch.setattr("sdft.llm.default_cache_path", lambda: tmp_path / "cache.sqlite")
 
-    assert options_from_argv(["--judge-timeout", "0.5", "--judge-deadline", "2"]) == {"judge_timeout": 0.5,
-                                                                                       "judge_deadline": 2.0}
+    cfg = parse_command_line(["--model", "embedded:tiny-llama", "--judge-timeout", "0.5", "--judge-deadline", "2"])[1]
+    assert (cfg.judge_timeout, cfg.judge_deadline) == (0.5, 2.0)
     server.hang_when = lambda body: True
     with pytest.raises(SystemExit, match=r"error: gpt-5-mini at http://127\.0\.0\.1:\d+/v1: no reply within the 2 s"):
         main(["--model", "embedded:tiny-llama", "--task", "toy_judged", "--n", "1", "--max-new-tokens", "2",

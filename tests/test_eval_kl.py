@@ -104,7 +104,7 @@ def test_padding_invariance_and_zero_kl(tiny):
 
 def test_kl_to_base_end_to_end(tiny):
     model, tok = tiny
-    from data_prep.tasks import load_task
+    from data_prep.registry import load_task
 
     recs = load_task("embedded_tool", "test", n=3)
     same = kl_to_base(model, model, tok, recs, context="student", max_new_tokens=6, n_samples=2)

@@ -101,12 +101,12 @@ def test_run_figure3_smoke_writes_the_table_and_figure(tmp_path):
         assert list(prior["global_step"]) == [0, 3, 6, 9]  # the prior suite at the base and every phase end
     table = pd.read_csv(out / "figure3.csv")
     assert set(table["method"]) == {"sdft", "sft"}
-    # the table is rebuilt from the result files alone, and `figures.make --all` draws Figure 3 from them
+    # the table is rebuilt from the result files alone, and `experiments.make_figures --all` draws Figure 3 from them
     (out / "figure3.csv").unlink()
     (out / "figure3.png").unlink()
     aggregate(out)
     assert pd.read_csv(out / "figure3.csv").equals(table)
-    from figures.make import main as make
+    from experiments.make_figures import main as make
 
     (out / "figure3.png").unlink()
     report = make(["--all", "--results-root", str(tmp_path)])
@@ -115,8 +115,8 @@ def test_run_figure3_smoke_writes_the_table_and_figure(tmp_path):
 
 
 def test_figures_make_names_and_skips_every_figure_without_results(tmp_path, capsys):
-    from figures.make import FIGURES
-    from figures.make import main as make
+    from experiments.make_figures import FIGURES
+    from experiments.make_figures import main as make
 
     (tmp_path / "table5").mkdir()  # a results folder with nothing in it: skipped, not drawn
     report = make(["--all", "--results-root", str(tmp_path)])

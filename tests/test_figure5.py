@@ -157,7 +157,7 @@ def _grid(argv):
     parser = section.build_parser(None, figure5.EXPERIMENT, figure5.METHODS)
     figure5.add_arguments(parser)
     args = parser.parse_args(argv)
-    specs = section.build_grid(args, figure5.EXPERIMENT, figure5.TASKS, figure5.METHODS)
+    specs = section.build_grid(args, figure5.EXPERIMENT, figure5.METHODS)
     return args, figure5.adjust_grid(args, specs)
 
 
@@ -168,7 +168,7 @@ def test_paper_runs_use_the_7b_recipes_with_the_model_overridden(tmp_path):
     assert by[("sft", "Qwen/Qwen2.5-3B-Instruct")].model == "Qwen/Qwen2.5-3B-Instruct"
     assert {Path(s.recipe).name for s in specs if s.recipe} == {"sft_science.yaml", "sdft_science.yaml"}
     assert len({s.run_dir for s in specs}) == len(specs)
-    assert {s.overrides["model"] for s in specs if "--passk" in s.eval_args} == {"Qwen/Qwen2.5-7B-Instruct"}
+    assert {s.overrides["model"] for s in specs if "passk" in s.eval_options} == {"Qwen/Qwen2.5-7B-Instruct"}
 
 
 @pytest.mark.parametrize("argv,message", [

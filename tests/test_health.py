@@ -163,13 +163,12 @@ def test_with_several_processes_the_collapse_stop_is_agreed_on_so_every_process_
 
     from transformers import TrainerControl
 
-    import sdft.health
-    import sdft.training
+    import sdft.distributed
     from sdft.health import CollapseWatch
 
     flags = {}  # process -> its stop_pending, as the all-reduce would see them
-    monkeypatch.setattr(sdft.health, "_several_processes", lambda: True)
-    monkeypatch.setattr(sdft.training, "any_process", lambda flag, device: any(flags.values()))
+    monkeypatch.setattr(sdft.distributed, "several_processes", lambda: True)
+    monkeypatch.setattr(sdft.distributed, "any_process", lambda flag, device: any(flags.values()))
     main, other = CollapseWatch(tmp_path, stop=True), CollapseWatch(tmp_path / "other", stop=True)
     main_control, other_control = TrainerControl(), TrainerControl()
     main.observe_probe(8, answer_collapse(["same"] * 4), main_control)

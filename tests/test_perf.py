@@ -139,7 +139,7 @@ def test_trainer_fused_and_chunked_paths_give_the_plain_loss_and_gradient(estima
     """The trainer's loss and student gradient are the same with every performance switch on or off."""
     from data_prep import load_task
     from sdft.config import build_config
-    from sdft.method import build_sdft_trainer
+    from sdft.self_distillation import build_sdft_trainer
 
     cfg = build_config("smoke", "sdft", overrides=dict(model=tiny_model_path, output_dir=str(tmp_path),
                                                        save_steps=1000, save_model=False, estimator=estimator,
@@ -179,7 +179,7 @@ def test_sequence_microbatches_give_the_batched_gradient(estimator, tiny_model_p
     """One rollout at a time without padding (sequence_microbatches) == the padded batch: same loss, same gradient."""
     from data_prep import load_task
     from sdft.config import build_config
-    from sdft.method import build_sdft_trainer
+    from sdft.self_distillation import build_sdft_trainer
 
     cfg = build_config("smoke", "sdft", overrides=dict(model=tiny_model_path, output_dir=str(tmp_path), save_steps=1000,
                                                        save_model=False, estimator=estimator, num_loss_tokens_to_skip=1,
@@ -218,7 +218,7 @@ def test_sequence_microbatches_give_the_batched_gradient(estimator, tiny_model_p
 def _rollout_trainer(tiny_model_path, tmp_path, rollout_dtype, args_overrides=None, **overrides):
     from data_prep import load_task
     from sdft.config import build_config
-    from sdft.method import build_sdft_trainer
+    from sdft.self_distillation import build_sdft_trainer
 
     cfg = build_config("smoke", "sdft", overrides=dict(model=tiny_model_path, output_dir=str(tmp_path), save_steps=1000,
                                                        save_model=False, rollout_dtype=rollout_dtype,

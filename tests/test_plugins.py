@@ -24,7 +24,7 @@ def _task_module(name: str, task: str, extra: str = "") -> str:
     return textwrap.dedent(f'''
         """{name}: registers the task {task!r}."""
         from data_prep.registry import Task, register_task
-        from eval.scorers import score_short_answer
+        from data_prep.scorers import score_short_answer
 
         def load(split, seed=0, n=None, data_dir=None):
             return [{{"id": "{task}-" + split, "task": "{task}", "prompt": [{{"role": "user", "content": "Hi?"}}],
@@ -103,8 +103,7 @@ def test_a_directory_imports_each_of_its_py_files_in_name_order(registries, tmp_
 
 def test_the_environment_variable_is_imported_by_the_registries_first_look_up(registries, tmp_path, monkeypatch):
     from data_prep.registry import TASKS
-    from sdft.plugins import ENV_VAR, env_specs
-    from sdft.registry import Registry
+    from sdft.plugins import ENV_VAR, Registry, env_specs
 
     one, two = tmp_path / "env_one.py", tmp_path / "env_two.py"
     one.write_text(_task_module("env_one", "plugin_env_one"))
@@ -112,7 +111,7 @@ def test_the_environment_variable_is_imported_by_the_registries_first_look_up(re
     monkeypatch.setenv(ENV_VAR, os.pathsep.join([str(one), "", str(two)]))
     assert env_specs() == [str(one), str(two)]
     assert "plugin_env_one" not in TASKS
-    fresh = Registry("thing", lambda: None)  # a registry not looked up yet, as in a new process
+    fresh = Registry("thing", lambda: [])  # a registry not looked up yet, as in a new process
     assert fresh.names() == []
     assert {"plugin_env_one", "plugin_env_two"} <= set(TASKS)
 
@@ -203,7 +202,7 @@ def test_the_registry_docstring_example_runs(registries):
 def test_a_section_passes_its_plugins_to_every_run_of_its_grid(registries, tmp_path):
     from experiments import grid as G
     from experiments import section
-    from experiments.table5 import METHODS, TASKS
+    from experiments.table5 import METHODS
 
     plugin = tmp_path / "my_plugin.py"
     shutil.copy(EXAMPLE, plugin)
@@ -211,7 +210,7 @@ def test_a_section_passes_its_plugins_to_every_run_of_its_grid(registries, tmp_p
     args = parser.parse_args(["--preset", "smoke", "--include", str(plugin), "--tasks", "mine_task", "--methods",
                               "base,mine", "--results-dir", str(tmp_path / "t5"), "target=both"])
     assert section.import_section_plugins(args) == [str(plugin)]
-    specs = section.build_grid(args, "table5", TASKS, METHODS)
+    specs = section.build_grid(args, "table5", METHODS)
     assert [s.method for s in specs] == ["base", "mine"]
     assert all(s.overrides["include"] == [str(plugin)] for s in specs)
     G.write_grid(specs, tmp_path / "grid.json")  # what experiments.run_one reads in another process
@@ -219,7 +218,7 @@ def test_a_section_passes_its_plugins_to_every_run_of_its_grid(registries, tmp_p
     assert specs[1].config().include == [str(plugin)]
     bad = parser.parse_args(["--preset", "smoke", "--methods", "base,lab_nope", "--results-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match=r"^error: unknown methods \['lab_nope'\]; .*--include"):
-        section.build_grid(bad, "table5", TASKS, METHODS)
+        section.build_grid(bad, "table5", METHODS)
 
 
 # ------------------------------------------------------------------------------------------------ end to end

@@ -11,7 +11,8 @@ import yaml
 
 from experiments import grid as G
 from experiments import section
-from sdft.config import _plain, build_config, load_recipe
+from sdft.config import build_config, load_recipe
+from sdft.config_layers import plain
 from sdft.validation import SourceError, source_problems, validate_sources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def _spec(recipe, tmp_path, sweep_point=None, preset="paper"):
 
 
 def _same(got, want) -> bool:
-    got = _plain(got)
+    got = plain(got)
     if isinstance(want, float) or isinstance(got, float):
         return math.isclose(float(got), float(want), rel_tol=1e-12)
     return got == want
@@ -76,8 +77,7 @@ def test_the_paper_grids_validate_before_any_run_and_use_every_recipe(tmp_path):
         if module is table1:
             table1.add_arguments(parser)
         args = parser.parse_args(["--preset", "paper", "--sweep", "--results-dir", str(tmp_path)])
-        specs = section.build_grid(args, module.EXPERIMENT, module.TASKS, module.METHODS,
-                                   getattr(module, "RECIPES", section.RECIPES))
+        specs = section.build_grid(args, module.EXPERIMENT, module.METHODS, getattr(module, "RECIPES", section.RECIPES))
         specs = module.adjust_grid(args, specs) if hasattr(module, "adjust_grid") else specs
         assert len(specs) > 100
         G.validate_grid(specs)
@@ -133,7 +133,7 @@ def test_the_section_command_line_refuses_a_bad_recipe_before_running(tmp_path, 
         (recipes / "reinvoke_medical.yaml").read_text().replace("hub:allenai/tulu-3-sft-mixture", "hub"))
     with pytest.raises(SystemExit, match="reinvoke_medical.yaml: config key 'reinvoke_prompts' = 'hub'"):
         section.main(["--preset", "paper", "--dry-run", "--results-dir", str(tmp_path / "results")],
-                     experiment="table5", doc=None, tasks=table5.TASKS, methods=table5.METHODS,
+                     experiment="table5", doc=None, methods=table5.METHODS,
                      aggregate=lambda d: None, outputs=[], recipes=recipes)
     assert "->" not in capsys.readouterr().out  # no run was listed, let alone started
 

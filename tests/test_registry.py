@@ -37,7 +37,7 @@ def toy_registrations():
     from trl import SFTConfig
 
     from data_prep.registry import TASKS, Task, register_task
-    from eval.scorers import score_short_answer
+    from data_prep.scorers import score_short_answer
     from sdft.registry import METHODS, Method, method_names, register_method
 
     method_names()  # the built-in methods first
@@ -52,17 +52,17 @@ def toy_registrations():
 
 
 def test_a_registered_toy_task_and_method_are_trainable_evaluable_and_tabulated(toy_registrations, tmp_path):
-    from eval import evaluate
     from experiments import reporting as R
+    from experiments.evaluation import evaluate_model
     from experiments.grid import RunSpec
     from experiments.section import execute
     from figures.pareto import plot_pareto
 
     root = tmp_path / "results"
-    eval_args = ["--n", "2", "--max-new-tokens", "4", "--prior-suite", "none"]
+    eval_options = {"n": 2, "max_new_tokens": 4, "prior_suite": "none"}
     for method in ("base", "toy_echo_sft"):
         execute(RunSpec("toy", "toy_echo", method, 0, "smoke", str(root / "toy_echo" / method / "seed0"),
-                        overrides={"echo_repeats": 2, "max_steps": 2}, eval_args=eval_args))
+                        overrides={"echo_repeats": 2, "max_steps": 2}, eval_options=eval_options))
 
     # trained: the method's own knob reached its training function and its config file; its model was saved
     run_dir = root / "toy_echo" / "toy_echo_sft" / "seed0"
@@ -75,7 +75,7 @@ def test_a_registered_toy_task_and_method_are_trainable_evaluable_and_tabulated(
     assert "echo_repeats" not in yaml.safe_load((root / "toy_echo" / "base" / "seed0" / "config.yaml").read_text())
 
     # evaluated with the task's own scorer and metric name, from the run directory alone
-    result = evaluate(str(run_dir), n=2, max_new_tokens=4)
+    result = evaluate_model(str(run_dir), n=2, max_new_tokens=4)
     (score,) = [s for s in result["evaluations"]["student"]["scores"] if s["unit"] == "percent"]
     assert score["metric"] == "normalized_containment" and score["n"] == 2
 
@@ -89,7 +89,8 @@ def test_a_registered_toy_task_and_method_are_trainable_evaluable_and_tabulated(
     assert "## Toy echo (ours: `toy_echo`, metric `normalized_containment`)" in md and "| Echo SFT |" in md
     assert list(pd.read_csv(tmp_path / "toy.csv")["method"]) == ["base", "toy_echo_sft"]
     plot = table.assign(prior_avg=50.0)
-    paths = plot_pareto(plot, tmp_path / "toy_pareto", task_titles={"toy_echo": R.task_title("toy_echo")})
+    paths = plot_pareto(plot, tmp_path / "toy_pareto", task_titles={"toy_echo": R.task_title("toy_echo")},
+                        method_styles={m: R.method_style(m) for m in table["method"]})
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 

@@ -153,9 +153,11 @@ def test_table5_aggregate_on_the_paper_suite_names(tmp_path, toy_method):
 def test_pareto_takes_style_and_label_from_the_method_registry(toy_method):
     from figures.pareto import _style
 
-    assert _style("toy_distil") == {"color": "#123456", "marker": "P", "label": "Toy distillation"}
-    assert _style("base")["label"] == "Base"
-    assert _style("not_a_method") == {"color": "black", "marker": "x", "label": "not_a_method"}
+    styles = {m: R.method_style(m) for m in ("toy_distil", "base", "not_a_method")}
+    assert _style("toy_distil", styles) == {"color": "#123456", "marker": "P", "label": "Toy distillation"}
+    assert _style("base", styles)["label"] == "Base"
+    assert styles["not_a_method"] == {}
+    assert _style("not_a_method", styles) == {"color": "black", "marker": "x", "label": "not_a_method"}
 
 
 def test_a_run_without_its_config_takes_its_seed_from_its_folder_name(tree):

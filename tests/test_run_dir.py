@@ -80,7 +80,7 @@ def test_rotation_keeps_the_newest_complete_checkpoints_only(tmp_path):
 def test_a_checkpoint_without_the_teacher_weights_is_not_resumed(tiny_model_path, tmp_path):
     from data_prep import load_task
     from sdft.config import build_config
-    from sdft.method import build_sdft_trainer
+    from sdft.self_distillation import build_sdft_trainer
 
     cfg = build_config("smoke", "sdft", overrides={"model": tiny_model_path, "output_dir": str(tmp_path)})
     trainer = build_sdft_trainer(cfg, load_task("embedded_tool", "train", n=2), tmp_path)

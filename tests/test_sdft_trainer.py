@@ -10,8 +10,8 @@ import torch
 
 from sdft.config import build_config
 from sdft.ema import ema_update_
-from sdft.method import build_sdft_trainer
 from sdft.prompts import TEACHER_TEMPLATES, student_messages, teacher_messages
+from sdft.self_distillation import build_sdft_trainer
 
 PAPER_SENTENCES = (
     "This is an example for a response to the question:",
@@ -239,7 +239,8 @@ def test_paper_preset_follows_appendix_b():
 
 def test_numeric_overrides_written_without_a_dot_are_numbers():
     """YAML 1.1 reads `1e-4` as a string; `learning_rate=1e-4` on the command line must still be a float."""
-    from sdft.config import build_config, parse_overrides
+    from sdft.config import build_config
+    from sdft.config_layers import parse_overrides
 
     cfg = build_config("mini", "sdft", overrides=parse_overrides(["learning_rate=1e-4", "max_steps=3"]))
     assert cfg.learning_rate == pytest.approx(1e-4) and isinstance(cfg.learning_rate, float) and cfg.max_steps == 3

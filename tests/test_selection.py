@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sdft.selection import SELECTION_DIR, choose_step, read_step_files, selection_summary
+from sdft.run_io import SELECTION_DIR, read_step_files
+from sdft.selection import choose_step, selection_summary
 
 
 def _write_steps(run_dir, values, collapsed=()):
@@ -93,18 +94,19 @@ def test_selection_keeps_the_chosen_steps_weights_and_does_not_change_training(t
 
 
 def test_the_selection_judge_is_said_off_when_it_cannot_run(monkeypatch, capsys):
+    from data_prep.registry import get_task
     from eval.judge import LLMJudge
     from sdft.config import build_config
     from sdft.training import selection_callback, selection_judge
 
-    assert selection_judge("embedded_tool") == (None, None)  # rule-based scorer
-    judge, problem = selection_judge("embedded_knowledge")  # an offline local judge
+    assert selection_judge(get_task("embedded_tool")) == (None, None)  # rule-based scorer
+    judge, problem = selection_judge(get_task("embedded_knowledge"))  # an offline local judge
     assert judge is not None and problem is None and not isinstance(judge, LLMJudge)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    judge, problem = selection_judge("knowledge")
+    judge, problem = selection_judge(get_task("knowledge"))
     assert judge is None and "OPENAI_API_KEY" in problem
     cfg = build_config("smoke", "sft", overrides={"task": "knowledge"})
     assert selection_callback(cfg, "unused") is None
     assert "best_val is off for this run" in capsys.readouterr().out
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-    assert isinstance(selection_judge("knowledge")[0], LLMJudge)
+    assert isinstance(selection_judge(get_task("knowledge"))[0], LLMJudge)

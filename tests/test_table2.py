@@ -53,7 +53,7 @@ def _grid(preset, tmp_path, extra=()):
 
     args = section.build_parser(None, table2.EXPERIMENT, table2.METHODS).parse_args(
         ["--preset", preset, "--results-dir", str(tmp_path), *extra])
-    specs = section.build_grid(args, table2.EXPERIMENT, table2.TASKS, table2.METHODS, table2.RECIPES)
+    specs = section.build_grid(args, table2.EXPERIMENT, table2.METHODS, table2.RECIPES)
     return table2.adjust_grid(args, specs)
 
 
@@ -63,7 +63,7 @@ def test_every_paper_run_is_the_reasoning_model_with_the_long_budget(tmp_path):
     assert {c.model for c in configs.values()} == {"allenai/Olmo-3-7B-Think"}  # Base too, which has no recipe
     assert {c.task for c in configs.values()} == {"medical_answer_only"}
     assert configs["sdft"].training.max_completion_length == 8192
-    assert all(s.eval_args[-2:] == ["--max-new-tokens", "16384"] for s in specs)
+    assert all(s.eval_options["max_new_tokens"] == 16384 for s in specs)
     assert {Path(s.recipe).parent.name for s in specs if s.recipe} == {"olmo-3-7b-think"}
 
 
@@ -72,14 +72,14 @@ def test_mini_stand_in_gives_the_rollouts_and_answers_twice_the_mini_budget(tmp_
     configs = {s.method: s.config() for s in specs}
     assert {c.model for c in configs.values()} == {"embedded:smollm2-135m-instruct"}
     assert configs["sdft"].training.max_completion_length == 128
-    assert all(s.eval_args == ["--max-new-tokens", "128"] for s in specs)
+    assert all(s.eval_options == {"max_new_tokens": 128} for s in specs)
     # a model named on the command line wins over the preset's
     assert {s.config().model for s in _grid("mini", tmp_path, ["model=embedded:tiny-llama"])} == \
         {"embedded:tiny-llama"}
 
 
 def test_the_answer_only_task_is_embedded_science_with_the_demonstration_cut_to_the_answer():
-    from data_prep.tasks import get_task, load_task
+    from data_prep.registry import get_task, load_task
 
     for split in ("train", "test"):
         full, short = load_task("embedded_science", split, n=20), load_task("embedded_science_answer_only", split, n=20)

@@ -284,7 +284,7 @@ def _record_teacher_logits(monkeypatch) -> list:
 def _topk_trainer(tiny_model_path, tmp_path, **overrides):
     from data_prep import load_task
     from sdft.config import build_config
-    from sdft.method import build_sdft_trainer
+    from sdft.self_distillation import build_sdft_trainer
 
     values = dict(model=tiny_model_path, output_dir=str(tmp_path), save_steps=1000, save_model=False,
                   distillation_topk=4, per_device_train_batch_size=3)
@@ -387,7 +387,7 @@ def test_smoke_run_with_topk_trains(tiny_model_path, tmp_path, monkeypatch):
 
     from data_prep import load_task
     from sdft.config import build_config
-    from sdft.method import build_sdft_trainer
+    from sdft.self_distillation import build_sdft_trainer
 
     cfg = build_config("smoke", "sdft", overrides=dict(model=tiny_model_path, output_dir=str(tmp_path), save_steps=1000,
                                                        save_model=False, max_steps=2, distillation_topk=4,

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sdft.registry import Method, register_method
+from trl import SFTConfig
+
+from sdft.baselines.sft import SFTTrainer
+from sdft.method import Method
 
 RAW_TEXT_KEYS = ("article", "text")
 CPT_DEFAULTS = {"completion_only_loss": False, "packing": True, "packing_strategy": "wrapped", "padding_free": False,
@@ -46,7 +49,6 @@ def build_cpt_trainer(cfg, records: list[dict], run_dir, model=None, tokenizer=N
     from datasets import Dataset
 
     from sdft.adapters import peft_config
-    from sdft.baselines.sft import SFTTrainer
     from sdft.training import load_student, run_callbacks
 
     texts, source = corpus_texts(records)
@@ -74,13 +76,7 @@ def train_cpt(cfg, records: list[dict], run_dir, resume_from_checkpoint=None):
     return trainer, {**final_train_metrics(trainer), **trainer.cpt_info}
 
 
-def _register() -> None:
-    from trl import SFTConfig
-
-    register_method(Method(
-        "cpt", train=train_cpt, config_class=SFTConfig, title="CPT", defaults=CPT_DEFAULTS,
-        style={"color": "#8c564b", "marker": "v"}, description="next-token loss on the raw text corpus",
-    ))
-
-
-_register()
+METHODS = [Method(
+    "cpt", train=train_cpt, config_class=SFTConfig, title="CPT", defaults=CPT_DEFAULTS,
+    style={"color": "#8c564b", "marker": "v"}, description="next-token loss on the raw text corpus",
+)]

@@ -36,13 +36,16 @@ from pathlib import Path
 import torch
 from accelerate.utils import is_peft_model
 from transformers import Trainer, TrainingArguments
+from trl import SFTConfig
 
-from sdft.adapters import adapters_off
+from sdft.adapters import adapters_off, attach_adapter
+from sdft.baselines.sft import SFT_DEFAULTS, build_sft_trainer
 from sdft.checkpoints import CompleteCheckpoints
 from sdft.losses import divergence_alpha, self_distillation_loss
+from sdft.method import Method
 from sdft.prompts import get_template, student_messages, teacher_messages
-from sdft.registry import Method, register_method
 from sdft.sequences import eos_token_ids, left_padded_position_ids, lengths_to_first_eos, pad_sequences
+from sdft.training import final_train_metrics, load_student
 
 CACHE_FILE = "teacher_samples.jsonl"
 CACHE_META = "teacher_samples.meta.json"
@@ -242,7 +245,6 @@ def build_offline_distill_trainer(cfg, records: list[dict], run_dir, model=None,
     ``use_peft``: the student a LoRA adapter on the initial model, which is also the teacher with it disabled)."""
     from datasets import Dataset
 
-    from sdft.adapters import attach_adapter
     from sdft.training import load_student, run_callbacks
 
     if model is None:
@@ -271,8 +273,6 @@ def _cache_info(cache: list[dict]) -> dict:
 
 def train_offline_distill(cfg, records: list[dict], run_dir, resume_from_checkpoint=None):
     """Minimize the per-token divergence to the frozen demonstration-conditioned teacher on cached teacher samples."""
-    from sdft.training import final_train_metrics
-
     trainer = build_offline_distill_trainer(cfg, records, run_dir)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     info = {**final_train_metrics(trainer), **_cache_info(trainer.cache_rows), "estimator": "analytic"}
@@ -281,9 +281,6 @@ def train_offline_distill(cfg, records: list[dict], run_dir, resume_from_checkpo
 
 def train_sft_from_teacher(cfg, records: list[dict], run_dir, resume_from_checkpoint=None):
     """SFT (student prompt -> cached teacher sample), on the same cached samples as offline distillation."""
-    from sdft.baselines.sft import build_sft_trainer
-    from sdft.training import final_train_metrics, load_student
-
     model, tokenizer = load_student(cfg)
     cache = generate_teacher_cache(cfg, records, model, tokenizer, run_dir)
     by_id = {r["id"]: r for r in records}
@@ -295,22 +292,13 @@ def train_sft_from_teacher(cfg, records: list[dict], run_dir, resume_from_checkp
     return trainer, info
 
 
-def _register() -> None:
-    from trl import SFTConfig
-
-    from sdft.baselines.sft import SFT_DEFAULTS
-
-    register_method(Method(
-        "offline_distill", train=train_offline_distill, config_class=OfflineDistillConfig,
-        args_class=TeacherSamplingArguments, title="Offline distillation", distils=True,
-        style={"color": "#2ca02c", "marker": "P"},
-        description="SDFT's per-token divergence on teacher samples generated once before training",
-    ))
-    register_method(Method(
-        "sft_from_teacher", train=train_sft_from_teacher, config_class=SFTConfig, args_class=TeacherSamplingArguments,
-        title="SFT on teacher samples", defaults={**SFT_DEFAULTS, "loss_type": "nll"},
-        style={"color": "#e377c2", "marker": "X"}, description="SFT on the same cached teacher samples",
-    ))
-
-
-_register()
+METHODS = [
+    Method("offline_distill", train=train_offline_distill, config_class=OfflineDistillConfig,
+           args_class=TeacherSamplingArguments, title="Offline distillation", distils=True,
+           style={"color": "#2ca02c", "marker": "P"},
+           description="SDFT's per-token divergence on teacher samples generated once before training"),
+    Method("sft_from_teacher", train=train_sft_from_teacher, config_class=SFTConfig,
+           args_class=TeacherSamplingArguments, title="SFT on teacher samples",
+           defaults={**SFT_DEFAULTS, "loss_type": "nll"}, style={"color": "#e377c2", "marker": "X"},
+           description="SFT on the same cached teacher samples"),
+]

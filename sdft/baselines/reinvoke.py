@@ -9,7 +9,7 @@ the SFT'd student samples a response to each prompt and is trained to lower the 
 The run's trainer config is stage 2's, a ``SelfDistillationConfig`` whose defining values are this method's
 defaults (below); stage 1's ``SFTConfig`` carries over its ``TrainingArguments`` fields (optimiser, schedule,
 precision, ``max_steps``...) with ``max_length = max_prompt_length + max_completion_length``
-(``sdft.config.derive_args``). Stage 2 runs ``reinvoke_steps`` optimizer steps on our SDFT trainer with
+(``sdft.training.derive_args``). Stage 2 runs ``reinvoke_steps`` optimizer steps on our SDFT trainer with
   * ``teacher_model_kind="base"``: TRL builds a separate, frozen (``requires_grad=False``, eval mode, never
     synchronised) teacher by loading ``model.config._name_or_path``. After SFT that attribute may name the
     stage-1 checkpoint (when the SFT model is reloaded to resume), so it is set explicitly to the original
@@ -34,11 +34,14 @@ from pathlib import Path
 
 from accelerate.utils import is_peft_model
 
+from data_prep.general_prompts import load_general_prompts
+from sdft.baselines.sft import SFT_DEFAULTS, build_sft_trainer
 from sdft.checkpoints import resume_point
-from sdft.config import derive_args
-from sdft.registry import Method, register_method
+from sdft.method import Method
 from sdft.run_io import read_json_or_none, write_json_atomic
 from sdft.sdft_config import SelfDistillationConfig
+from sdft.self_distillation import build_sdft_trainer
+from sdft.training import derive_args, final_train_metrics, load_student
 
 STAGE1_DIR = "stage1_sft"
 STAGE2_DIR = "stage2_reinvoke"
@@ -68,8 +71,6 @@ def stage1_args(cfg, checkpoint_dir):
     """Stage 1's ``SFTConfig``: the run's ``TrainingArguments`` fields, SFT's sequence limit and loss."""
     from trl import SFTConfig
 
-    from sdft.baselines.sft import SFT_DEFAULTS
-
     t = cfg.training
     return derive_args(t, SFTConfig, output_dir=str(checkpoint_dir), loss_type="nll",
                        max_length=t.max_prompt_length + t.max_completion_length, **SFT_DEFAULTS)
@@ -77,8 +78,6 @@ def stage1_args(cfg, checkpoint_dir):
 
 def build_stage1_trainer(cfg, records: list[dict], run_dir, checkpoint_dir=None, **kwargs):
     """Stage 1: SFT on the task (``sdft.baselines.sft.build_sft_trainer`` with ``stage1_args``)."""
-    from sdft.baselines.sft import build_sft_trainer
-
     checkpoint_dir = checkpoint_dir or Path(run_dir) / "checkpoints" / STAGE1_DIR
     return build_sft_trainer(cfg, records, run_dir, args=stage1_args(cfg, checkpoint_dir), stage="sft",
                              select=False, **kwargs)
@@ -86,8 +85,6 @@ def build_stage1_trainer(cfg, records: list[dict], run_dir, checkpoint_dir=None,
 
 def general_prompt_records(cfg) -> list[dict]:
     """Stage-2 prompts in the shape ``sdft_dataset`` reads (a prompt and an empty demonstration)."""
-    from data_prep.general_prompts import load_general_prompts
-
     needed = max(1, cfg.reinvoke_steps * cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps)
     prompts = load_general_prompts(cfg.reinvoke_prompts, n=needed, seed=cfg.seed)
     return [{"prompt": p, "demonstration": ""} for p in prompts]
@@ -95,7 +92,6 @@ def general_prompt_records(cfg) -> list[dict]:
 
 def build_reinvoke_trainer(cfg, model, tokenizer, run_dir, callbacks=None):
     """Stage 2 on an SFT'd ``model``: on-policy reverse-KL distillation from the frozen original base."""
-    from sdft.method import build_sdft_trainer
     from sdft.models import resolve_model_path
     from sdft.training import run_callbacks
 
@@ -123,8 +119,6 @@ def build_reinvoke_trainer(cfg, model, tokenizer, run_dir, callbacks=None):
 
 def train_reinvoke(cfg, records: list[dict], run_dir, resume_from_checkpoint=None):
     """SFT on the task, then ``reinvoke_steps`` steps of on-policy distillation from the frozen base."""
-    from sdft.training import final_train_metrics, load_student
-
     run_dir = Path(run_dir)
     ckpt1, ckpt2 = run_dir / "checkpoints" / STAGE1_DIR, run_dir / "checkpoints" / STAGE2_DIR
     done1 = run_dir / "checkpoints" / STAGE1_DONE
@@ -182,8 +176,8 @@ def _stage1_done(marker: Path) -> dict | None:
     return None
 
 
-register_method(Method(
+METHODS = [Method(
     "reinvoke", train=train_reinvoke, config_class=SelfDistillationConfig, args_class=ReinvokeArguments,
     title="SFT + re-invoke", defaults=REINVOKE_DEFAULTS, distils=True, style={"color": "#ff7f0e", "marker": "D"},
     description="SFT, then on-policy distillation from the frozen base on general prompts (Lu & Thinking Machines)",
-))
+)]

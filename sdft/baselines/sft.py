@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trl import SFTConfig
 from trl import SFTTrainer as _TRLSFTTrainer
 
 from sdft.checkpoints import CompleteCheckpoints
+from sdft.method import Method
 from sdft.prompts import student_messages
-from sdft.registry import Method, register_method
 
 # The data order of every method is shuffled (TRL's SFTConfig does not shuffle by default); loss on the
 # assistant turn only. With several processes the token mean is taken over the tokens of all processes
@@ -89,18 +90,11 @@ def train_sft(cfg, records: list[dict], run_dir, resume_from_checkpoint=None):
     return trainer, info
 
 
-def _register() -> None:
-    from trl import SFTConfig
-
-    register_method(Method(
-        "sft", train=train_sft, config_class=SFTConfig, title="SFT", defaults={**SFT_DEFAULTS, "loss_type": "nll"},
-        style={"color": "#d62728", "marker": "s"}, description="cross-entropy on the demonstration (TRL SFTTrainer)",
-    ))
-    register_method(Method(
-        "dft", train=train_sft, config_class=SFTConfig, title="DFT", defaults={**SFT_DEFAULTS, "loss_type": "dft"},
-        style={"color": "#9467bd", "marker": "^"},
-        description="SFT's token loss weighted by the detached target-token probability (Wu et al., 2025)",
-    ))
-
-
-_register()
+METHODS = [
+    Method("sft", train=train_sft, config_class=SFTConfig, title="SFT", defaults={**SFT_DEFAULTS, "loss_type": "nll"},
+           style={"color": "#d62728", "marker": "s"},
+           description="cross-entropy on the demonstration (TRL SFTTrainer)"),
+    Method("dft", train=train_sft, config_class=SFTConfig, title="DFT", defaults={**SFT_DEFAULTS, "loss_type": "dft"},
+           style={"color": "#9467bd", "marker": "^"},
+           description="SFT's token loss weighted by the detached target-token probability (Wu et al., 2025)"),
+]

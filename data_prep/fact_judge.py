@@ -5,7 +5,7 @@ The LLM judge (``eval.judge``, the paper's knowledge prompt) reads a response ag
 same labels follow from a rule, so the embedded knowledge task can be scored offline, deterministically and for
 free. The rule, per response:
 
-* A fact is *present* when its text, normalized with :func:`eval.scorers.normalize_text` (lower case, accents
+* A fact is *present* when its text, normalized with :func:`data_prep.scorers.normalize_text` (lower case, accents
   stripped, punctuation to spaces, articles dropped), occurs in the normalized response as whole words: ``Sela``
   is present in "It lies on the SELA." but not in "Selastra"; ``1523`` is not present in "15230" or "1523rd".
 * ``CORRECT``: every value of ``meta.key_facts`` is present and no value of ``meta.wrong_values`` is.
@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from eval.judge import JudgeResult, summarize
-from eval.scorers import normalize_text
+from data_prep.scorers import normalize_text
+from data_prep.verdicts import JudgeResult, summarize
 from sdft.errors import UserError
 
 RULE = ("CORRECT: every meta.key_facts value occurs in the response (normalized, whole words) and no "
@@ -86,7 +86,7 @@ class FactJudge:
         """What scored the responses (for eval.json)."""
         return {"judge": "facts", "rule": RULE}
 
-    def judge_records(self, records: Sequence[dict], responses: Sequence[str], task: str | None = None,
+    def judge_records(self, records: Sequence[dict], responses: Sequence[str], task=None,
                       progress: str | None = None) -> JudgeResult:
         """Verdicts of ``responses`` to ``records``; ``raw`` holds, per response, the facts found, missing and
         contradicted (JSON). ``task`` and ``progress`` are accepted for the LLM judge's interface and unused."""

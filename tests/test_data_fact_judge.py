@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from eval.fact_judge import FactJudge, FactRecordError, fact_verdict
+from data_prep.fact_judge import FactJudge, FactRecordError, fact_verdict
 
 
 def rec(key_facts, wrong_values=(), rid="k1", **meta):

@@ -1,13 +1,14 @@
-"""Redraw the paper's figures from result files, without training: ``python -m figures.make [--all | NAME ...]``.
+"""Redraw the paper's figures from result files, without training:
+``python -m experiments.make_figures [--all | NAME ...]``.
 
 Each figure is drawn by its section's ``aggregate(results_dir)``, which reads only the result files of that
 section's runs (``eval.json``, curve points, CSVs) and writes the figure beside its table; the paper's values are
 drawn beside ours wherever the paper prints numbers. A figure whose results are missing is named and skipped, with
 the command that makes them; nothing is drawn from numbers that are not on disk.
 
-    python -m figures.make --all                                  # every figure whose results are under results/
-    python -m figures.make 3 7 --results-root experiments/results # some, from another root
-    python -m figures.make 4 --results 4=experiments/results/table5_mini   # one figure's results folder
+    python -m experiments.make_figures --all           # every figure whose results are under results/
+    python -m experiments.make_figures 3 7 --results-root experiments/results          # some, from another root
+    python -m experiments.make_figures 4 --results 4=experiments/results/table5_mini   # one figure's results folder
 
 Names: 2R (Figure 2 right, Section 3.2), 3, 4, 5 (5L and 5R: both panels, one section), 6, 7, 8, A1.
 """
@@ -15,32 +16,40 @@ Names: 2R (Figure 2 right, Section 3.2), 3, 4, 5 (5L and 5R: both panels, one se
 from __future__ import annotations
 
 import argparse
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
+
+from experiments import estimators, figure3, figure5, figure6, figure8, icl_check, table1, table5
 
 
 @dataclass(frozen=True)
 class FigureSpec:
     name: str
     title: str
-    experiment: str  # experiments.<experiment>.aggregate draws it; results under <root>/<experiment>
+    experiment: str  # results under <root>/<experiment>
+    aggregate: Callable[[Path], Any]  # the section's aggregate: reads the results, writes the table and figure
     outputs: tuple[str, ...]
     script: str
 
 
 FIGURES = {f.name: f for f in (
-    FigureSpec("2R", "Figure 2 (right): the teacher's accuracy and KL to the base", "icl_check",
+    FigureSpec("2R", "Figure 2 (right): the teacher's accuracy and KL to the base", "icl_check", icl_check.aggregate,
                ("figure2_icl.png",), "run_icl_check.sh"),
-    FigureSpec("3", "Figure 3: skills learned in sequence", "figure3", ("figure3.png",), "run_figure3.sh"),
-    FigureSpec("4", "Figure 4: new task vs prior capabilities", "table5", ("figure4_pareto.png",), "run_table5.sh"),
-    FigureSpec("5", "Figure 5: SDFT - SFT by model size (left), pass@k (right)", "figure5",
+    FigureSpec("3", "Figure 3: skills learned in sequence", "figure3", figure3.aggregate, ("figure3.png",),
+               "run_figure3.sh"),
+    FigureSpec("4", "Figure 4: new task vs prior capabilities", "table5", table5.aggregate, ("figure4_pareto.png",),
+               "run_table5.sh"),
+    FigureSpec("5", "Figure 5: SDFT - SFT by model size (left), pass@k (right)", "figure5", figure5.aggregate,
                ("figure5_scale.png", "figure5_passk.png"), "run_figure5.sh"),
-    FigureSpec("6", "Figure 6: on-policy vs offline", "figure6", ("figure6_onpolicy.png",), "run_figure6.sh"),
-    FigureSpec("7", "Figure 7: SDFT by teacher context", "table1", ("figure7_teacher_context.png",),
+    FigureSpec("6", "Figure 6: on-policy vs offline", "figure6", figure6.aggregate, ("figure6_onpolicy.png",),
+               "run_figure6.sh"),
+    FigureSpec("7", "Figure 7: SDFT by teacher context", "table1", table1.aggregate, ("figure7_teacher_context.png",),
                "run_table1.sh"),
-    FigureSpec("8", "Figure 8: teacher weights", "figure8", ("figure8_teacher.png",), "run_figure8.sh"),
-    FigureSpec("A1", "Appendix A.1: gradient estimators", "estimators", ("estimators.png",), "run_estimators.sh"),
+    FigureSpec("8", "Figure 8: teacher weights", "figure8", figure8.aggregate, ("figure8_teacher.png",),
+               "run_figure8.sh"),
+    FigureSpec("A1", "Appendix A.1: gradient estimators", "estimators", estimators.aggregate, ("estimators.png",),
+               "run_estimators.sh"),
 )}
 ALIASES = {"5L": "5", "5R": "5", "2": "2R"}
 
@@ -49,9 +58,8 @@ def make(spec: FigureSpec, results_dir: Path) -> tuple[str, str]:
     """(``written`` | ``skipped``, what) for one figure from ``results_dir``."""
     if not results_dir.is_dir():
         return "skipped", f"no results at {results_dir} (bash experiments/{spec.script} --results-dir {results_dir})"
-    aggregate = importlib.import_module(f"experiments.{spec.experiment}").aggregate
     try:
-        aggregate(results_dir)
+        spec.aggregate(results_dir)
     except SystemExit as err:  # the section's own "nothing to aggregate" message
         return "skipped", f"{err} (bash experiments/{spec.script} --results-dir {results_dir})"
     missing = [name for name in spec.outputs if not (results_dir / name).exists()]
@@ -84,9 +92,9 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[str, str]]:
         spec = FIGURES[name]
         status, what = make(spec, folders.get(name, args.results_root / spec.experiment))
         report[name] = (status, what)
-        print(f"[figures.make] {spec.title}: {status}: {what}", flush=True)
+        print(f"[make_figures] {spec.title}: {status}: {what}", flush=True)
     written = sum(status == "written" for status, _ in report.values())
-    print(f"[figures.make] {written} written, {len(report) - written} skipped", flush=True)
+    print(f"[make_figures] {written} written, {len(report) - written} skipped", flush=True)
     return report
 
 

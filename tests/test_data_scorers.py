@@ -3,8 +3,15 @@ import random
 
 import pytest
 
-from eval.scorers import (extract_answer_letter, get_scorer, normalize_golden_calls, parse_tool_calls,
-                          score_letter, score_short_answer, score_tool_call)
+from data_prep.registry import get_task
+from data_prep.scorers import (
+    extract_answer_letter,
+    normalize_golden_calls,
+    parse_tool_calls,
+    score_letter,
+    score_short_answer,
+    score_tool_call,
+)
 from tests.conftest import SHARED_DATA
 
 AUTHORS = SHARED_DATA / "sdft_authors_eval"
@@ -112,7 +119,7 @@ def test_tool_call_parsing_details():
 def test_authors_science_letters():
     rows = _science_rows()
     assert len(rows) == 507
-    scorer = get_scorer("science")
+    scorer = get_task("science").score  # the task's own scorer, as the evaluation reads it
     right = [scorer(f"<reasoning>\nbecause\n</reasoning>\n<answer>\n{r['answer']}\n</answer>", r["answer"]) for r in rows]
     assert sum(right) / len(rows) == 1.0
     wrong_letter = {"A": "B", "B": "C", "C": "D", "D": "A"}
@@ -143,7 +150,7 @@ def test_short_answer():
 
 
 def test_format_checks_accept_the_format_whatever_the_content():
-    from eval.scorers import has_answer_letter, has_tool_call_format
+    from data_prep.scorers import has_answer_letter, has_tool_call_format
 
     call = 'Action: get_weather\nAction Input: {"city": "Paris"}'
     assert has_tool_call_format(call) and score_tool_call(call, [{"name": "get_weather", "arguments": {"city": "Rome"}}]) == 0
@@ -161,8 +168,7 @@ def test_format_checks_accept_the_format_whatever_the_content():
 def test_the_format_check_is_necessary_for_a_correct_answer(task):
     """Over every test record's demonstration and variants of it (cut short, keys unquoted, string values
     changed, tags dropped, letters changed), a response the scorer counts correct always passes the format check, and each demonstration passes."""
-    from data_prep.registry import get_task
-    from data_prep.tasks import load_task
+    from data_prep.registry import get_task, load_task
 
     spec = get_task(task)
     seen_correct = seen_formatted_wrong = 0

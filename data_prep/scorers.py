@@ -1,4 +1,6 @@
-"""Task scorers: one function per task name, each ``(response, reference) -> float in {0, 1}``.
+"""Task scorers: pure functions ``(response, reference) -> float in {0, 1}``, and the format checks
+``(response) -> bool`` of the tasks that have an answer format. A task names its own (``Task.score``,
+``Task.format_check``: ``data_prep.tasks``).
 
 Tool use (``tooluse``, ``embedded_tool``)
     The response is parsed for ReAct steps ``Action: <name>`` followed by ``Action Input: <JSON>``
@@ -21,10 +23,8 @@ Science (``science``, ``embedded_science``)
 
 Medical and knowledge (``medical``, ``knowledge``): the LLM judge (``eval.judge``); not scored here.
 
-Which scorer a task uses is part of its registration (``data_prep.tasks``).
-
 Embedded knowledge (``embedded_knowledge``): the knowledge judge's labels, offline from its key facts
-(``eval.fact_judge``); not scored here.
+(``data_prep.fact_judge``); not scored here.
 
 Embedded QA (``embedded_medical``): :func:`score_short_answer` -- the reference is a string answer; correct
 when the normalized reference equals the normalized response or appears in it as a whole-word phrase
@@ -38,7 +38,7 @@ import json
 import re
 import unicodedata
 from collections import Counter
-from typing import Any, Callable
+from typing import Any
 
 # --------------------------------------------------------------------------------------------------
 # Tool calls
@@ -201,24 +201,3 @@ def score_short_answer(response: str, reference: Any) -> float:
         if norm and f" {norm} " in resp:
             return 1.0
     return 0.0
-
-
-# --------------------------------------------------------------------------------------------------
-# What scores a task: the task registry (data_prep.registry)
-# --------------------------------------------------------------------------------------------------
-
-
-def needs_judge(task: str) -> bool:
-    from data_prep.registry import get_task
-
-    return get_task(task).judge is not None
-
-
-def get_scorer(task: str) -> Callable[[str, Any], float]:
-    """The rule-based scorer of a task; the judge tasks raise (use ``eval.judge``)."""
-    from data_prep.registry import get_task
-
-    spec = get_task(task)
-    if spec.score is None:
-        raise KeyError(f"task {task!r} is scored by the LLM judge (eval.judge), not a rule-based scorer")
-    return spec.score
