@@ -85,7 +85,7 @@ EMBEDDED_SUITE: dict[str, Benchmark] = {  # one stand-in per benchmark of the pa
                             note="not one of the paper's six: only when named, never in the average"),
 }
 SUITES = {"paper": PAPER_SUITE, "embedded": EMBEDDED_SUITE}
-# accuracy of a uniform random pick on the multiple-choice stand-ins (tests/test_eval_prior.py checks it
+# accuracy of a uniform random pick on the multiple-choice stand-ins (tests/eval/test_eval_prior.py checks it
 # against the data files)
 CHANCE = {"commonsense": 0.25, "winograd": 0.5, "facts": 0.25, "truthful": 0.25}
 

@@ -297,7 +297,7 @@ def markdown(rows: list[dict], raw: dict, command: str, wall_s: float, plans: li
     lines += ["", "Two constants of the planner were measured after a first run of this comparison (planned peaks "
               "then 2% low on full fine-tuning and 5% high on LoRA): the fused loss holds 7 float32 [chunk, V] "
               "tensors at once (not the 8 first assumed), and a trainable output head's gradient is made whole in "
-              "float32 before it is added to the gradients. `tests/test_plan.py` measures both on the loss alone.",
+              "float32 before it is added to the gradients. `tests/sdft/test_plan.py` measures both on the loss alone.",
               "", "Every part the planner counted, per case, is in `memory_plan.csv` (`plan:<phase>:<part>` columns); "
               "every run's raw numbers and the shapes of its batches in `memory_plan.json`.", "",
               "Not checked here: anything on a GPU (bf16 weights, vLLM's share, the CUDA runtime allowance, ZeRO / "

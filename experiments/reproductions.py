@@ -4,7 +4,7 @@ Every number here is copied from ``PAPER_SPEC.md``, section "The authors' releas
 reproductions found" (read 2026-12), its paragraph "Independent reproductions" and its list "More reproductions"
 (read 2026-12-07). None was measured by this repository, none was checked against its source, and none is derived
 here (no differences are taken): each is kept as the spec prints it (``value``, a string), with the words it was read
-from (``quote``). ``tests/test_reproductions.py`` checks every quote against the spec's text.
+from (``quote``). ``tests/experiments/test_reproductions.py`` checks every quote against the spec's text.
 
 Two kinds of number:
 

@@ -5,7 +5,7 @@ SLURM and most schedulers send SIGTERM some time before SIGKILL (SLURM's ``KillW
 into a request; ``sdft.training.StopOnSignal`` ends training at the end of the current optimizer step and has the Trainer write a
 checkpoint there (a complete one, ``sdft.checkpoints``); ``sdft.train`` then marks the manifest ``interrupted``,
 releases the run's lock and exits with 128 + the signal's number (143 for SIGTERM, 130 for SIGINT). Rerunning the
-same command resumes from that checkpoint to the model an uninterrupted run makes (``tests/test_resume.py``).
+same command resumes from that checkpoint to the model an uninterrupted run makes (``tests/sdft/test_resume.py``).
 
 A second stop signal is not waited on: SIGINT raises ``KeyboardInterrupt`` at once, SIGTERM ends the
 process (its default). With several processes the stop is agreed on: each step ends with a one-element all-reduce

@@ -52,7 +52,7 @@ GIB = 1024 ** 3
 MIB = 1024 ** 2
 DEFAULT_LORA_TARGETS = ("q_proj", "v_proj")  # PEFT's choice for Llama / Qwen / Mistral / Gemma (TRL's default: None)
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-LOSS_CHUNK_TENSORS = 7  # [chunk, V] float32 tensors alive at once in the chunked loss (tests/test_plan.py measures)
+LOSS_CHUNK_TENSORS = 7  # [chunk, V] float32 tensors alive at once in the chunked loss (tests/sdft/test_plan.py measures)
 GPU_RUNTIME_GIB = 1.0  # CUDA context, cuBLAS workspaces, allocator fragmentation: an allowance, not a measurement
 METHOD_KINDS = {"sdft": "sdft", "reinvoke": "sdft", "offline_distill": "offline", "sft": "sft", "dft": "sft",
                 "cpt": "sft", "sft_from_teacher": "sft"}

@@ -14,7 +14,7 @@ the target task." Here, with ``checkpoint_selection=best_val`` (the ``mini`` and
     checkpoint and, beside it, the final model's.
 
 The evaluations run between optimizer steps under a forked RNG: a run trains the same model with and without them
-(``tests/test_selection.py``). A resumed run reads the step files it already wrote. ``checkpoint_selection=final``
+(``tests/sdft/test_selection.py``). A resumed run reads the step files it already wrote. ``checkpoint_selection=final``
 turns all of this off: the final model is reported, as before.
 
 With several processes the main process evaluates and writes, the others go on to the next step -- unless the

@@ -22,14 +22,14 @@ the PEFT model's base: its LoRA layers sit inside the body); ``rollout_dtype``'s
 model and is off, and so is the fused head on a 4-/8-bit base (QLoRA) or an adapted output head. The trainer prints
 one line naming what is off.
 
-Which switches act where (defaults; tests/test_multiprocess.py runs both):
+Which switches act where (defaults; tests/sdft/test_multiprocess.py runs both):
 
   * one process: all of them (``rollout_dtype`` / ``teacher_dtype`` when set);
   * several processes (DDP), ZeRO-3 or FSDP: ``fused_ema``, ``loss_chunk_size``, ``teacher_inference_mode``,
     ``lean_logits``, ``teacher_dtype``. ``fused_lm_head`` and with it ``sequence_microbatches`` are off -- the
     student's forward must go through the wrapped model, whose gradient synchronisation a forward of its body
     and head in two parts, or one rollout at a time, would bypass -- and the trainer says so once at start (the
-    student's logits are then computed whole; the same values up to float rounding, tests/test_perf.py).
+    student's logits are then computed whole; the same values up to float rounding, tests/sdft/test_perf.py).
     ``rollout_dtype`` is refused (a ``ValueError``; on GPUs vLLM is the low-precision sampler).
 """
 

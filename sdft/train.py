@@ -16,7 +16,7 @@ directory holds checkpoints resumes from the newest complete one; a completed ru
 config that produced the directory (``sdft.run_dir``: else the run is refused, naming the changed keys), and only
 when no other run holds the directory. ``--force`` deletes the directory first, when ``sdft.train`` created it.
 
-Several processes (data parallel, one replica per process; tests/test_multiprocess.py):
+Several processes (data parallel, one replica per process; tests/sdft/test_multiprocess.py):
 
     accelerate launch --multi_gpu --num_processes 2 -m sdft.train ...   # GPUs; on a CPU-only machine: gloo, CPU
     torchrun --nproc_per_node 2 -m sdft.train ...                       # the same, without accelerate's launcher
@@ -26,7 +26,7 @@ checkpoint markers, ``model/``), and it loads the data and builds an embedded mo
 ``accelerate launch --cpu --num_processes N`` starts ONE process (accelerate's CPU launcher runs N only through
 mpirun, ``--mpirun_hostfile``); ``sdft.train`` says so when it sees that launch.
 
-DeepSpeed ZeRO-2 / ZeRO-3 (``pip install -e ".[deepspeed]"``; tests/test_deepspeed.py runs both on 2 CPU processes):
+DeepSpeed ZeRO-2 / ZeRO-3 (``pip install -e ".[deepspeed]"``; tests/sdft/test_deepspeed.py runs both on 2 CPU processes):
 
     accelerate launch --config_file experiments/accelerate/zero3.yaml -m sdft.train ...   # or zero2.yaml
 """

@@ -63,7 +63,7 @@ from sdft.distributed import weights_sharded
 # The versions the overrides below were written and tested against; another one warns once at import.
 CHECKED_VERSIONS = {"trl": "1.16.0", "transformers": "5.17.0"}
 # Every TRL / transformers method SelfDistillationTrainer (or its CompleteCheckpoints mixin) overrides, by where the
-# overridden one is defined, and why. tests/test_trainer_hooks.py holds each one's signature under CHECKED_VERSIONS
+# overridden one is defined, and why. tests/sdft/test_trainer_hooks.py holds each one's signature under CHECKED_VERSIONS
 # and fails when it changes, when one is no longer there, or when an override is missing from this table.
 _TRL = "trl.experimental.sdft.sdft_trainer.SDFTTrainer."
 _HF = "transformers.trainer.Trainer."

@@ -28,7 +28,7 @@ from sdft.prompts import student_messages
 # (transformers' default, pinned here): each process divides its token sum by the global token count
 # (num_items_in_batch, gathered), so N processes x batch b train exactly as 1 process x batch N*b; with it off,
 # each process averages over its own tokens and processes with more tokens weigh less
-# (tests/test_multiprocess.py).
+# (tests/sdft/test_multiprocess.py).
 SFT_DEFAULTS = {"shuffle_dataset": True, "completion_only_loss": True, "average_tokens_across_devices": True}
 
 

@@ -15,7 +15,7 @@ from sdft.config import build_config, load_recipe
 from sdft.config_layers import plain
 from sdft.validation import SourceError, source_problems, validate_sources
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "experiments" / "recipes").rglob("*.yaml"))
 REINVOKE = ROOT / "experiments" / "recipes" / "qwen2.5-7b-instruct" / "reinvoke_science.yaml"
 

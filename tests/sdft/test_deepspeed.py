@@ -7,12 +7,12 @@ the environment the launcher gives the training processes; transformers fills th
 from each paper recipe's trainer config (``propagate_args_to_deepspeed``) without a mismatch, and with the
 recipe's gradient accumulation divided by the 8 processes the global batch is the recipe's.
 
-Runs, slow, skipped where deepspeed does not import (``pip install -e ".[deepspeed]"``): ``tests/ds_worker.py``
+Runs, slow, skipped where deepspeed does not import (``pip install -e ".[deepspeed]"``): ``tests/sdft/ds_worker.py``
 launched three times on 2 CPU processes -- ZeRO-2 and ZeRO-3 (the shipped configs with 2 processes, no mixed
-precision and ``use_cpu: true``: ``cpu_launch_config``) and plain DDP, the layout ``tests/test_multiprocess.py``
+precision and ``use_cpu: true``: ``cpu_launch_config``) and plain DDP, the layout ``tests/sdft/test_multiprocess.py``
 holds to one process -- and compared:
 
-  * one SGD step (lr 1, as tests/test_multiprocess.py) of SFT and of SDFT (greedy rollouts): the same loss, gradient
+  * one SGD step (lr 1, as tests/sdft/test_multiprocess.py) of SFT and of SDFT (greedy rollouts): the same loss, gradient
     norm and weights as DDP, and SDFT's EMA teacher is then phi_0 + alpha (theta_1 - phi_0);
   * four AdamW steps of SDFT with sampled rollouts, an EMA teacher that moves and checkpoints: student and teacher
     as DDP's (measured: ZeRO-2 bitwise, ZeRO-3 within 2.4e-6), ``model/`` the gathered final weights;
@@ -39,12 +39,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "experiments" / "accelerate"
-WORKER = ROOT / "tests" / "ds_worker.py"
+WORKER = Path(__file__).resolve().parent / "ds_worker.py"
 RECIPES = ROOT / "experiments" / "recipes" / "qwen2.5-7b-instruct"
 GPUS = 8  # the shipped configs' num_processes
-# the one-step comparison: tests/test_multiprocess.py's tolerances
+# the one-step comparison: tests/sdft/test_multiprocess.py's tolerances
 LOSS_TOL = dict(rel=1e-5, abs=1e-7)
 WEIGHT_TOL = dict(rtol=1e-5, atol=1e-6)
 # four AdamW steps: Adam's first steps divide each gradient by its own magnitude and magnify float rounding
@@ -229,7 +229,7 @@ LAYOUTS = {
 
 @pytest.fixture(scope="module")
 def launched(tiny_model_path, tmp_path_factory):
-    """layout -> the output folder of ``tests/ds_worker.py`` launched on that layout (each launched once)."""
+    """layout -> the output folder of ``tests/sdft/ds_worker.py`` launched on that layout (each launched once)."""
     made = {}
 
     def launch(layout: str) -> Path:

@@ -1,6 +1,6 @@
-"""Training runs under DeepSpeed ZeRO-2 / ZeRO-3 (or plain DDP), for tests/test_deepspeed.py (not a test module itself).
+"""Training runs under DeepSpeed ZeRO-2 / ZeRO-3 (or plain DDP), for tests/sdft/test_deepspeed.py (not a test module itself).
 
-    DS_ACCELERATOR=cpu accelerate launch --config_file CPU_CONFIG tests/ds_worker.py OUT MODEL [RUNS [KEY=VALUE ...]]
+    DS_ACCELERATOR=cpu accelerate launch --config_file CPU_CONFIG tests/sdft/ds_worker.py OUT MODEL [RUNS [KEY=VALUE ...]]
 
 CPU_CONFIG is one of experiments/accelerate/zero{2,3}.yaml with 2 CPU processes and no mixed precision (the test's
 ``cpu_launch_config``); ``--multi_gpu --num_processes 2`` instead runs the same runs as plain DDP, the layout the

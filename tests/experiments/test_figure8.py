@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from section_scripts import paper_dry_run, run_ok
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.section_scripts import paper_dry_run, run_ok
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_adjust_grid_runs_each_teacher_kind_with_kept_checkpoints_and_refuses_the_key_as_an_override():

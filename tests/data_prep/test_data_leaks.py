@@ -13,7 +13,7 @@ import pytest
 from data_prep import knowledge, load_task, prepare, science, tooluse
 from data_prep.schema import DataFileError, EmptySplitError, RecordError, SplitReport
 from data_prep.sources import GeneratedDataExists, whitespace_key, write_generated
-from tests.test_data_generation import FakeChatServer
+from tests.data_prep.test_data_generation import FakeChatServer
 
 SPLITS = ("train", "val", "test")
 

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from section_scripts import run_ok, run_script
+
+from tests.section_scripts import run_ok, run_script
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_run_table5_smoke_writes_the_table_and_figure(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from eval.lm_eval_tasks.utils import check_instruction, run_code_test
 from eval.prior import EMBEDDED_SUITE, PriorSuiteError, ensure_punkt_tab, evaluate_prior, preflight
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_embedded_suite_runs_through_lm_eval():

@@ -15,7 +15,7 @@ import pytest
 from eval import sandbox
 from eval.lm_eval_tasks.utils import humaneval_pass_at_k, humaneval_predictions, run_code_test
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "SECRET-sandbox-test-3f9a1c"
 
 # exits 0 only when it found the secret: in its own environment, its parent's /proc environ, or any process's

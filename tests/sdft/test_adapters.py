@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from sdft.config import build_config, config_keys, describe_fields
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("sdft", "sft", "dft", "reinvoke", "cpt", "offline_distill", "sft_from_teacher")
 
 
@@ -282,7 +282,7 @@ def test_the_bf16_sampler_copy_is_off_with_adapters_and_says_so(tiny_model_path,
 
 # ------------------------------------------------------------------------------------------------ resume
 # sdft.train's command line in a process that kills itself with SIGKILL right after checkpoint-6 is written (the
-# approach of tests/test_resume.py)
+# approach of tests/sdft/test_resume.py)
 KILLER = textwrap.dedent("""
     import os, signal, sys
     from transformers import TrainerCallback

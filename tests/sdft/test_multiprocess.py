@@ -1,6 +1,6 @@
 """Training on two processes (data parallel, gloo on the CPU), against one process.
 
-One launch (``accelerate launch --multi_gpu --num_processes 2 tests/mp_worker.py``, which on a machine without CUDA
+One launch (``accelerate launch --multi_gpu --num_processes 2 tests/sdft/mp_worker.py``, which on a machine without CUDA
 is two CPU processes in a gloo group; ``use_cpu=true`` keeps it there on any machine) runs every command-line
 method and the one-step runs of the equivalence tests through ``sdft.train.main``; the tests below read what it
 left. (``accelerate launch --cpu --num_processes 2`` would start ONE process: accelerate's CPU launcher starts N only
@@ -11,7 +11,7 @@ Speed switches (``sdft.sdft_config.SpeedSwitches``), defaults of the smoke prese
     ``fused_lm_head`` and ``sequence_microbatches`` off (automatically; the trainer prints that it turned them off,
     checked below); ``rollout_dtype`` / ``teacher_dtype`` unset.
   * the one-process reference of the SDFT equivalence: the same, with ``fused_lm_head=false`` set, so both sides
-    run the same loss path. (The fused path agrees with it to float rounding -- tests/test_perf.py -- but after one
+    run the same loss path. (The fused path agrees with it to float rounding -- tests/sdft/test_perf.py -- but after one
     AdamW step, whose update lr * g / (|g| + eps) magnifies rounding where |g| is near eps, its weights differ from
     the unfused path's by up to ~6e-6 here, more than the 1e-6 this test holds the two process layouts to.)
 
@@ -32,8 +32,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKER = ROOT / "tests" / "mp_worker.py"
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).resolve().parent / "mp_worker.py"
 METHODS = ("sdft", "sft", "dft", "reinvoke")
 # The equivalence step is plain SGD at lr 1 (the worker's ONE_STEP), so a weight's difference is its gradient's:
 # AdamW's first step divides each gradient by its own magnitude, and a weight whose gradient is near Adam's eps
@@ -223,7 +223,7 @@ def _launch_args(config_file: Path):
     return _validate_launch_command(args)
 
 
-# (experiments/accelerate/zero2.yaml and zero3.yaml: tests/test_deepspeed.py)
+# (experiments/accelerate/zero2.yaml and zero3.yaml: tests/sdft/test_deepspeed.py)
 def test_fsdp_config_is_read_by_accelerate():
     args, defaults, _ = _launch_args(ROOT / "experiments" / "accelerate" / "fsdp.yaml")
     assert args.use_fsdp and not args.use_deepspeed and args.num_processes == 8

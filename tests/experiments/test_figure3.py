@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from section_scripts import run_ok
 
 from experiments.figure3 import aggregate, collect_points, main, normalize, phase_dir, points_dir
+from tests.section_scripts import run_ok
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_normalization_equals_a_hand_computation():

@@ -1,6 +1,6 @@
-"""Training runs on several processes, for tests/test_multiprocess.py (not a test module itself).
+"""Training runs on several processes, for tests/sdft/test_multiprocess.py (not a test module itself).
 
-    accelerate launch --multi_gpu --num_processes 2 tests/mp_worker.py OUT MODEL
+    accelerate launch --multi_gpu --num_processes 2 tests/sdft/mp_worker.py OUT MODEL
 
 (on a machine without CUDA that is a gloo process group on the CPU; ``use_cpu=true`` keeps it there on any
 machine). Every run goes through ``sdft.train.main`` -- what ``python -m sdft.train`` calls -- into
@@ -26,7 +26,7 @@ from pathlib import Path
 # then one optimizer step of batch 2 per process, compared with one process of batch 4 in the test. SDFT's
 # rollouts are greedy there, so both sides train on the same rollouts.
 COMMON = ["use_cpu=true", "max_steps=2", "save_steps=2", "keep_checkpoints=true"]
-# SGD at lr 1 for the equivalence step (see tests/test_multiprocess.py: EQUIVALENCE_STEP)
+# SGD at lr 1 for the equivalence step (see tests/sdft/test_multiprocess.py: EQUIVALENCE_STEP)
 ONE_STEP = ["use_cpu=true", "max_steps=1", "save_steps=1000", "per_device_train_batch_size=2", "optim=sgd",
             "learning_rate=1.0", "warmup_steps=0"]
 GREEDY = ["generation_kwargs={do_sample: false}"]

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from section_scripts import paper_dry_run, run_ok
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.section_scripts import paper_dry_run, run_ok
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_grad_norm_stats_equal_a_hand_computation_on_a_hand_written_log():

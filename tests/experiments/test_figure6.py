@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from section_scripts import paper_dry_run, run_ok
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.section_scripts import paper_dry_run, run_ok
+
+ROOT = Path(__file__).resolve().parents[2]
 TRAINED = ["sdft", "offline_distill", "sft_from_teacher"]
 
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from section_scripts import paper_dry_run, run_script, script_env
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.section_scripts import paper_dry_run, run_script, script_env
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(args, extra=None):

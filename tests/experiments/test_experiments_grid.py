@@ -9,7 +9,7 @@ import pytest
 
 from sdft.config import build_config, load_recipe
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "experiments" / "recipes").rglob("*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "experiments" / "recipes").rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
