@@ -47,21 +47,14 @@ import pandas as pd
 from eval.stats import mean_ci
 from experiments.evaluation import evaluate_model
 from experiments.learning_curve import checkpoints
+from experiments.section import preset_seeds, preset_setting, preset_tasks
 from figures.sequential import plot_sequential
 from sdft.config import build_config, config_keys
-from sdft.config_layers import parse_overrides
+from sdft.config_layers import PRESETS, parse_overrides
 from sdft.run_io import read_json, read_json_or_none, write_json_atomic, write_text_atomic
 
 EXPERIMENT = "figure3"
 METHODS = ("sdft", "sft")
-PHASES = {  # the paper's order: Tool Use, then Science Q&A, then Medical
-    "smoke": ["embedded_tool", "embedded_science", "embedded_medical"],
-    "mini": ["embedded_tool", "embedded_science", "embedded_medical"],
-    "paper": ["tooluse", "science", "medical"],
-}
-# evaluation interval (optimizer steps) and records per task test split per point; paper: the whole test splits
-EVAL_DEFAULTS = {"smoke": {"every": 2, "n_eval": 4}, "mini": {"every": 16, "n_eval": 50},
-                 "paper": {"every": 25, "n_eval": None}}
 PRIOR_FOLDER = "prior"
 
 
@@ -278,7 +271,7 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------------ command line
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PHASES), default="mini")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="mini")
     p.add_argument("--seeds", type=int, help="number of seeds (default: 1; 3 for paper)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--phases", help="comma-separated tasks in training order (default: the preset's)")
@@ -297,16 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args) -> dict[str, Any]:
-    defaults = EVAL_DEFAULTS[args.preset]
     methods = args.methods.split(",")
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"error: unknown methods {unknown}; Figure 3 compares {list(METHODS)}")
-    seeds = args.seeds if args.seeds is not None else (3 if args.preset == "paper" else 1)
+    seeds = args.seeds if args.seeds is not None else preset_seeds(args.preset)
     return {"methods": methods, "seeds": list(range(seeds)),
-            "phases": args.phases.split(",") if args.phases else PHASES[args.preset],
-            "every": args.every or defaults["every"],
-            "n_eval": args.n_eval if args.n_eval is not None else defaults["n_eval"],
+            "phases": args.phases.split(",") if args.phases else preset_tasks(EXPERIMENT, args.preset),
+            "every": args.every or preset_setting(EXPERIMENT, args.preset, "every"),
+            "n_eval": args.n_eval if args.n_eval is not None else preset_setting(EXPERIMENT, args.preset, "n_eval"),
             "prior_suite": args.prior_suite or ("paper" if args.preset == "paper" else "embedded"),
             "overrides": parse_overrides(args.overrides)}
 

@@ -48,14 +48,15 @@ from sdft.run_io import read_json
 
 EXPERIMENT = "figure5"
 METHODS = ["base", "sft", "sdft"]
-MODELS = {
-    "smoke": ["embedded:tiny-llama"],
-    "mini": ["embedded:smollm2-135m-instruct", "embedded:gemma3-270m"],
-    "paper": ["Qwen/Qwen2.5-3B-Instruct", "Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-14B-Instruct"],
-}
-PASSK = {"smoke": 4, "mini": 16, "paper": 128}  # samples per test question of the pass@k runs (paper: k up to 128)
-# The paper's pass@k panel is Qwen2.5-7B-Instruct's (Section 4.2): on `paper` it is the first model.
-PASSK_MODEL = {"paper": "Qwen/Qwen2.5-7B-Instruct"}
+
+
+def _setting(preset: str, key: str):
+    """Figure 5's value on a preset (``experiments.settings.figure5``: ``models``, the scale panel's, smallest
+    first; ``passk``, samples per test question of the pass@k runs, the paper's k up to 128; ``passk_model``, the
+    pass@k panel's model, the paper's Qwen2.5-7B-Instruct, Section 4.2)."""
+    return section.preset_setting(EXPERIMENT, preset, key)
+
+
 MODEL_LABELS = {
     "Qwen/Qwen2.5-3B-Instruct": "Qwen2.5-3B-Instruct", "Qwen/Qwen2.5-7B-Instruct": "Qwen2.5-7B-Instruct",
     "Qwen/Qwen2.5-14B-Instruct": "Qwen2.5-14B-Instruct",
@@ -71,14 +72,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default=None,
                         help="comma-separated models of the scale panel, each trained with SFT and SDFT; the pass@k "
                              "panel uses the first (paper: the 7B when it is listed). Default: the preset's "
-                             f"(mini: {','.join(MODELS['mini'])}; paper: {','.join(MODELS['paper'])})")
+                             f"(mini: {','.join(_setting('mini', 'models'))}; paper: {','.join(_setting('paper', 'models'))})")
     parser.add_argument("--passk", type=int, default=None,
                         help="samples per test question for the pass@k panel, k = 1..K "
-                             f"(default: smoke {PASSK['smoke']}, mini {PASSK['mini']}, paper {PASSK['paper']})")
+                             "(default: the preset's; " + ", ".join(f"{p} {_setting(p, 'passk')}" for p in ("smoke", "mini", "paper")) + ")")
 
 
 def chosen_models(args) -> list[str]:
-    models = [m for m in args.models.split(",") if m] if args.models else list(MODELS[args.preset])
+    models = [m for m in args.models.split(",") if m] if args.models else list(_setting(args.preset, "models"))
     if not models:
         raise SystemExit(f"error: --models {args.models!r}: no model named")
     repeated = sorted({m for m in models if models.count(m) > 1})
@@ -89,7 +90,7 @@ def chosen_models(args) -> list[str]:
 
 def passk_model(preset: str, models: Sequence[str]) -> str:
     """The model whose runs are the pass@k panel's: the paper's (7B) when it is listed, else the first."""
-    wanted = PASSK_MODEL.get(preset)
+    wanted = _setting(preset, "passk_model")
     return wanted if wanted in models else models[0]
 
 
@@ -112,7 +113,7 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
     slugs = [model_slug(m) for m in models]
     if len(set(slugs)) < len(slugs):
         raise SystemExit(f"error: --models {models}: two models would share a run folder ({slugs})")
-    k = args.passk if args.passk is not None else PASSK[args.preset]
+    k = args.passk if args.passk is not None else _setting(args.preset, "passk")
     if k < 1:
         raise SystemExit(f"error: --passk must be at least 1, got {k}")
     first = passk_model(args.preset, models)
@@ -137,7 +138,7 @@ def describe(args, specs: list[G.RunSpec]) -> list[str]:
     counts = {m: sum(s.overrides.get("model") == m for s in specs) for m in models}
     lines = ["models: " + "; ".join(f"{m} ({n} runs)" for m, n in counts.items()),
              f"pass@k: {passk_model(args.preset, models)}, its Base, SFT and SDFT runs sample "
-             f"{args.passk if args.passk is not None else PASSK[args.preset]} answers per test question "
+             f"{args.passk if args.passk is not None else _setting(args.preset, 'passk')} answers per test question "
              "(temperature 1.0, top-p 0.95)"]
     if args.preset == "paper":
         lines.append("every model trains with the 7B recipes (experiments/recipes/qwen2.5-7b-instruct/), model "
@@ -177,7 +178,7 @@ def collect(results_dir: str | Path) -> pd.DataFrame:
 
 def model_order(models: Sequence[str]) -> list[str]:
     """The presets' models in their order (smallest first), then the others by name."""
-    known = [m for preset in ("paper", "mini", "smoke") for m in MODELS[preset]]
+    known = [m for preset in ("paper", "mini", "smoke") for m in _setting(preset, "models")]
     return [m for m in known if m in models] + sorted(set(models) - set(known))
 
 

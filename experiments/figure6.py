@@ -39,19 +39,19 @@ from experiments import section
 
 EXPERIMENT = "figure6"
 METHODS = ["base", "sdft", "offline_distill", "sft_from_teacher"]
-EVERY = {"smoke": 1, "mini": 8, "paper": 25}  # optimizer steps between evaluated checkpoints
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--every", type=int,
-                        help=f"optimizer steps between evaluated checkpoints (default per preset: {EVERY})")
+                        help="optimizer steps between evaluated checkpoints (default: the preset's, "
+                             f"experiments.settings.{EXPERIMENT}.every)")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep each run's checkpoints once evaluated (default: delete them; model/ stays)")
 
 
 def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
     """Every trained run keeps a checkpoint every ``--every`` steps (the base model is evaluated once)."""
-    curve = C.curve_overrides(args.every or EVERY[args.preset])
+    curve = C.curve_overrides(args.every or section.preset_setting(EXPERIMENT, args.preset, "every"))
     for spec in specs:
         if G.trains(spec.method):
             spec.overrides = {**spec.overrides, **curve}
@@ -60,7 +60,8 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
 
 
 def describe(args, specs: list[G.RunSpec]) -> list[str]:
-    return [f"a curve point every {args.every or EVERY[args.preset]} optimizer steps (test split), checkpoints "
+    every = args.every or section.preset_setting(EXPERIMENT, args.preset, "every")
+    return [f"a curve point every {every} optimizer steps (test split), checkpoints "
             f"{'kept' if args.keep_checkpoints else 'deleted once evaluated'}"]
 
 

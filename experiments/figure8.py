@@ -43,7 +43,6 @@ EXPERIMENT = "figure8"
 METHODS = ["base", "sdft"]
 TEACHERS = ("ema", "base", "live")
 TEACHER_TITLES = {"ema": "EMA(θ) (the paper's)", "base": "θ₀ (frozen base)", "live": "θ (current student)"}
-EVERY = {"smoke": 1, "mini": 8, "paper": 25}  # optimizer steps between evaluated checkpoints
 
 
 # ------------------------------------------------------------------------------------------------ grid
@@ -51,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teachers", default=",".join(TEACHERS),
                         help=f"teacher kinds to run, a comma-separated subset of {','.join(TEACHERS)} (default: all)")
     parser.add_argument("--every", type=int,
-                        help=f"optimizer steps between evaluated checkpoints (default per preset: {EVERY})")
+                        help="optimizer steps between evaluated checkpoints (default: the preset's, "
+                             f"experiments.settings.{EXPERIMENT}.every)")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep each run's checkpoints once evaluated (default: delete them; model/ stays)")
 
@@ -68,7 +68,7 @@ def teacher_run_id(kind: str, run_name: str) -> str:
 def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
     """One SDFT run per teacher kind, each saving a checkpoint every ``--every`` steps and keeping them all."""
     kinds = chosen_teachers(args.teachers)
-    curve = C.curve_overrides(args.every or EVERY[args.preset])
+    curve = C.curve_overrides(args.every or section.preset_setting(EXPERIMENT, args.preset, "every"))
     if any("teacher_model_kind" in s.overrides for s in specs):
         raise SystemExit("error: set the teacher kinds with --teachers, not teacher_model_kind=...")
     out = []
@@ -85,7 +85,7 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
 
 
 def describe(args, specs: list[G.RunSpec]) -> list[str]:
-    every = args.every or EVERY[args.preset]
+    every = args.every or section.preset_setting(EXPERIMENT, args.preset, "every")
     return [f"teachers: {', '.join(chosen_teachers(args.teachers))}; a curve point every {every} optimizer steps "
             f"(test split), checkpoints {'kept' if args.keep_checkpoints else 'deleted once evaluated'}"]
 

@@ -59,9 +59,6 @@ TEACHER_FOLDER = "teacher"  # <base run>/teacher/eval.json: the demonstration-co
 KL_METRIC = "kl_to_base_seq"
 # Paper, Section 3.2 / Figure 2 right (Qwen2.5-7B-Instruct, ToolAlpaca): accuracy %, KL to the base model (nats).
 PAPER_ICL = {"tooluse": {"student": 42.0, "teacher": 100.0, "kl_teacher": 0.68, "kl_sft": 1.26}}
-# The KL pass holds full-vocabulary log-probs of a whole batch: fewer sequences at a time on the paper preset
-# (152k-token vocabulary, 2048-token samples) than the preset's evaluation batch.
-BATCH_SIZE = {"smoke": None, "mini": None, "paper": 4}
 
 
 # ------------------------------------------------------------------------------------------------ grid
@@ -71,8 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "training one; repeat for several tasks")
     parser.add_argument("--template", help="the teacher's template (default: the preset's SDFT teacher template)")
     parser.add_argument("--batch-size", type=int,
-                        help=f"sequences per batch of the evaluations and the KL pass (default per preset: "
-                             f"{BATCH_SIZE}; None: the preset's evaluation batch)")
+                        help="sequences per batch of the evaluations and the KL pass (default: the preset's "
+                             "experiments.settings.icl_check.batch_size, null: its evaluation batch; the paper "
+                             "preset's 4, as the KL pass holds a batch's full-vocabulary log-probs)")
 
 
 def reused_runs(dirs: list[str], tasks: set[str]) -> dict[str, Path]:
@@ -102,7 +100,7 @@ def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
     if args.seeds is None:
         specs = [s for s in specs if s.seed == 0]
     template = args.template or _preset_template(specs[0].preset if specs else args.preset)
-    batch = args.batch_size if args.batch_size is not None else BATCH_SIZE[args.preset]
+    batch = args.batch_size if args.batch_size is not None else section.preset_setting(EXPERIMENT, args.preset, "batch_size")
     extra = {"template": template, **({"batch_size": batch} if batch else {})}
     reused = reused_runs(args.sft_run, {s.task for s in specs})
     out, placed = [], set()

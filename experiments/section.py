@@ -109,6 +109,19 @@ def preset_tasks(experiment: str, preset: str) -> list[str]:
     return list(tasks[experiment])
 
 
+def preset_seeds(preset: str) -> int:
+    """How many seeds a section runs on a preset when ``--seeds`` is not given (``experiments.seeds``)."""
+    return int(load_preset(preset)["experiments"].get("seeds") or 1)
+
+
+def preset_setting(experiment: str, preset: str, key: str) -> Any:
+    """A section's own value on a preset (``experiments.settings.<experiment>.<key>`` of its preset file)."""
+    values = (load_preset(preset)["experiments"].get("settings") or {}).get(experiment) or {}
+    if key not in values:
+        raise SystemExit(f"error: sdft/presets/{preset}.yaml has no experiments.settings.{experiment}.{key}")
+    return values[key]
+
+
 def build_grid(args, experiment: str, methods: Sequence[str], recipes: Path = RECIPES) -> list[G.RunSpec]:
     """The runs that the parsed options ask for (the preset's tasks, the section's methods, seeds, sweep)."""
     chosen_tasks = args.tasks.split(",") if args.tasks else preset_tasks(experiment, args.preset)
@@ -117,7 +130,7 @@ def build_grid(args, experiment: str, methods: Sequence[str], recipes: Path = RE
     if unknown:
         raise SystemExit(f"error: unknown methods {unknown}; {experiment} compares {list(methods)} (and any other "
                          f"registered method; one of your own: {HINT})")
-    seeds = list(range(args.seeds if args.seeds is not None else (3 if args.preset == "paper" else 1)))
+    seeds = list(range(args.seeds if args.seeds is not None else preset_seeds(args.preset)))
     overrides = parse_overrides(args.overrides)
     include = plugin_specs(args)
     if include:  # recorded in every run's config (and the grid file): the runs in other processes import them too

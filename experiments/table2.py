@@ -16,7 +16,8 @@ Presets:
     demonstration reduced to the final response, LLM judge), recipes
     ``experiments/recipes/olmo-3-7b-think/{sft,sdft}_medical_answer_only.yaml``. The paper states no generation
     budget for Table 2 while its base model averages 4612 tokens, beyond the skill runs' 2048: ours are SDFT
-    rollouts of up to 8192 tokens and evaluation answers of up to :data:`EVAL_MAX_NEW_TOKENS` ``["paper"]``.
+    rollouts of up to 8192 tokens and evaluation answers of up to 16384 tokens (the paper preset's
+    ``experiments.settings.table2.eval_max_new_tokens``).
     Written against the real APIs; not run here (it needs a GPU, the hub and a judge endpoint).
   * ``mini``: a stand-in with the same mechanism, labelled *not comparable*: SmolLM2-135M-Instruct on
     ``embedded_science_answer_only`` -- the embedded science MCQ, whose prompt asks for a sentence of reasoning
@@ -44,8 +45,6 @@ from sdft.run_io import read_json
 
 EXPERIMENT = "table2"
 METHODS = ["base", "sft", "sdft"]
-MODEL = {"smoke": "embedded:tiny-llama", "mini": "embedded:smollm2-135m-instruct", "paper": "allenai/Olmo-3-7B-Think"}
-EVAL_MAX_NEW_TOKENS = {"smoke": None, "mini": 128, "paper": 16384}  # None: the preset's evaluation budget
 RECIPES = Path(__file__).resolve().parent / "recipes" / "olmo-3-7b-think"
 COLUMNS = [("new_task", "Accuracy"), ("tokens", "Avg. # of tokens"), ("truncated", "Hit the budget (%)")]
 
@@ -57,15 +56,15 @@ PAPER_TABLE2 = {"medical_answer_only": {"base": [31.2, 4612], "sft": [23.5, 3273
 def adjust_grid(args, specs: list[G.RunSpec]) -> list[G.RunSpec]:
     """The preset's model for every run (Base has no recipe to name it; ``model=`` on the command line wins) and the
     preset's evaluation budget in every run's evaluation options."""
-    budget = EVAL_MAX_NEW_TOKENS[args.preset]
+    budget = section.preset_setting(EXPERIMENT, args.preset, "eval_max_new_tokens")
     for spec in specs:
-        spec.overrides = {"model": MODEL[args.preset], **spec.overrides}
+        spec.overrides = {"model": section.preset_setting(EXPERIMENT, args.preset, "model"), **spec.overrides}
         spec.eval_options = {**spec.eval_options, **({"max_new_tokens": budget} if budget else {})}
     return specs
 
 
 def describe(args, specs: list[G.RunSpec]) -> list[str]:
-    budget = EVAL_MAX_NEW_TOKENS[args.preset]
+    budget = section.preset_setting(EXPERIMENT, args.preset, "eval_max_new_tokens")
     models = sorted({s.config().model for s in specs}) if specs else []
     return [f"model: {', '.join(models)}; tasks: {', '.join(sorted({s.task for s in specs}))} (answer-only "
             f"demonstrations); evaluation: greedy, up to {budget or 'the preset’s'} new tokens"]

@@ -26,7 +26,8 @@ PRESET_BLOCKS = ("common", "methods", "tasks", "eval", "experiments")
 
 def load_preset(preset: str) -> dict[str, Any]:
     """``{"common": {...}, "methods": {name: {...}}, "tasks": {name: {"common": {...}, "methods": {...}}},
-    "eval": {...}, "experiments": {"prior_suite": ..., "tasks": {section: [...]}}}`` of
+    "eval": {...}, "experiments": {"prior_suite": ..., "tasks": {section: [...]}, "seeds": N,
+    "settings": {section: {...}}}}`` of
     ``sdft/presets/<preset>.yaml``."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; expected one of {PRESETS}")
