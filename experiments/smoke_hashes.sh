@@ -1,10 +1,11 @@
 #!/bin/bash
 # Usage: bash experiments/smoke_hashes.sh REPO OUTDIR -> OUTDIR/hashes.txt: the sha256 of every smoke model (final and best),
 # every eval.json (timing keys dropped, paths made relative) and the Table 5 smoke table, for every method. Run it on
-# two commits and diff the two files: a refactor that changes no result leaves them equal. Deletes OUTDIR first.
+# two commits and diff the two files: a refactor that changes no result leaves them equal. OUTDIR must not exist.
 set -euo pipefail
-REPO=$1; OUT=$2
-rm -rf "$OUT"; mkdir -p "$OUT"
+REPO=$(cd "$1" && pwd); OUT=$2
+if [ -e "$OUT" ]; then echo "error: $OUT exists; give a new folder" >&2; exit 2; fi
+mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 cd "$REPO"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS=1
 nice -n 10 python -m experiments.table5 --preset smoke --jobs 1 --results-dir "$OUT/table5" > "$OUT/table5.log" 2>&1
