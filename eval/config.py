@@ -55,6 +55,12 @@ class EvalConfig:
         "help": "lm-eval's batch size for the prior suite (default: batch_size); the preset's "
                 "eval.prior_batch_size, unless batch_size is given above the preset and this is not: then "
                 "batch_size"})
+    prior_loglikelihood: Literal["shared_context", "lm_eval"] = field(default="shared_context", metadata={
+        "help": "how the hf backend scores the prior suite's multiple-choice (loglikelihood) requests: "
+                "shared_context runs each item's context once for all its choices (eval/shared_context_lm.py; "
+                "lm-eval's values to float rounding, tests/eval/test_shared_context_lm.py), lm_eval runs lm-eval's "
+                "HFLM, one full row per choice (the reference); recorded in eval.json as "
+                "prior.<suite>.loglikelihood"})
     passk: int | None = field(default=None, metadata={
         "help": "samples per prompt for pass@k (temperature 1.0, top-p 0.95); default: greedy accuracy only"})
     kl_base: str | None = field(default=None, metadata={

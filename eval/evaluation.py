@@ -167,7 +167,7 @@ def evaluate(model, task: Task | None, cfg: EvalConfig, *, tokenizer=None, judge
         prior = evaluate_prior(model, tokenizer, cfg.prior_suite, limit, allow_code_execution=cfg.allow_code_execution,
                                batch_size=cfg.prior_batch_size or batch_size, backend=backend,
                                punkt_fallback=cfg.ifeval_punkt_fallback, benchmarks=cfg.prior_benchmarks,
-                               seed=cfg.seed)
+                               seed=cfg.seed, loglikelihood=cfg.prior_loglikelihood)
         result.setdefault("prior", {})[cfg.prior_suite] = prior
     result["scores"] = flatten_scores(result)
     if eval_path is not None:

@@ -88,6 +88,9 @@ SUITES = {"paper": PAPER_SUITE, "embedded": EMBEDDED_SUITE}
 # accuracy of a uniform random pick on the multiple-choice stand-ins (tests/eval/test_eval_prior.py checks it
 # against the data files)
 CHANCE = {"commonsense": 0.25, "winograd": 0.5, "facts": 0.25, "truthful": 0.25}
+# how the hf backend scores loglikelihood requests: each context once for all its continuations
+# (eval/shared_context_lm.py), or lm-eval's HFLM, one full row per request (the reference)
+LOGLIKELIHOOD = ("shared_context", "lm_eval")
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -244,12 +247,14 @@ def select_benchmarks(suite: str, benchmarks: list[str] | None = None,
 def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | float | None = None, *,
                    allow_code_execution: bool = False, batch_size: int | str = 8, backend: str = "hf",
                    punkt_fallback: bool = False, benchmarks: list[str] | None = None, max_length: int | None = None,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, loglikelihood: str = "shared_context") -> dict[str, Any]:
     """Run a prior-capability suite on ``model`` (a loaded HF model with ``tokenizer``, or a path for vLLM).
 
     Returns ``{"suite", "benchmarks": {name: {task, metric, value (0-100), n, ...}}, "average", ...}``.
     ``average`` is over the benchmarks that ran except the extras (``Benchmark.extra``; named in
     ``average_of``); ``skipped`` names the others and why. Extras run only when ``benchmarks`` names them.
+    ``loglikelihood`` picks how the ``hf`` backend scores loglikelihood requests (one of ``LOGLIKELIHOOD``);
+    ``loglikelihood`` in the result names the one that ran (``lm_eval`` for the vLLM backend).
     """
     specs, skipped = select_benchmarks(suite, benchmarks, allow_code_execution)
     extra: dict[str, Any] = preflight(suite, list(specs), punkt_fallback)
@@ -257,7 +262,9 @@ def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | 
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    lm = _make_lm(model, tokenizer, backend, batch_size, max_length)
+    from eval.shared_context_lm import SharedContextHFLM
+
+    lm = _make_lm(model, tokenizer, backend, batch_size, max_length, loglikelihood)
     # The embedded suite needs only our YAML tasks: skipping lm-eval's own index of thousands of task
     # configs saves seconds per call (the paper suite needs that index, and our sdft_humaneval).
     task_manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=suite != "embedded")
@@ -295,6 +302,7 @@ def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | 
         "benchmarks": out, "average": sum(values) / len(values) if values else None, "average_of": averaged,
         "skipped": skipped,
         "limit": limit, "lm_eval_version": _lm_eval_version(), "backend": backend, "wall_s": round(time.time() - t0, 1),
+        "loglikelihood": "shared_context" if isinstance(lm, SharedContextHFLM) else "lm_eval",
         "tasks_fingerprint": suite_fingerprint(suite),
         **extra,
     }
@@ -306,7 +314,11 @@ def _lm_eval_version() -> str:
     return version("lm_eval")
 
 
-def _make_lm(model, tokenizer, backend: str, batch_size, max_length):
+def _make_lm(model, tokenizer, backend: str, batch_size, max_length, loglikelihood: str):
+    """lm-eval's model object for ``backend``; for ``hf``, :class:`SharedContextHFLM` or lm-eval's ``HFLM`` by
+    ``loglikelihood``."""
+    if loglikelihood not in LOGLIKELIHOOD:
+        raise ValueError(f"unknown loglikelihood path {loglikelihood!r}; expected one of {LOGLIKELIHOOD}")
     if backend == "vllm":
         if not isinstance(model, str):
             raise ValueError("the vLLM backend of lm-eval needs a model path or id")
@@ -315,9 +327,12 @@ def _make_lm(model, tokenizer, backend: str, batch_size, max_length):
         return VLLM(pretrained=model, batch_size="auto", max_length=max_length)
     from lm_eval.models.huggingface import HFLM
 
+    from eval.shared_context_lm import SharedContextHFLM
+
+    lm_class = SharedContextHFLM if loglikelihood == "shared_context" else HFLM
     if isinstance(model, str):
-        return HFLM(pretrained=model, batch_size=batch_size, max_length=max_length)
+        return lm_class(pretrained=model, batch_size=batch_size, max_length=max_length)
     kwargs: dict[str, Any] = {}
     if max_length:
         kwargs["max_length"] = max_length
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
+    return lm_class(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
