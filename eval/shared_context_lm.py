@@ -3,22 +3,26 @@
 lm-eval scores a multiple-choice item as one loglikelihood request per choice, ``(context, choice)``, and
 :class:`lm_eval.models.huggingface.HFLM` runs each request as a row of its own: the context goes through the
 model once per choice, and the vocabulary projection and log-softmax are computed at every position although
-only the continuation's are read. :class:`SharedContextHFLM` groups the requests by their context tokens. Per
-group it runs the context but its last token once (the *prefix*, whose keys and values go to the model's
-cache), then each continuation as one row on a copy of that cache: the last context token and the
-continuation but its last token, at the positions they have in HFLM's row. Their log-probabilities score the
-continuation, as in HFLM. Rows of several groups share a forward, up to ``batch_size`` rows.
+only the continuation's are read. :class:`SharedContextHFLM` groups the requests by their context tokens and
+packs each group into one row: the context, then every continuation but its last token, each continuation a
+block whose positions restart where the context ends. A block-causal attention mask lets a block see the context
+and its own earlier tokens only, so every token sees exactly what it sees in HFLM's row, at the same position.
+The log-probabilities of a continuation are read at the context's last token and at its block, and only the
+positions read go through the vocabulary projection. Up to ``batch_size`` groups share a forward.
 
-Only where the attention is computed differs from HFLM (over cached keys and a padding mask, instead of one
-causal pass over the whole row), so the values agree with HFLM's to float rounding and ``is_greedy`` is the same
-test; ``tests/eval/test_shared_context_lm.py`` checks both against HFLM. A request that HFLM left-truncates
-(context and continuation longer than ``max_length + 1`` tokens, so that its context depends on the
-continuation's length) goes to HFLM's own method, as does every request of a sequence-to-sequence model.
+Only the order of float operations differs from HFLM (one masked attention over a packed row instead of one
+causal pass per request), so the values agree with HFLM's to float rounding and ``is_greedy`` is the same
+test; ``tests/eval/test_shared_context_lm.py`` checks both against HFLM. HFLM's own method serves a request
+whose row it left-truncates (context and continuation longer than ``max_length + 1`` tokens, so its context
+depends on the continuation's length) or would cut with a sliding attention window, every request of a
+sequence-to-sequence model, and every request when the attention implementation is neither ``sdpa`` nor
+``eager`` (the two whose masks this module writes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -36,29 +40,45 @@ def group_by_context(contexts: Sequence[Sequence[int]]) -> list[list[int]]:
     return list(groups.values())
 
 
-def pack_rows(groups: Sequence[Sequence[int]], size: int) -> list[list[int]]:
-    """Batches of at most ``size`` indices, whole groups together where they fit.
+@dataclass(frozen=True)
+class PackedRow:
+    """One context and its continuations as one row of the model's input.
 
-    Groups are taken in order; a group joins the current batch when it fits there, else opens the next one. A
-    group larger than ``size`` is cut into pieces of ``size`` first (each piece runs its context again).
+    ``segments``: 0 for the context, ``i + 1`` for continuation ``i``'s block. ``reads[i]``: the row positions
+    whose next-token log-probabilities score continuation ``i`` (the context's last token, then its block).
     """
-    batches: list[list[int]] = []
-    for group in groups:
-        for start in range(0, len(group), size):
-            piece = list(group[start:start + size])
-            if batches and len(batches[-1]) + len(piece) <= size:
-                batches[-1].extend(piece)
-            else:
-                batches.append(piece)
-    return batches
+
+    tokens: list[int]
+    positions: list[int]
+    segments: list[int]
+    reads: list[list[int]]
 
 
-def right_pad(rows: Sequence[Sequence[int]], length: int, value: int = 0) -> torch.Tensor:
-    """``rows`` as one ``[len(rows), length]`` long tensor, each row padded on the right with ``value``."""
-    out = torch.full((len(rows), length), value, dtype=torch.long)
-    for i, row in enumerate(rows):
-        out[i, :len(row)] = torch.tensor(row, dtype=torch.long)
-    return out
+def pack(context: Sequence[int], continuations: Sequence[Sequence[int]]) -> PackedRow:
+    """The row of :class:`PackedRow`: the context, then each continuation but its last token (a one-token
+    continuation adds nothing: the context's last token predicts it), positions restarting after the context."""
+    tokens, positions, segments = list(context), list(range(len(context))), [0] * len(context)
+    reads = []
+    for i, continuation in enumerate(continuations):
+        block = list(continuation[:-1])
+        reads.append([len(context) - 1, *range(len(tokens), len(tokens) + len(block))])
+        tokens += block
+        positions += range(len(context), len(context) + len(block))
+        segments += [i + 1] * len(block)
+    return PackedRow(tokens, positions, segments, reads)
+
+
+def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
+    """``[batch, 1, length, length]`` bool, True where a query (dim 2) may attend to a key (dim 3).
+
+    ``segments``: ``[batch, length]``, 0 for the context, ``i + 1`` for block ``i``, -1 for (left) padding. A
+    query sees the keys at or before it that are context or in its own segment: the context sees the context
+    causally, a block the context and itself, padding only padding (never nothing, which would give NaN).
+    """
+    n = segments.shape[1]
+    causal = torch.ones(n, n, dtype=torch.bool, device=segments.device).tril()
+    query, key = segments[:, :, None], segments[:, None, :]
+    return (causal & ((key == 0) & (query >= 0) | (key == query)))[:, None]
 
 
 class SharedContextHFLM(HFLM):
@@ -76,58 +96,70 @@ class SharedContextHFLM(HFLM):
                               override_bs: int | None = None) -> list[tuple[float, bool]]:
         """``(sum of the continuation's log-probabilities, whether greedy decoding gives it)`` per request, in
         the order of ``requests``, as HFLM's method returns them."""
-        if self.backend != "causal":
-            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
-        fits = [i for i, (_, ctx, cont) in enumerate(requests) if len(ctx) + len(cont) <= self.max_length + 1]
-        fitting = set(fits)
-        truncated = [i for i in range(len(requests)) if i not in fitting]
+        packable = self._packable(requests)
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        if truncated:
-            for i, answer in zip(truncated, super()._loglikelihood_tokens(
-                    [requests[i] for i in truncated], disable_tqdm, override_bs), strict=True):
+        rest = [i for i in range(len(requests)) if i not in packable]
+        if rest:
+            for i, answer in zip(rest, super()._loglikelihood_tokens(
+                    [requests[i] for i in rest], disable_tqdm, override_bs), strict=True):
                 results[i] = answer
+        fits = sorted(packable)
         groups = [[fits[j] for j in group] for group in group_by_context([requests[i][1] for i in fits])]
-        groups.sort(key=lambda g: -len(requests[g[0]][1]))  # longest contexts first: less padding per batch
-        for batch in pack_rows(groups, override_bs or self.batch_size):
-            for i, answer in zip(batch, self._score_batch([requests[i] for i in batch]), strict=True):
-                results[i] = answer
-                if requests[i][0] is not None:
-                    self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
+        rows = [pack(requests[g[0]][1], [requests[i][2] for i in g]) for g in groups]
+        order = sorted(range(len(groups)), key=lambda k: -len(rows[k].tokens))  # similar lengths together
+        size = override_bs or self.batch_size
+        for start in range(0, len(order), size):
+            batch = order[start:start + size]
+            scores = self._score_rows([rows[k] for k in batch],
+                                      [[requests[i][2] for i in groups[k]] for k in batch])
+            for k, answers in zip(batch, scores, strict=True):
+                for i, answer in zip(groups[k], answers, strict=True):
+                    results[i] = answer
+                    if requests[i][0] is not None:
+                        self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
         return results
 
-    def _score_batch(self, requests: list[TokenRequest]) -> list[tuple[float, bool]]:
-        """Score requests that need no truncation: each distinct context's prefix once, then one row per request
-        on a copy of its prefix's cache."""
-        contexts = group_by_context([ctx for _, ctx, _ in requests])
-        context_of = torch.empty(len(requests), dtype=torch.long)
-        for k, group in enumerate(contexts):
-            context_of[group] = k
-        prefixes = [requests[group[0]][1][:-1] for group in contexts]
-        prefix_len = torch.tensor([len(p) for p in prefixes])[context_of]  # per row
-        width = max(len(p) for p in prefixes)
-        rows = [ctx[-1:] + cont[:-1] for _, ctx, cont in requests]
-        length = max(len(r) for r in rows)
-        inputs = {"input_ids": right_pad(rows, length).to(self.device),
-                  "position_ids": (prefix_len[:, None] + torch.arange(length)).to(self.device)}
-        if width:
-            cache = self._forward(input_ids=right_pad(prefixes, width).to(self.device), use_cache=True,
-                                  logits_to_keep=1).past_key_values
-            cache.batch_select_indices(context_of.to(self.device))  # row r gets its context's keys and values
-            prefix_mask = torch.arange(width)[None, :] < prefix_len[:, None]  # padding of shorter prefixes out
-            inputs["attention_mask"] = torch.cat([prefix_mask, torch.ones(len(rows), length, dtype=torch.bool)],
-                                                 dim=1).to(self.device)
-            inputs["past_key_values"] = cache
-        logprobs = F.log_softmax(self._forward(**inputs).logits, dim=-1, dtype=self.softmax_dtype)
-        out = []
-        for row, (_, _, cont) in zip(logprobs, requests, strict=True):
-            row = row[:len(cont)]
-            target = torch.tensor(cont, dtype=torch.long, device=row.device)
-            greedy = bool((row.argmax(dim=-1) == target).all())
-            out.append((float(row.gather(1, target[:, None]).sum()), greedy))
-        return out
+    def _packable(self, requests: list[TokenRequest]) -> set[int]:
+        """Requests whose tokens HFLM runs uncut: a causal model, an attention whose mask is written here, and
+        context and continuation within ``max_length + 1`` tokens and within a sliding attention window."""
+        if self.backend != "causal" or self.model.config._attn_implementation not in ("sdpa", "eager"):
+            return set()
+        window = getattr(self.model.config.get_text_config(), "sliding_window", None) or float("inf")
+        longest = min(self.max_length, window)  # HFLM's input is context + continuation but its last token
+        return {i for i, (_, ctx, cont) in enumerate(requests) if len(ctx) + len(cont) - 1 <= longest}
 
-    def _forward(self, **inputs):
-        """The model's forward as HFLM calls it: no gradients, HFLM's mixed precision."""
+    def _score_rows(self, rows: list[PackedRow], continuations: list[list[list[int]]]
+                    ) -> list[list[tuple[float, bool]]]:
+        """One forward over ``rows`` (left-padded: every row ends at the last column); per row, per
+        continuation, ``(sum of log-probabilities, is_greedy)``."""
+        length = max(len(row.tokens) for row in rows)
+        tokens = torch.zeros(len(rows), length, dtype=torch.long)
+        positions = torch.zeros(len(rows), length, dtype=torch.long)
+        segments = torch.full((len(rows), length), -1, dtype=torch.long)
+        for r, row in enumerate(rows):
+            pad = length - len(row.tokens)
+            tokens[r, pad:] = torch.tensor(row.tokens)
+            positions[r, pad:] = torch.tensor(row.positions)
+            segments[r, pad:] = torch.tensor(row.segments)
+        # only the positions read go through the vocabulary projection: the last `keep` of every row
+        keep = max(len(row.tokens) - row.reads[0][0] for row in rows)
+        mask = block_causal_mask(segments)
+        if self.model.config._attn_implementation == "eager":  # eager adds its mask to the attention scores
+            dtype = self.mixed_precision_dtype or self.model.dtype
+            mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
                                              enabled=self.mixed_precision_dtype is not None):
-            return self.model(**inputs)
+            logits = self.model(input_ids=tokens.to(self.device), position_ids=positions.to(self.device),
+                                attention_mask=mask.to(self.device), use_cache=False, logits_to_keep=keep).logits
+        logprobs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+        out = []
+        for row, row_logprobs, conts in zip(rows, logprobs, continuations, strict=True):
+            first = len(row.tokens) - keep  # row position of column 0 of row_logprobs
+            answers = []
+            for reads, cont in zip(row.reads, conts, strict=True):
+                read = row_logprobs[torch.tensor(reads) - first]
+                target = torch.tensor(cont, dtype=torch.long, device=read.device)
+                greedy = bool((read.argmax(dim=-1) == target).all())
+                answers.append((float(read.gather(1, target[:, None]).sum()), greedy))
+            out.append(answers)
+        return out

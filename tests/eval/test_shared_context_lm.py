@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from eval.shared_context_lm import SharedContextHFLM, group_by_context, pack_rows
+from eval.shared_context_lm import SharedContextHFLM, block_causal_mask, group_by_context, pack
 
 MC_TASKS = ["sdft_commonsense", "sdft_winograd", "sdft_facts", "sdft_truthful"]
 
@@ -36,15 +36,32 @@ def _greedy(model, tokens: list[int], n: int) -> list[int]:
     return out[len(tokens):]
 
 
-def test_group_by_context_and_pack_rows():
+def test_group_by_context():
     assert group_by_context([[1, 2], [3], [1, 2], [3], [4]]) == [[0, 2], [1, 3], [4]]
-    # whole groups together where they fit; a group larger than the batch is cut
-    assert pack_rows([[0, 1], [2, 3, 4], [5], [6, 7, 8, 9, 10]], 4) == [[0, 1], [2, 3, 4, 5], [6, 7, 8, 9], [10]]
-    assert pack_rows([[0], [1], [2]], 1) == [[0], [1], [2]]
 
 
-def test_token_requests_equal_hflm(tiny):
+def test_pack_and_block_causal_mask():
+    row = pack([10, 11, 12], [[20, 21, 22], [30], [40, 41]])
+    assert row.tokens == [10, 11, 12, 20, 21, 40]  # each continuation's last token is never an input
+    assert row.positions == [0, 1, 2, 3, 4, 3]  # each block where the context ends
+    assert row.segments == [0, 0, 0, 1, 1, 3]
+    assert row.reads == [[2, 3, 4], [2], [2, 5]]  # the context's last token predicts every first token
+    mask = block_causal_mask(torch.tensor([[-1, *row.segments]]))[0, 0]  # one column of left padding
+    expected = torch.tensor([[1, 0, 0, 0, 0, 0, 0],   # padding sees padding only
+                             [0, 1, 0, 0, 0, 0, 0],   # context: causal
+                             [0, 1, 1, 0, 0, 0, 0],
+                             [0, 1, 1, 1, 0, 0, 0],
+                             [0, 1, 1, 1, 1, 0, 0],   # block 1: the context and itself
+                             [0, 1, 1, 1, 1, 1, 0],
+                             [0, 1, 1, 1, 0, 0, 1]],  # block 3: the context and itself, not block 1
+                            dtype=torch.bool)
+    assert torch.equal(mask, expected)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_token_requests_equal_hflm(tiny, attention):
     model, tok = tiny
+    model.set_attn_implementation(attention)
     max_length = 24
     rng = random.Random(0)
 
@@ -65,14 +82,17 @@ def test_token_requests_equal_hflm(tiny):
     rng.shuffle(requests)  # a group's requests apart, as lm-eval may give them
     assert sum(len(c) + len(t) > max_length + 1 for _, c, t in requests) == 3
 
-    for batch_size in (1, 3, 32):  # groups cut across batches, several groups per batch, everything in one
-        reference, fast = _lms(model, tok, batch_size=batch_size, max_length=max_length)
-        expected = reference._loglikelihood_tokens(requests)
-        got = fast._loglikelihood_tokens(requests)
-        assert len(got) == len(requests)
-        assert {g for _, g in expected} == {True, False}
-        for (value, greedy), (ref_value, ref_greedy) in zip(got, expected, strict=True):
-            assert value == pytest.approx(ref_value, abs=1e-6, rel=0) and greedy == ref_greedy
+    try:
+        for batch_size in (1, 3, 32):  # one group per forward, several (rows of different lengths), all
+            reference, fast = _lms(model, tok, batch_size=batch_size, max_length=max_length)
+            expected = reference._loglikelihood_tokens(requests)
+            got = fast._loglikelihood_tokens(requests)
+            assert len(got) == len(requests)
+            assert {g for _, g in expected} == {True, False}
+            for (value, greedy), (ref_value, ref_greedy) in zip(got, expected, strict=True):
+                assert value == pytest.approx(ref_value, abs=1e-6, rel=0) and greedy == ref_greedy
+    finally:
+        model.set_attn_implementation("sdpa")
 
 
 def test_string_requests_equal_hflm(tiny):
