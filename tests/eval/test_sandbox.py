@@ -268,7 +268,8 @@ def test_humaneval_task_end_to_end_through_lm_eval(tmp_path):
         "custom_dataset: !function local_data.load\ndataset_path: json\n"
         "generation_kwargs:\n  until: [\"\\n\"]\n  max_gen_toks: 4\n  do_sample: false\n")
     model, tok = load_model_and_tokenizer("embedded:tiny-llama")
-    res = lm_eval.simple_evaluate(model=_make_lm(model, tok, "hf", 2, None), tasks=["local_humaneval"],
+    res = lm_eval.simple_evaluate(model=_make_lm(model, tok, "hf", 2, None, "shared_context"),
+                                  tasks=["local_humaneval"],
                                   task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False),
                                   confirm_run_unsafe_code=True, log_samples=False, bootstrap_iters=0)
     assert res["results"]["local_humaneval"]["pass@1,create_test"] == 0.5

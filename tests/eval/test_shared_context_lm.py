@@ -69,7 +69,7 @@ def test_token_requests_equal_hflm(tiny, attention):
         return [rng.randrange(3, tok.vocab_size) for _ in range(n)]
 
     requests = []
-    # contexts of different lengths (1: the empty context's prefix token), 1-5 continuations of 1-7 tokens each
+    # contexts of different lengths (1: the empty context's prefix token), 3-7 continuations of 1-7 tokens each
     for n_ctx, cont_lens in [(1, [4, 2]), (5, [3, 1, 4]), (9, [7]), (12, [2, 2, 6, 1, 3]), (16, [5, 1])]:
         ctx = tokens(n_ctx)
         requests += [(None, ctx, tokens(n)) for n in cont_lens]
@@ -77,6 +77,7 @@ def test_token_requests_equal_hflm(tiny, attention):
         requests.append((None, ctx, _greedy(model, ctx, 2)[:1] + tokens(1)))  # greedy first token only
     long_ctx = tokens(20)  # two continuations need left truncation (20 + 8, 20 + 6 > 25), one does not
     requests += [(None, long_ctx, tokens(8)), (None, long_ctx, tokens(6)), (None, long_ctx, tokens(2))]
+    requests.append((None, tokens(7), tokens(3)))  # a context with one continuation
     requests.append((None, tokens(30), tokens(2)))  # alone, and truncated
     requests.append(requests[3])  # a request twice
     rng.shuffle(requests)  # a group's requests apart, as lm-eval may give them
