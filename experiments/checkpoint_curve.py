@@ -36,11 +36,18 @@ def curve_overrides(every: int) -> dict[str, Any]:
     return {"save_steps": every, "save_total_limit": None, "keep_checkpoints": True, "logging_steps": 1}
 
 
+def is_curve_point(step: int, every: int, final: int) -> bool:
+    """Whether a kept checkpoint is a point of the curve: a multiple of the interval before the last step (the
+    last is the run's own ``eval.json``). A checkpoint off the interval is where an interrupted run stopped and
+    resumed (``sdft.interrupts``), not a point."""
+    return step < final and step % every == 0
+
+
 def execute_with_curve(spec: G.RunSpec) -> None:
     """An untrained method: its test accuracy (no prior suite). A trained one: train, evaluate every checkpoint
-    before the last step into the curve (a point with an ``eval.json`` is not evaluated again), delete the
-    checkpoints unless the spec keeps them (``RunSpec.keep_evaluated_checkpoints``), then the run's own
-    ``eval.json``."""
+    of the curve's interval before the last step (:func:`is_curve_point`) into the curve (a point with an
+    ``eval.json`` is not evaluated again), delete the checkpoints unless the spec keeps them
+    (``RunSpec.keep_evaluated_checkpoints``), then the run's own ``eval.json``."""
     from sdft.train import run_training
 
     if not G.trains(spec.method):
@@ -54,7 +61,7 @@ def execute_with_curve(spec: G.RunSpec) -> None:
         raise RuntimeError(f"{run_dir / 'manifest.json'}: no global_step of the completed run")
     for step, folder in checkpoints(run_dir):
         out = run_dir / CURVE / f"step{step}"
-        if step < final and not (out / "eval.json").exists():
+        if is_curve_point(step, cfg.save_steps, final) and not (out / "eval.json").exists():
             evaluate_model(str(folder), spec.task, out, split="test", preset=spec.preset, seed=spec.seed,
                            template=getattr(cfg, "teacher_template", None), data_dir=cfg.data_dir)
     if not spec.keep_evaluated_checkpoints and (run_dir / "checkpoints").is_dir():

@@ -111,3 +111,11 @@ def test_markdown_gives_tinkers_ema_and_frozen_teacher_scores_after_ours_on_tool
         "| *repro (tinker-cookbook ablation, top-20): EMA(θ) (the paper's)* | *68.0* |  |  | | |",
         "| *repro (tinker-cookbook ablation, top-20): θ₀ (frozen base)* | *69.1* |  |  | | |"]
     assert lines[:ours + 1] == plain[:ours + 1] and "repro" not in "\n".join(plain)
+
+
+def test_a_curve_point_is_a_checkpoint_on_the_interval_before_the_last_step_not_an_interrupted_runs():
+    from experiments.checkpoint_curve import is_curve_point
+
+    kept = [8, 16, 24, 25, 32]  # 25: the checkpoint a SIGTERM left, resumed from
+    assert [s for s in kept if is_curve_point(s, every=8, final=32)] == [8, 16, 24]
+    assert [s for s in [1, 2, 3] if is_curve_point(s, every=1, final=3)] == [1, 2]
