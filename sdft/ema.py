@@ -9,6 +9,8 @@ trainer installs it in place of TRL's ``SyncTeacherModelCallback`` (``fused_ema`
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from transformers import TrainerCallback
 
@@ -56,26 +58,34 @@ class FusedEMATeacherCallback(TrainerCallback):
     gathered ``EMA_GATHER_BUCKET`` elements at a time -- the student's read only, the teacher's to be changed by
     the main process, which updates them and has them broadcast and partitioned again -- so a process holds at most
     that many whole elements of each model at once (TRL's ``SyncTeacherModelCallback`` gathers both models whole).
-    Every process must take part."""
+    Every process must take part. ``timer``: the trainer's ``sdft.timing.PhaseTimer``, which then reports each
+    step's ``ema`` phase."""
 
     def __init__(self, teacher_params: list[torch.Tensor], student_params: list[torch.Tensor], alpha: float,
-                 sync_steps: int = 1, sharded: bool = False):
+                 sync_steps: int = 1, sharded: bool = False, timer=None):
         if len(teacher_params) != len(student_params):
             raise ValueError("EMA teacher and student have different numbers of parameters")
         self.alpha, self.sync_steps, self.sharded = alpha, sync_steps, sharded
         self.teacher, self.student = list(teacher_params), list(student_params)
+        self.timer = timer
+        if timer is not None:
+            timer.declare("ema")
 
     @classmethod
     def of_models(cls, teacher_model, student_model, alpha: float, sync_steps: int = 1,
-                  sharded: bool = False) -> FusedEMATeacherCallback:
+                  sharded: bool = False, timer=None) -> FusedEMATeacherCallback:
         """Every parameter of ``teacher_model`` towards the one of the same name in ``student_model``."""
         t_named = dict(teacher_model.named_parameters())
         s_named = dict(student_model.named_parameters())
         if t_named.keys() != s_named.keys():
             raise ValueError("EMA teacher and student have different parameter names")
-        return cls([t_named[k] for k in s_named], [s_named[k] for k in s_named], alpha, sync_steps, sharded)
+        return cls([t_named[k] for k in s_named], [s_named[k] for k in s_named], alpha, sync_steps, sharded, timer)
 
     def on_step_end(self, args, state, control, **kwargs):
+        with self.timer.phase("ema") if self.timer is not None else nullcontext():
+            self._update(args, state)
+
+    def _update(self, args, state) -> None:
         if state.global_step % self.sync_steps == 0:
             # bf16 teachers round stochastically; the draws depend on (seed, step) only, so a resumed run repeats them
             device = self.teacher[0].device

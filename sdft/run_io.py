@@ -2,16 +2,18 @@
 
     <run_dir>/config.yaml     the resolved RunConfig
     <run_dir>/config.lock.json  the fingerprint of the config that produced the directory (sdft.run_dir)
-    <run_dir>/manifest.json   git commit, package versions, seed, command, start/end time, what ran;
+    <run_dir>/manifest.json   git commit, package versions, seed, command, start/end time, the start-up's seconds
+                              (``startup``, sdft.timing), what ran;
                               ``created_by: sdft.train`` marks a directory that ``--force`` may delete
     <run_dir>/.lock           pid, host and start time of the run writing the directory (sdft.run_dir)
-    <run_dir>/metrics.jsonl   one JSON object per Trainer log line
+    <run_dir>/metrics.jsonl   one JSON object per Trainer log line (a step's line: its phases' seconds, time/*,
+                              sdft.timing)
     <run_dir>/splits.json     the ids of the records each split used
     <run_dir>/model/          the trained model and tokenizer (save_model=True); of a LoRA run (use_peft) the
                               adapter, with model_merged/ beside it under merge=true (sdft.adapters)
     <run_dir>/checkpoints/    resumable Trainer checkpoints (student, teacher, optimizer, scheduler, RNG), each
                               complete once its sdft_complete.json is written (sdft.checkpoints)
-    <run_dir>/selection/      step<S>.json: the validation evaluation of step S (sdft.selection)
+    <run_dir>/selection/      step<S>.json: the validation evaluation of step S, with its seconds (sdft.selection)
 
 Every file is written whole or not at all (:func:`write_text_atomic`: a temporary file in the same folder, then
 ``os.replace`` puts it in place, so a reader, or a run killed mid-write, sees the old file or the new one, never a
@@ -188,7 +190,7 @@ class RunManifest:
             "status": "running",
             **(extra or {}),
         }
-        self._t0 = time.time()
+        self.t0 = time.time()  # POSIX time of ``started``; ``wall_clock_s`` counts from here
         self.write()
 
     def update(self, **values: Any) -> None:
@@ -197,7 +199,7 @@ class RunManifest:
 
     def finish(self, status: str = "completed", **values: Any) -> None:
         self.update(status=status, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    wall_clock_s=round(time.time() - self._t0, 2), **values)
+                    wall_clock_s=round(time.time() - self.t0, 2), **values)
 
     def write(self) -> None:
         write_json_atomic(self.path, self.data)

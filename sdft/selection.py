@@ -6,7 +6,8 @@ the target task." Here, with ``checkpoint_selection=best_val`` (the ``mini`` and
   * during training, every ``selection_steps`` optimizer steps and at the last step, :class:`BestValidationCheckpoint`
     evaluates the live model greedily on the task's validation split (``selection_records`` of them; the task's
     headline metric, the evaluation of ``eval.task_eval``, loaded once per run) and writes
-    ``<run_dir>/selection/step<S>.json`` (score, n, and how alike the answers are: ``sdft.health.answer_collapse``);
+    ``<run_dir>/selection/step<S>.json`` (score, n, how alike the answers are: ``sdft.health.answer_collapse``, and
+    ``wall_s``, the seconds of the evaluation: generation and scoring);
   * a score strictly above every earlier one saves the model to ``<run_dir>/best_model/`` (ties keep the earlier
     checkpoint), so the disk holds one extra model, never a checkpoint per evaluation;
   * at the end ``<run_dir>/selection.json`` names the chosen step (``choose_step``), the final step and every
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -143,6 +145,7 @@ class BestValidationCheckpoint(TrainerCallback):
             return
         from eval.task_eval import evaluate_task
 
+        began = time.perf_counter()
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):  # greedy, but eval.generation seeds the global RNG
             result = evaluate_task(model, tokenizer, self.records, self.task, variant=self.variant,
@@ -151,10 +154,11 @@ class BestValidationCheckpoint(TrainerCallback):
         model.train()
         score = next(s for s in result["scores"] if s.get("unit") == "percent")
         answers = answer_collapse([p["response"] for p in result["predictions"]])
+        wall_s = round(time.perf_counter() - began, 3)
         improved = main and (self.best is None or score["value"] > self.best)
         if main:
             row = {"step": state.global_step, "stage": self.stage, "metric": score["metric"], "value": score["value"],
-                   "n": score["n"], "answers": answers,
+                   "n": score["n"], "answers": answers, "wall_s": wall_s,
                    "format_rate": next((s["value"] for s in result["scores"] if s["metric"] == "format_rate"), None)}
             write_json_atomic(out, row)
             self.metric = score["metric"]

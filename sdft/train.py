@@ -53,6 +53,7 @@ from sdft.interrupts import RunInterrupted, catch_stop_signals
 from sdft.plugins import import_plugins
 from sdft.run_dir import CREATED_BY, open_run_dir, run_is_complete
 from sdft.run_io import RunManifest
+from sdft.timing import RUN_CLOCK
 
 # the options read before the method's parser is built (everything else goes to it)
 _PRE_OPTIONS = ("method", "task", "model", "preset", "output_dir", "config", "seed")
@@ -153,6 +154,7 @@ def _train(cfg: RunConfig, method, run_dir: Path, fingerprint: str | None, main_
             "teacher_template": getattr(cfg, "teacher_template", None),
             "n_train_records": len(records), "resumed_from": resume, "data": data_report.to_dict(),
         })
+    RUN_CLOCK.start(at=manifest.t0 if manifest is not None else None)  # the run's start-up (sdft.timing)
     if main_process:
         procs = f", {state.num_processes} processes ({distributed_kind(state)})" if state.num_processes > 1 else ""
         print(f"[sdft.train] {cfg.method} on {cfg.task} ({len(records)} records), model {cfg.model}, "
@@ -164,16 +166,17 @@ def _train(cfg: RunConfig, method, run_dir: Path, fingerprint: str | None, main_
             trainer, info = method.train(cfg, records, run_dir, resume_from_checkpoint=resume)
         except KeyboardInterrupt:  # Ctrl-C twice: stopped at once, wherever it was
             if manifest is not None:
-                manifest.finish(status="interrupted", signal="SIGINT", error="KeyboardInterrupt (stopped at once)")
+                manifest.finish(status="interrupted", signal="SIGINT", error="KeyboardInterrupt (stopped at once)",
+                                startup=RUN_CLOCK.startup())
             raise
         except BaseException as err:
             if manifest is not None:
-                manifest.finish(status="failed", error=f"{type(err).__name__}: {err}")
+                manifest.finish(status="failed", error=f"{type(err).__name__}: {err}", startup=RUN_CLOCK.startup())
             raise
         if stop.stopped:
             if manifest is not None:
                 manifest.finish(status="interrupted", signal=stop.signal_name, stopped_at_step=stop.stopped_at,
-                                train_seconds=round(time.time() - t0, 2))
+                                train_seconds=round(time.time() - t0, 2), startup=RUN_CLOCK.startup())
             raise RunInterrupted(stop.signum, stop.stopped_at, run_dir)
         # a signal from here on: the model is written and the run completed first (seconds)
         if cfg.save_model:
@@ -185,7 +188,7 @@ def _train(cfg: RunConfig, method, run_dir: Path, fingerprint: str | None, main_
 
             saved = saved_model_entry(cfg, merged=cfg.merge) if cfg.save_model else None
             manifest.finish(status="completed", train_seconds=round(time.time() - t0, 2), saved_model=saved,
-                            **(info or {}))
+                            startup=RUN_CLOCK.startup(), **(info or {}))
             if cfg.save_model and not cfg.keep_checkpoints and (run_dir / "checkpoints").is_dir():
                 shutil.rmtree(run_dir / "checkpoints")  # resume points are not needed once model/ is written
     if main_process:

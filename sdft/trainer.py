@@ -58,6 +58,7 @@ from sdft.speedups import (SamplerCopy, StudentHead, fused_head_requested, lean_
                            recorded_rollouts, student_head, teacher_logits)
 from sdft.teacher_checkpoint import (load_teacher_adapter, load_teacher_model, save_teacher_adapter,
                                      save_teacher_model, teacher_file)
+from sdft.timing import TimedSteps
 from sdft.distributed import weights_sharded
 
 # The versions the overrides below were written and tested against; another one warns once at import.
@@ -68,7 +69,8 @@ CHECKED_VERSIONS = {"trl": "1.16.0", "transformers": "5.17.0"}
 _TRL = "trl.experimental.sdft.sdft_trainer.SDFTTrainer."
 _HF = "transformers.trainer.Trainer."
 OVERRIDDEN_HOOKS = {
-    _TRL + "__init__": "the low-precision sampler copy (rollout_dtype); says which speed switches cannot act",
+    _TRL + "__init__": "the low-precision sampler copy (rollout_dtype); says which speed switches cannot act; "
+                       "the step's timer (sdft.timing.TimedSteps)",
     _TRL + "compute_loss": "ours whole (_sdft_loss): TRL's loss hooks, _compute_teacher_student_logits and "
                            "_compute_self_distillation_loss, are never called",
     _TRL + "training_step": "one rollout at a time without its padding (sequence_microbatches)",
@@ -76,12 +78,15 @@ OVERRIDDEN_HOOKS = {
                               "unchanged policy has an importance ratio of exactly 1",
     _TRL + "_generate": "rollouts with their tokens' sampler log-probabilities: vLLM's, the sampler copy's, or the "
                         "student's when it samples a truncated distribution",
-    _TRL + "sample_rollouts": "the batch gets those log-probabilities (sampler_per_token_logps); rollout health",
+    _TRL + "sample_rollouts": "the batch gets those log-probabilities (sampler_per_token_logps); rollout health; "
+                              "timed (time/rollout_s)",
     _TRL + "_setup_teacher_model": "the fused EMA callback; the teacher adapter of a LoRA student",
     _TRL + "_get_train_sampler": "EpochSeededRepeatSampler: a resumed run sees an uninterrupted run's prompts",
-    _TRL + "log": "the _max metrics of a logging window are reduced by max (TRL averages all)",
+    _TRL + "log": "the _max metrics of a logging window are reduced by max (TRL averages all); the step's time/* "
+                  "phases (sdft.timing.TimedSteps)",
     _HF + "_save": "a LoRA student with a teacher adapter: the student's adapter only",
-    _HF + "_save_checkpoint": "sdft.checkpoints.CompleteCheckpoints: a checkpoint is complete (marked) or ignored",
+    _HF + "_save_checkpoint": "sdft.checkpoints.CompleteCheckpoints: a checkpoint is complete (marked) or ignored; "
+                              "timed (sdft.timing.TimedSteps: time/checkpoint_s)",
     _HF + "_load_from_checkpoint": "the teacher's weights with the student's",
     _HF + "_load_optimizer_and_scheduler": "the teacher's weights under DeepSpeed (which skips _load_from_checkpoint)",
 }
@@ -123,12 +128,17 @@ class EpochSeededRepeatSampler(RepeatSampler):
         return super().__iter__()
 
 
-class SelfDistillationTrainer(CompleteCheckpoints, SDFTTrainer):
-    """TRL's SDFT trainer with the paper's objective (the module docstring; the hooks: ``OVERRIDDEN_HOOKS``)."""
+class SelfDistillationTrainer(TimedSteps, CompleteCheckpoints, SDFTTrainer):
+    """TRL's SDFT trainer with the paper's objective (the module docstring; the hooks: ``OVERRIDDEN_HOOKS``). Each
+    logged step's line has the seconds of its phases (``sdft.timing``): the rollouts, the teacher's forward, the
+    student's forward and loss, the rest of the forward-backward span (``backward``), the optimizer, the EMA update
+    and checkpoints."""
 
     args: SelfDistillationConfig
     teacher_adapter: str | None = None  # the EMA teacher's adapter (LoRA students, teacher_model_kind=ema)
     rollout_format_check = None  # the task's Task.format_check, set by sdft.self_distillation: logs health/format_rate
+    timed_phases = ("rollout", "teacher", "student", "backward", "optimizer", "checkpoint")  # (+ ema: the callback's)
+    step_span = "backward"  # the forward-backward span less the rollout, teacher and student phases inside it
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)  # TRL's, which ends with _setup_teacher_model
@@ -174,7 +184,8 @@ class SelfDistillationTrainer(CompleteCheckpoints, SDFTTrainer):
         """The batch's SDFT loss (``_sdft_loss``), scaled for gradient accumulation as TRL's."""
         if return_outputs:
             raise ValueError("The SDFTTrainer does not support returning outputs")
-        loss, div = self._sdft_loss(model, inputs)
+        with self.phase_timer.phase("student"):  # (the teacher's forward inside it is its own phase)
+            loss, div = self._sdft_loss(model, inputs)
         self._log_divergence(model, [(inputs["completion_mask"], div)])
         return loss / (self.current_gradient_accumulation_steps if self.model.training else 1.0)
 
@@ -193,7 +204,7 @@ class SelfDistillationTrainer(CompleteCheckpoints, SDFTTrainer):
             seq = one_sequence(inputs, b)
             if seq is None:  # an empty completion has no loss term (its share of the mean is 0)
                 continue
-            with self.compute_loss_context_manager():
+            with self.compute_loss_context_manager(), self.phase_timer.phase("student"):
                 loss, div = self._sdft_loss(model, seq)
             self.accelerator.backward(loss / scale)
             total += loss.detach() / scale
@@ -212,7 +223,8 @@ class SelfDistillationTrainer(CompleteCheckpoints, SDFTTrainer):
         """
         args, ids, completion_mask = self.args, inputs["completion_ids"], inputs["completion_mask"]
         # 1. the teacher's logits of the completion positions: constants (with distillation_topk, their top K)
-        teacher = teacher_logits(self.teacher_model, inputs, args, self._loss_logits, self._teacher_weights)
+        with self.phase_timer.phase("teacher"):
+            teacher = teacher_logits(self.teacher_model, inputs, args, self._loss_logits, self._teacher_weights)
         # 2. the student: its logits, or (fused head) its hidden states and output head, the logits made in the loss
         fused = self._fused_head_usable(model)
         if fused:
@@ -296,6 +308,7 @@ class SelfDistillationTrainer(CompleteCheckpoints, SDFTTrainer):
         self.add_callback(FusedEMATeacherCallback.of_models(
             self.accelerator.unwrap_model(self.teacher_model), self.accelerator.unwrap_model(self.model),
             self.args.teacher_update_rate, self.args.teacher_sync_steps, sharded=weights_sharded(),
+            timer=self.phase_timer,
         ))
 
     def _setup_teacher_adapter(self) -> None:
@@ -308,7 +321,7 @@ class SelfDistillationTrainer(CompleteCheckpoints, SDFTTrainer):
             print("[sdft] fused_ema=false has no effect with adapters: the EMA teacher's adapter is always updated by "
                   "the fused update of sdft.ema.ema_update_", flush=True)
         self.add_callback(FusedEMATeacherCallback(teacher, student, self.args.teacher_update_rate,
-                                                  self.args.teacher_sync_steps))
+                                                  self.args.teacher_sync_steps, timer=self.phase_timer))
 
     def _teacher_weights(self):
         """The context of the teacher's forward that selects its weights: the teacher adapter when there is one;
@@ -413,14 +426,15 @@ class SelfDistillationTrainer(CompleteCheckpoints, SDFTTrainer):
     def sample_rollouts(self, inputs):
         """TRL's batch of rollouts, with their tokens' sampler log-probabilities (``sampler_per_token_logps``, from
         ``_generate``) and the rollouts' health metrics."""
-        self._sampler_logps = None
-        batch = super().sample_rollouts(inputs)
-        if self._sampler_logps is not None:
-            logps, _ = pad_sequences(self._sampler_logps, 0.0, side="right", dtype=torch.float32)
-            batch["sampler_per_token_logps"] = logps[:, : batch["completion_ids"].size(1)].to(
-                batch["completion_ids"].device)
-        if self.args.log_health:
-            self._log_rollout_health(batch)
+        with self.phase_timer.phase("rollout"):
+            self._sampler_logps = None
+            batch = super().sample_rollouts(inputs)
+            if self._sampler_logps is not None:
+                logps, _ = pad_sequences(self._sampler_logps, 0.0, side="right", dtype=torch.float32)
+                batch["sampler_per_token_logps"] = logps[:, : batch["completion_ids"].size(1)].to(
+                    batch["completion_ids"].device)
+            if self.args.log_health:
+                self._log_rollout_health(batch)
         return batch
 
     # ---------------------------------------------------------------- importance weights and logged metrics

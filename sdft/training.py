@@ -24,11 +24,13 @@ from sdft.interrupts import active_request
 from sdft.models import load_tokenizer, resolve_model_path
 from sdft.run_io import write_text_atomic
 from sdft.selection import BestValidationCheckpoint
+from sdft.timing import RUN_CLOCK
 
 
 def load_student(cfg, model_name: str | None = None):
     """The model to train (bf16 weights on GPU when the run trains in bf16, else float32; quantized with
-    ``load_in_4bit`` / ``load_in_8bit``) and its tokenizer, left-padded.
+    ``load_in_4bit`` / ``load_in_8bit``) and its tokenizer, left-padded. Its seconds count in the run's
+    ``model_load_s`` (``sdft.timing.RUN_CLOCK``).
 
     ``model_name`` may name a saved adapter (re-invoke's stage-1 model of an adapter run): then the run's base
     model with that adapter, trainable (a PEFT model; the trainer trains it on instead of adding one)."""
@@ -41,11 +43,12 @@ def load_student(cfg, model_name: str | None = None):
         torch.set_num_threads(int(os.environ["SDFT_NUM_THREADS"]))
     dtype = torch.bfloat16 if (cuda and cfg.bf16) else torch.float32
     adapter = model_name if model_name is not None and is_adapter_dir(model_name) else None
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model if adapter else name), dtype=dtype,
-                                                 **quantization_kwargs(cfg))
-    if adapter:
-        model = load_adapter_model(adapter, merge=False, trainable=True, base=model)
-    tokenizer = load_tokenizer(name)
+    with RUN_CLOCK.loading():
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model if adapter else name), dtype=dtype,
+                                                     **quantization_kwargs(cfg))
+        if adapter:
+            model = load_adapter_model(adapter, merge=False, trainable=True, base=model)
+        tokenizer = load_tokenizer(name)
     tokenizer.padding_side = "left"
     return model, tokenizer
 

@@ -45,6 +45,7 @@ from sdft.losses import divergence_alpha, self_distillation_loss
 from sdft.method import Method
 from sdft.prompts import get_template, student_messages, teacher_messages
 from sdft.sequences import eos_token_ids, left_padded_position_ids, lengths_to_first_eos, pad_sequences
+from sdft.timing import TimedSteps
 from sdft.training import final_train_metrics, load_student
 
 CACHE_FILE = "teacher_samples.jsonl"
@@ -202,8 +203,9 @@ def completion_logits(model, input_ids, attention_mask, completion_length: int) 
     return logits[:, :-1]
 
 
-class OfflineDistillationTrainer(CompleteCheckpoints, Trainer):
-    """``Trainer`` whose loss is the per-token divergence to a frozen teacher on fixed (cached) sequences.
+class OfflineDistillationTrainer(TimedSteps, CompleteCheckpoints, Trainer):
+    """``Trainer`` whose loss is the per-token divergence to a frozen teacher on fixed (cached) sequences; its logged
+    steps carry their phases' seconds (``sdft.timing``).
 
     ``teacher_model=None`` (a PEFT student): the teacher is the student with its adapter disabled."""
 

@@ -22,6 +22,7 @@ from trl import SFTTrainer as _TRLSFTTrainer
 from sdft.checkpoints import CompleteCheckpoints
 from sdft.method import Method
 from sdft.prompts import student_messages
+from sdft.timing import TimedSteps
 
 # The data order of every method is shuffled (TRL's SFTConfig does not shuffle by default); loss on the
 # assistant turn only. With several processes the token mean is taken over the tokens of all processes
@@ -32,8 +33,9 @@ from sdft.prompts import student_messages
 SFT_DEFAULTS = {"shuffle_dataset": True, "completion_only_loss": True, "average_tokens_across_devices": True}
 
 
-class SFTTrainer(CompleteCheckpoints, _TRLSFTTrainer):
-    """TRL's ``SFTTrainer`` whose checkpoints are complete or ignored (``sdft.checkpoints``)."""
+class SFTTrainer(TimedSteps, CompleteCheckpoints, _TRLSFTTrainer):
+    """TRL's ``SFTTrainer`` whose checkpoints are complete or ignored (``sdft.checkpoints``) and whose logged steps
+    carry their phases' seconds (``sdft.timing``: forward-backward, optimizer, checkpoint)."""
 
 
 def sft_examples(records: list[dict], completions: list[str] | None = None) -> list[dict]:

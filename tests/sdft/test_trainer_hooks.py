@@ -81,7 +81,7 @@ def test_the_table_lists_every_override_and_nothing_else():
             if parents:
                 found.add(f"{parents[0].__module__}.{parents[0].__qualname__}.{name}")
     assert found == set(OVERRIDDEN_HOOKS)
-    assert {c.__name__ for c in ours} == {"SelfDistillationTrainer", "CompleteCheckpoints"}  # no other mixin
+    assert {c.__name__ for c in ours} == {"SelfDistillationTrainer", "TimedSteps", "CompleteCheckpoints"}  # no other
 
 
 def test_the_called_private_methods_are_not_overridden():
