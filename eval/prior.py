@@ -250,7 +250,9 @@ def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | 
                    seed: int = 0, loglikelihood: str = "shared_context") -> dict[str, Any]:
     """Run a prior-capability suite on ``model`` (a loaded HF model with ``tokenizer``, or a path for vLLM).
 
-    Returns ``{"suite", "benchmarks": {name: {task, metric, value (0-100), n, ...}}, "average", ...}``.
+    Returns ``{"suite", "benchmarks": {name: {task, metric, value (0-100), n, ..., wall_s}}, "average", ...,
+    "wall_s"}``: each benchmark is one ``lm_eval.simple_evaluate`` call, timed (``wall_s``, seconds, the suite's
+    in total).
     ``average`` is over the benchmarks that ran except the extras (``Benchmark.extra``; named in
     ``average_of``); ``skipped`` names the others and why. Extras run only when ``benchmarks`` names them.
     ``loglikelihood`` picks how the ``hf`` backend scores loglikelihood requests (one of ``LOGLIKELIHOOD``);
@@ -270,28 +272,27 @@ def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | 
     task_manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=suite != "embedded")
     out: dict[str, Any] = {}
     t0 = time.time()
-    for chat in (False, True):
-        group = {k: v for k, v in specs.items() if v.chat_template == chat}
-        if not group:
-            continue
+    # one lm-eval call per benchmark (its seconds are its own: wall_s), those without the chat template first
+    for name, spec in sorted(specs.items(), key=lambda item: item[1].chat_template):
+        began = time.perf_counter()
         res = lm_eval.simple_evaluate(
-            model=lm, tasks=[v.task for v in group.values()], num_fewshot=None, limit=limit, task_manager=task_manager,
-            apply_chat_template=chat, confirm_run_unsafe_code=allow_code_execution, log_samples=False,
+            model=lm, tasks=[spec.task], num_fewshot=None, limit=limit, task_manager=task_manager,
+            apply_chat_template=spec.chat_template, confirm_run_unsafe_code=allow_code_execution, log_samples=False,
             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
             bootstrap_iters=0,
         )
-        for name, spec in group.items():
-            metrics = res["results"].get(spec.task, {})
-            if spec.metric not in metrics:
-                raise RuntimeError(f"{spec.task}: metric {spec.metric!r} not in lm-eval results {sorted(metrics)}")
-            value = float(metrics[spec.metric])
-            out[name] = {
-                "task": spec.task, "metric": spec.metric, "value": 100.0 * value, "n": _n_samples(res, spec.task),
-                "num_fewshot": spec.num_fewshot, "chat_template": chat, "paper_base": spec.paper_base,
-                "stand_in_for": list(spec.stand_in_for) or None, "note": spec.note or None,
-                "in_average": not spec.extra,
-                "all_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and "stderr" not in k},
-            }
+        metrics = res["results"].get(spec.task, {})
+        if spec.metric not in metrics:
+            raise RuntimeError(f"{spec.task}: metric {spec.metric!r} not in lm-eval results {sorted(metrics)}")
+        value = float(metrics[spec.metric])
+        out[name] = {
+            "task": spec.task, "metric": spec.metric, "value": 100.0 * value, "n": _n_samples(res, spec.task),
+            "num_fewshot": spec.num_fewshot, "chat_template": spec.chat_template, "paper_base": spec.paper_base,
+            "stand_in_for": list(spec.stand_in_for) or None, "note": spec.note or None,
+            "in_average": not spec.extra,
+            "all_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and "stderr" not in k},
+            "wall_s": round(time.perf_counter() - began, 1),
+        }
     if any(spec.unsafe for spec in specs.values()):
         extra["code_sandbox"] = protections()
     averaged = [k for k in out if not specs[k].extra]

@@ -37,6 +37,34 @@ def test_embedded_suite_runs_through_lm_eval():
     assert suite_fingerprint("paper") is None
 
 
+def test_each_benchmark_is_timed_and_scores_as_one_lm_eval_call_per_chat_template_group():
+    """One lm-eval call per benchmark (timed: wall_s) scores every metric exactly as the single call per chat-template
+    group that ran before, computed here as the reference."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from eval.prior import TASKS_DIR, _make_lm
+    from sdft.models import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer("embedded:tiny-llama")
+    names = ["commonsense", "winograd", "facts", "truthful", "arithmetic", "instructions"]
+    res = evaluate_prior(model, tok, "embedded", limit=6, benchmarks=names, batch_size=4, seed=3)
+    assert list(res["benchmarks"]) == names  # those without the chat template first, as before
+    walls = [b["wall_s"] for b in res["benchmarks"].values()]
+    assert all(w >= 0 for w in walls) and sum(walls) <= res["wall_s"] + 0.05 * (len(walls) + 1)  # (0.1 s rounding)
+    lm = _make_lm(model, tok, "hf", 4, None, "shared_context")
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+    for chat in (False, True):
+        group = {k: EMBEDDED_SUITE[k] for k in names if EMBEDDED_SUITE[k].chat_template == chat}
+        ref = lm_eval.simple_evaluate(
+            model=lm, tasks=[b.task for b in group.values()], num_fewshot=None, limit=6, task_manager=manager,
+            apply_chat_template=chat, log_samples=False, random_seed=3, numpy_random_seed=3, torch_random_seed=3,
+            fewshot_random_seed=3, bootstrap_iters=0)["results"]
+        for name, bench in group.items():
+            want = {k: v for k, v in ref[bench.task].items() if isinstance(v, (int, float)) and "stderr" not in k}
+            assert res["benchmarks"][name]["all_metrics"] == want, name
+
+
 def test_embedded_suite_selection():
     from eval.prior import PAPER_SUITE, select_benchmarks
 
