@@ -264,8 +264,6 @@ def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | 
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from eval.shared_context_lm import SharedContextHFLM
-
     lm = _make_lm(model, tokenizer, backend, batch_size, max_length, loglikelihood)
     # The embedded suite needs only our YAML tasks: skipping lm-eval's own index of thousands of task
     # configs saves seconds per call (the paper suite needs that index, and our sdft_humaneval).
@@ -303,7 +301,7 @@ def evaluate_prior(model, tokenizer=None, suite: str = "embedded", limit: int | 
         "benchmarks": out, "average": sum(values) / len(values) if values else None, "average_of": averaged,
         "skipped": skipped,
         "limit": limit, "lm_eval_version": _lm_eval_version(), "backend": backend, "wall_s": round(time.time() - t0, 1),
-        "loglikelihood": "shared_context" if isinstance(lm, SharedContextHFLM) else "lm_eval",
+        "loglikelihood": "lm_eval" if backend == "vllm" else loglikelihood,
         "tasks_fingerprint": suite_fingerprint(suite),
         **extra,
     }
