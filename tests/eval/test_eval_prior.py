@@ -65,6 +65,29 @@ def test_each_benchmark_is_timed_and_scores_as_one_lm_eval_call_per_chat_templat
             assert res["benchmarks"][name]["all_metrics"] == want, name
 
 
+def test_the_suite_starts_no_subprocess_and_leaves_lm_evals_environment_report_in_place(monkeypatch):
+    """lm-eval's closing environment report (pip and git in subprocesses, ~1 s a call) is skipped during our calls
+    only; the metrics are lm-eval's own (the test above compares them with plain ``simple_evaluate``)."""
+    import lm_eval.evaluator
+
+    from sdft.models import load_model_and_tokenizer
+
+    report = lm_eval.evaluator.add_env_info, lm_eval.evaluator.get_git_commit_hash
+    model, tok = load_model_and_tokenizer("embedded:tiny-llama")
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(args[0] if args else kwargs.get("args"))
+        return real_popen(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    res = evaluate_prior(model, tok, "embedded", limit=2, benchmarks=["commonsense", "instructions"])
+    assert set(res["benchmarks"]) == {"commonsense", "instructions"}
+    assert started == []
+    assert (lm_eval.evaluator.add_env_info, lm_eval.evaluator.get_git_commit_hash) == report  # restored for anyone calling lm-eval after us
+
+
 def test_embedded_suite_selection():
     from eval.prior import PAPER_SUITE, select_benchmarks
 
