@@ -245,16 +245,27 @@ def _smollm2_gguf() -> Path:
 
 
 def _atomic_save(path: Path, model, tokenizer, provenance: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2))
-    if path.exists():
-        import shutil
+    """Write the model folder under a temporary name of this process's own, then rename it to ``path``: two
+    processes building the same embedded model at once (two section runs started together on a fresh machine)
+    each write their own copy, the first rename wins and the other copy is dropped (the builds are deterministic)."""
+    import shutil
+    import tempfile
 
-        shutil.rmtree(path)
-    tmp.rename(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2))
+        if path.exists() and not (path / "config.json").exists():
+            shutil.rmtree(path, ignore_errors=True)  # a folder an interrupted older build left without its config
+        try:
+            tmp.rename(path)
+        except OSError:
+            if not (path / "config.json").exists():
+                raise  # not another process's finished build
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _build_smollm2(path: Path) -> None:

@@ -322,6 +322,27 @@ def test_hub_ids_and_existing_folders_pass(tmp_path):
         resolve_model_path(str(empty))
 
 
+def test_a_second_build_of_an_embedded_model_keeps_the_first_whole_folder_and_leaves_nothing_temporary(tmp_path):
+    """Embedded models are built into the cache on first use, so two runs started together on a fresh machine
+    both build one: each writes its own temporary copy; the first rename wins, the second is dropped without an
+    error. A folder an interrupted older build left without its config is replaced."""
+    from sdft.models import _atomic_save, build_tiny_model, build_tiny_tokenizer, model_folder_problem
+
+    tok = build_tiny_tokenizer()
+    model = build_tiny_model(tok, seed=0)
+    path = tmp_path / "models" / "tiny-llama"
+    _atomic_save(path, model, tok, {"build": "first"})
+    _atomic_save(path, model, tok, {"build": "second"})  # the other process, finishing later
+    assert json.loads((path / "provenance.json").read_text())["build"] == "first"
+    assert model_folder_problem(path) is None and [p.name for p in path.parent.iterdir()] == ["tiny-llama"]
+    shutil.rmtree(path)
+    path.mkdir()
+    (path / "model.safetensors").write_bytes(b"cut")  # no config.json: not a finished build
+    _atomic_save(path, model, tok, {"build": "third"})
+    assert json.loads((path / "provenance.json").read_text())["build"] == "third" and model_folder_problem(path) is None
+    assert [p.name for p in path.parent.iterdir()] == ["tiny-llama"]
+
+
 def test_training_a_missing_local_model_fails_before_the_run_directory_is_made(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(SystemExit, match="no such model directory: /no/such/model"):
