@@ -431,7 +431,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--steps", type=int, default=3, help="measured steps per run")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured steps first")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--max-completion-length", type=int, default=128)
+    p.add_argument("--max-completion-length", type=int, default=None,
+                   help="rollout / completion token limit (default: the mini preset's SDFT value, 64)")
     p.add_argument("--rounds", type=int, default=2, help="times the whole alternating sequence of variants runs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ablations", default=",".join(SWITCHES),
@@ -480,6 +481,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         variants = [v for v in variants if v[0] in keep]
     runs: dict[str, list[dict]] = {name: [] for name, *_ in variants}
     load_at_start = os.getloadavg()[0]  # other work on the machine shows up here
+    if args.max_completion_length is None:  # what a `mini` run samples
+        args.max_completion_length = load_preset("mini")["methods"]["sdft"]["max_completion_length"]
     base = dict(model=args.model, task=args.task, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
                 max_completion_length=args.max_completion_length, seed=args.seed, threads=args.threads,
                 equal_shape=args.equal_shape)
