@@ -168,22 +168,35 @@ def _score(evaluation: dict | None, metric: str) -> tuple[float | None, int | No
     return None, None
 
 
+def _in_distribution(evaluation: dict | None, prefix: str) -> tuple[float | None, int | None]:
+    """``prefix``'s accuracy over every question kind but ``indirect`` (embedded: direct and paraphrased), pooled by
+    item count; the overall metric when the evaluation has no kinds."""
+    kinds = sorted({s["metric"].rsplit("_", 1)[1] for s in (evaluation or {}).get("scores", [])
+                    if s["metric"].startswith("judge_strict_accuracy_")})
+    parts = [_score(evaluation, f"{prefix}_{k}") for k in kinds if k != "indirect"] or [_score(evaluation, prefix)]
+    parts = [(v, n) for v, n in parts if v is not None]
+    n = sum(n for _, n in parts)
+    return (sum(v * k for v, k in parts) / n, n) if n else (None, None)
+
+
 def knowledge_scores(run_dir: str | Path, method: str) -> dict:
     """Strict and lenient accuracy on the in-distribution questions and OOD (strict) accuracy on the indirect ones,
     with their item counts and the judge that gave the verdicts, from one run's eval.json (and ``ood/eval.json``).
     In-distribution = every question kind but ``indirect`` (embedded: direct and paraphrased), pooled by item
-    count."""
+    count. ``strict_final``: the final model's strict accuracy when the run reports a checkpoint chosen on
+    validation (the paper's protocol; its ``checkpoint.final_test``), else the reported model's."""
     run_dir = Path(run_dir)
     variant = R.eval_variant(method)
-    main = read_json(run_dir / "eval.json").get("evaluations", {}).get(variant)
-    kinds = sorted({s["metric"].rsplit("_", 1)[1] for s in (main or {}).get("scores", [])
-                    if s["metric"].startswith("judge_strict_accuracy_")})
+    result = read_json(run_dir / "eval.json")
+    main = result.get("evaluations", {}).get(variant)
+    kinds = {s["metric"].rsplit("_", 1)[1] for s in (main or {}).get("scores", [])
+             if s["metric"].startswith("judge_strict_accuracy_")}
     out: dict = {"judge": _judge_name(main)}
     for label, prefix in (("strict", "judge_strict_accuracy"), ("lenient", "judge_lenient_accuracy")):
-        parts = [_score(main, f"{prefix}_{k}") for k in kinds if k != "indirect"] or [_score(main, prefix)]
-        parts = [(v, n) for v, n in parts if v is not None]
-        n = sum(n for _, n in parts)
-        out[label], out[f"n_{label}"] = (sum(v * k for v, k in parts) / n, n) if n else (None, None)
+        out[label], out[f"n_{label}"] = _in_distribution(main, prefix)
+    final_test = (result.get("checkpoint") or {}).get("final_test")
+    out["strict_final"] = (_in_distribution(final_test.get(variant), "judge_strict_accuracy")[0]
+                           if isinstance(final_test, dict) else out["strict"])
     ood_path = run_dir / "ood" / "eval.json"
     if "indirect" in kinds:
         out["ood"], out["n_ood"] = _score(main, "judge_strict_accuracy_indirect")
@@ -224,7 +237,9 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
     metrics = [m for m, _ in METRICS]
     is_sdft = runs["method"] == "sdft"
     table_runs = runs[~is_sdft | (runs["teacher_context"] == TABLE_CONTEXT)]
-    table = R.summarize_runs(table_runs, metrics, METHODS)
+    # the final model's strict accuracy beside the reported checkpoint's, when some run chose one on validation
+    final = [("strict_final", "Final model: strict")] if R.final_model_columns(table_runs) else []
+    table = R.summarize_runs(table_runs, metrics + [c for c, _ in final], METHODS)
     paper = R.paper_frame(PAPER_TABLE1, metrics)
     judges = sorted(set(runs["judge"]))
     notes = [f"Strict / lenient: share of in-distribution test questions judged CORRECT / CORRECT or "
@@ -234,7 +249,7 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
         notes.append("Ours: the embedded fictional world (not comparable to the paper's numbers, shown in italics "
                      "for the direction of the comparison).")
     R.write_tables(table, paper, table_runs, results_dir / "table1",
-                   title="Table 1: knowledge acquisition", columns=METRICS, notes=notes)
+                   title="Table 1: knowledge acquisition", columns=METRICS + final, notes=notes)
     items = table_runs.groupby(["task", "method"])[["n_strict", "n_ood"]].max().reset_index()  # items per metric
     csv = pd.read_csv(results_dir / "table1.csv").merge(items, on=["task", "method"], how="left")
     csv.rename(columns={"n_strict": "n_items_in_distribution", "n_ood": "n_items_ood"}).to_csv(

@@ -146,3 +146,11 @@ def test_knowledge_scores_pool_the_in_distribution_kinds_by_item_count(tmp_path)
     # by hand: strict (0.5*60 + 0.25*40) / 100 = 40 %, lenient (0.75*60 + 0.5*40) / 100 = 65 %
     assert got["strict"] == pytest.approx(40.0) and got["lenient"] == pytest.approx(65.0)
     assert (got["n_strict"], got["ood"], got["n_ood"], got["ood_lenient"]) == (100, 10.0, 50, 20.0)
+    assert got["strict_final"] == got["strict"]  # no checkpoint chosen on validation: the final model is reported
+    # a checkpoint chosen on validation: the final model's strict accuracy, pooled the same way, from final_test
+    final = [score("judge_strict_accuracy_direct", 20.0, 60), score("judge_strict_accuracy_paraphrased", 80.0, 40),
+             score("judge_strict_accuracy_indirect", 90.0, 50)]
+    (run / "eval.json").write_text(json.dumps({"evaluations": {"student": {"scores": scores}}, "checkpoint": {
+        "chosen_step": 8, "final_step": 16, "final_test": {"student": {"scores": final}}}}))
+    got = knowledge_scores(run, "sft")
+    assert got["strict"] == pytest.approx(40.0) and got["strict_final"] == pytest.approx(44.0)  # (12 + 32) / 100
