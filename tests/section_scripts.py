@@ -28,11 +28,23 @@ def run_ok(name: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def paper_dry_run(module: str, *args: str) -> subprocess.CompletedProcess:
-    """``python -m experiments.<module> --preset paper --dry-run`` into a results folder that must stay unmade."""
+    """``python -m experiments.<module> --preset paper --dry-run`` into a results folder that must stay unmade, run
+    as the module's ``main(argv)`` in this process (what ``python -m`` calls; the smoke runs test the scripts'
+    command line): a subprocess would spend most of its seconds importing torch and transformers."""
+    import contextlib
+    import importlib
+    import io
+
     results = Path("/nonexistent") / module
-    proc = subprocess.run(["python", "-m", f"experiments.{module}", "--preset", "paper", *args, "--dry-run",
-                           "--results-dir", str(results)], cwd=ROOT, env=script_env(), capture_output=True,
-                          text=True)
+    argv = ["--preset", "paper", *args, "--dry-run", "--results-dir", str(results)]
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            importlib.import_module(f"experiments.{module}").main(argv)
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    proc = subprocess.CompletedProcess(["python", "-m", f"experiments.{module}", *argv], code, out.getvalue(),
+                                       err.getvalue())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert not results.exists(), f"a dry run made {results}"
     return proc
