@@ -43,3 +43,11 @@ def tiny_model_path(tmp_path_factory) -> str:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules holding end-to-end (``slow``) tests first, in their collected order otherwise: on two workers the
+    longest modules start early and the many short ones fill in behind them, instead of one long module running
+    alone at the end."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)  # a stable sort: False (slow) first
