@@ -462,6 +462,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--eval-worker", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.max_completion_length is None:  # what a `mini` run samples
+        args.max_completion_length = load_preset("mini")["methods"]["sdft"]["max_completion_length"]
 
     if args.worker or args.eval_worker:
         spec = json.loads(Path(args.worker or args.eval_worker).read_text())
@@ -481,8 +483,6 @@ def main(argv: list[str] | None = None) -> dict | None:
         variants = [v for v in variants if v[0] in keep]
     runs: dict[str, list[dict]] = {name: [] for name, *_ in variants}
     load_at_start = os.getloadavg()[0]  # other work on the machine shows up here
-    if args.max_completion_length is None:  # what a `mini` run samples
-        args.max_completion_length = load_preset("mini")["methods"]["sdft"]["max_completion_length"]
     base = dict(model=args.model, task=args.task, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
                 max_completion_length=args.max_completion_length, seed=args.seed, threads=args.threads,
                 equal_shape=args.equal_shape)

@@ -168,12 +168,17 @@ def _score(evaluation: dict | None, metric: str) -> tuple[float | None, int | No
     return None, None
 
 
+def _question_kinds(evaluation: dict | None) -> list[str]:
+    """The question kinds an evaluation scored separately (``judge_strict_accuracy_<kind>``), sorted."""
+    return sorted({s["metric"].rsplit("_", 1)[1] for s in (evaluation or {}).get("scores", [])
+                   if s["metric"].startswith("judge_strict_accuracy_")})
+
+
 def _in_distribution(evaluation: dict | None, prefix: str) -> tuple[float | None, int | None]:
     """``prefix``'s accuracy over every question kind but ``indirect`` (embedded: direct and paraphrased), pooled by
     item count; the overall metric when the evaluation has no kinds."""
-    kinds = sorted({s["metric"].rsplit("_", 1)[1] for s in (evaluation or {}).get("scores", [])
-                    if s["metric"].startswith("judge_strict_accuracy_")})
-    parts = [_score(evaluation, f"{prefix}_{k}") for k in kinds if k != "indirect"] or [_score(evaluation, prefix)]
+    parts = [_score(evaluation, f"{prefix}_{k}") for k in _question_kinds(evaluation) if k != "indirect"] \
+        or [_score(evaluation, prefix)]
     parts = [(v, n) for v, n in parts if v is not None]
     n = sum(n for _, n in parts)
     return (sum(v * k for v, k in parts) / n, n) if n else (None, None)
@@ -189,8 +194,6 @@ def knowledge_scores(run_dir: str | Path, method: str) -> dict:
     variant = R.eval_variant(method)
     result = read_json(run_dir / "eval.json")
     main = result.get("evaluations", {}).get(variant)
-    kinds = {s["metric"].rsplit("_", 1)[1] for s in (main or {}).get("scores", [])
-             if s["metric"].startswith("judge_strict_accuracy_")}
     out: dict = {"judge": _judge_name(main)}
     for label, prefix in (("strict", "judge_strict_accuracy"), ("lenient", "judge_lenient_accuracy")):
         out[label], out[f"n_{label}"] = _in_distribution(main, prefix)
@@ -198,7 +201,7 @@ def knowledge_scores(run_dir: str | Path, method: str) -> dict:
     out["strict_final"] = (_in_distribution(final_test.get(variant), "judge_strict_accuracy")[0]
                            if isinstance(final_test, dict) else out["strict"])
     ood_path = run_dir / "ood" / "eval.json"
-    if "indirect" in kinds:
+    if "indirect" in _question_kinds(main):
         out["ood"], out["n_ood"] = _score(main, "judge_strict_accuracy_indirect")
         out["ood_lenient"] = _score(main, "judge_lenient_accuracy_indirect")[0]
     elif ood_path.exists():
