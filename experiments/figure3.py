@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -304,13 +303,15 @@ def _settings(args) -> dict[str, Any]:
 
 
 def _launch(argv: list[str], sequences: list[tuple[str, int]], results_dir: Path, jobs: int) -> None:
-    """Run each sequence as ``python -m experiments.figure3 ... --sequence M:S``, ``jobs`` at a time."""
+    """Run each sequence as ``python -m experiments.figure3 ... --sequence M:S``, ``jobs`` at a time, each its own
+    process (:func:`experiments.processes.start`)."""
     base = [a for a in argv if a != "--jobs" and not a.startswith("--jobs=")]
     if "--jobs" in argv:  # drop the value after --jobs
         i = argv.index("--jobs")
         base = argv[:i] + argv[i + 2:]
+    from experiments.processes import start
+
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     pending, running, failed = list(sequences), [], []
     started = time.time()
     while pending or running:
@@ -318,8 +319,8 @@ def _launch(argv: list[str], sequences: list[tuple[str, int]], results_dir: Path
             method, seed = pending.pop(0)
             log = sequence_dir(results_dir, method, seed).with_suffix(".log")
             log.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", "experiments.figure3", *base, "--sequence", f"{method}:{seed}"]
-            proc = subprocess.Popen(cmd, stdout=log.open("a"), stderr=subprocess.STDOUT, env=env)
+            proc = start("experiments.figure3", [*base, "--sequence", f"{method}:{seed}"], log, dict(os.environ),
+                         threads, append=True, own_session=False)  # a Ctrl-C reaches the sequences too
             running.append((method, seed, proc, log))
             print(f"[figure3] {method} seed {seed}: running ({threads} thread(s), log {log}) "
                   f"({time.time() - started:.0f}s elapsed)", flush=True)

@@ -213,9 +213,11 @@ def run_log(spec: RunSpec) -> Path:
 
 def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: bool = False,
                  cpus: int | None = None) -> None:
-    """Run the specs ``jobs`` at a time, each in its own ``python -m experiments.run_one`` process.
+    """Run the specs ``jobs`` at a time, each in its own ``python -m experiments.run_one`` process, forked from a
+    server that imported the libraries once (:mod:`experiments.processes`; ``SDFT_FRESH_PROCESSES=1``: a fresh
+    interpreter per run).
 
-    Each process gets ``OMP_NUM_THREADS = cpus // jobs`` (at least 1) and writes its output to :func:`run_log` (beside the run
+    Each process gets ``cpus // jobs`` threads (at least 1) and writes its output to :func:`run_log` (beside the run
     directory: ``sdft.train`` refuses a run directory holding files it did not create). Runs are started
     in grid order; a failed run is reported with its log and the others go on; the call raises at the end if any
     failed. SIGTERM or Ctrl-C is passed on to the running runs, which finish their step and checkpoint
@@ -223,12 +225,14 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
     """
     import os
     import signal
-    import sys
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    from experiments.processes import interrupted as stopped_by_signal
+    from experiments.processes import start
 
     write_grid(specs, grid_path)
     threads = max(1, (cpus or os.cpu_count() or 1) // jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = dict(os.environ)
     t0 = time.time()
     todo = []
     for i, spec in enumerate(specs):
@@ -237,7 +241,7 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
         else:
             todo.append(i)
 
-    children: dict[int, subprocess.Popen] = {}
+    children: dict[int, Any] = {}
 
     def launch(i: int) -> tuple[int, int | None, float]:
         if stop.requested:  # stopping: runs not started are left for the rerun
@@ -246,14 +250,12 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
         log.parent.mkdir(parents=True, exist_ok=True)
         print(progress_line(i, len(specs), specs[i], f"running ({threads} thread(s), log {log})", t0), flush=True)
         started = time.time()
-        cmd = [sys.executable, "-m", "experiments.run_one", "--grid", str(grid_path), "--index", str(i)]
-        with open(log, "w") as out:
-            # its own session: a Ctrl-C at the terminal reaches the runs once, passed on by this process
-            child = subprocess.Popen(cmd + (["--force"] if force else []), stdout=out, stderr=subprocess.STDOUT,
-                                     env=env, start_new_session=True)
-            children[i] = child
-            code = child.wait()
-            children.pop(i, None)
+        argv = ["--grid", str(grid_path), "--index", str(i)] + (["--force"] if force else [])
+        # its own session: a Ctrl-C at the terminal reaches the runs once, passed on by this process
+        child = start("experiments.run_one", argv, log, env, threads)
+        children[i] = child
+        code = child.wait()
+        children.pop(i, None)
         return i, code, time.time() - started
 
     failed, interrupted = [], []
@@ -271,14 +273,14 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
                 i, code, took = future.result()
                 if code is None:
                     continue
-                if code in (128 + signal.SIGTERM, 128 + signal.SIGINT):
+                if stopped_by_signal(code):
                     status = f"INTERRUPTED (checkpointed; rerun the command to resume; {run_log(specs[i])})"
                     interrupted.append(specs[i].label)
                 else:
                     status = f"finished in {took:.0f}s" if code == 0 else \
                         f"FAILED (exit {code}; see {run_log(specs[i])})"
                 print(progress_line(i, len(specs), specs[i], status, t0), flush=True)
-                if code not in (0, 128 + signal.SIGTERM, 128 + signal.SIGINT):
+                if code != 0 and not stopped_by_signal(code):
                     failed.append(f"{specs[i].label} ({run_log(specs[i])})")
     if stop.requested or interrupted:
         print(f"[grid] interrupted by {stop.signal_name or 'a signal'}: {len(interrupted)} run(s) checkpointed, "

@@ -1,0 +1,64 @@
+"""The local launcher's processes (experiments/processes.py): a fork of the preloaded server behaves as the fresh
+``python -m`` process it replaces -- argv, environment, thread count, session, log, exit status, signals."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from experiments import processes
+
+MODULE = "tests.experiments.process_probe"
+
+
+@pytest.fixture(params=["forked", "fresh"])
+def mode(request, monkeypatch):
+    monkeypatch.setenv("SDFT_FRESH_PROCESSES", "1" if request.param == "fresh" else "0")
+    return request.param
+
+
+def _wait_for(path, child, seconds=120):
+    deadline = time.time() + seconds
+    while not path.exists():
+        assert child.poll() is None and time.time() < deadline, "the probe never wrote its file"
+        time.sleep(0.05)
+    return json.loads(path.read_text())
+
+
+def test_a_run_gets_its_argv_environment_threads_session_log_and_exit_status(tmp_path, mode):
+    out, log = tmp_path / "seen.json", tmp_path / "run.log"
+    log.write_text("an earlier run's output\n")
+    env = {**os.environ, "SDFT_PROBE": f"value for {mode}"}
+    child = processes.start(MODULE, [str(out), "3"], log, env, threads=1)
+    assert child.wait() == 3 and child.returncode == 3 and child.poll() == 3
+    seen = json.loads(out.read_text())
+    assert seen["argv"] == [str(out), "3"] and seen["main"] == "__main__"
+    assert seen["probe_env"] == f"value for {mode}" and seen["threads"] == 1
+    assert seen["sid"] == seen["pid"] != os.getsid(0)  # its own session: a terminal's Ctrl-C is the launcher's
+    assert log.read_text() == "probe: stdout line\nprobe: stderr line\n"  # truncated, then both streams
+
+    # appended to, and two threads when asked
+    child = processes.start(MODULE, [str(out), "0"], log, env, threads=2, append=True)
+    assert child.wait() == 0 and json.loads(out.read_text())["threads"] == 2
+    assert log.read_text().count("probe: stdout line") == 2
+
+
+def test_a_signal_passed_on_reaches_the_run_which_stops_as_interrupted(tmp_path, mode):
+    out, log = tmp_path / "seen.json", tmp_path / "run.log"
+    child = processes.start(MODULE, [str(out), "0", "wait"], log, dict(os.environ), threads=1)
+    seen = _wait_for(out, child)
+    assert seen["pid"] == child.pid
+    child.send_signal(signal.SIGTERM)
+    code = child.wait()
+    assert code == 128 + signal.SIGTERM and processes.interrupted(code) and not processes.interrupted(1)
+    child.send_signal(signal.SIGTERM)  # after its end: nothing to signal, no error
+
+
+def test_a_run_left_in_the_launchers_process_group_when_asked(tmp_path, mode):
+    out = tmp_path / "seen.json"
+    child = processes.start(MODULE, [str(out), "0"], tmp_path / "run.log", dict(os.environ), threads=1,
+                            own_session=False)
+    assert child.wait() == 0
+    assert json.loads(out.read_text())["sid"] == os.getsid(0)
