@@ -6,7 +6,9 @@ end-of-turn token; what Table 2 averages), and whether each sample stopped on an
 
 Decoding: ``greedy=True`` (accuracy; the paper's setting) or sampling with ``temperature`` (paper pass@k:
 1.0) and ``top_p`` (0.95), ``n`` samples per prompt. Transformers path: prompts rendered through the chat
-template, left padding, KV cache, batches of ``batch_size`` prompts sorted by length.
+template, left padding, KV cache, batches of ``batch_size`` prompts sorted by length; greedy decoding with
+:func:`sdft.sampling.greedy_decode` (``generate``'s tokens, each row leaving the batch when it ends) unless the
+model's generation config turns a logits processor on.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tqdm.auto import tqdm
 
 from sdft.models import load_model
 from sdft.prompts import render
+from sdft.sampling import greedy_decode, plain_greedy
 from sdft.sequences import eos_token_ids, lengths_to_first_eos, pad_sequences
 
 Messages = list[dict[str, str]]
@@ -93,11 +96,19 @@ def _generate_hf(model, tokenizer, prompts, greedy, temperature, top_p, n, max_n
     was_training = model.training
     model.eval()
     what = "greedy" if greedy else f"sampling {n} per prompt"
+    fast_greedy = greedy and n == 1 and plain_greedy(model.generation_config)
     starts = range(0, len(order), batch_size)
     for start in tqdm(starts, desc=f"generate ({what}, {len(prompts)} prompts)", unit="batch",
                       disable=len(starts) < 2, leave=False):
         batch = order[start:start + batch_size]
         input_ids, attention = pad_sequences([encoded[i] for i in batch], pad_id, side="left")
+        if fast_greedy:
+            rows = greedy_decode(model, input_ids.to(device), attention.to(device), max_new_tokens=max_new_tokens,
+                                 eos_token_ids=eos)
+            for seq, i in zip(rows, batch):
+                texts[i], ids[i], counts[i] = [tokenizer.decode(seq, skip_special_tokens=True)], [seq], [len(seq)]
+                finished[i] = [bool(seq) and seq[-1] in eos]
+            continue
         width = input_ids.size(1)
         kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad_id,
                                       use_cache=True, num_return_sequences=n)

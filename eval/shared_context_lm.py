@@ -17,6 +17,15 @@ whose row it left-truncates (context and continuation longer than ``max_length +
 depends on the continuation's length) or would cut with a sliding attention window, every request of a
 sequence-to-sequence model, and every request when the attention implementation is neither ``sdpa`` nor
 ``eager`` (the two whose masks this module writes).
+
+Its greedy generation (``generate_until`` requests: the instruction-following benchmark) decodes with
+:func:`sdft.sampling.greedy_decode`, where a row leaves the batch once it has ended: at EOS, or once its decoded
+text holds one of the request's stop sequences, where lm-eval cuts the text it returns. HFLM's ``generate`` goes
+on with every row until all have met the same stop sequence (lm-eval's criteria stop a batch, not a row), and
+lm-eval then cuts each text at its first stop sequence, so the texts returned are the same (the tokens up to each
+row's stop are the same greedy tokens); the rows' tokens after their stop, which lm-eval discards, are padding here.
+Sampling, mixed precision, extra generation settings and a model whose generation config turns a logits processor
+on go to HFLM's method.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
+
+from sdft.sampling import greedy_decode, plain_greedy
 
 # lm-eval's token-level request: ((context, continuation) strings or None, context tokens, continuation tokens)
 TokenRequest = tuple[tuple[str, str] | None, list[int], list[int]]
@@ -91,6 +102,36 @@ class SharedContextHFLM(HFLM):
         if not isinstance(self.batch_size, int):
             raise ValueError(f"SharedContextHFLM needs a number as batch size, not {self.batch_size!r}; give one, or "
                              "use lm-eval's HFLM (prior_loglikelihood: lm_eval)")
+
+    def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs
+                        ) -> torch.Tensor:
+        """HFLM's ``generate`` call, ``[B, <= max_length]``: the left-padded contexts, then each row's greedy tokens
+        (:func:`sdft.sampling.greedy_decode`) up to its EOS or the token that completed a stop sequence, padding
+        after (module docstring)."""
+        kwargs = dict(generation_kwargs)
+        mask, temperature, do_sample = kwargs.pop("attention_mask", None), kwargs.pop("temperature", 0.0), \
+            kwargs.pop("do_sample", None)
+        greedy = do_sample is False or (do_sample is None and temperature == 0.0)
+        config = self.model.generation_config
+        if kwargs or mask is None or not greedy or self.mixed_precision_dtype is not None \
+                or not plain_greedy(config):
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        eos = config.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (eos or [0])[0]
+        start = context.shape[1]
+
+        def stopped(sequences: torch.Tensor, _scores) -> list[bool]:  # the text so far holds a stop sequence
+            texts = self.tokenizer.batch_decode(sequences[:, start:], skip_special_tokens=False)
+            return [any(s in text for s in stop) for text in texts]
+
+        rows = greedy_decode(self.model, context, mask, max_new_tokens=max_length - start, eos_token_ids=eos,
+                             stopping_criteria=stopped, pad_token_id=pad)
+        width = max(len(row) for row in rows)
+        new = torch.full((len(rows), width), pad, dtype=context.dtype, device=context.device)
+        for i, row in enumerate(rows):
+            new[i, :len(row)] = torch.tensor(row, dtype=context.dtype)
+        return torch.cat([context, new], dim=1)
 
     def _loglikelihood_tokens(self, requests: list[TokenRequest], disable_tqdm: bool = False,
                               override_bs: int | None = None) -> list[tuple[float, bool]]:

@@ -55,6 +55,19 @@ def plain_sampling(config: GenerationConfig) -> bool:
     return True
 
 
+def plain_greedy(config: GenerationConfig) -> bool:
+    """True when greedy ``generate`` with ``config`` (a model's generation config) takes the argmax of the raw
+    logits at every step: no processor is on (repetition penalty, minimum length, suppressed tokens...), so
+    :func:`greedy_decode` gives the same tokens."""
+    for name, value in config.to_diff_dict().items():
+        if name in ("do_sample", "temperature", "top_k", "top_p", "min_new_tokens"):
+            continue  # greedy ignores the warpers; min_new_tokens is checked below
+        if name not in _HONOURED and name not in ("output_attentions", "output_hidden_states") \
+                and value not in _INACTIVE.get(name, ()):
+            return False
+    return not config.min_new_tokens and not config.min_length
+
+
 def truncates(config: GenerationConfig) -> bool:
     """True when ``config`` samples from a truncation of the tempered softmax: top-k, top-p or min-p is on."""
     return bool(config.top_k) or (config.top_p is not None and config.top_p < 1.0) or bool(config.min_p)
@@ -187,3 +200,51 @@ def sample_with_logprobs(
         mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
         positions = positions[:, -1:] + 1
     return torch.stack(tokens, dim=1), torch.stack(logps, dim=1)
+
+
+@torch.inference_mode()
+def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
+                  eos_token_ids: list[int], stopping_criteria=None, pad_token_id: int = 0) -> list[list[int]]:
+    """Greedy continuations of left-padded prompts (``input_ids`` / ``attention_mask`` ``[B, L]``): one list of
+    token ids per row, ending at the row's first EOS (kept), where ``stopping_criteria`` stops it (the token that
+    completed the stop kept), or after ``max_new_tokens`` tokens.
+
+    The tokens of HF ``generate(do_sample=False)`` (the argmax of the float32 logits at every step, the same
+    forward with a KV cache), at less cost: a row that has ended leaves the batch -- its rows of the cache, mask and
+    positions are dropped -- so each later step computes only the rows still going, where ``generate`` computes
+    every row until the last has ended. Each row's logits do not depend on which other rows share its batch as long
+    as the matrix products compute each row alike at every batch size, which ``tests/eval/test_eval_generation.py``
+    checks against ``generate`` on the machine that runs it.
+
+    ``stopping_criteria``: called as ``generate`` calls its criteria, with the whole batch's sequences so far
+    (``[B, L + t]``, a row that has ended holding ``pad_token_id`` after its end) and no scores; returns a bool per
+    row (e.g. lm-eval's stop-sequence criteria, which keep a per-row state).
+    """
+    device, batch = input_ids.device, input_ids.size(0)
+    eos = torch.tensor(eos_token_ids, device=device)
+    cache = DynamicCache(config=model.config)
+    ids, mask, positions = input_ids, attention_mask, left_padded_position_ids(attention_mask)
+    rows = torch.arange(batch, device=device)  # the original row of each row still going
+    sequences = input_ids if stopping_criteria is not None else None
+    out: list[list[int]] = [[] for _ in range(batch)]
+    for step in range(max_new_tokens):
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                       use_cache=True, logits_to_keep=1).logits[:, -1]
+        token = logits.float().argmax(dim=-1)
+        for row, t in zip(rows.tolist(), token.tolist()):
+            out[row].append(t)
+        going = ~torch.isin(token, eos)
+        if sequences is not None:
+            column = torch.full((batch,), pad_token_id, dtype=token.dtype, device=device).index_copy_(0, rows, token)
+            sequences = torch.cat([sequences, column[:, None]], dim=1)
+            going &= ~torch.as_tensor(stopping_criteria(sequences, None), device=device)[rows]
+        if step + 1 == max_new_tokens or not bool(going.any()):
+            break
+        if not bool(going.all()):
+            keep = going.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            rows, token, mask, positions = rows[keep], token[keep], mask[keep], positions[keep]
+        ids = token[:, None]
+        mask = torch.cat([mask, mask.new_ones(rows.numel(), 1)], dim=1)
+        positions = positions[:, -1:] + 1
+    return out

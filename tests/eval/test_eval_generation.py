@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -41,3 +43,72 @@ def test_sampling_n_and_seed(tiny):
     assert a.mean_tokens() == pytest.approx(sum(sum(c) for c in a.n_tokens) / 12)
     with pytest.raises(ValueError):
         generate(model, tok, CONVS, greedy=True, n=2)
+
+
+def _hf_greedy(model, input_ids, attention, max_new_tokens, eos):
+    """HF generate's greedy rows, each cut after its first EOS: the reference of sdft.sampling.greedy_decode."""
+    from sdft.sequences import lengths_to_first_eos
+
+    out = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
+                         eos_token_id=eos, pad_token_id=0, do_sample=False, temperature=None, top_p=None,
+                         top_k=None)[:, input_ids.size(1):]
+    lengths, _ = lengths_to_first_eos(out, eos)
+    return [row[:n] for row, n in zip(out.tolist(), lengths)]
+
+
+def test_greedy_decode_gives_generates_tokens_with_rows_ending_at_different_steps(tiny):
+    """Rows leave the batch as they end; every row's tokens are still generate's, at every batch size."""
+    from sdft.sampling import greedy_decode
+    from sdft.sequences import pad_sequences
+
+    import copy
+
+    model, tok = tiny
+    model = copy.deepcopy(model).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():  # the random tiny model repeats one token per row; larger weights make its rows vary
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    prompts = [torch.randint(3, model.config.vocab_size, (n,)).tolist() for n in (3, 9, 5, 12, 7, 4)]
+    input_ids, attention = pad_sequences(prompts, 0, side="left")
+    free = _hf_greedy(model, input_ids, attention, 12, [10 ** 6])  # no row ends: every row runs 12 tokens
+    # end tokens that end the rows at different steps, at least one row running to the limit (a greedy row is its
+    # free row cut at its first end token)
+    def lengths_with(ends):
+        return {next((k + 1 for k, t in enumerate(row) if t in ends), 12) for row in free}
+
+    candidates = sorted({t for row in free for t in row})
+    eos = next(sorted(pair) for pair in itertools.combinations(candidates, 2)
+               if len(lengths_with(set(pair))) >= 3 and 12 in lengths_with(set(pair)))
+    reference = _hf_greedy(model, input_ids, attention, 12, eos)
+    lengths = sorted({len(r) for r in reference})
+    assert len(lengths) >= 3 and lengths[0] < 12 and lengths[-1] == 12, lengths  # the case this test is about
+    assert greedy_decode(model, input_ids, attention, max_new_tokens=12, eos_token_ids=eos) == reference
+    for size in (1, 4):  # other batch compositions: each row alike
+        rows = []
+        for start in range(0, len(prompts), size):
+            ids, mask = pad_sequences(prompts[start:start + size], 0, side="left")
+            rows += greedy_decode(model, ids, mask, max_new_tokens=12, eos_token_ids=eos)
+        assert rows == reference
+    assert greedy_decode(model, input_ids, attention, max_new_tokens=1, eos_token_ids=eos) == [r[:1] for r in free]
+
+
+def test_evaluation_decodes_greedily_with_generate_when_a_logits_processor_is_on(tiny, monkeypatch):
+    """A model whose generation config turns a processor on (a repetition penalty) is decoded by generate, whose
+    tokens then differ; with the default config the fast path runs and gives generate's tokens."""
+    import copy
+
+    import sdft.sampling
+
+    model, tok = tiny
+    calls = []
+    real = sdft.sampling.greedy_decode
+    monkeypatch.setattr("eval.generation.greedy_decode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fast = generate(model, tok, CONVS, max_new_tokens=10, batch_size=3)
+    assert calls and sdft.sampling.plain_greedy(model.generation_config)
+    penalized = copy.deepcopy(model)
+    penalized.generation_config.repetition_penalty = 5.0
+    assert not sdft.sampling.plain_greedy(penalized.generation_config)
+    calls.clear()
+    slow = generate(penalized, tok, CONVS, max_new_tokens=10, batch_size=3)
+    assert not calls and slow.token_ids != fast.token_ids

@@ -171,3 +171,40 @@ def test_switch_selects_the_path_and_the_result_records_it(tiny, tmp_path):
         prior = json.loads((tmp_path / str(path) / "eval.json").read_text())["prior"]["embedded"]
         values[prior["loglikelihood"]] = prior["benchmarks"]["facts"]["value"]
     assert set(values) == {"lm_eval", "shared_context"} and values["lm_eval"] == values["shared_context"]
+
+
+def test_greedy_generation_returns_hflms_texts_with_rows_leaving_at_their_stop(tiny, monkeypatch):
+    """generate_until through SharedContextHFLM (greedy_decode, a row leaving at its stop sequence) returns the
+    texts of HFLM's generate (every row until the batch stops, then cut by lm-eval) -- with stop sequences that
+    cut some rows early, none, or an end token; and the fast path is the one that ran."""
+    import copy
+
+    from lm_eval.api.instance import Instance
+
+    import eval.shared_context_lm as fast_module
+
+    model, tok = tiny
+    model = copy.deepcopy(model)
+    torch.manual_seed(1)
+    with torch.no_grad():  # the random tiny model repeats one token per row; larger weights make its rows vary
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    contexts = ["The cat sat on", "A dog", "Write a poem about the sea", "Numbers: 1 2 3", "Hello", "Once upon"]
+
+    def requests(until):
+        return [Instance("generate_until", {}, (c, {"until": until, "max_gen_toks": 16, "do_sample": False}), i)
+                for i, c in enumerate(contexts)]
+
+    calls = []
+    real = fast_module.greedy_decode
+    monkeypatch.setattr(fast_module, "greedy_decode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    reference, fast = _lms(model, tok, batch_size=4)
+    free = reference.generate_until(requests([]))
+    # stop sequences met by some rows: a character of one row's text, another's
+    stops = [free[0][len(free[0]) // 2], free[3][len(free[3]) // 3]]
+    for until in ([], stops, ["never-generated"]):
+        expected, got = reference.generate_until(requests(until)), fast.generate_until(requests(until))
+        assert got == expected, until
+    assert calls
+    cut = reference.generate_until(requests(stops))
+    assert sum(c != f for c, f in zip(cut, free)) >= 2  # the stops cut rows at different places
