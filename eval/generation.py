@@ -55,11 +55,12 @@ def vllm_available() -> bool:
 
 def generate(model, tokenizer, conversations: Sequence[Messages], *, greedy: bool = True, temperature: float = 1.0,
              top_p: float = 0.95, n: int = 1, max_new_tokens: int = 256, batch_size: int = 8, seed: int = 0,
-             backend: str = "auto") -> Generations:
+             backend: str = "auto", fast_greedy: bool = True) -> Generations:
     """Generate for chat conversations. ``model`` is a loaded causal LM, or a path/id (needed for vLLM).
 
     ``backend``: ``auto`` (vLLM when the model is a path, vLLM is installed and CUDA is present, else
-    transformers), ``hf`` or ``vllm``.
+    transformers), ``hf`` or ``vllm``. ``fast_greedy``: transformers' greedy decoding by
+    :func:`sdft.sampling.greedy_decode` where it applies (module docstring); False: always HF ``generate``.
     """
     if greedy and n != 1:
         raise ValueError("greedy decoding gives one sample per prompt; use greedy=False for n > 1")
@@ -76,13 +77,15 @@ def generate(model, tokenizer, conversations: Sequence[Messages], *, greedy: boo
     else:
         if isinstance(model, str):
             model = load_model(model)
-        out = _generate_hf(model, tokenizer, prompts, greedy, temperature, top_p, n, max_new_tokens, batch_size, seed)
+        out = _generate_hf(model, tokenizer, prompts, greedy, temperature, top_p, n, max_new_tokens, batch_size, seed,
+                           fast_greedy)
     texts, ids, counts, finished = out
     return Generations(prompts, texts, ids, counts, finished, settings)
 
 
 @torch.no_grad()
-def _generate_hf(model, tokenizer, prompts, greedy, temperature, top_p, n, max_new_tokens, batch_size, seed):
+def _generate_hf(model, tokenizer, prompts, greedy, temperature, top_p, n, max_new_tokens, batch_size, seed,
+                 fast_greedy=True):
     device = next(model.parameters()).device
     eos = eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
@@ -96,7 +99,7 @@ def _generate_hf(model, tokenizer, prompts, greedy, temperature, top_p, n, max_n
     was_training = model.training
     model.eval()
     what = "greedy" if greedy else f"sampling {n} per prompt"
-    fast_greedy = greedy and n == 1 and plain_greedy(model.generation_config)
+    fast_greedy = fast_greedy and greedy and n == 1 and plain_greedy(model.generation_config)
     starts = range(0, len(order), batch_size)
     for start in tqdm(starts, desc=f"generate ({what}, {len(prompts)} prompts)", unit="batch",
                       disable=len(starts) < 2, leave=False):
