@@ -211,15 +211,31 @@ def run_log(spec: RunSpec) -> Path:
     return Path(spec.run_dir).with_name(Path(spec.run_dir).name + ".log")
 
 
+def expected_cost(spec: RunSpec) -> float:
+    """A run's relative cost, to order the local launcher's queue longest first: its optimizer steps (``max_steps``,
+    or ``n_train`` records x epochs / the batch), twice for a method that generates completions while training
+    (``max_completion_length`` in its config: SDFT, re-invoke), 0 for one that does not train (Base). A guess for
+    scheduling only: each run is its own process with the same thread count in any order, so no result changes;
+    what it saves is the end of a grid where the longest run started last and runs alone on one core."""
+    if get_method(spec.method).train is None:
+        return 0.0
+    cfg = spec.config()
+    if cfg.max_steps and cfg.max_steps > 0:
+        steps = float(cfg.max_steps)
+    else:
+        per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+        steps = (cfg.n_train or per_step) * cfg.num_train_epochs / per_step
+    return steps * (2.0 if getattr(cfg, "max_completion_length", None) else 1.0)
+
+
 def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: bool = False,
                  cpus: int | None = None) -> None:
     """Run the specs ``jobs`` at a time, each in its own ``python -m experiments.run_one`` process, forked from a
     server that imported the libraries once (:mod:`experiments.processes`; ``SDFT_FRESH_PROCESSES=1``: a fresh
-    interpreter per run).
+    interpreter per run). Runs start longest first (:func:`expected_cost`; grid order among equals).
 
     Each process gets ``cpus // jobs`` threads (at least 1) and writes its output to :func:`run_log` (beside the run
-    directory: ``sdft.train`` refuses a run directory holding files it did not create). Runs are started
-    in grid order; a failed run is reported with its log and the others go on; the call raises at the end if any
+    directory: ``sdft.train`` refuses a run directory holding files it did not create). A failed run is reported with its log and the others go on; the call raises at the end if any
     failed. SIGTERM or Ctrl-C is passed on to the running runs, which finish their step and checkpoint
     (``sdft.interrupts``); no further run starts, and ``RunInterrupted`` is raised once they have stopped. Thread counts change floating-point reduction order: results match ``jobs=1`` up to that (README).
     """
@@ -240,6 +256,7 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
             print(progress_line(i, len(specs), spec, "done before, skipped", t0), flush=True)
         else:
             todo.append(i)
+    todo.sort(key=lambda i: -expected_cost(specs[i]))  # stable: grid order among equal costs
 
     children: dict[int, Any] = {}
 

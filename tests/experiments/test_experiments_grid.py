@@ -60,3 +60,17 @@ def test_run_parallel_reports_a_failed_run_with_its_log_and_runs_the_others(tmp_
         assert run_log(spec).parent == Path(spec.run_dir).parent
         assert "no_such_section" in run_log(spec).read_text()
     assert len(json.loads((tmp_path / "grid.json").read_text())) == 2
+
+
+def test_the_local_queue_starts_the_longest_runs_first(tmp_path):
+    """Two epochs of SDFT (rollouts) before one of SDFT, before SFT, before Base (which does not train)."""
+    from experiments.grid import RunSpec, expected_cost
+
+    def spec(method, task="embedded_tool", **overrides):
+        return RunSpec(experiment="table5", task=task, method=method, seed=0, preset="mini",
+                       run_dir=str(tmp_path / method), overrides=overrides)
+
+    two_epochs, one_epoch, sft, base = (spec("sdft", num_train_epochs=2), spec("sdft"), spec("sft"), spec("base"))
+    costs = [expected_cost(s) for s in (two_epochs, one_epoch, sft, base)]
+    assert costs == sorted(costs, reverse=True) and len(set(costs)) == 4 and costs[-1] == 0
+    assert expected_cost(spec("sft", max_steps=5)) == 5  # max_steps counts, as it does in training
