@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
 
     tokenizer = load_tokenizer(args.tokenizer)
     task = get_task(args.task)
-    load = os.getloadavg()[0]
+    load, started = os.getloadavg()[0], time.strftime("%Y-%m-%d %H:%M:%S")
     rows = []
     for name in args.models:
         model = load_model(name, dtype=torch.float32)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Command: `{command}`\n\n"
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, "
         f"1-minute load average {load:.2f} at the start; torch {torch.__version__}; "
-        f"{time.strftime('%Y-%m-%d %H:%M:%S')}. Task `{args.task}`, {args.max_new_tokens} new tokens at most, "
+        f"started {started}. Task `{args.task}`, {args.max_new_tokens} new tokens at most, "
         "float32.\n\n"
         "`same_answers`: every record's tokens and end equal the first row's (generate at the reference batch).\n\n"
         + table.to_markdown(index=False) + "\n")
