@@ -45,27 +45,24 @@ _LATE_WARPERS = {"top_h": (None,), "typical_p": (1.0, None), "epsilon_cutoff": (
                  "eta_cutoff": (0.0, None)}
 
 
+def _only_honoured(config: GenerationConfig, ignored: tuple[str, ...] = ()) -> bool:
+    """True when every field ``config`` sets (outside ``ignored``) is honoured here or at its inactive value."""
+    return all(name in _HONOURED or name in ignored or value in _INACTIVE.get(name, ())
+               for name, value in config.to_diff_dict().items())
+
+
 def plain_sampling(config: GenerationConfig) -> bool:
     """True when ``config`` asks for temperature / top-k / top-p sampling only (plus max / min new tokens and EOS)."""
-    if not config.do_sample or config.max_new_tokens is None:
-        return False
-    for name, value in config.to_diff_dict().items():
-        if name not in _HONOURED and value not in _INACTIVE.get(name, ()):
-            return False
-    return True
+    return bool(config.do_sample) and config.max_new_tokens is not None and _only_honoured(config)
 
 
 def plain_greedy(config: GenerationConfig) -> bool:
     """True when greedy ``generate`` with ``config`` (a model's generation config) takes the argmax of the raw
     logits at every step: no processor is on (repetition penalty, minimum length, suppressed tokens...), so
-    :func:`greedy_decode` gives the same tokens."""
-    for name, value in config.to_diff_dict().items():
-        if name in ("do_sample", "temperature", "top_k", "top_p", "min_new_tokens"):
-            continue  # greedy ignores the warpers; min_new_tokens is checked below
-        if name not in _HONOURED and name not in ("output_attentions", "output_hidden_states") \
-                and value not in _INACTIVE.get(name, ()):
-            return False
-    return not config.min_new_tokens and not config.min_length
+    :func:`greedy_decode` gives the same tokens. Greedy ignores the warpers (temperature, top-k, top-p); the
+    minimum length is a processor, so it must be off."""
+    return (_only_honoured(config, ignored=("output_attentions", "output_hidden_states"))
+            and not config.min_new_tokens and not config.min_length)
 
 
 def truncates(config: GenerationConfig) -> bool:

@@ -45,6 +45,26 @@ def tiny_model_path(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def varied_copy():
+    """A function ``(model, seed) -> model``: a copy of ``model`` in eval mode with N(0, 0.2) noise (seeded) added
+    to every weight. The random tiny model repeats one token in every row; the larger weights make its rows differ,
+    so that greedy rows end at different steps."""
+    import copy
+
+    import torch
+
+    def make(model, seed: int):
+        model = copy.deepcopy(model).eval()
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * 0.2)
+        return model
+
+    return make
+
+
 def pytest_collection_modifyitems(config, items):
     """Modules holding end-to-end (``slow``) tests first, in their collected order otherwise: on two workers the
     longest modules start early and the many short ones fill in behind them, instead of one long module running

@@ -173,22 +173,16 @@ def test_switch_selects_the_path_and_the_result_records_it(tiny, tmp_path):
     assert set(values) == {"lm_eval", "shared_context"} and values["lm_eval"] == values["shared_context"]
 
 
-def test_greedy_generation_returns_hflms_texts_with_rows_leaving_at_their_stop(tiny, monkeypatch):
+def test_greedy_generation_returns_hflms_texts_with_rows_leaving_at_their_stop(tiny, monkeypatch, varied_copy):
     """generate_until through SharedContextHFLM (greedy_decode, a row leaving at its stop sequence) returns the
     texts of HFLM's generate (every row until the batch stops, then cut by lm-eval) -- with stop sequences that
     cut some rows early, none, or an end token; and the fast path is the one that ran."""
-    import copy
-
     from lm_eval.api.instance import Instance
 
     import eval.shared_context_lm as fast_module
 
     model, tok = tiny
-    model = copy.deepcopy(model)
-    torch.manual_seed(1)
-    with torch.no_grad():  # the random tiny model repeats one token per row; larger weights make its rows vary
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
+    model = varied_copy(model, seed=1)
     contexts = ["The cat sat on", "A dog", "Write a poem about the sea", "Numbers: 1 2 3", "Hello", "Once upon"]
 
     def requests(until):
