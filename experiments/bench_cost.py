@@ -27,7 +27,11 @@ Variants: ``sft``; ``sdft`` with every optimization on; ``sdft-no-<switch>`` wit
 ``--ablations`` switch (the before/after of each optimization, from the same invocation); ``sdft-trl`` with all of
 them off (TRL 1.16's trainer as shipped, our loss); with ``--omp-passive-variant``, ``sft+omp_passive`` and
 ``sdft+omp_passive`` (``OMP_WAIT_POLICY=PASSIVE``, what ``SDFT_OMP_PASSIVE=1`` sets; every other run has the OpenMP
-runtime's default policy).
+runtime's default policy); with ``--sft-padding-free-variant``, ``sft-padding_free``: SFT with TRL's ``padding_free``
+(a batch's sequences concatenated into one row, the attention kept within each by its position ids), which computes
+no padding -- the counterpart of SDFT's ``sequence_microbatches``, which ``sft`` (TRL's SFT as ``mini`` runs it:
+each batch padded to its longest sequence) lacks. The worker refuses it when a record is longer than SFT's
+``max_length`` (``padding_free`` does not truncate), so both SFT variants train on the same tokens.
 
 Switches: ``chunked_loss`` (``loss_chunk_size``), ``fused_lm_head``, ``sequence_microbatches``,
 ``teacher_inference_mode``, ``lean_logits``, ``fused_ema``, ``bf16_rollouts`` (``rollout_dtype="bfloat16"``),
@@ -130,6 +134,9 @@ def worker(spec: dict) -> dict:
     if spec["method"] == "sft":  # SFT's sequence limit: the mini SDFT runs' prompt limit + the completion length
         prompt_limit = load_preset("mini")["methods"]["sdft"]["max_prompt_length"]
         lengths = {"max_length": prompt_limit + spec["max_completion_length"]}
+        if spec.get("padding_free"):  # TRL refuses a max_length it would not enforce: check it here instead
+            _check_within(records, spec["model"], lengths["max_length"])
+            lengths = {"max_length": None, "padding_free": True}
     else:
         lengths = {"max_completion_length": spec["max_completion_length"]}
     cfg = build_config("mini", spec["method"], overrides=dict(
@@ -212,6 +219,7 @@ def worker(spec: dict) -> dict:
             n = int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
             count_tokens["tokens"] = count_tokens.get("tokens", 0) + n
             count_tokens["completion_tokens"] = count_tokens.get("completion_tokens", 0) + int((inputs["labels"] != -100).sum())
+            count_tokens["computed_tokens"] = count_tokens.get("computed_tokens", 0) + int(inputs["input_ids"].numel())
             return orig_loss(model, inputs, *a, **k)
     trainer.compute_loss = loss_with_count
 
@@ -269,6 +277,9 @@ def worker(spec: dict) -> dict:
         "step_times": [s["total"] for s in steps],
         "tokens_per_step": statistics.mean(s.get("tokens", 0) for s in measured),
         "completion_tokens_per_step": statistics.mean(s.get("completion_tokens", 0) for s in measured),
+        # SFT: the positions its forward computes, padding included (SDFT's student: its tokens, no padding)
+        "computed_tokens_per_step": (statistics.mean(s["computed_tokens"] for s in measured)
+                                     if all("computed_tokens" in s for s in measured) else None),
         "split": {k: statistics.mean(s["split"][k] for s in measured) for k in SPLIT_KEYS},
         "rss_before_train_mb": rss_before,
         "peak_rss_mb": _read_status("VmHWM") if rss_reset or not cuda else float("nan"),
@@ -330,11 +341,28 @@ def _run_child(kind: str, spec: dict, env_extra: dict, timeout: int) -> dict:
     return json.loads(Path(out_path).read_text())
 
 
+def _check_within(records: list[dict], model: str, max_length: int) -> None:
+    """Raise unless every record's SFT conversation (student prompt + demonstration, chat template) fits in
+    ``max_length`` tokens: then SFT with and without padding train on the same tokens."""
+    from sdft.baselines.sft import sft_examples
+    from sdft.models import load_tokenizer
+
+    tok = load_tokenizer(model)
+    for i, ex in enumerate(sft_examples(records)):
+        n = len(tok.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=True, return_dict=False))
+        if n > max_length:
+            raise ValueError(f"sft-padding_free: training record {i} is {n} tokens, over SFT's max_length "
+                             f"{max_length}; padding_free does not truncate, so the two SFT variants would differ")
+
+
 def _variants(ablations: list[str], trl_baseline: bool, gradient_checkpointing: bool = False,
-              omp_passive: bool = False) -> list[tuple[str, str, dict, dict]]:
+              omp_passive: bool = False, sft_padding_free: bool = False) -> list[tuple[str, str, dict, dict]]:
     """(name, method, switches, extra environment) of every variant, in running order."""
     on = {s: True for s in SWITCHES}
-    out = [("sft", "sft", on, {}), ("sdft", "sdft", on, {})]
+    out = [("sft", "sft", on, {})]
+    if sft_padding_free:
+        out.append(("sft-padding_free", "sft", on, {}))
+    out.append(("sdft", "sdft", on, {}))
     for s in ablations:
         out.append((f"sdft-no-{s}", "sdft", {**on, s: False}, {}))
     if trl_baseline:
@@ -392,6 +420,21 @@ def write_markdown(result: dict) -> str:
         f"| training tokens / step (student sequences) | {_fmt(a['tokens_per_step'], 0)} | {_fmt(b['tokens_per_step'], 0)} | |",
         f"| target / completion tokens per step | {_fmt(a['completion_tokens_per_step'], 0)} | {_fmt(b['completion_tokens_per_step'], 0)} | |",
         f"| tokens / s | {_fmt(a['tokens_per_s'], 1)} | {_fmt(b['tokens_per_s'], 1)} | |",
+        f"| SFT: positions computed / step (padding included) | {_fmt(a.get('computed_tokens_per_step'), 0)} | | |",
+    ]
+    if "sec_per_example_vs_sft_padding_free" in result["ratios"]:
+        c = v["sft-padding_free"]
+        lines += [
+            "", "Against SFT without padding (`sft-padding_free`: TRL's `padding_free`; SDFT's student computes no "
+            "padding either, `sequence_microbatches`):", "",
+            "| | SFT, no padding | SDFT | SDFT / SFT |", "|---|---|---|---|",
+            f"| s / example | {_fmt(c['sec_per_example'])} | {_fmt(b['sec_per_example'])} | "
+            f"**{_fmt(result['ratios']['sec_per_example_vs_sft_padding_free'])}** |",
+            f"| peak memory (MiB) | {_fmt(c['peak_memory_mb'], 0)} | {_fmt(b['peak_memory_mb'], 0)} | "
+            f"**{_fmt(result['ratios']['peak_memory_vs_sft_padding_free'])}** |",
+            f"| positions computed / step | {_fmt(c.get('computed_tokens_per_step'), 0)} | | |",
+        ]
+    lines += [
         "",
         "## Every variant (before/after of each optimization: `sdft` vs `sdft-no-<switch>`)", "",
         "| variant | s / example | vs sdft | / sft | peak MiB | completion tokens / step | per-round s / example | "
@@ -442,6 +485,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                    help="also run SDFT with gradient checkpointing (less memory, more time)")
     p.add_argument("--omp-passive-variant", action="store_true",
                    help="also run SFT and SDFT with OMP_WAIT_POLICY=PASSIVE (for cores shared with other processes)")
+    p.add_argument("--sft-padding-free-variant", action="store_true",
+                   help="add SFT with TRL's padding_free (no compute on padding; ratios against it reported too)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="environment variable for every child run (e.g. MALLOC_MMAP_THRESHOLD_=1048576)")
     p.add_argument("--only", default=None, help="comma-separated variant names to run (default: all)")
@@ -477,7 +522,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         p.error(f"unknown switches {sorted(unknown)}; known: {SWITCHES}")
     command = "python -m experiments.bench_cost " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     variants = _variants(ablations, not args.no_trl_baseline, args.gradient_checkpointing_variant,
-                         args.omp_passive_variant)
+                         args.omp_passive_variant, args.sft_padding_free_variant)
     if args.only:
         keep = set(args.only.split(","))
         variants = [v for v in variants if v[0] in keep]
@@ -490,7 +535,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         for name, method, switches, variant_env in variants:
             spec = {**base, "name": name, "method": method, "switches": switches,
                     "trainer_args": _args_for(switches, args.chunk_size),
-                    "gradient_checkpointing": name.endswith("+gradient_checkpointing")}
+                    "gradient_checkpointing": name.endswith("+gradient_checkpointing"),
+                    "padding_free": name == "sft-padding_free"}
             env = {**dict(kv.split("=", 1) for kv in args.env), **variant_env}
             res = _run_child("worker", spec, env, args.timeout)
             runs[name].append(res)
@@ -516,6 +562,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     if "sdft" in v and "sft" in v:
         result["ratios"] = {"sec_per_example": v["sdft"]["sec_per_example"] / v["sft"]["sec_per_example"],
                             "peak_memory": v["sdft"]["peak_memory_mb"] / v["sft"]["peak_memory_mb"]}
+    if "sdft" in v and "sft-padding_free" in v:
+        result["ratios"]["sec_per_example_vs_sft_padding_free"] = (v["sdft"]["sec_per_example"]
+                                                                  / v["sft-padding_free"]["sec_per_example"])
+        result["ratios"]["peak_memory_vs_sft_padding_free"] = (v["sdft"]["peak_memory_mb"]
+                                                              / v["sft-padding_free"]["peak_memory_mb"])
     if "sdft-trl" in v and "sft" in v:
         result["ratios"]["trl_sec_per_example"] = v["sdft-trl"]["sec_per_example"] / v["sft"]["sec_per_example"]
         result["ratios"]["trl_peak_memory"] = v["sdft-trl"]["peak_memory_mb"] / v["sft"]["peak_memory_mb"]

@@ -92,14 +92,21 @@ def test_bench_cost_runs_on_the_tiny_model(tmp_path):
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "experiments.bench_cost", "--model", "embedded:tiny-llama", "--steps", "1",
            "--warmup", "0", "--batch-size", "2", "--max-completion-length", "8", "--rounds", "1",
-           "--ablations", "chunked_loss", "--eval-limit", "0", "--out-dir", str(out)]
+           "--ablations", "chunked_loss", "--eval-limit", "0", "--sft-padding-free-variant", "--out-dir", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads((out / "bench_cost.json").read_text())
     md = (out / "bench_cost.md").read_text()
     assert "python -m experiments.bench_cost" in md
     names = {v["name"] for v in result["variants"]}
-    assert {"sft", "sdft", "sdft-no-chunked_loss"} <= names
+    assert {"sft", "sft-padding_free", "sdft", "sdft-no-chunked_loss"} <= names
+    v = {r["name"]: r for r in result["variants"]}
+    # the same batches (same seed), without the padding: the same tokens and targets, fewer positions computed
+    for key in ("tokens_per_step", "completion_tokens_per_step"):
+        assert v["sft-padding_free"][key] == v["sft"][key]
+    assert v["sft-padding_free"]["computed_tokens_per_step"] == v["sft"]["tokens_per_step"]
+    assert v["sft"]["computed_tokens_per_step"] >= v["sft"]["tokens_per_step"]
+    assert result["ratios"]["sec_per_example_vs_sft_padding_free"] > 0 and "SFT, no padding" in md
     for v in result["variants"]:
         assert v["sec_per_example"] > 0 and v["peak_rss_mb"] > 0
         if v["method"] == "sdft":  # every timer of the split found its method
@@ -427,3 +434,34 @@ def test_the_trainer_warns_when_trl_or_transformers_is_not_the_checked_version(m
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sdft.trainer._warn_on_other_versions()  # the pinned versions: silent
+
+
+def test_padding_free_sft_gives_the_padded_loss_and_gradients(tmp_path):
+    """``sft-padding_free`` (bench_cost) is SFT computing no padding, not another objective: on a batch of the tiny
+    model with sequences of different lengths, TRL's padding_free (one concatenated row, attention kept within each
+    sequence by its position ids) gives the loss and the gradients of the padded batch."""
+    from data_prep.registry import load_task
+    from sdft.baselines.sft import build_sft_trainer
+    from sdft.config import build_config
+
+    records = load_task("embedded_tool", "train")[:4]
+    results = {}
+    for padding_free in (False, True):
+        lengths = {"padding_free": True, "max_length": None} if padding_free else {}
+        cfg = build_config("smoke", "sft", overrides=dict(
+            model="embedded:tiny-llama", task="embedded_tool", per_device_train_batch_size=4, n_train=None,
+            output_dir=str(tmp_path / str(padding_free)), save_model=False, seed=0, **lengths))
+        trainer = build_sft_trainer(cfg, records, tmp_path / str(padding_free), callbacks=[])
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        if padding_free:
+            assert batch["input_ids"].size(0) == 1 and "attention_mask" not in batch
+        else:
+            assert batch["attention_mask"].sum() < batch["attention_mask"].numel()  # some padding to skip
+        trainer.model.eval()  # no dropout
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        results[padding_free] = (loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters()})
+    (loss_padded, grads_padded), (loss_free, grads_free) = results[False], results[True]
+    torch.testing.assert_close(loss_free, loss_padded, rtol=1e-5, atol=1e-6)
+    for name, grad in grads_padded.items():
+        torch.testing.assert_close(grads_free[name], grad, rtol=1e-4, atol=1e-6, msg=name)
