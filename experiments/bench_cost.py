@@ -27,7 +27,9 @@ Variants: ``sft``; ``sdft`` with every optimization on; ``sdft-no-<switch>`` wit
 ``--ablations`` switch (the before/after of each optimization, from the same invocation); ``sdft-trl`` with all of
 them off (TRL 1.16's trainer as shipped, our loss); with ``--omp-passive-variant``, ``sft+omp_passive`` and
 ``sdft+omp_passive`` (``OMP_WAIT_POLICY=PASSIVE``, what ``SDFT_OMP_PASSIVE=1`` sets; every other run has the OpenMP
-runtime's default policy); with ``--sft-padding-free-variant``, ``sft-padding_free``: SFT with TRL's ``padding_free``
+runtime's default policy); with ``--bf16-variant``, ``sft+bf16`` and ``sdft+bf16`` (``bf16=True``: the forward and
+backward in bf16 autocast, float32 weights and optimizer; different numbers, so beside the float32 runs, not
+instead of them); with ``--sft-padding-free-variant``, ``sft-padding_free``: SFT with TRL's ``padding_free``
 (a batch's sequences concatenated into one row, the attention kept within each by its position ids), which computes
 no padding -- the counterpart of SDFT's ``sequence_microbatches``, which ``sft`` (TRL's SFT as ``mini`` runs it:
 each batch padded to its longest sequence) lacks. The worker refuses it when a record is longer than SFT's
@@ -142,7 +144,7 @@ def worker(spec: dict) -> dict:
     cfg = build_config("mini", spec["method"], overrides=dict(
         model=spec["model"], task=spec["task"], max_steps=total_steps, per_device_train_batch_size=spec["batch_size"],
         output_dir=tmp, save_steps=10 ** 9, save_model=False, n_train=None, logging_steps=1, seed=spec["seed"],
-        gradient_checkpointing=spec.get("gradient_checkpointing", False), **lengths,
+        gradient_checkpointing=spec.get("gradient_checkpointing", False), bf16=spec.get("bf16", False), **lengths,
     ))
     if spec["method"] == "sft":
         from sdft.baselines.sft import build_sft_trainer
@@ -156,6 +158,7 @@ def worker(spec: dict) -> dict:
     from transformers.trainer_utils import SaveStrategy
 
     trainer.args.save_strategy = SaveStrategy.NO  # no checkpoint (the final one would be GBs per run)
+    flags = {"bf16": bool(trainer.args.bf16), "padding_free": bool(getattr(trainer.args, "padding_free", False))}
     steps: list[dict] = []
     cur: dict = {}
     marks: dict = {}
@@ -272,7 +275,8 @@ def worker(spec: dict) -> dict:
     mean_total = statistics.mean(s["total"] for s in measured)
     out = {
         "name": spec["name"], "method": spec["method"], "switches": spec["switches"],
-        "trainer_args": spec.get("trainer_args"), "steps_measured": len(measured), "wall_s": wall,
+        "trainer_args": spec.get("trainer_args"), "trainer_flags": flags, "steps_measured": len(measured),
+        "wall_s": wall,
         "sec_per_step": mean_total, "sec_per_example": mean_total / spec["batch_size"],
         "step_times": [s["total"] for s in steps],
         "tokens_per_step": statistics.mean(s.get("tokens", 0) for s in measured),
@@ -356,7 +360,8 @@ def _check_within(records: list[dict], model: str, max_length: int) -> None:
 
 
 def _variants(ablations: list[str], trl_baseline: bool, gradient_checkpointing: bool = False,
-              omp_passive: bool = False, sft_padding_free: bool = False) -> list[tuple[str, str, dict, dict]]:
+              omp_passive: bool = False, sft_padding_free: bool = False,
+              bf16: bool = False) -> list[tuple[str, str, dict, dict]]:
     """(name, method, switches, extra environment) of every variant, in running order."""
     on = {s: True for s in SWITCHES}
     out = [("sft", "sft", on, {})]
@@ -372,6 +377,8 @@ def _variants(ablations: list[str], trl_baseline: bool, gradient_checkpointing: 
         out += [("sft+omp_passive", "sft", on, passive), ("sdft+omp_passive", "sdft", on, passive)]
     if gradient_checkpointing:  # a memory-for-time trade, not a free optimization: reported beside, not in "sdft"
         out.append(("sdft+gradient_checkpointing", "sdft", on, {}))
+    if bf16:  # changes the numbers (bf16 autocast): reported beside, not in "sft" / "sdft"
+        out += [("sft+bf16", "sft", on, {}), ("sdft+bf16", "sdft", on, {})]
     return out
 
 
@@ -485,6 +492,9 @@ def main(argv: list[str] | None = None) -> dict | None:
                    help="also run SDFT with gradient checkpointing (less memory, more time)")
     p.add_argument("--omp-passive-variant", action="store_true",
                    help="also run SFT and SDFT with OMP_WAIT_POLICY=PASSIVE (for cores shared with other processes)")
+    p.add_argument("--bf16-variant", action="store_true",
+                   help="add sft+bf16 and sdft+bf16: training in bf16 autocast (TrainingArguments.bf16; on a CPU, "
+                        "torch's CPU autocast), the float32 weights and optimizer kept")
     p.add_argument("--sft-padding-free-variant", action="store_true",
                    help="add SFT with TRL's padding_free (no compute on padding; ratios against it reported too)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
@@ -522,7 +532,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         p.error(f"unknown switches {sorted(unknown)}; known: {SWITCHES}")
     command = "python -m experiments.bench_cost " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     variants = _variants(ablations, not args.no_trl_baseline, args.gradient_checkpointing_variant,
-                         args.omp_passive_variant, args.sft_padding_free_variant)
+                         args.omp_passive_variant, args.sft_padding_free_variant, args.bf16_variant)
     if args.only:
         keep = set(args.only.split(","))
         variants = [v for v in variants if v[0] in keep]
@@ -536,7 +546,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             spec = {**base, "name": name, "method": method, "switches": switches,
                     "trainer_args": _args_for(switches, args.chunk_size),
                     "gradient_checkpointing": name.endswith("+gradient_checkpointing"),
-                    "padding_free": name == "sft-padding_free"}
+                    "padding_free": name == "sft-padding_free", "bf16": name.endswith("+bf16")}
             env = {**dict(kv.split("=", 1) for kv in args.env), **variant_env}
             res = _run_child("worker", spec, env, args.timeout)
             runs[name].append(res)
