@@ -84,6 +84,9 @@ OVERRIDDEN_HOOKS = {
     _TRL + "_get_train_sampler": "EpochSeededRepeatSampler: a resumed run sees an uninterrupted run's prompts",
     _TRL + "log": "the _max metrics of a logging window are reduced by max (TRL averages all); the step's time/* "
                   "phases (sdft.timing.TimedSteps)",
+    _HF + "autocast_smart_context_manager": "the run's mixed-precision autocast (accelerate's) around the loss, so "
+                                            "that bf16 reaches the fused head's student body, which calls the "
+                                            "model's body directly and so misses accelerate's wrapped forward",
     _HF + "_save": "a LoRA student with a teacher adapter: the student's adapter only",
     _HF + "_save_checkpoint": "sdft.checkpoints.CompleteCheckpoints: a checkpoint is complete (marked) or ignored; "
                               "timed (sdft.timing.TimedSteps: time/checkpoint_s)",
@@ -188,6 +191,14 @@ class SelfDistillationTrainer(TimedSteps, CompleteCheckpoints, SDFTTrainer):
             loss, div = self._sdft_loss(model, inputs)
         self._log_divergence(model, [(inputs["completion_mask"], div)])
         return loss / (self.current_gradient_accumulation_steps if self.model.training else 1.0)
+
+    def autocast_smart_context_manager(self, cache_enabled: bool | None = True):
+        """Accelerate's autocast for the run's mixed precision (``bf16`` / ``fp16``; a no-op without it or under
+        DeepSpeed, which casts itself). transformers 5 returns a no-op here and leaves autocast to accelerate's
+        wrapper of ``model.forward``; the fused head (``sdft.speedups.student_head``) runs the model's body
+        without that wrapper, so without this its forward and backward ignored ``bf16=True``. Entered by
+        ``compute_loss_context_manager`` around every loss (TRL's ``training_step`` and ours)."""
+        return self.accelerator.autocast()
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """With the fused head and ``sequence_microbatches``: forward and backward one rollout at a time, without its

@@ -316,3 +316,24 @@ def test_loss_temperature_separates_the_target_from_the_sampler(fused, tiny_mode
 
     torch.testing.assert_close(got, expected(loss_t), rtol=1e-4, atol=1e-6)
     assert not torch.allclose(expected(loss_t), expected(sample_t), rtol=1e-3)  # the key changes the loss
+
+
+@pytest.mark.parametrize("path", ["fused_head", "fused_head_whole_batch", "logits"])
+@pytest.mark.parametrize("bf16", [True, False])
+def test_bf16_autocast_reaches_the_students_forward_on_every_loss_path(path, bf16, tiny_model_path, tmp_path):
+    """``bf16=True`` puts the student's forward under autocast whichever way the loss reaches it -- the fused head
+    (which runs the model's body directly, one rollout at a time or the whole batch) or the model's own logits --
+    and ``bf16=False`` never does. Seen from inside the model: a hook on its first decoder layer records, for each
+    forward that builds a graph (the student's; the rollouts and the teacher build none), whether autocast is on."""
+    switches = {"fused_head": {}, "fused_head_whole_batch": {"sequence_microbatches": False},
+                "logits": {"fused_lm_head": False}}[path]
+    cfg = _cfg(tiny_model_path, tmp_path, max_steps=1, bf16=bf16, **switches)
+    trainer = build_sdft_trainer(cfg, _records(4), tmp_path)
+    assert trainer._fused_head_usable(trainer.model) == (path != "logits")
+    seen = []
+    layer = trainer.model.model.layers[0]
+    layer.register_forward_hook(lambda module, args, out: seen.append(
+        (torch.is_grad_enabled(), torch.is_autocast_enabled("cpu"))))
+    trainer.train()
+    student = [autocast for grad, autocast in seen if grad]
+    assert student and all(autocast == bf16 for autocast in student), seen

@@ -25,6 +25,7 @@ SIGNATURES = {
     "trl.experimental.sdft.sdft_trainer.SDFTTrainer._setup_teacher_model": "(self)",
     "trl.experimental.sdft.sdft_trainer.SDFTTrainer._get_train_sampler": "(self, dataset=None)",
     "trl.experimental.sdft.sdft_trainer.SDFTTrainer.log": "(self, logs, start_time=None)",
+    "transformers.trainer.Trainer.autocast_smart_context_manager": "(self, cache_enabled=True)",
     "transformers.trainer.Trainer._save": "(self, output_dir=None, state_dict=None)",
     "transformers.trainer.Trainer._save_checkpoint": "(self, model, trial)",
     "transformers.trainer.Trainer._load_from_checkpoint": "(self, resume_from_checkpoint, model=None)",
