@@ -177,10 +177,10 @@ def teacher_logits(teacher_model, inputs: dict, args, forward_logits: Callable,
         t_ids, t_mask = inputs["teacher_input_ids"], inputs["teacher_attention_mask"]
         with _no_graph(args), weights(), _autocast(args, t_ids):
             hidden = _body_hidden(teacher_model, t_ids, t_mask, ids.size(1))
-        if args.teacher_dtype is not None:
-            hidden = hidden.float()  # the head in float32, as for the full logits below
-        # outside inference mode: the reduction is made of ordinary tensors, which autograd may save
-        return head_top_k(hidden, head.weight, head.bias, k, ids, chunk, args.distillation_temperature)
+        if args.teacher_dtype is None:  # outside inference mode: the reduction is made of ordinary tensors
+            return head_top_k(hidden, head.weight, head.bias, k, ids, chunk, args.distillation_temperature)
+        with _float32(ids):  # the head in float32, as for the full logits below
+            return head_top_k(hidden.float(), head.weight, head.bias, k, ids, chunk, args.distillation_temperature)
     logits = _teacher_full_logits(teacher_model, inputs, args, forward_logits, weights, head)
     return logits if k == 0 else teacher_top_k(logits, k, ids, chunk)
 
@@ -196,13 +196,19 @@ def _teacher_full_logits(teacher_model, inputs, args, forward_logits, weights, h
                 return forward_logits(teacher_model, ids, mask, logits_to_keep).float()
         with _autocast(args, ids):  # the body
             hidden = _body_hidden(teacher_model, ids, mask, logits_to_keep)
-        logits = torch.nn.functional.linear(hidden.float(), head.weight, head.bias)  # the head in float32
+        with _float32(ids):  # the head in float32
+            logits = torch.nn.functional.linear(hidden.float(), head.weight, head.bias)
     t = args.distillation_temperature
     return logits if t == 1.0 else logits / t
 
 
 def _no_graph(args):
     return torch.inference_mode() if args.teacher_inference_mode else torch.no_grad()
+
+
+def _float32(ids: torch.Tensor):
+    """Autocast off: the teacher's head stays float32 inside a bf16 run's autocast (``bf16=True``), as documented."""
+    return torch.autocast(ids.device.type, enabled=False)
 
 
 def _autocast(args, ids: torch.Tensor):

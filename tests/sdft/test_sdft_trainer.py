@@ -337,3 +337,28 @@ def test_bf16_autocast_reaches_the_students_forward_on_every_loss_path(path, bf1
     trainer.train()
     student = [autocast for grad, autocast in seen if grad]
     assert student and all(autocast == bf16 for autocast in student), seen
+
+
+@pytest.mark.parametrize("topk", [0, 3])
+def test_teacher_head_stays_float32_inside_a_bf16_runs_autocast(topk, tiny_model_path, tmp_path):
+    """With ``teacher_dtype`` the teacher's body runs in bf16 autocast and its output head in float32; a bf16 run
+    (``bf16=True``) computes every loss inside its own bf16 autocast, and that must not turn the head to bf16: the
+    teacher's target is the same inside that autocast as outside it, with the full logits and with their top K."""
+    from sdft.speedups import teacher_logits
+
+    cfg = _cfg(tiny_model_path, tmp_path, teacher_dtype="bfloat16", distillation_topk=topk,
+               **({"estimator": "rao_blackwell"} if topk else {}))
+    trainer = build_sdft_trainer(cfg, _records(2), tmp_path)
+    batch = trainer._prepare_training_batch([{"prompt": r["prompt"], "privileged_context": r["demonstration"]}
+                                             for r in _records(2)])
+
+    def target():
+        out = teacher_logits(trainer.teacher_model, batch, trainer.args, trainer._forward_logits,
+                             trainer._teacher_weights)
+        return out if topk == 0 else out.logprobs
+
+    plain = target()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = target()
+    assert plain.dtype == inside.dtype == torch.float32
+    torch.testing.assert_close(inside, plain, rtol=0, atol=0)
