@@ -143,6 +143,7 @@ def worker(spec: dict) -> dict:
         lengths = {"max_completion_length": spec["max_completion_length"]}
     cfg = build_config("mini", spec["method"], overrides=dict(
         model=spec["model"], task=spec["task"], max_steps=total_steps, per_device_train_batch_size=spec["batch_size"],
+        gradient_accumulation_steps=spec.get("accumulation", 1),
         output_dir=tmp, save_steps=10 ** 9, save_model=False, n_train=None, logging_steps=1, seed=spec["seed"],
         gradient_checkpointing=spec.get("gradient_checkpointing", False), bf16=spec.get("bf16", False), **lengths,
     ))
@@ -277,7 +278,8 @@ def worker(spec: dict) -> dict:
         "name": spec["name"], "method": spec["method"], "switches": spec["switches"],
         "trainer_args": spec.get("trainer_args"), "trainer_flags": flags, "steps_measured": len(measured),
         "wall_s": wall,
-        "sec_per_step": mean_total, "sec_per_example": mean_total / spec["batch_size"],
+        "examples_per_step": spec["batch_size"] * spec.get("accumulation", 1),
+        "sec_per_step": mean_total, "sec_per_example": mean_total / (spec["batch_size"] * spec.get("accumulation", 1)),
         "step_times": [s["total"] for s in steps],
         "tokens_per_step": statistics.mean(s.get("tokens", 0) for s in measured),
         "completion_tokens_per_step": statistics.mean(s.get("completion_tokens", 0) for s in measured),
@@ -403,7 +405,8 @@ def write_markdown(result: dict) -> str:
         f"Command: `{result['command']}`", "",
         f"Machine: {result['machine']}; torch {result['versions']['torch']}, transformers "
         f"{result['versions']['transformers']}, trl {result['versions']['trl']}; {result['date']}.", "",
-        f"Settings: model `{s['model']}`, task `{s['task']}`, batch {s['batch_size']}, max completion length "
+        f"Settings: model `{s['model']}`, task `{s['task']}`, batch {s['batch_size']}"
+        + (f" x accumulation {s['accumulation']}" if s.get("accumulation", 1) > 1 else "") + ", max completion length "
         f"{s['max_completion_length']}, torch threads {s.get('threads') or 'default'}, extra env {s.get('env') or 'none'}, "
         + ("**equal shape** (demonstrations lengthened to the max completion length, SDFT rollouts forced to it), "
            if s.get("equal_shape") else "the task's own demonstrations, rollouts ending at EOS, ") +
@@ -481,6 +484,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--steps", type=int, default=3, help="measured steps per run")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured steps first")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--accumulation", type=int, default=1,
+                   help="gradient_accumulation_steps: an optimizer step is batch x accumulation examples (SDFT samples "
+                        "all of their rollouts at once, TRL's generation batch); the paper's recipe: batch 1 x 32")
     p.add_argument("--max-completion-length", type=int, default=None,
                    help="rollout / completion token limit (default: the mini preset's SDFT value, 64)")
     p.add_argument("--rounds", type=int, default=2, help="times the whole alternating sequence of variants runs")
@@ -539,6 +545,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     runs: dict[str, list[dict]] = {name: [] for name, *_ in variants}
     load_at_start = os.getloadavg()[0]  # other work on the machine shows up here
     base = dict(model=args.model, task=args.task, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
+                accumulation=args.accumulation,
                 max_completion_length=args.max_completion_length, seed=args.seed, threads=args.threads,
                 equal_shape=args.equal_shape)
     for rnd in range(args.rounds):
