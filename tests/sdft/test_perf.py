@@ -91,7 +91,7 @@ def test_fused_ema_equals_reference_per_tensor_update():
 def test_bench_cost_runs_on_the_tiny_model(tmp_path):
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "experiments.bench_cost", "--model", "embedded:tiny-llama", "--steps", "1",
-           "--warmup", "0", "--batch-size", "2", "--max-completion-length", "8", "--rounds", "1",
+           "--warmup", "0", "--batch-size", "2", "--accumulation", "2", "--max-completion-length", "8", "--rounds", "1",
            "--ablations", "chunked_loss", "--eval-limit", "0", "--sft-padding-free-variant", "--bf16-variant",
            # every variant but sft+bf16 (TRL's SFT with TRL's bf16 flag): each is a process of ~10 s
            "--only", "sft,sft-padding_free,sdft,sdft-no-chunked_loss,sdft-trl,sdft+bf16", "--out-dir", str(out)]
@@ -116,7 +116,11 @@ def test_bench_cost_runs_on_the_tiny_model(tmp_path):
     assert result["ratios"]["sec_per_example_vs_sft_padding_free"] > 0 and "SFT, no padding" in md
     for v in result["variants"]:
         assert v["sec_per_example"] > 0 and v["peak_rss_mb"] > 0
+        # an optimizer step is batch x accumulation examples: 2 micro-batches of 2, whose tokens add up
+        assert v["examples_per_step"] == 4 and v["sec_per_example"] == pytest.approx(v["sec_per_step"] / 4)
         if v["method"] == "sdft":  # every timer of the split found its method
+            # the rollouts of both micro-batches counted (the tiny model rarely ends one before 8 tokens)
+            assert 2 * 8 < v["completion_tokens_per_step"] <= 4 * 8
             assert all(v["split"][k] > 0 for k in ("generation", "teacher_forward", "student_forward", "backward"))
     assert result["ratios"]["sec_per_example"] > 0 and result["ratios"]["peak_memory"] > 0
 
