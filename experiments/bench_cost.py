@@ -274,12 +274,13 @@ def worker(spec: dict) -> dict:
     wall = time.perf_counter() - t0
     measured = steps[spec["warmup"]:] or steps
     mean_total = statistics.mean(s["total"] for s in measured)
+    examples = spec["batch_size"] * spec.get("accumulation", 1)  # an optimizer step's
     out = {
         "name": spec["name"], "method": spec["method"], "switches": spec["switches"],
         "trainer_args": spec.get("trainer_args"), "trainer_flags": flags, "steps_measured": len(measured),
         "wall_s": wall,
-        "examples_per_step": spec["batch_size"] * spec.get("accumulation", 1),
-        "sec_per_step": mean_total, "sec_per_example": mean_total / (spec["batch_size"] * spec.get("accumulation", 1)),
+        "examples_per_step": examples,
+        "sec_per_step": mean_total, "sec_per_example": mean_total / examples,
         "step_times": [s["total"] for s in steps],
         "tokens_per_step": statistics.mean(s.get("tokens", 0) for s in measured),
         "completion_tokens_per_step": statistics.mean(s.get("completion_tokens", 0) for s in measured),
