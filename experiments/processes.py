@@ -14,21 +14,33 @@ preloaded library read at import (e.g. ``HF_HUB_OFFLINE``) hold their values fro
 launcher's first run; the run's own ``env`` is installed in ``os.environ`` for everything read later. The thread
 count is set with ``torch.set_num_threads`` (``OMP_NUM_THREADS`` is read once, when torch loads). Set
 ``SDFT_FRESH_PROCESSES=1`` to start every run as a fresh interpreter instead (``subprocess``).
+
+Threads: the launchers start and wait for runs from several threads. The fork server reports a run's exit status
+once, as bytes on a pipe, and ``multiprocessing`` reads them without a lock: from ``join`` and from the check of all
+finished children that every ``Process.start`` makes. Two threads reading at once left one with an empty pipe, which
+``multiprocessing`` reports as exit status 255 (a finished run shown as "FAILED (exit 255)"; the symptom of CPython
+issue 140867). Here every read of a status and every start holds one lock (:data:`_STATUS_LOCK`); waiting for a run
+to end only watches its pipe, without reading it.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
 import runpy
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 # What every run imports before its first line of work, in the order they load (a module missing here is skipped).
 PRELOAD = ["torch", "transformers", "datasets", "trl", "lm_eval.evaluator", "sdft.train", "eval.run",
            "experiments.section", "transformers.models.llama.modeling_llama"]
+
+# Held while reading a forked run's exit status and while starting a run (which reads those of finished runs).
+_STATUS_LOCK = threading.Lock()
 
 
 def fresh_processes() -> bool:
@@ -70,17 +82,19 @@ class Child:
 
     @property
     def returncode(self) -> int | None:
-        return self._process.exitcode
+        return self.poll()
 
     def poll(self) -> int | None:
-        return self._process.exitcode
+        with _STATUS_LOCK:
+            return self._process.exitcode
 
     def wait(self) -> int:
-        self._process.join()
-        return self._process.exitcode
+        while (code := self.poll()) is None:
+            multiprocessing.connection.wait([self._process.sentinel])  # readable once the status is there
+        return code
 
     def send_signal(self, signum: int) -> None:
-        if self._process.exitcode is None:
+        if self.poll() is None:
             os.kill(self._process.pid, signum)
 
 
@@ -107,7 +121,8 @@ def start(module: str, argv: list[str], log: str | Path, env: dict[str, str], th
                                     env=env, start_new_session=own_session)
     process = _context().Process(target=_run_module, args=(module, list(argv), str(log), env, threads, own_session),
                                  name=f"{module} {' '.join(argv)}", daemon=False)
-    process.start()
+    with _STATUS_LOCK:
+        process.start()
     return Child(process)
 
 

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -62,3 +63,26 @@ def test_a_run_left_in_the_launchers_process_group_when_asked(tmp_path, mode):
                             own_session=False)
     assert child.wait() == 0
     assert json.loads(out.read_text())["sid"] == os.getsid(0)
+
+
+def test_a_forked_runs_exit_status_reaches_every_thread_waiting_for_it_while_others_start_runs(tmp_path,
+                                                                                               monkeypatch):
+    """The launchers wait for runs from several threads and start runs from others; the fork server reports an exit
+    status once, so a read of it racing another used to come back as 255 (experiments/processes.py). A fresh
+    interpreter's status is ``subprocess``'s, which locks its own reads."""
+    monkeypatch.setenv("SDFT_FRESH_PROCESSES", "0")
+    for attempt in range(3):
+        out = tmp_path / f"seen{attempt}.json"
+        child = processes.start(MODULE, [str(out), "0", "wait"], tmp_path / "run.log", dict(os.environ), threads=1)
+        _wait_for(out, child)
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            waiting = [pool.submit(child.wait) for _ in range(4)]
+            polling = [pool.submit(lambda c=child: [c.poll() for _ in range(2000)]) for _ in range(2)]
+            child.send_signal(signal.SIGTERM)
+            # each start reads the status of the runs that have ended, this one's among them
+            quick = [processes.start(MODULE, [str(tmp_path / f"quick{attempt}_{i}.json"), "4"], tmp_path / "q.log",
+                                     dict(os.environ), threads=1, append=True) for i in range(3)]
+            assert [w.result(timeout=120) for w in waiting] == [128 + signal.SIGTERM] * 4
+            assert all(code in (None, 128 + signal.SIGTERM) for p in polling for code in p.result(timeout=120))
+        assert [q.wait() for q in quick] == [4, 4, 4]
+        assert child.returncode == child.poll() == child.wait() == 128 + signal.SIGTERM
