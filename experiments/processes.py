@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 # What every run imports before its first line of work, in the order they load (a module missing here is skipped).
@@ -88,9 +89,14 @@ class Child:
         with _STATUS_LOCK:
             return self._process.exitcode
 
-    def wait(self) -> int:
+    def wait(self, timeout: float | None = None) -> int:
+        """The run's exit status once it has ended; ``subprocess.TimeoutExpired`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while (code := self.poll()) is None:
-            multiprocessing.connection.wait([self._process.sentinel])  # readable once the status is there
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(self._process.name, timeout)
+            multiprocessing.connection.wait([self._process.sentinel], left)  # readable once the status is there
         return code
 
     def send_signal(self, signum: int) -> None:

@@ -65,6 +65,37 @@ def varied_copy():
     return make
 
 
+@pytest.fixture(scope="session")
+def run_module(tmp_path_factory):
+    """A function ``(module, argv, env=None, timeout=300) -> subprocess.CompletedProcess``: ``python -m module argv``
+    run as the launchers run every run, forked from the preloaded server of :mod:`experiments.processes` (a process
+    of its own that starts without 7 s of imports), with this process's thread count. Its stdout and stderr, one
+    log, are both fields of the result; a run past ``timeout`` is killed and the timeout raised."""
+    import signal
+    import subprocess
+
+    import torch
+
+    from experiments import processes
+
+    logs = tmp_path_factory.mktemp("run_module")
+
+    def run(module: str, argv: list[str], env: dict[str, str] | None = None, timeout: float = 300):
+        log = logs / f"{len(list(logs.iterdir()))}.log"
+        child = processes.start(module, list(argv), log, dict(os.environ if env is None else env),
+                                threads=torch.get_num_threads())
+        try:
+            code = child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            raise
+        output = log.read_text()
+        return subprocess.CompletedProcess([module, *argv], code, stdout=output, stderr=output)
+
+    return run
+
+
 def pytest_collection_modifyitems(config, items):
     """Modules holding end-to-end (``slow``) tests first, in their collected order otherwise: on two workers the
     longest modules start early and the many short ones fill in behind them, instead of one long module running

@@ -4,6 +4,7 @@
 import json
 import os
 import signal
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -86,3 +87,14 @@ def test_a_forked_runs_exit_status_reaches_every_thread_waiting_for_it_while_oth
             assert all(code in (None, 128 + signal.SIGTERM) for p in polling for code in p.result(timeout=120))
         assert [q.wait() for q in quick] == [4, 4, 4]
         assert child.returncode == child.poll() == child.wait() == 128 + signal.SIGTERM
+
+
+def test_waiting_for_a_run_can_time_out_and_the_run_goes_on(tmp_path, mode):
+    out = tmp_path / "seen.json"
+    child = processes.start(MODULE, [str(out), "0", "wait"], tmp_path / "run.log", dict(os.environ), threads=1)
+    _wait_for(out, child)
+    with pytest.raises(subprocess.TimeoutExpired):
+        child.wait(timeout=0.2)
+    assert child.poll() is None
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=60) == 128 + signal.SIGTERM

@@ -3,9 +3,6 @@ resume of an adapter run, what a run saves and how it is evaluated."""
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -281,42 +278,23 @@ def test_the_bf16_sampler_copy_is_off_with_adapters_and_says_so(tiny_model_path,
 
 
 # ------------------------------------------------------------------------------------------------ resume
-# sdft.train's command line in a process that kills itself with SIGKILL right after checkpoint-6 is written (the
-# approach of tests/sdft/test_resume.py)
-KILLER = textwrap.dedent("""
-    import os, signal, sys
-    from transformers import TrainerCallback
-    import sdft.training
-    from sdft.train import main
-
-    class Kill(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.global_step == 6:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    original = sdft.training.run_callbacks
-    sdft.training.run_callbacks = lambda *args, **kwargs: original(*args, **kwargs) + [Kill()]
-    main(sys.argv[1:])
-""")
-
-
 @pytest.mark.slow
-def test_lora_sdft_killed_in_its_second_epoch_resumes_to_the_same_adapters_bitwise(tiny_model_path, tmp_path):
-    """10 steps of a 4-step epoch, checkpoints every 2; killed after checkpoint-6, then resumed."""
+def test_lora_sdft_killed_in_its_second_epoch_resumes_to_the_same_adapters_bitwise(tiny_model_path, tmp_path,
+                                                                                   run_module):
+    """10 steps of a 4-step epoch, checkpoints every 2; killed after checkpoint-6 (SIGKILL, by
+    tests/sdft/interrupted_train.py), then resumed. Each run is a process of its own."""
     def command(out):
         return ["--method", "sdft", "--preset", "smoke", f"model={tiny_model_path}", f"output_dir={out}",
                 "max_steps=10", "save_steps=2", "learning_rate=0.01", "save_total_limit=10", "keep_checkpoints=true",
                 "checkpoint_selection=final", "teacher_update_rate=0.3", "use_peft=true", "lora_r=4"]
 
-    def run(args, script=None):
-        head = ["-c", script] if script else ["-m", "sdft.train"]
-        return subprocess.run([sys.executable, *head, *args], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                              env=os.environ.copy())
+    def run(args, module="sdft.train"):
+        return run_module(module, args, env={**os.environ, "INTERRUPT": "SIGKILL"})
 
     straight, cut = tmp_path / "straight", tmp_path / "cut"
     done = run(command(straight))
     assert done.returncode == 0, done.stderr[-3000:]
-    died = run(command(cut), KILLER)
+    died = run(command(cut), "tests.sdft.interrupted_train")
     assert died.returncode == -9, died.stderr[-3000:]
     checkpoint = cut / "checkpoints" / "checkpoint-6"
     assert (checkpoint / "teacher_model.safetensors").exists() and (checkpoint / "adapter_model.safetensors").exists()

@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -327,10 +325,10 @@ def _weights(folder):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", BASELINES)
-def test_smoke_run_writes_a_run_directory_with_a_changed_model(method, tmp_path):
+def test_smoke_run_writes_a_run_directory_with_a_changed_model(method, tmp_path, run_module):
     """``python -m sdft.train --method M --preset smoke`` for every baseline. To keep the file fast, the CLI runs
-    in a subprocess (its exit status checked) for ``reinvoke``, the method with the most moving parts, and through
-    the same ``main`` in this process for the others."""
+    in a process of its own (its exit status checked; forked as the launchers fork their runs) for ``reinvoke``,
+    the method with the most moving parts, and through the same ``main`` in this process for the others."""
     import shutil
     from pathlib import Path
 
@@ -341,7 +339,7 @@ def test_smoke_run_writes_a_run_directory_with_a_changed_model(method, tmp_path)
     argv = ["--method", method, "--preset", "smoke", "--output-dir", str(out)]
     if method == "reinvoke":
         argv.append("keep_checkpoints=true")  # the resume check below needs them
-        proc = subprocess.run([sys.executable, "-m", "sdft.train", *argv], capture_output=True, text=True, timeout=300)
+        proc = run_module("sdft.train", argv)
         assert proc.returncode == 0, proc.stderr[-3000:]
     else:
         assert main(argv) == out

@@ -6,39 +6,12 @@ second epoch, where TRL's own sampler replayed the first epoch's order on resume
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from sdft.checkpoints import checkpoint_problem
-
-# Runs sdft.train's command line in a process that interrupts itself: SIGKILL right after checkpoint-6 is written
-# (INTERRUPT=SIGKILL), or a signal sent to itself at the end of step 5 (INTERRUPT=SIGTERM / SIGINT).
-INTERRUPTER = textwrap.dedent("""
-    import os, signal, sys
-    from transformers import TrainerCallback
-    import sdft.training
-    from sdft.train import main
-
-    how = getattr(signal, os.environ["INTERRUPT"])
-
-    class Interrupt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if how != signal.SIGKILL and state.global_step == 5:
-                os.kill(os.getpid(), how)
-
-        def on_save(self, args, state, control, **kwargs):
-            if how == signal.SIGKILL and state.global_step == 6:
-                os.kill(os.getpid(), how)
-
-    original = sdft.training.run_callbacks
-    sdft.training.run_callbacks = lambda *args, **kwargs: original(*args, **kwargs) + [Interrupt()]
-    main(sys.argv[1:])
-""")
 
 
 def _command(method, model, out):
@@ -48,20 +21,16 @@ def _command(method, model, out):
             "checkpoint_selection=final", *sdft_only]
 
 
-def _train(args, env=None):
-    return subprocess.run([sys.executable, "-m", "sdft.train"] + args, capture_output=True, text=True, timeout=300,
-                          env=env)
-
-
 @pytest.fixture(scope="module")
-def uninterrupted(tiny_model_path, tmp_path_factory):
-    """method -> the run directory of a run nothing interrupted (made once per method)."""
+def uninterrupted(tiny_model_path, tmp_path_factory, run_module):
+    """method -> the run directory of a run nothing interrupted (made once per method, in a process of its own as
+    the interrupted runs are)."""
     made = {}
 
     def run(method):
         if method not in made:
             out = tmp_path_factory.mktemp(f"straight-{method}")
-            done = _train(_command(method, tiny_model_path, out))
+            done = run_module("sdft.train", _command(method, tiny_model_path, out))
             assert done.returncode == 0, done.stderr[-3000:]
             made[method] = out
         return made[method]
@@ -81,10 +50,12 @@ def _assert_same_weights(a, b, what):
 @pytest.mark.slow
 @pytest.mark.parametrize("method,how", [("sdft", "SIGKILL"), ("sft", "SIGKILL"), ("sdft", "SIGTERM"),
                                         ("sft", "SIGTERM"), ("sdft", "SIGINT")])
-def test_interrupted_in_second_epoch_resumes_bitwise(method, how, tiny_model_path, uninterrupted, tmp_path):
+def test_interrupted_in_second_epoch_resumes_bitwise(method, how, tiny_model_path, uninterrupted, tmp_path,
+                                                     run_module):
+    """The interrupted run and its resumption are each a process of their own (tests/sdft/interrupted_train.py)."""
     straight, cut = uninterrupted(method), tmp_path / "cut"
-    died = subprocess.run([sys.executable, "-c", INTERRUPTER] + _command(method, tiny_model_path, cut),
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "INTERRUPT": how})
+    died = run_module("tests.sdft.interrupted_train", _command(method, tiny_model_path, cut),
+                      env={**os.environ, "INTERRUPT": how})
     manifest = json.loads((cut / "manifest.json").read_text())
     if how == "SIGKILL":
         assert died.returncode == -9, died.stderr[-3000:]
@@ -98,7 +69,7 @@ def test_interrupted_in_second_epoch_resumes_bitwise(method, how, tiny_model_pat
     assert not (cut / "model").exists()
     assert _last_checkpoint(cut).name == "checkpoint-6" and checkpoint_problem(_last_checkpoint(cut)) is None
 
-    resumed = _train(_command(method, tiny_model_path, cut))
+    resumed = run_module("sdft.train", _command(method, tiny_model_path, cut))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((cut / "manifest.json").read_text())["resumed_from"].endswith("checkpoint-6")
     _assert_same_weights(load_file(str(straight / "model" / "model.safetensors")),
