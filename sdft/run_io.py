@@ -53,7 +53,9 @@ def git_commit() -> str | None:
 def cpu_description() -> dict[str, Any]:
     """The processor and the vector instructions torch dispatches to (``AVX512``, ``AVX2``, ...) and whether it has
     AMX bf16 units: low-precision kernels round differently across them, so a bf16 sampler or teacher (the ``mini``
-    preset's) can take another trajectory on another processor even with the same seed (README, determinism)."""
+    preset's) can take another trajectory on another processor even with the same seed (README, determinism). And
+    the number of threads torch computes with (``torch_threads``): it changes float32 reduction order, so the same
+    run on 1 and on 2 threads differs in the last digits, and a chaotic run (SDFT at 135M) can take another path."""
     import torch
 
     model, flags = None, ""
@@ -67,8 +69,8 @@ def cpu_description() -> dict[str, Any]:
     except OSError:
         pass
     return {"model": model or platform.processor() or None, "torch_capability": torch.backends.cpu.get_cpu_capability(),
-            "amx_bf16": "amx_bf16" in flags.split(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available()
-            else None}
+            "amx_bf16": "amx_bf16" in flags.split(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def package_versions() -> dict[str, str | None]:

@@ -27,6 +27,13 @@ from sdft.selection import BestValidationCheckpoint
 from sdft.timing import RUN_CLOCK
 
 
+def apply_thread_setting() -> None:
+    """``SDFT_NUM_THREADS``, when set and there is no GPU: ``torch.set_num_threads`` for this process. On CPU cores
+    shared with other jobs, fewer threads than cores can be much faster (experiments/bench_cost.py)."""
+    if not torch.cuda.is_available() and os.environ.get("SDFT_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["SDFT_NUM_THREADS"]))
+
+
 def load_student(cfg, model_name: str | None = None):
     """The model to train (bf16 weights on GPU when the run trains in bf16, else float32; quantized with
     ``load_in_4bit`` / ``load_in_8bit``) and its tokenizer, left-padded. Its seconds count in the run's
@@ -38,9 +45,7 @@ def load_student(cfg, model_name: str | None = None):
 
     name = model_name or cfg.model
     cuda = torch.cuda.is_available()
-    if not cuda and os.environ.get("SDFT_NUM_THREADS"):
-        # On CPU cores shared with other jobs, fewer threads than cores can be much faster (experiments/bench_cost.py).
-        torch.set_num_threads(int(os.environ["SDFT_NUM_THREADS"]))
+    apply_thread_setting()
     dtype = torch.bfloat16 if (cuda and cfg.bf16) else torch.float32
     adapter = model_name if model_name is not None and is_adapter_dir(model_name) else None
     with RUN_CLOCK.loading():

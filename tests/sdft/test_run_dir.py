@@ -300,6 +300,20 @@ def test_a_run_into_a_directory_with_a_stale_lock_takes_it_over_and_removes_it(t
     assert json.loads((out / "manifest.json").read_text())["created_by"] == "sdft.train"
 
 
+def test_the_manifest_records_the_thread_count_the_run_trained_with(tiny_model_path, tmp_path, monkeypatch):
+    """Thread counts change float32 results, so a run records its own: ``SDFT_NUM_THREADS``, applied before the
+    manifest is written."""
+    before = torch.get_num_threads()
+    asked = before + 1
+    monkeypatch.setenv("SDFT_NUM_THREADS", str(asked))
+    try:
+        out = main(_argv(tmp_path / "run", tiny_model_path, "sft", "max_steps=1"))
+        assert torch.get_num_threads() == asked
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((out / "manifest.json").read_text())["cpu"]["torch_threads"] == asked
+
+
 # ------------------------------------------------------------------------------------------------ the model
 @pytest.mark.parametrize("name", ["/no/such/model", "./no-such-model", "../no/such", "~/no-such-model", "a/b/c"])
 def test_a_missing_local_model_names_the_path(name):
