@@ -36,6 +36,7 @@ from sdft import plugins
 from sdft.config_layers import PRESETS, dataclass_parser, parse_overrides
 from sdft.errors import reported_as_one_line
 from sdft.llm import DeadlineExceeded
+from sdft.run_io import apply_thread_setting
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +102,7 @@ def _main(argv: list[str] | None) -> int:
         task_name = args.task or run_config.get("task")
         task = get_task(task_name) if task_name and not cfg.skip_task else None
         out_dir = Path(args.output) if args.output else default_output_dir(args.model, args.task)
+        apply_thread_setting()  # SDFT_NUM_THREADS, as for a training run
         result = evaluate(args.model, task, cfg, output_dir=out_dir)
     except PriorSuiteError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -32,7 +32,7 @@ from sdft.config_layers import load_preset, parse_overrides
 from sdft.errors import reported_as_one_line
 from sdft.plugins import HINT, PluginError, as_list, env_specs, import_plugins, merge
 from sdft.registry import method_names
-from sdft.run_io import InvalidJSONFile
+from sdft.run_io import InvalidJSONFile, apply_thread_setting
 
 GridHook = Callable[[argparse.Namespace, list], Any]  # (parsed options, the grid's RunSpecs) -> ...
 RECIPES = Path(__file__).resolve().parent / "recipes" / "qwen2.5-7b-instruct"
@@ -40,7 +40,9 @@ RECIPES = Path(__file__).resolve().parent / "recipes" / "qwen2.5-7b-instruct"
 
 def execute(spec: G.RunSpec, prior: bool = True, also_tasks: dict[str, str] | None = None) -> None:
     """Train (unless the method is evaluated only) and evaluate one run; writes eval.json into its directory.
-    ``prior`` and ``also_tasks``: as :func:`experiments.evaluation.evaluate_run`."""
+    ``prior`` and ``also_tasks``: as :func:`experiments.evaluation.evaluate_run`. ``SDFT_NUM_THREADS`` sets the
+    thread count of the whole run, an evaluated-only one included."""
+    apply_thread_setting()
     cfg = spec.config()
     if not G.trains(spec.method):
         Path(spec.run_dir).mkdir(parents=True, exist_ok=True)

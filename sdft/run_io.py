@@ -50,6 +50,25 @@ def git_commit() -> str | None:
         return None
 
 
+def apply_thread_setting() -> None:
+    """``SDFT_NUM_THREADS``, when set and there is no GPU: ``torch.set_num_threads`` for this process, before a run
+    trains or evaluates. Thread counts change float32 and bf16 reduction order, so ``SDFT_NUM_THREADS=1`` makes a run
+    compute as the committed ``mini`` runs did whatever the core count and ``--jobs``; on CPU cores shared with
+    other jobs, fewer threads than cores can also be much faster (experiments/bench_cost.py)."""
+    value = os.environ.get("SDFT_NUM_THREADS", "").strip()
+    if not value:
+        return
+    if not value.isdigit() or int(value) < 1:
+        from sdft.errors import ConfigError
+
+        raise ConfigError(f"environment variable SDFT_NUM_THREADS={value!r}: expected a whole number of threads, "
+                          "1 or more")
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(int(value))
+
+
 def cpu_description() -> dict[str, Any]:
     """The processor and the vector instructions torch dispatches to (``AVX512``, ``AVX2``, ...) and whether it has
     AMX bf16 units: low-precision kernels round differently across them, so a bf16 sampler or teacher (the ``mini``

@@ -72,7 +72,7 @@ def run_training(cfg: RunConfig, force: bool = False) -> Path:
     completed run is skipped; otherwise training resumes from the newest complete checkpoint, if any.
     """
     from sdft.models import is_embedded, resolve_model_path
-    from sdft.training import apply_thread_setting
+    from sdft.run_io import apply_thread_setting
 
     apply_thread_setting()  # before the manifest, which records the thread count
     state = process_state(cfg)

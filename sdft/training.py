@@ -22,16 +22,9 @@ from sdft.distributed import any_process
 from sdft.health import CollapseWatch
 from sdft.interrupts import active_request
 from sdft.models import load_tokenizer, resolve_model_path
-from sdft.run_io import write_text_atomic
+from sdft.run_io import apply_thread_setting, write_text_atomic
 from sdft.selection import BestValidationCheckpoint
 from sdft.timing import RUN_CLOCK
-
-
-def apply_thread_setting() -> None:
-    """``SDFT_NUM_THREADS``, when set and there is no GPU: ``torch.set_num_threads`` for this process. On CPU cores
-    shared with other jobs, fewer threads than cores can be much faster (experiments/bench_cost.py)."""
-    if not torch.cuda.is_available() and os.environ.get("SDFT_NUM_THREADS"):
-        torch.set_num_threads(int(os.environ["SDFT_NUM_THREADS"]))
 
 
 def load_student(cfg, model_name: str | None = None):

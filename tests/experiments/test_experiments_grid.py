@@ -74,3 +74,23 @@ def test_the_local_queue_starts_the_longest_runs_first(tmp_path):
     costs = [expected_cost(s) for s in (two_epochs, one_epoch, sft, base)]
     assert costs == sorted(costs, reverse=True) and len(set(costs)) == 4 and costs[-1] == 0
     assert expected_cost(spec("sft", max_steps=5)) == 5  # max_steps counts, as it does in training
+
+
+def test_sdft_num_threads_sets_the_thread_count_of_an_evaluated_only_run_too(tmp_path, monkeypatch):
+    """The committed ``mini`` runs computed with one thread; ``SDFT_NUM_THREADS=1`` reproduces that for every run of a
+    section, Base (no training) included."""
+    import torch
+
+    from experiments.grid import RunSpec
+    from experiments.section import execute
+
+    before = torch.get_num_threads()
+    asked = before + 1
+    monkeypatch.setenv("SDFT_NUM_THREADS", str(asked))
+    try:
+        execute(RunSpec("table5", "embedded_tool", "base", 0, "smoke", str(tmp_path / "base" / "seed0"),
+                        eval_options={"n": 2, "max_new_tokens": 4, "prior_suite": "none"}), prior=False)
+        assert torch.get_num_threads() == asked
+    finally:
+        torch.set_num_threads(before)
+    assert (tmp_path / "base" / "seed0" / "eval.json").exists()

@@ -314,6 +314,18 @@ def test_the_manifest_records_the_thread_count_the_run_trained_with(tiny_model_p
     assert json.loads((out / "manifest.json").read_text())["cpu"]["torch_threads"] == asked
 
 
+@pytest.mark.parametrize("value", ["two", "0", "-1", "1.5"])
+def test_a_thread_count_that_is_not_one_or_more_is_refused_naming_the_variable(value, monkeypatch):
+    from sdft.errors import ConfigError
+    from sdft.run_io import apply_thread_setting
+
+    monkeypatch.setenv("SDFT_NUM_THREADS", value)
+    before = torch.get_num_threads()
+    with pytest.raises(ConfigError, match=f"SDFT_NUM_THREADS='{value}'"):
+        apply_thread_setting()
+    assert torch.get_num_threads() == before
+
+
 # ------------------------------------------------------------------------------------------------ the model
 @pytest.mark.parametrize("name", ["/no/such/model", "./no-such-model", "../no/such", "~/no-such-model", "a/b/c"])
 def test_a_missing_local_model_names_the_path(name):
