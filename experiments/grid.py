@@ -12,6 +12,8 @@ import itertools
 import json
 import shlex
 import subprocess
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -193,6 +195,17 @@ def progress_line(i: int, n: int, spec: RunSpec, status: str, started: float) ->
     return f"[{i + 1}/{n}] {spec.label}: {status} ({time.time() - started:.0f}s elapsed)"
 
 
+_SAY_LOCK = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print one whole line to stdout, from any thread. (``print`` writes the text and its newline as two writes, so
+    two threads printing at once could join two lines and leave an empty one.)"""
+    with _SAY_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def run_local(specs: list[RunSpec], execute: Callable[[RunSpec], None], force: bool = False) -> None:
     """Run every spec in this process, one progress line each; completed runs are skipped."""
     t0 = time.time()
@@ -253,7 +266,7 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
     todo = []
     for i, spec in enumerate(specs):
         if is_done(spec) and not force:
-            print(progress_line(i, len(specs), spec, "done before, skipped", t0), flush=True)
+            say(progress_line(i, len(specs), spec, "done before, skipped", t0))
         else:
             todo.append(i)
     todo.sort(key=lambda i: -expected_cost(specs[i]))  # stable: grid order among equal costs
@@ -265,7 +278,7 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
             return i, None, 0.0
         log = run_log(specs[i])
         log.parent.mkdir(parents=True, exist_ok=True)
-        print(progress_line(i, len(specs), specs[i], f"running ({threads} thread(s), log {log})", t0), flush=True)
+        say(progress_line(i, len(specs), specs[i], f"running ({threads} thread(s), log {log})", t0))
         started = time.time()
         argv = ["--grid", str(grid_path), "--index", str(i)] + (["--force"] if force else [])
         # its own session: a Ctrl-C at the terminal reaches the runs once, passed on by this process
@@ -296,7 +309,7 @@ def run_parallel(specs: list[RunSpec], grid_path: str | Path, jobs: int, force: 
                 else:
                     status = f"finished in {took:.0f}s" if code == 0 else \
                         f"FAILED (exit {code}; see {run_log(specs[i])})"
-                print(progress_line(i, len(specs), specs[i], status, t0), flush=True)
+                say(progress_line(i, len(specs), specs[i], status, t0))
                 if code != 0 and not stopped_by_signal(code):
                     failed.append(f"{specs[i].label} ({run_log(specs[i])})")
     if stop.requested or interrupted:

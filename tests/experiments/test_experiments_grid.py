@@ -62,6 +62,40 @@ def test_run_parallel_reports_a_failed_run_with_its_log_and_runs_the_others(tmp_
     assert len(json.loads((tmp_path / "grid.json").read_text())) == 2
 
 
+def test_progress_lines_of_runs_ending_and_starting_at_once_stay_whole_lines(tmp_path, monkeypatch):
+    """The launcher prints from its waiting thread and from each starting thread: every progress line is whole, on
+    its own line. (A stdout that lets other threads run inside each write makes two ``print`` calls, each a write of
+    the text and one of the newline, join two lines and leave an empty one.)"""
+    import re
+    import sys
+    import time
+
+    from experiments.grid import RunSpec, run_parallel
+
+    class SlowOut:
+        def __init__(self):
+            self.parts = []
+
+        def write(self, text):
+            time.sleep(0.002)  # another thread runs here
+            self.parts.append(text)
+            return len(text)
+
+        def flush(self):
+            pass
+
+    out = SlowOut()
+    monkeypatch.setattr(sys, "stdout", out)
+    specs = [RunSpec(experiment=f"no_such_section_{i}", task="embedded_tool", method="base", seed=0, preset="smoke",
+                     run_dir=str(tmp_path / str(i))) for i in range(8)]
+    with pytest.raises(RuntimeError, match="8 of 8 runs failed"):
+        run_parallel(specs, tmp_path / "grid.json", jobs=4)
+    lines = "".join(out.parts).splitlines()
+    line = re.compile(r"\[\d/8\] \S+ seed 0: (running \(.*\)|FAILED \(exit \d+; see .*\)) \(\d+s elapsed\)")
+    assert [x for x in lines if not line.fullmatch(x)] == []
+    assert len(lines) == 16  # a start and an end per run
+
+
 def test_the_local_queue_starts_the_longest_runs_first(tmp_path):
     """Two epochs of SDFT (rollouts) before one of SDFT, before SFT, before Base (which does not train)."""
     from experiments.grid import RunSpec, expected_cost
