@@ -96,6 +96,33 @@ def run_module(tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="session")
+def once_per_session(tmp_path_factory, worker_id):
+    """A function ``(name, make) -> Path``: a folder that ``make(folder)`` fills once per test session, whichever
+    pytest-xdist worker asks first; a worker asking while it is being made waits for it (a file lock), then every
+    worker reads the same folder. (A module- or session-scoped fixture runs once per *worker* that runs its tests:
+    with ``--dist worksteal`` both workers often do, and an expensive one ran twice.) A ``make`` that raised is
+    redone by the next asker."""
+    import shutil
+
+    from filelock import FileLock
+
+    # under xdist: the session's folder that holds every worker's own (popen-gw0, popen-gw1); else this session's
+    root = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+
+    def get(name: str, make) -> Path:
+        folder = root / f"shared-{name}"
+        with FileLock(str(root / f"shared-{name}.lock")):
+            if not (folder / ".made").exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                make(folder)
+                (folder / ".made").touch()
+        return folder
+
+    return get
+
+
 def pytest_collection_modifyitems(config, items):
     """Modules holding end-to-end (``slow``) tests first, in their collected order otherwise: on two workers the
     longest modules start early and the many short ones fill in behind them, instead of one long module running

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -46,18 +48,30 @@ WEIGHT_TOL = dict(rtol=1e-5, atol=1e-6)
 FUSED_OFF_LINE = "[sdft] fused_lm_head and sequence_microbatches are off"
 
 
-@pytest.fixture(scope="module")
-def launched(tiny_model_path, tmp_path_factory):
-    """(output folder, stdout) of the two-process worker."""
-    out = tmp_path_factory.mktemp("multiprocess")
+class Launch(NamedTuple):
+    out: Path  # what the worker left: runs/, dumps/, writes-rank*.json
+    stdout: str
+    model: str  # the tiny model it trained from (a copy of ``tiny_model_path``, shared by the test workers)
+
+
+def _launch(folder: Path, tiny_model_path: str) -> None:
+    model, out = folder / "model", folder / "out"
+    shutil.copytree(tiny_model_path, model)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-           str(WORKER), str(out), tiny_model_path]
+           str(WORKER), str(out), str(model)]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return out, proc.stdout
+    (folder / "stdout.txt").write_text(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def launched(tiny_model_path, once_per_session) -> Launch:
+    """The two-process worker's run, launched once per test session (the test workers share it)."""
+    folder = once_per_session("multiprocess", lambda f: _launch(f, tiny_model_path))
+    return Launch(folder / "out", (folder / "stdout.txt").read_text(), str(folder / "model"))
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -82,7 +96,7 @@ def test_each_method_trains_on_two_processes_into_one_run_directory(method, laun
 
     from sdft.checkpoints import checkpoint_problem
 
-    out, stdout = launched
+    out, stdout, _ = launched
     run = out / "runs" / method
     assert stdout.count(f"-> {run.resolve()}\n") == 1, "the run's banner is printed once, by the main process"
     assert f"{method} on embedded_tool (8 records), model " in stdout and "2 processes (MULTI_CPU)" in stdout
@@ -116,7 +130,7 @@ def test_each_method_trains_on_two_processes_into_one_run_directory(method, laun
 
 @pytest.mark.slow
 def test_only_the_main_process_writes_the_run_directories(launched):
-    out, _ = launched
+    out, _, _ = launched
     main = json.loads((out / "writes-rank0.json").read_text())
     other = json.loads((out / "writes-rank1.json").read_text())
     # the recorder sees the main process's writes (so an empty list of the other's means something)
@@ -134,17 +148,17 @@ def test_only_the_main_process_writes_the_run_directories(launched):
 
 @pytest.mark.slow
 def test_fused_head_turned_off_on_two_processes_is_logged(launched):
-    _, stdout = launched
+    _, stdout, _ = launched
     assert stdout.count(FUSED_OFF_LINE) == 3  # sdft, eq_sdft, re-invoke's stage 2: once per SDFT trainer
 
 
 # ------------------------------------------------------------------------------------------------ EMA teacher
 @pytest.mark.slow
-def test_ema_teacher_is_identical_on_both_processes(launched, tiny_model_path):
-    out, _ = launched
+def test_ema_teacher_is_identical_on_both_processes(launched):
+    out, _, model = launched
     dumps = out / "dumps" / "sdft"
     t0, t1 = (load_file(str(dumps / f"checkpoints-teacher-rank{r}.safetensors")) for r in (0, 1))
-    initial = load_file(str(Path(tiny_model_path) / "model.safetensors"))
+    initial = load_file(str(Path(model) / "model.safetensors"))
     assert t0.keys() == t1.keys()
     for k in t0:
         assert torch.equal(t0[k], t1[k]), f"the ranks' EMA teachers differ at {k}"
@@ -173,11 +187,10 @@ def _one_process_reference(method: str, model: str, run_dir: Path, **overrides) 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["sft", "sdft"])
-def test_two_processes_of_batch_2_take_the_step_of_one_process_of_batch_4(method, launched, tiny_model_path,
-                                                                           tmp_path):
-    out, _ = launched
+def test_two_processes_of_batch_2_take_the_step_of_one_process_of_batch_4(method, launched, tmp_path):
+    out, _, model = launched
     extra = {"generation_kwargs": {"do_sample": False}, "fused_lm_head": False} if method == "sdft" else {}
-    ref = _one_process_reference(method, tiny_model_path, tmp_path / "one", **extra)
+    ref = _one_process_reference(method, model, tmp_path / "one", **extra)
     two = out / "runs" / f"eq_{method}"
     a, b = _first_step(ref), _first_step(two)
     assert a["epoch"] == b["epoch"] == 0.5  # both saw 4 of the 8 records
@@ -185,7 +198,7 @@ def test_two_processes_of_batch_2_take_the_step_of_one_process_of_batch_4(method
         assert b[key] == pytest.approx(a[key], **LOSS_TOL), key
     want = load_file(str(ref / "model" / "model.safetensors"))
     got = load_file(str(two / "model" / "model.safetensors"))
-    initial = load_file(str(Path(tiny_model_path) / "model.safetensors"))
+    initial = load_file(str(Path(model) / "model.safetensors"))
     assert max((want[k] - initial[k]).abs().max().item() for k in want) > 5e-4, "the step moved nothing"
     _assert_same_weights(got, want, f"{method}: 2 x 2 vs 1 x 4")
     if method == "sft":
