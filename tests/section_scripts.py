@@ -27,24 +27,55 @@ def run_ok(name: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
     return proc
 
 
-def paper_dry_run(module: str, *args: str) -> subprocess.CompletedProcess:
-    """``python -m experiments.<module> --preset paper --dry-run`` into a results folder that must stay unmade, run
-    as the module's ``main(argv)`` in this process (what ``python -m`` calls; the smoke runs test the scripts'
-    command line): a subprocess would spend most of its seconds importing torch and transformers."""
+def run_section(name: str, *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess:
+    """What ``bash experiments/run_<name>.sh ARGS`` runs, ``python -m experiments.<name> ARGS``, as that module's
+    ``main(argv)`` in this process, from ``cwd``, with ``env``'s variables added to the environment while it runs;
+    stdout, stderr and the exit status returned as a subprocess's would be.
+
+    Why not a subprocess: a section's launcher starts a fork server that imports torch, transformers and TRL for its
+    runs (``experiments.processes``), ~10 s of CPU per script; in this process the server started by an earlier
+    test is reused. Each run is still a process of its own, forked from that server, when ``--jobs`` is 2 or more,
+    which is why a call that trains must pass it: ``--jobs 1`` would train in this test process. The scripts' own
+    command line (the bash wrapper, a fresh interpreter) is tested by ``test_table5_smoke.py`` and
+    ``test_figure6.py``."""
     import contextlib
     import importlib
     import io
 
-    results = Path("/nonexistent") / module
-    argv = ["--preset", "paper", *args, "--dry-run", "--results-dir", str(results)]
+    script = (ROOT / "experiments" / f"run_{name}.sh").read_text()
+    assert f"-m experiments.{name} " in script, f"run_{name}.sh no longer runs experiments.{name}"
     out, err, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            importlib.import_module(f"experiments.{module}").main(argv)
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    proc = subprocess.CompletedProcess(["python", "-m", f"experiments.{module}", *argv], code, out.getvalue(),
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})})
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                importlib.import_module(f"experiments.{name}").main(list(args))
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+                if not isinstance(stop.code, int) and stop.code is not None:
+                    print(stop.code, file=err)  # as the interpreter prints SystemExit's message
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["python", "-m", f"experiments.{name}", *args], code, out.getvalue(),
                                        err.getvalue())
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def section_ok(name: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    """:func:`run_section`, asserting that it succeeded (the ends of its output in the failure message)."""
+    proc = run_section(name, *args, **kwargs)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def paper_dry_run(module: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m experiments.<module> --preset paper --dry-run`` into a results folder that must stay unmade, run
+    in this process (:func:`run_section`)."""
+    results = Path("/nonexistent") / module
+    proc = section_ok(module, "--preset", "paper", *args, "--dry-run", "--results-dir", str(results))
     assert not results.exists(), f"a dry run made {results}"
     return proc

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.section_scripts import paper_dry_run, run_ok
+from tests.section_scripts import paper_dry_run, section_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,7 +74,7 @@ def test_run_estimators_smoke_writes_tables_that_match_the_run_files(tmp_path):
     from sdft.run_io import read_metrics
 
     out = tmp_path / "estimators"
-    run_ok("estimators", "--preset", "smoke", "--results-dir", str(out))
+    section_ok("estimators", "--preset", "smoke", "--jobs", "2", "--results-dir", str(out))
     for name in ("estimators.md", "estimators.csv", "estimators_runs.csv", "estimators_gradnorm.csv",
                  "estimators.png", "estimators.pdf"):
         assert (out / name).stat().st_size > 0, name

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from experiments.figure3 import aggregate, collect_points, main, normalize, phase_dir, points_dir
-from tests.section_scripts import run_ok
+from tests.section_scripts import section_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,7 +88,7 @@ def test_a_sequence_killed_in_phase_2_resumes_in_phase_2_from_phase_1s_model(tmp
 @pytest.mark.slow
 def test_run_figure3_smoke_writes_the_table_and_figure(tmp_path):
     out = tmp_path / "figure3"
-    run_ok("figure3", "--preset", "smoke", "--jobs", "2", "--results-dir", str(out))
+    section_ok("figure3", "--preset", "smoke", "--jobs", "2", "--results-dir", str(out))
     for name in ("figure3.md", "figure3.csv", "figure3_raw.csv", "figure3.png", "figure3.pdf"):
         assert (out / name).stat().st_size > 0, name
     raw = pd.read_csv(out / "figure3_raw.csv")

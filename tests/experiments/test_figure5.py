@@ -7,13 +7,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.section_scripts import paper_dry_run, run_script, script_env
+from tests.section_scripts import paper_dry_run, run_section
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(args, extra=None):
-    return run_script("figure5", *args, env=script_env(**(extra or {})))
+    return run_section("figure5", *args, env=extra)
 
 
 def _primary(eval_path: Path) -> float:
@@ -43,7 +43,7 @@ def test_run_figure5_smoke_two_sizes_writes_both_panels_from_the_runs(tmp_path, 
 
     out = tmp_path / "figure5"
     models = ["embedded:tiny-llama", wider_tiny_model]
-    proc = _run(["--preset", "smoke", "--models", ",".join(models), "--results-dir", str(out)])
+    proc = _run(["--preset", "smoke", "--models", ",".join(models), "--jobs", "2", "--results-dir", str(out)])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ("figure5.md", "figure5.csv", "figure5_scale.png", "figure5_scale.pdf", "figure5_passk.png",
                  "figure5_passk.pdf"):

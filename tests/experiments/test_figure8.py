@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.section_scripts import paper_dry_run, run_ok
+from tests.section_scripts import paper_dry_run, section_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,7 +61,7 @@ def test_run_figure8_smoke_writes_a_curve_per_teacher_kind_from_the_run_files(tm
     from experiments.reporting import primary_score
 
     out = tmp_path / "figure8"
-    run_ok("figure8", "--preset", "smoke", "--results-dir", str(out))
+    section_ok("figure8", "--preset", "smoke", "--jobs", "2", "--results-dir", str(out))
     for name in ("figure8.md", "figure8.csv", "figure8_curve.csv", "figure8_teacher.png", "figure8_teacher.pdf"):
         assert (out / name).stat().st_size > 0, name
     curve = pd.read_csv(out / "figure8_curve.csv")

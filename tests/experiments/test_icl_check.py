@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.section_scripts import paper_dry_run, run_script
+from tests.section_scripts import paper_dry_run, run_section
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,13 +51,13 @@ def test_paper_dry_run_prints_the_base_and_one_sft_run_on_tool_use():
 
 
 def _run(args):
-    return run_script("icl_check", *args)
+    return run_section("icl_check", *args)
 
 
 @pytest.mark.slow
 def test_run_icl_check_smoke_writes_the_table_and_figure_from_the_eval_files_and_reuses_an_sft_run(tmp_path):
     out = tmp_path / "icl"
-    proc = _run(["--preset", "smoke", "--results-dir", str(out)])
+    proc = _run(["--preset", "smoke", "--jobs", "2", "--results-dir", str(out)])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ("icl_check.md", "icl_check.csv", "figure2_icl.png", "figure2_icl.pdf"):
         assert (out / name).stat().st_size > 0, name
@@ -83,12 +83,13 @@ def test_run_icl_check_smoke_writes_the_table_and_figure_from_the_eval_files_and
     # the same SFT run given with --sft-run: evaluated into a folder of its own, nothing trained
     sft_run = out / "embedded_tool" / "sft" / "seed0"
     again = tmp_path / "icl_reused"
-    proc = _run(["--preset", "smoke", "--results-dir", str(again), "--sft-run", str(sft_run)])
+    proc = _run(["--preset", "smoke", "--jobs", "2", "--results-dir", str(again), "--sft-run", str(sft_run)])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     reused = again / "embedded_tool" / "sft" / "reused__seed0"
     assert json.loads((reused / "reused_from.json").read_text())["run_dir"] == str(sft_run.resolve())
     assert not (reused / "manifest.json").exists() and not (reused / "model").exists()  # no training here
-    assert "[sdft.train]" not in proc.stdout
+    logs = list(again.rglob("*.log"))  # each run's output (--jobs 2: a process and a log per run)
+    assert logs and not any("[sdft.train]" in log.read_text() for log in logs)
     rows = pd.read_csv(again / "icl_check.csv")
     assert rows["role"].tolist() == ["student", "teacher", "sft"] and rows["run_id"].iloc[-1] == "reused__seed0"
     # the same model, the same seeded sample and greedy answers: the same numbers as in the first results tree

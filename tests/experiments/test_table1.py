@@ -9,14 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.section_scripts import paper_dry_run, run_script, script_env
+from tests.section_scripts import paper_dry_run, run_section
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk-table1-SECRET-19c2"
 
 
 def _run(args, env_extra=None, cwd=ROOT):
-    return run_script("table1", *args, cwd=cwd, env=script_env(**(env_extra or {})))
+    return run_section("table1", *args, cwd=cwd, env=env_extra)
 
 
 @pytest.mark.slow
@@ -99,6 +99,8 @@ def test_run_table1_smoke_with_an_llm_judge_sends_the_estimated_calls_and_no_key
     try:
         out = tmp_path / "table1"
         env = {"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": SECRET, "SDFT_CACHE": str(tmp_path / "cache")}
+        # one run at a time (nothing trains: Base and RAG only evaluate), so that the second finds the first's
+        # verdicts in the cache; runs in parallel processes can ask for the same verdict at once
         proc = _run(["--preset", "smoke", "--methods", "base,rag", "--judge-model", "local-judge",
                      "--results-dir", str(out)], env_extra=env)
     finally:

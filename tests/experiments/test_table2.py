@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.section_scripts import paper_dry_run, run_ok, run_script
+from tests.section_scripts import paper_dry_run, run_section, section_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_run_table2_smoke_reports_accuracy_and_tokens_of_the_predictions(tmp_path):
     out = tmp_path / "table2"
     args = ["--preset", "smoke", "--results-dir", str(out)]
-    run_ok("table2", *args)
+    section_ok("table2", *args, "--jobs", "2")
     table = pd.read_csv(out / "table2.csv").set_index("method")
     assert table.index.tolist() == ["base", "sft", "sdft"]
     for method in table.index:
@@ -38,7 +38,7 @@ def test_run_table2_smoke_reports_accuracy_and_tokens_of_the_predictions(tmp_pat
     md = (out / "table2.md").read_text()
     assert "Avg. # of tokens" in md and "*4612.0*" in md and "not comparable" in md
     assert all(not json.loads(p.read_text()).get("prior") for p in out.glob("*/*/*/eval.json"))  # no prior suite
-    again = run_script("table2", *args)
+    again = run_section("table2", *args)
     assert again.returncode == 0 and again.stdout.count("skipped") == 3, again.stdout[-2000:]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.section_scripts import run_ok, run_script
+from tests.section_scripts import run_ok, run_section
 
 pytestmark = pytest.mark.slow
 
@@ -38,5 +38,5 @@ def test_run_table5_smoke_writes_the_table_and_figure(tmp_path):
     assert table["new_task_final"].notna().all() and "Final model" in (out / "table5.md").read_text()
 
     # A second invocation skips every run whose eval.json exists and only re-aggregates.
-    proc2 = run_script("table5", "--preset", "smoke", "--results-dir", str(out))
+    proc2 = run_section("table5", "--preset", "smoke", "--results-dir", str(out))
     assert proc2.returncode == 0 and proc2.stdout.count("skipped") >= 15, proc2.stdout[-2000:]
