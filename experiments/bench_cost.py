@@ -41,6 +41,11 @@ Switches: ``chunked_loss`` (``loss_chunk_size``), ``fused_lm_head``, ``sequence_
 (``teacher_dtype="bfloat16"``) (``SelfDistillationConfig`` fields). ``--threads`` sets ``torch.set_num_threads`` in every run. ``--equal-shape``
 gives both methods batches of one shape (see ``equal_shape_records``).
 
+``--start fork`` forks each variant from a server that imported the libraries once
+(``experiments.processes``, as the launchers start runs) instead of a fresh interpreter: ~7 s less per variant, for
+quick checks (the test suite); its peak RSS then includes the server's preloaded modules (~20 MB more), and a
+variant that sets environment variables read when torch loads (``OMP_WAIT_POLICY``, ``--env``) is refused.
+
 Writes ``<out-dir>/bench_cost.{json,md}`` (default ``results/bench``) and, with ``--copy-md``, a copy of the
 markdown to a tracked path.
 """
@@ -296,6 +301,8 @@ def worker(spec: dict) -> dict:
     }
     out["tokens_per_s"] = out["tokens_per_step"] / mean_total
     out["peak_memory_mb"] = out["cuda_max_allocated_mb"] if cuda else out["peak_rss_mb"]
+    # a fresh interpreter is the launcher's child; a forked variant is the fork server's
+    out["fresh_interpreter"] = os.getppid() == spec.get("launcher_pid")
     return out
 
 
@@ -331,7 +338,9 @@ def eval_worker(spec: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ parent
-def _run_child(kind: str, spec: dict, env_extra: dict, timeout: int) -> dict:
+def _run_child(kind: str, spec: dict, env_extra: dict, timeout: int, start: str = "fresh") -> dict:
+    """Run one variant (``kind``: worker or eval-worker) in a process of its own and return its result: a fresh
+    interpreter, or with ``start="fork"`` a fork of the preloaded server (``experiments.processes``)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "SDFT_OMP_PASSIVE")}
     env.update(env_extra)
     env.setdefault("HF_HUB_OFFLINE", "1")
@@ -339,12 +348,31 @@ def _run_child(kind: str, spec: dict, env_extra: dict, timeout: int) -> dict:
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(spec, f)
+        json.dump({**spec, "launcher_pid": os.getpid()}, f)
     out_path = f.name + ".out"
-    cmd = [sys.executable, "-m", "experiments.bench_cost", f"--{kind}", f.name, "--result", out_path]
-    proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{kind} {spec.get('name')} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    argv = [f"--{kind}", f.name, "--result", out_path]
+    if start == "fresh":
+        proc = subprocess.run([sys.executable, "-m", "experiments.bench_cost", *argv], env=env, cwd=root,
+                              capture_output=True, text=True, timeout=timeout)
+        code, output = proc.returncode, proc.stdout[-2000:] + "\n" + proc.stderr[-4000:]
+    else:
+        from experiments.processes import start as start_forked
+
+        if env_extra:
+            raise SystemExit(f"error: variant {spec.get('name')!r} sets {sorted(env_extra)}, read when torch loads: "
+                             "a forked variant would not see them; use --start fresh")
+        log = Path(f.name + ".log")
+        child = start_forked("experiments.bench_cost", argv, log, env, spec.get("threads") or os.cpu_count() or 1,
+                             own_session=False)
+        try:
+            code = child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.send_signal(9)
+            child.wait()
+            raise
+        output = log.read_text()[-6000:]
+    if code != 0:
+        raise RuntimeError(f"{kind} {spec.get('name')} failed (exit {code}):\n{output}")
     return json.loads(Path(out_path).read_text())
 
 
@@ -413,7 +441,9 @@ def write_markdown(result: dict) -> str:
            if s.get("equal_shape") else "the task's own demonstrations, rollouts ending at EOS, ") +
         f"{s['warmup']} warm-up + {s['steps']} measured steps per run, {s['rounds']} "
         f"round(s), variants alternating within each round; median over rounds. Peak memory: "
-        f"{'torch.cuda.max_memory_allocated' if result['cuda'] else 'process peak RSS (VmHWM) during training, after model loading; includes both models, optimizer state and the Python/torch runtime'}.", "",
+        f"{'torch.cuda.max_memory_allocated' if result['cuda'] else 'process peak RSS (VmHWM) during training, after model loading; includes both models, optimizer state and the Python/torch runtime'}."
+        + (" Each variant forked from a preloaded server (`--start fork`): its peak RSS includes the server's modules."
+           if s.get("start") == "fork" else " Each variant a fresh interpreter."), "",
     ]
     if "sft" not in v or "sdft" not in v:  # a partial invocation (--only): the variants alone
         lines += ["| variant | s / example | peak MiB | " + " | ".join(SPLIT_KEYS) + " |",
@@ -520,6 +550,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--out-dir", default="results/bench")
     p.add_argument("--copy-md", default=None, help="also write the markdown here (a tracked path)")
     p.add_argument("--timeout", type=int, default=3600, help="seconds per child run")
+    p.add_argument("--start", choices=("fresh", "fork"), default="fresh",
+                   help="each variant a fresh interpreter (default; what committed benchmarks use) or forked from a "
+                        "preloaded server (quicker; peak RSS includes its modules, no import-time env switches)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--eval-worker", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -556,7 +589,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                     "gradient_checkpointing": name.endswith("+gradient_checkpointing"),
                     "padding_free": name == "sft-padding_free", "bf16": name.endswith("+bf16")}
             env = {**dict(kv.split("=", 1) for kv in args.env), **variant_env}
-            res = _run_child("worker", spec, env, args.timeout)
+            res = _run_child("worker", spec, env, args.timeout, args.start)
             runs[name].append(res)
             print(f"[bench_cost] round {rnd + 1}/{args.rounds} {name}: {res['sec_per_example']:.3f} s/example, "
                   f"peak {res['peak_memory_mb']:.0f} MiB, split " +
@@ -567,7 +600,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     import trl
 
     result = {
-        "command": command, "settings": {**base, "rounds": args.rounds, "chunk_size": args.chunk_size, "env": args.env},
+        "command": command, "settings": {**base, "rounds": args.rounds, "chunk_size": args.chunk_size, "env": args.env,
+                                         "start": args.start},
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cuda": torch.cuda.is_available(),
         "machine": (torch.cuda.get_device_name(0) if torch.cuda.is_available()
                     else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, 1-minute load "
@@ -594,7 +628,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     if not args.no_eval:
         result["eval"] = _run_child("eval-worker", {**base, "eval_limit": args.eval_limit, "eval_prompts": args.eval_prompts,
                                                      "eval_max_new_tokens": args.eval_max_new_tokens,
-                                                     "eval_batch_size": args.eval_batch_size}, {}, args.timeout)
+                                                     "eval_batch_size": args.eval_batch_size}, {}, args.timeout,
+                                    args.start)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_cost.json").write_text(json.dumps(result, indent=2))
