@@ -50,11 +50,13 @@ def fresh_processes() -> bool:
 
 
 def _run_module(module: str, argv: list[str], log: str, env: dict[str, str], threads: int,
-                own_session: bool) -> None:
-    """The child: ``log`` as stdout and stderr, ``env``, ``threads``, its own session if ``own_session``; then
-    ``python -m module``."""
+                own_session: bool, cwd: str | None = None) -> None:
+    """The child: ``log`` as stdout and stderr, ``env``, ``threads``, its own session if ``own_session``, ``cwd`` as
+    its working directory if given; then ``python -m module``."""
     if own_session:
         os.setsid()
+    if cwd is not None:
+        os.chdir(cwd)
     # else it stays in the fork server's process group, the launcher's (the server ignores Ctrl-C; the run does not)
     os.environ.clear()
     os.environ.update(env)
@@ -111,11 +113,12 @@ def _context():
 
 
 def start(module: str, argv: list[str], log: str | Path, env: dict[str, str], threads: int,
-          append: bool = False, own_session: bool = True) -> Child | subprocess.Popen:
+          append: bool = False, own_session: bool = True, cwd: str | Path | None = None) -> Child | subprocess.Popen:
     """Start ``python -m module argv`` with ``env`` and ``threads`` torch threads, its output to ``log`` (truncated
     unless ``append``): forked from the fork server, or a fresh interpreter when ``SDFT_FRESH_PROCESSES`` is set.
     ``own_session``: in a session of its own, so that a Ctrl-C at the terminal reaches it only as the launcher
-    passes it on; else in the launcher's process group, which the terminal signals. Returns an object with
+    passes it on; else in the launcher's process group, which the terminal signals. ``cwd``: its working directory
+    (default: the fork server's, which is the launcher's when it started its first run). Returns an object with
     ``wait``, ``poll``, ``send_signal`` and ``returncode``."""
     log = Path(log)
     if not append:
@@ -124,8 +127,10 @@ def start(module: str, argv: list[str], log: str | Path, env: dict[str, str], th
     if fresh_processes():
         with open(log, "a") as out:
             return subprocess.Popen([sys.executable, "-m", module, *argv], stdout=out, stderr=subprocess.STDOUT,
-                                    env=env, start_new_session=own_session)
-    process = _context().Process(target=_run_module, args=(module, list(argv), str(log), env, threads, own_session),
+                                    env=env, start_new_session=own_session, cwd=cwd)
+    process = _context().Process(target=_run_module,
+                                 args=(module, list(argv), str(log), env, threads, own_session,
+                                       None if cwd is None else str(cwd)),
                                  name=f"{module} {' '.join(argv)}", daemon=False)
     with _STATUS_LOCK:
         process.start()

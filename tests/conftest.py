@@ -67,10 +67,11 @@ def varied_copy():
 
 @pytest.fixture(scope="session")
 def run_module(tmp_path_factory):
-    """A function ``(module, argv, env=None, timeout=300) -> subprocess.CompletedProcess``: ``python -m module argv``
-    run as the launchers run every run, forked from the preloaded server of :mod:`experiments.processes` (a process
-    of its own that starts without 7 s of imports), with this process's thread count. Its stdout and stderr, one
-    log, are both fields of the result; a run past ``timeout`` is killed and the timeout raised."""
+    """A function ``(module, argv, env=None, timeout=300, cwd=None) -> subprocess.CompletedProcess``: ``python -m
+    module argv`` (from ``cwd`` if given) run as the launchers run every run, forked from the preloaded server of
+    :mod:`experiments.processes` (a process of its own that starts without 7 s of imports), with this process's
+    thread count. Its stdout and stderr, one log, are both fields of the result; a run past ``timeout`` is killed
+    and the timeout raised."""
     import signal
     import subprocess
 
@@ -80,10 +81,10 @@ def run_module(tmp_path_factory):
 
     logs = tmp_path_factory.mktemp("run_module")
 
-    def run(module: str, argv: list[str], env: dict[str, str] | None = None, timeout: float = 300):
+    def run(module: str, argv: list[str], env: dict[str, str] | None = None, timeout: float = 300, cwd=None):
         log = logs / f"{len(list(logs.iterdir()))}.log"
         child = processes.start(module, list(argv), log, dict(os.environ if env is None else env),
-                                threads=torch.get_num_threads())
+                                threads=torch.get_num_threads(), cwd=cwd)
         try:
             code = child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -227,13 +227,15 @@ def _git_status() -> str:
                           text=True).stdout
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=script_env(), capture_output=True, text=True)
-
-
 @pytest.mark.slow
 def test_a_plugin_outside_the_repository_is_trained_evaluated_and_tabulated_from_the_command_line(
-        tmp_path, tiny_model_path):
+        tmp_path, tiny_model_path, run_module):
+    def _run(dash_m: str, module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+        """``python -m module args`` from ``cwd``: a process of its own, forked from the preloaded server (its
+        stdout and stderr are one log: both fields hold it)."""
+        assert dash_m == "-m"
+        return run_module(module, list(args), env=script_env(), cwd=cwd)
+
     before = _git_status()
     plugin = tmp_path / "lab" / "my_plugin.py"  # outside the checkout: the task and the method are not the package's
     plugin.parent.mkdir()

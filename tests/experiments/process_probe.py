@@ -12,7 +12,7 @@ if __name__ == "__main__":
 
     out, code = sys.argv[1], int(sys.argv[2])
     seen = {"argv": sys.argv[1:], "pid": os.getpid(), "sid": os.getsid(0), "threads": torch.get_num_threads(),
-            "probe_env": os.environ.get("SDFT_PROBE"), "main": __name__}
+            "probe_env": os.environ.get("SDFT_PROBE"), "main": __name__, "cwd": os.getcwd()}
     print("probe: stdout line", flush=True)
     print("probe: stderr line", file=sys.stderr, flush=True)
     if sys.argv[3:] == ["wait"]:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +46,13 @@ def test_a_run_gets_its_argv_environment_threads_session_log_and_exit_status(tmp
     child = processes.start(MODULE, [str(out), "0"], log, env, threads=2, append=True)
     assert child.wait() == 0 and json.loads(out.read_text())["threads"] == 2
     assert log.read_text().count("probe: stdout line") == 2
+
+    # in a working directory of its own when asked (relative paths in its argv are read from there)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    root = str(Path(__file__).resolve().parents[2])  # a fresh interpreter imports the probe from there
+    child = processes.start(MODULE, ["seen.json", "0"], log, {**env, "PYTHONPATH": root}, threads=1, cwd=elsewhere)
+    assert child.wait() == 0 and json.loads((elsewhere / "seen.json").read_text())["cwd"] == str(elsewhere)
 
 
 def test_a_signal_passed_on_reaches_the_run_which_stops_as_interrupted(tmp_path, mode):
