@@ -1,7 +1,6 @@
 """The experiment grid: sizes of the paper sweep, run ids, the SLURM dry run, the recipes."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,10 +29,9 @@ def test_every_recipe_builds_a_paper_config(recipe):
 
 
 @pytest.mark.slow
-def test_slurm_dry_run_prints_the_array_and_grid_size(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "experiments.table5", "--preset", "paper", "--sweep",
-                          "--launcher", "slurm", "--dry-run", "--results-dir", str(tmp_path)],
-                         capture_output=True, text=True, timeout=120)
+def test_slurm_dry_run_prints_the_array_and_grid_size(tmp_path, run_module):
+    out = run_module("experiments.table5", ["--preset", "paper", "--sweep", "--launcher", "slurm", "--dry-run",
+                                            "--results-dir", str(tmp_path)], timeout=120)
     assert out.returncode == 0, out.stderr
     # Table 3: lr 3 x epochs 2 x batch 3 (x EMA 3 for SDFT), 3 tasks, 3 seeds; Base is evaluated once per task/seed
     per_task_seed = {"sft": 18, "reinvoke": 18, "dft": 18, "sdft": 54, "base": 1}
@@ -67,7 +65,6 @@ def test_progress_lines_of_runs_ending_and_starting_at_once_stay_whole_lines(tmp
     its own line. (A stdout that lets other threads run inside each write makes two ``print`` calls, each a write of
     the text and one of the newline, join two lines and leave an empty one.)"""
     import re
-    import sys
     import time
 
     from experiments.grid import RunSpec, run_parallel

@@ -116,8 +116,8 @@ def test_cli_smoke_run_with_a_transformers_and_a_trl_knob(tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
-def test_the_installed_package_answers_help_from_any_directory(tmp_path):
-    """`cd /tmp && python -m sdft.train --help` (setup.sh installs the checkout editable)."""
+def test_the_installed_package_answers_help_from_any_directory(tmp_path, run_module):
+    """`cd /tmp && python -m sdft.train --help` (setup.sh installs the checkout editable): a fresh interpreter."""
     import subprocess
     import sys
 
@@ -125,7 +125,6 @@ def test_the_installed_package_answers_help_from_any_directory(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "--help-config" in out.stdout and "--output-dir" in out.stdout
-    keys = subprocess.run([sys.executable, "-m", "sdft.train", "--method", "sft", "--help-config"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    keys = run_module("sdft.train", ["--method", "sft", "--help-config"], cwd=tmp_path)  # forked: no imports
     assert keys.returncode == 0, keys.stderr[-2000:]
     assert all(f"\n  {k} " in keys.stdout for k in ("max_length", "learning_rate", "n_train"))

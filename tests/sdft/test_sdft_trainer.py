@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -111,10 +109,10 @@ def test_three_step_run_changes_student_moves_teacher_and_logs_finite_loss(tiny_
 
 
 @pytest.mark.slow
-def test_cli_smoke_run_writes_the_run_directory(tmp_path):
+def test_cli_smoke_run_writes_the_run_directory(tmp_path, run_module):
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "sdft.train", "--method", "sdft", "--preset", "smoke",
-                           "--output-dir", str(out)], capture_output=True, text=True, timeout=300)
+    argv = ["--method", "sdft", "--preset", "smoke", "--output-dir", str(out)]
+    proc = run_module("sdft.train", argv)  # python -m sdft.train ARGV, forked from the preloaded server
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("config.yaml", "manifest.json", "metrics.jsonl", "model/config.json", "model/model.safetensors"):
         assert (out / name).exists(), name
@@ -124,8 +122,7 @@ def test_cli_smoke_run_writes_the_run_directory(tmp_path):
     losses = [json.loads(l)["loss"] for l in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
     assert losses and all(math.isfinite(x) for x in losses)
     # rerun: the completed run is skipped, not retrained
-    again = subprocess.run([sys.executable, "-m", "sdft.train", "--method", "sdft", "--preset", "smoke",
-                            "--output-dir", str(out)], capture_output=True, text=True, timeout=300)
+    again = run_module("sdft.train", argv)
     assert again.returncode == 0 and "skipping" in again.stdout
 
 

@@ -414,13 +414,9 @@ def test_paper_and_mini_presets_keep_the_full_vocabulary():
 
 
 @pytest.mark.slow
-def test_bench_topk_loss_runs_at_a_tiny_size():
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, "-m", "experiments.bench_topk_loss", "--batch", "2", "--length", "8",
-                           "--vocab", "300", "--hidden", "16", "--k", "5", "--chunk", "4", "--reps", "1"],
-                          capture_output=True, text=True, timeout=300)
+def test_bench_topk_loss_runs_at_a_tiny_size(run_module):
+    proc = run_module("experiments.bench_topk_loss", ["--batch", "2", "--length", "8", "--vocab", "300", "--hidden",
+                                                      "16", "--k", "5", "--chunk", "4", "--reps", "1"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = [line for line in proc.stdout.splitlines() if line.startswith("| logits") or line.startswith("| head")]
     assert len(table) == 4 and sum("top 5 + tail" in line for line in table) == 2
