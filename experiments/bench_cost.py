@@ -29,7 +29,9 @@ them off (TRL 1.16's trainer as shipped, our loss); with ``--omp-passive-variant
 ``sdft+omp_passive`` (``OMP_WAIT_POLICY=PASSIVE``, what ``SDFT_OMP_PASSIVE=1`` sets; every other run has the OpenMP
 runtime's default policy); with ``--bf16-variant``, ``sft+bf16`` and ``sdft+bf16`` (``bf16=True``: the forward and
 backward in bf16 autocast, float32 weights and optimizer; different numbers, so beside the float32 runs, not
-instead of them); with ``--sft-padding-free-variant``, ``sft-padding_free``: SFT with TRL's ``padding_free``
+instead of them); with ``--fp32-sampler-variant``, ``sdft+fp32_sampler`` (the sampler copy in float32: ``rollout_dtype="float32"``) and
+``sdft+fp32`` (that and the teacher in float32: no bf16 product anywhere); with ``--sft-padding-free-variant``,
+``sft-padding_free``: SFT with TRL's ``padding_free``
 (a batch's sequences concatenated into one row, the attention kept within each by its position ids), which computes
 no padding -- the counterpart of SDFT's ``sequence_microbatches``, which ``sft`` (TRL's SFT as ``mini`` runs it:
 each batch padded to its longest sequence) lacks. The worker refuses it when a record is longer than SFT's
@@ -164,7 +166,9 @@ def worker(spec: dict) -> dict:
     from transformers.trainer_utils import SaveStrategy
 
     trainer.args.save_strategy = SaveStrategy.NO  # no checkpoint (the final one would be GBs per run)
-    flags = {"bf16": bool(trainer.args.bf16), "padding_free": bool(getattr(trainer.args, "padding_free", False))}
+    flags = {"bf16": bool(trainer.args.bf16), "padding_free": bool(getattr(trainer.args, "padding_free", False)),
+             "rollout_dtype": getattr(trainer.args, "rollout_dtype", None),
+             "teacher_dtype": getattr(trainer.args, "teacher_dtype", None)}
     steps: list[dict] = []
     cur: dict = {}
     marks: dict = {}
@@ -392,7 +396,7 @@ def _check_within(records: list[dict], model: str, max_length: int) -> None:
 
 def _variants(ablations: list[str], trl_baseline: bool, gradient_checkpointing: bool = False,
               omp_passive: bool = False, sft_padding_free: bool = False,
-              bf16: bool = False) -> list[tuple[str, str, dict, dict]]:
+              bf16: bool = False, fp32_sampler: bool = False) -> list[tuple[str, str, dict, dict]]:
     """(name, method, switches, extra environment) of every variant, in running order."""
     on = {s: True for s in SWITCHES}
     out = [("sft", "sft", on, {})]
@@ -410,6 +414,17 @@ def _variants(ablations: list[str], trl_baseline: bool, gradient_checkpointing: 
         out.append(("sdft+gradient_checkpointing", "sdft", on, {}))
     if bf16:  # changes the numbers (bf16 autocast): reported beside, not in "sft" / "sdft"
         out += [("sft+bf16", "sft", on, {}), ("sdft+bf16", "sdft", on, {})]
+    if fp32_sampler:  # other numbers too (float32 rollouts / teacher): for CPUs without native bf16 products
+        out += [("sdft+fp32_sampler", "sdft", on, {}), ("sdft+fp32", "sdft", {**on, "bf16_teacher": False}, {})]
+    return out
+
+
+def _variant_args(name: str, switches: dict[str, bool], chunk: int) -> dict:
+    """The trainer arguments of variant ``name``: its switches', and for the ``+fp32`` variants the sampler copy in
+    float32 (``rollout_dtype="float32"``: the fast sampler's loop, no bf16 products)."""
+    out = _args_for(switches, chunk)
+    if name in ("sdft+fp32_sampler", "sdft+fp32"):
+        out["rollout_dtype"] = "float32"
     return out
 
 
@@ -532,6 +547,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--bf16-variant", action="store_true",
                    help="add sft+bf16 and sdft+bf16: training in bf16 autocast (TrainingArguments.bf16; on a CPU, "
                         "torch's CPU autocast), the float32 weights and optimizer kept")
+    p.add_argument("--fp32-sampler-variant", action="store_true",
+                   help="add sdft+fp32_sampler (the rollouts' sampler copy in float32: rollout_dtype=float32, the fast "
+                        "sampler's loop) and sdft+fp32 (that and the teacher in float32 too): SDFT without bf16 "
+                        "products, for CPUs that have none in hardware (AVX2: no AVX512-BF16 or AMX)")
     p.add_argument("--sft-padding-free-variant", action="store_true",
                    help="add SFT with TRL's padding_free (no compute on padding; ratios against it reported too)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
@@ -572,7 +591,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         p.error(f"unknown switches {sorted(unknown)}; known: {SWITCHES}")
     command = "python -m experiments.bench_cost " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     variants = _variants(ablations, not args.no_trl_baseline, args.gradient_checkpointing_variant,
-                         args.omp_passive_variant, args.sft_padding_free_variant, args.bf16_variant)
+                         args.omp_passive_variant, args.sft_padding_free_variant, args.bf16_variant,
+                         args.fp32_sampler_variant)
     if args.only:
         keep = set(args.only.split(","))
         variants = [v for v in variants if v[0] in keep]
@@ -585,7 +605,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     for rnd in range(args.rounds):
         for name, method, switches, variant_env in variants:
             spec = {**base, "name": name, "method": method, "switches": switches,
-                    "trainer_args": _args_for(switches, args.chunk_size),
+                    "trainer_args": _variant_args(name, switches, args.chunk_size),
                     "gradient_checkpointing": name.endswith("+gradient_checkpointing"),
                     "padding_free": name == "sft-padding_free", "bf16": name.endswith("+bf16")}
             env = {**dict(kv.split("=", 1) for kv in args.env), **variant_env}

@@ -97,19 +97,22 @@ def test_bench_cost_runs_on_the_tiny_model(tmp_path):
     # the parent in this process; every variant but sft+bf16 (TRL's SFT with TRL's bf16 flag) a process forked from
     # the preloaded server (a fresh interpreter per variant spends ~7 s importing; that start is tested below)
     main([*TINY_BENCH, "--ablations", "chunked_loss", "--sft-padding-free-variant", "--bf16-variant",
-          "--only", "sft,sft-padding_free,sdft,sdft-no-chunked_loss,sdft-trl,sdft+bf16", "--start", "fork",
-          "--out-dir", str(out)])
+          "--fp32-sampler-variant", "--only", "sft,sft-padding_free,sdft,sdft-no-chunked_loss,sdft-trl,sdft+bf16,"
+          "sdft+fp32", "--start", "fork", "--out-dir", str(out)])
     result = json.loads((out / "bench_cost.json").read_text())
     md = (out / "bench_cost.md").read_text()
     assert "python -m experiments.bench_cost" in md and "forked from a preloaded server" in md
     names = {v["name"] for v in result["variants"]}
-    assert names == {"sft", "sft-padding_free", "sdft", "sdft-no-chunked_loss", "sdft-trl", "sdft+bf16"}
+    assert names == {"sft", "sft-padding_free", "sdft", "sdft-no-chunked_loss", "sdft-trl", "sdft+bf16", "sdft+fp32"}
     v = {r["name"]: r for r in result["variants"]}
     # each variant's trainer ran with its own precision and padding, and only those
     flags = {name: r["trainer_flags"] for name, r in v.items()}
     assert flags["sdft+bf16"]["bf16"]
     assert not flags["sft"]["bf16"] and not flags["sdft"]["bf16"] and not flags["sft-padding_free"]["bf16"]
     assert flags["sft-padding_free"]["padding_free"] and not flags["sft"]["padding_free"]
+    # the sampler copy and the teacher in bf16 as `mini` runs them, both in float32 in sdft+fp32
+    assert (flags["sdft"]["rollout_dtype"], flags["sdft"]["teacher_dtype"]) == ("bfloat16", "bfloat16")
+    assert (flags["sdft+fp32"]["rollout_dtype"], flags["sdft+fp32"]["teacher_dtype"]) == ("float32", None)
     # the same batches (same seed), without the padding: the same tokens and targets, fewer positions computed
     for key in ("tokens_per_step", "completion_tokens_per_step"):
         assert v["sft-padding_free"][key] == v["sft"][key]
