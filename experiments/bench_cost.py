@@ -29,11 +29,10 @@ them off (TRL 1.16's trainer as shipped, our loss); with ``--omp-passive-variant
 ``sdft+omp_passive`` (``OMP_WAIT_POLICY=PASSIVE``, what ``SDFT_OMP_PASSIVE=1`` sets; every other run has the OpenMP
 runtime's default policy); with ``--bf16-variant``, ``sft+bf16`` and ``sdft+bf16`` (``bf16=True``: the forward and
 backward in bf16 autocast, float32 weights and optimizer; different numbers, so beside the float32 runs, not
-instead of them); with ``--fp32-sampler-variant``, ``sdft+fp32_sampler`` (the sampler copy in float32: ``rollout_dtype="float32"``) and
-``sdft+fp32`` (that and the teacher in float32: no bf16 product anywhere); with ``--sft-padding-free-variant``,
-``sft-padding_free``: SFT with TRL's ``padding_free``
-(a batch's sequences concatenated into one row, the attention kept within each by its position ids), which computes
-no padding -- the counterpart of SDFT's ``sequence_microbatches``, which ``sft`` (TRL's SFT as ``mini`` runs it:
+instead of them); with ``--fp32-sampler-variant``, ``sdft+fp32_sampler`` (the sampler copy in float32:
+``rollout_dtype="float32"``) and ``sdft+fp32`` (that and the teacher in float32: no bf16 product anywhere); with
+``--sft-padding-free-variant``, ``sft-padding_free``: SFT with TRL's ``padding_free`` (a batch's sequences
+concatenated into one row, the attention kept within each by its position ids), which computes no padding -- the counterpart of SDFT's ``sequence_microbatches``, which ``sft`` (TRL's SFT as ``mini`` runs it:
 each batch padded to its longest sequence) lacks. The worker refuses it when a record is longer than SFT's
 ``max_length`` (``padding_free`` does not truncate), so both SFT variants train on the same tokens.
 
