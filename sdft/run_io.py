@@ -69,26 +69,43 @@ def apply_thread_setting() -> None:
         torch.set_num_threads(int(value))
 
 
-def cpu_description() -> dict[str, Any]:
-    """The processor and the vector instructions torch dispatches to (``AVX512``, ``AVX2``, ...) and whether it has
-    AMX bf16 units: low-precision kernels round differently across them, so a bf16 sampler or teacher (the ``mini``
-    preset's) can take another trajectory on another processor even with the same seed (README, determinism). And
-    the number of threads torch computes with (``torch_threads``): it changes float32 reduction order, so the same
-    run on 1 and on 2 threads differs in the last digits, and a chaotic run (SDFT at 135M) can take another path."""
-    import torch
-
-    model, flags = None, ""
+def _cpu_info() -> tuple[str | None, set[str]]:
+    """The processor's name and feature flags from ``/proc/cpuinfo`` (None and no flags where it cannot be read)."""
+    model, flags = None, set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name") and model is None:
                 model = line.split(":", 1)[1].strip()
             if line.startswith("flags"):
-                flags = line
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
+    return model, flags
+
+
+def bf16_matmul_in_hardware() -> bool | None:
+    """Whether this CPU has bf16 dot-product instructions (``avx512_bf16`` or AMX's ``amx_bf16``); None where its
+    flags cannot be read. Without them torch multiplies bf16 matrices several times slower than float32
+    (``experiments/results/bench_cost_cpu_avx2.md``: an AVX2 processor), so the ``mini`` preset's bf16 sampler and
+    teacher, a speed-up where these instructions exist, cost time there."""
+    _, flags = _cpu_info()
+    return bool(flags & {"avx512_bf16", "amx_bf16"}) if flags else None
+
+
+def cpu_description() -> dict[str, Any]:
+    """The processor and the vector instructions torch dispatches to (``AVX512``, ``AVX2``, ...), whether it has
+    AMX bf16 units and bf16 dot products at all (``bf16_matmul``: :func:`bf16_matmul_in_hardware`): low-precision
+    kernels round differently across them, so a bf16 sampler or teacher (the ``mini`` preset's) can take another
+    trajectory on another processor even with the same seed (README, determinism). And the number of threads torch
+    computes with (``torch_threads``): it changes float32 reduction order, so the same run on 1 and on 2 threads
+    differs in the last digits, and a chaotic run (SDFT at 135M) can take another path."""
+    import torch
+
+    model, flags = _cpu_info()
     return {"model": model or platform.processor() or None, "torch_capability": torch.backends.cpu.get_cpu_capability(),
-            "amx_bf16": "amx_bf16" in flags.split(), "torch_threads": torch.get_num_threads(),
+            "amx_bf16": "amx_bf16" in flags, "bf16_matmul": bool(flags & {"avx512_bf16", "amx_bf16"}) if flags else None,
+            "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 

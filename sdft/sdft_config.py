@@ -71,7 +71,8 @@ class SpeedSwitches:
         default=None,
         metadata={"help": "HF generation only: sample the rollouts from a copy of the student in this dtype (e.g. "
                   "'bfloat16'; decoding on CPU reads every weight for every token, so fewer bytes per weight "
-                  "decode faster), refreshed after every optimizer step, with the sampled tokens' log-probabilities "
+                  "decode faster where the CPU has bf16 instructions (AVX512-BF16 or AMX; without them torch's bf16 "
+                  "products are several times slower than float32: use 'float32' there), refreshed after every optimizer step, with the sampled tokens' log-probabilities "
                   "kept for the importance weights (vllm_importance_sampling) -- the CPU counterpart of the "
                   "paper's bf16 vLLM sampler. None: sample from the student itself; then, with top_k > 0, "
                   "top_p < 1 or min_p and vllm_importance_sampling, HF generate records the sampled tokens' "
@@ -91,7 +92,7 @@ class SpeedSwitches:
         default=None,
         metadata={"help": "run the teacher's forward (the constant target) under autocast to this dtype, its output "
                   "head in float32 (e.g. 'bfloat16': the CPU counterpart of the paper's bf16 GPU runs, where every "
-                  "forward is bf16). None: the training dtype"},
+                  "forward is bf16; on a CPU without bf16 instructions, slower than None). None: the training dtype"},
     )
 
     def __post_init__(self):

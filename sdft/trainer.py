@@ -52,6 +52,7 @@ from sdft.ema import FusedEMATeacherCallback
 from sdft.health import format_rate, head_entropy, rollout_health, token_entropy, token_health
 from sdft.losses import (head_token_log_probs, head_token_terms, loss_from_terms, loss_mask_for, per_token_divergence,
                          sequence_importance_weights, token_terms, truncated_importance_weights)
+from sdft.run_io import bf16_matmul_in_hardware
 from sdft.sampling import truncates
 from sdft.sequences import pad_sequences
 from sdft.speedups import (SamplerCopy, StudentHead, fused_head_requested, lean_logits, linear_head, one_sequence,
@@ -164,6 +165,13 @@ class SelfDistillationTrainer(TimedSteps, CompleteCheckpoints, SDFTTrainer):
                                  "(use_vllm), whose sampler is already bf16")
             self.sampler_copy = SamplerCopy(self.accelerator.unwrap_model(self.model),
                                             getattr(torch, config.rollout_dtype), config.fast_rollout_sampler)
+        slow = [f"{key}=bfloat16" for key in ("rollout_dtype", "teacher_dtype") if getattr(config, key) == "bfloat16"]
+        if slow and main and self.accelerator.device.type == "cpu" and bf16_matmul_in_hardware() is False:
+            print(f"[sdft] {' and '.join(slow)} on a CPU without bf16 dot-product instructions (no AVX512-BF16 or "
+                  "AMX): torch multiplies bf16 matrices several times slower than float32 here "
+                  "(experiments/results/bench_cost_cpu_avx2.md). rollout_dtype=float32 and teacher_dtype=null are "
+                  "faster on this CPU; they give other numbers than bf16 (the committed mini runs used bf16)",
+                  flush=True)
         if fused_head_requested(config) and self._distributed() and main:
             print(f"[sdft] fused_lm_head and sequence_microbatches are off: they run in a single unsharded process "
                   f"only ({self.accelerator.num_processes} processes, {self.accelerator.distributed_type.value}); "

@@ -359,3 +359,32 @@ def test_teacher_head_stays_float32_inside_a_bf16_runs_autocast(topk, tiny_model
         inside = target()
     assert plain.dtype == inside.dtype == torch.float32
     torch.testing.assert_close(inside, plain, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("in_hardware", [False, True, None])
+@pytest.mark.parametrize("dtypes", [dict(rollout_dtype="bfloat16", teacher_dtype="bfloat16"),
+                                    dict(rollout_dtype="float32", teacher_dtype=None)])
+def test_a_bf16_sampler_or_teacher_on_a_cpu_without_bf16_instructions_is_named_as_slow(
+        in_hardware, dtypes, tiny_model_path, tmp_path, monkeypatch, capsys):
+    """The note names each bf16 setting and the faster float32 ones, on a CPU whose flags show no bf16 dot products
+    only (not where they exist, not where the flags cannot be read, not for float32 settings)."""
+    import sdft.trainer
+
+    monkeypatch.setattr(sdft.trainer, "bf16_matmul_in_hardware", lambda: in_hardware)
+    build_sdft_trainer(_cfg(tiny_model_path, tmp_path, **dtypes), _records(2), tmp_path)
+    out = capsys.readouterr().out
+    expected = in_hardware is False and dtypes["rollout_dtype"] == "bfloat16"
+    assert ("without bf16 dot-product instructions" in out) == expected, out
+    if expected:
+        assert "rollout_dtype=bfloat16 and teacher_dtype=bfloat16 on a CPU" in out
+        assert "rollout_dtype=float32 and teacher_dtype=null are faster" in out
+
+
+def test_the_cpu_flags_decide_whether_bf16_products_are_in_hardware(monkeypatch):
+    from sdft import run_io
+
+    for flags, want in ((set(), None), ({"avx2", "fma"}, False), ({"avx2", "avx512_bf16"}, True),
+                        ({"avx2", "amx_bf16", "amx_tile"}, True)):
+        monkeypatch.setattr(run_io, "_cpu_info", lambda flags=flags: ("a CPU", flags))
+        assert run_io.bf16_matmul_in_hardware() is want, flags
+        assert run_io.cpu_description()["bf16_matmul"] is want, flags
