@@ -118,7 +118,8 @@ def start(module: str, argv: list[str], log: str | Path, env: dict[str, str], th
     unless ``append``): forked from the fork server, or a fresh interpreter when ``SDFT_FRESH_PROCESSES`` is set.
     ``own_session``: in a session of its own, so that a Ctrl-C at the terminal reaches it only as the launcher
     passes it on; else in the launcher's process group, which the terminal signals. ``cwd``: its working directory
-    (default: the fork server's, which is the launcher's when it started its first run). Returns an object with
+    (default: the launcher's at this call, as a fresh process's; ``multiprocessing`` sends it with every start).
+    Returns an object with
     ``wait``, ``poll``, ``send_signal`` and ``returncode``."""
     log = Path(log)
     if not append:

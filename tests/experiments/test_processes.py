@@ -30,7 +30,7 @@ def _wait_for(path, child, seconds=120):
     return json.loads(path.read_text())
 
 
-def test_a_run_gets_its_argv_environment_threads_session_log_and_exit_status(tmp_path, mode):
+def test_a_run_gets_its_argv_environment_threads_session_log_and_exit_status(tmp_path, mode, monkeypatch):
     out, log = tmp_path / "seen.json", tmp_path / "run.log"
     log.write_text("an earlier run's output\n")
     env = {**os.environ, "SDFT_PROBE": f"value for {mode}"}
@@ -47,11 +47,16 @@ def test_a_run_gets_its_argv_environment_threads_session_log_and_exit_status(tmp
     assert child.wait() == 0 and json.loads(out.read_text())["threads"] == 2
     assert log.read_text().count("probe: stdout line") == 2
 
-    # in a working directory of its own when asked (relative paths in its argv are read from there)
+    # in a working directory of its own when asked (relative paths in its argv are read from there); by default in
+    # the launcher's at the call, as a fresh process (the fork server kept the one it started in)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    root = str(Path(__file__).resolve().parents[2])  # a fresh interpreter imports the probe from there
-    child = processes.start(MODULE, ["seen.json", "0"], log, {**env, "PYTHONPATH": root}, threads=1, cwd=elsewhere)
+    env = {**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # a fresh interpreter finds the probe
+    monkeypatch.chdir(elsewhere)
+    child = processes.start(MODULE, [str(out), "0"], log, env, threads=1)
+    assert child.wait() == 0 and json.loads(out.read_text())["cwd"] == str(elsewhere)
+    monkeypatch.chdir(tmp_path)
+    child = processes.start(MODULE, ["seen.json", "0"], log, env, threads=1, cwd=elsewhere)
     assert child.wait() == 0 and json.loads((elsewhere / "seen.json").read_text())["cwd"] == str(elsewhere)
 
 
