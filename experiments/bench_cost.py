@@ -32,8 +32,9 @@ backward in bf16 autocast, float32 weights and optimizer; different numbers, so 
 instead of them); with ``--fp32-sampler-variant``, ``sdft+fp32_sampler`` (the sampler copy in float32:
 ``rollout_dtype="float32"``) and ``sdft+fp32`` (that and the teacher in float32: no bf16 product anywhere); with
 ``--sft-padding-free-variant``, ``sft-padding_free``: SFT with TRL's ``padding_free`` (a batch's sequences
-concatenated into one row, the attention kept within each by its position ids), which computes no padding -- the counterpart of SDFT's ``sequence_microbatches``, which ``sft`` (TRL's SFT as ``mini`` runs it:
-each batch padded to its longest sequence) lacks. The worker refuses it when a record is longer than SFT's
+concatenated into one row, the attention kept within each by its position ids), which computes no padding -- the
+counterpart of SDFT's ``sequence_microbatches``, which ``sft`` (TRL's SFT as ``mini`` runs it: each batch padded to
+its longest sequence) lacks. The worker refuses it when a record is longer than SFT's
 ``max_length`` (``padding_free`` does not truncate), so both SFT variants train on the same tokens.
 
 Switches: ``chunked_loss`` (``loss_chunk_size``), ``fused_lm_head``, ``sequence_microbatches``,
@@ -359,20 +360,14 @@ def _run_child(kind: str, spec: dict, env_extra: dict, timeout: int, start: str 
                               capture_output=True, text=True, timeout=timeout)
         code, output = proc.returncode, proc.stdout[-2000:] + "\n" + proc.stderr[-4000:]
     else:
-        from experiments.processes import start as start_forked
+        from experiments.processes import run_to_end
 
         if env_extra:
             raise SystemExit(f"error: variant {spec.get('name')!r} sets {sorted(env_extra)}, read when torch loads: "
                              "a forked variant would not see them; use --start fresh")
         log = Path(f.name + ".log")
-        child = start_forked("experiments.bench_cost", argv, log, env, spec.get("threads") or os.cpu_count() or 1,
-                             own_session=False)
-        try:
-            code = child.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            child.send_signal(9)
-            child.wait()
-            raise
+        code = run_to_end("experiments.bench_cost", argv, log, env, spec.get("threads") or os.cpu_count() or 1,
+                          timeout=timeout, own_session=False)
         output = log.read_text()[-6000:]
     if code != 0:
         raise RuntimeError(f"{kind} {spec.get('name')} failed (exit {code}):\n{output}")

@@ -119,8 +119,7 @@ def start(module: str, argv: list[str], log: str | Path, env: dict[str, str], th
     ``own_session``: in a session of its own, so that a Ctrl-C at the terminal reaches it only as the launcher
     passes it on; else in the launcher's process group, which the terminal signals. ``cwd``: its working directory
     (default: the launcher's at this call, as a fresh process's; ``multiprocessing`` sends it with every start).
-    Returns an object with
-    ``wait``, ``poll``, ``send_signal`` and ``returncode``."""
+    Returns an object with ``wait``, ``poll``, ``send_signal`` and ``returncode``."""
     log = Path(log)
     if not append:
         log.write_text("")
@@ -141,3 +140,16 @@ def start(module: str, argv: list[str], log: str | Path, env: dict[str, str], th
 def interrupted(code: int | None) -> bool:
     """True when exit status ``code`` is a run's stop on SIGTERM or Ctrl-C (it checkpointed first)."""
     return code in (128 + signal.SIGTERM, 128 + signal.SIGINT)
+
+
+def run_to_end(module: str, argv: list[str], log: str | Path, env: dict[str, str], threads: int,
+               timeout: float | None = None, own_session: bool = True, cwd: str | Path | None = None) -> int:
+    """:func:`start`, then wait for the run: its exit status. A run still going after ``timeout`` seconds is killed
+    (SIGKILL) and ``subprocess.TimeoutExpired`` raised."""
+    child = start(module, argv, log, env, threads, own_session=own_session, cwd=cwd)
+    try:
+        return child.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        raise

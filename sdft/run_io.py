@@ -89,7 +89,10 @@ def bf16_matmul_in_hardware() -> bool | None:
     flags cannot be read. Without them torch multiplies bf16 matrices several times slower than float32
     (``experiments/results/bench_cost_cpu_avx2.md``: an AVX2 processor), so the ``mini`` preset's bf16 sampler and
     teacher, a speed-up where these instructions exist, cost time there."""
-    _, flags = _cpu_info()
+    return _bf16_dot_products(_cpu_info()[1])
+
+
+def _bf16_dot_products(flags: set[str]) -> bool | None:
     return bool(flags & {"avx512_bf16", "amx_bf16"}) if flags else None
 
 
@@ -104,7 +107,7 @@ def cpu_description() -> dict[str, Any]:
 
     model, flags = _cpu_info()
     return {"model": model or platform.processor() or None, "torch_capability": torch.backends.cpu.get_cpu_capability(),
-            "amx_bf16": "amx_bf16" in flags, "bf16_matmul": bool(flags & {"avx512_bf16", "amx_bf16"}) if flags else None,
+            "amx_bf16": "amx_bf16" in flags, "bf16_matmul": _bf16_dot_products(flags),
             "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 

@@ -72,7 +72,6 @@ def run_module(tmp_path_factory):
     :mod:`experiments.processes` (a process of its own that starts without 7 s of imports), with this process's
     thread count. Its stdout and stderr, one log, are both fields of the result; a run past ``timeout`` is killed
     and the timeout raised."""
-    import signal
     import subprocess
 
     import torch
@@ -83,14 +82,8 @@ def run_module(tmp_path_factory):
 
     def run(module: str, argv: list[str], env: dict[str, str] | None = None, timeout: float = 300, cwd=None):
         log = logs / f"{len(list(logs.iterdir()))}.log"
-        child = processes.start(module, list(argv), log, dict(os.environ if env is None else env),
-                                threads=torch.get_num_threads(), cwd=cwd)
-        try:
-            code = child.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            child.send_signal(signal.SIGKILL)
-            child.wait()
-            raise
+        code = processes.run_to_end(module, list(argv), log, dict(os.environ if env is None else env),
+                                    threads=torch.get_num_threads(), timeout=timeout, cwd=cwd)
         output = log.read_text()
         return subprocess.CompletedProcess([module, *argv], code, stdout=output, stderr=output)
 
